@@ -1,0 +1,41 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+
+.PHONY: demo test dev services bench clean
+
+$(VENV)/.installed-base: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[example]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev,example]'
+	touch $(VENV)/.installed-base $@
+
+## Materialize the example on the embedded default (SQLite + local disk under .demo/).
+demo: $(VENV)/.installed-base
+	$(PY) -m example_project.demo
+
+## Install dev extras, start the services the tests need, run the whole suite.
+test: $(VENV)/.installed-dev services
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+## Start (or check) PostgreSQL, Redis, the local S3 server and the local PDS.
+services:
+	bash scripts/test-services.sh
+
+## `dagster dev` on 127.0.0.1 with the example loaded and a fresh DAGSTER_HOME.
+dev: $(VENV)/.installed-base
+	bash scripts/dev.sh
+
+bench: $(VENV)/.installed-dev
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf .demo .dagster_home .pytest_cache

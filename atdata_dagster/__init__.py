@@ -1,0 +1,1 @@
+"""Typed machine-learning datasets as first-class Dagster assets."""

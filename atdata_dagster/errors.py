@@ -1,0 +1,107 @@
+"""One exception hierarchy for the whole package.
+
+Every error raised on bad input derives from :class:`AtdataError`. Each one also
+derives from the builtin exception that the seed API documents for that situation
+(``KeyError`` for a missing entry, ``ValueError`` for a malformed ref, ``TypeError``
+for an unsupported field type), so code written against atdata keeps working.
+Messages name the dataset, field, shard or URL and say how to fix the problem.
+"""
+
+from __future__ import annotations
+
+
+class AtdataError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class NotFoundError(AtdataError, KeyError):
+    """A dataset entry, schema, label or repository does not exist."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidNameError(AtdataError, ValueError):
+    """A dataset name, partition key, schema name or field name is not allowed."""
+
+
+class InvalidRefError(AtdataError, ValueError):
+    """A schema ref, dataset ref or AT URI is malformed."""
+
+
+class SampleError(AtdataError, ValueError):
+    """A sample cannot be serialized: not packable, or a value does not match its field."""
+
+
+class UnsupportedTypeError(AtdataError, TypeError):
+    """A sample class uses a field type that cannot be described by a schema."""
+
+
+class NotPackableError(AtdataError, TypeError):
+    """An object or class does not satisfy the Packable protocol."""
+
+
+class SchemaError(AtdataError, ValueError):
+    """A schema record is malformed, unsafe or of an unsupported version."""
+
+
+class EmptyDatasetError(AtdataError, ValueError):
+    """A write was given no samples."""
+
+
+class ShardError(AtdataError, ValueError):
+    """A shard is corrupt, truncated, hostile or does not decode as its sample type."""
+
+
+class DecodeError(ShardError):
+    """A sample payload (msgpack or ndarray bytes) is malformed."""
+
+
+class ChecksumMismatchError(ShardError):
+    """A shard's SHA-256 differs from the checksum recorded in the index entry."""
+
+
+class StoreError(AtdataError):
+    """A data store could not write or read a shard (disk full, permissions, S3 failure)."""
+
+
+class ProviderError(AtdataError):
+    """An index provider (SQLite, PostgreSQL, Redis) failed or could not be reached."""
+
+
+class ConfigurationError(AtdataError, ValueError):
+    """The Index, a repository, store or resource is configured inconsistently."""
+
+
+class AtmosphereError(AtdataError):
+    """An ATProto operation failed (authentication, PDS unavailable, bad record)."""
+
+
+class AtmosphereUnavailableError(AtmosphereError, ValueError):
+    """The operation needs an atmosphere backend (or an authenticated one) and none is configured."""
+
+
+class RecordError(AtmosphereError, ValueError):
+    """An ATProto record has the wrong ``$type`` or an unknown shape."""
+
+
+__all__ = [
+    "AtdataError",
+    "AtmosphereError",
+    "AtmosphereUnavailableError",
+    "ChecksumMismatchError",
+    "ConfigurationError",
+    "DecodeError",
+    "EmptyDatasetError",
+    "InvalidNameError",
+    "InvalidRefError",
+    "NotFoundError",
+    "NotPackableError",
+    "ProviderError",
+    "RecordError",
+    "SampleError",
+    "SchemaError",
+    "ShardError",
+    "StoreError",
+    "UnsupportedTypeError",
+]

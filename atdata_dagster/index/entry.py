@@ -1,0 +1,193 @@
+"""Index entries, schema records, labels and the entry CID.
+
+The CID is computed exactly as atdata computes it: a CIDv1 (dag-cbor, sha2-256) over
+the DAG-CBOR map ``{"schema_ref": ..., "data_urls": [...]}``; name and metadata are
+not part of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "LabelRecord",
+    "LocalDatasetEntry",
+    "BasicIndexEntry",
+    "LocalSchemaRecord",
+    "compute_cid",
+    "dag_cbor_encode",
+]
+
+
+def _cbor_head(major: int, n: int) -> bytes:
+    if n < 24:
+        return bytes([(major << 5) | n])
+    if n < 0x100:
+        return bytes([(major << 5) | 24, n])
+    if n < 0x10000:
+        return bytes([(major << 5) | 25]) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes([(major << 5) | 26]) + n.to_bytes(4, "big")
+    return bytes([(major << 5) | 27]) + n.to_bytes(8, "big")
+
+
+def dag_cbor_encode(value: Any) -> bytes:
+    """Encode str / int / bool / None / list / dict[str, ...] as canonical DAG-CBOR.
+
+    Definite lengths, minimal heads, map keys sorted length-first then bytewise:
+    the encoding libipld produces for these types.
+    """
+    if value is None:
+        return b"\xf6"
+    if value is True:
+        return b"\xf5"
+    if value is False:
+        return b"\xf4"
+    if isinstance(value, int):
+        return _cbor_head(0, value) if value >= 0 else _cbor_head(1, -1 - value)
+    if isinstance(value, str):
+        raw = value.encode("utf-8")
+        return _cbor_head(3, len(raw)) + raw
+    if isinstance(value, (bytes, bytearray)):
+        return _cbor_head(2, len(value)) + bytes(value)
+    if isinstance(value, (list, tuple)):
+        return _cbor_head(4, len(value)) + b"".join(dag_cbor_encode(v) for v in value)
+    if isinstance(value, dict):
+        keys = [k.encode("utf-8") for k in value]
+        if any(not isinstance(k, str) for k in value):
+            raise TypeError("DAG-CBOR map keys must be strings")
+        ordered = sorted(zip(keys, value.values()), key=lambda kv: (len(kv[0]), kv[0]))
+        out = [_cbor_head(5, len(ordered))]
+        for k, v in ordered:
+            out.append(_cbor_head(3, len(k)) + k)
+            out.append(dag_cbor_encode(v))
+        return b"".join(out)
+    raise TypeError(f"cannot DAG-CBOR encode {type(value).__name__}")
+
+
+def compute_cid(schema_ref: str, data_urls: list[str]) -> str:
+    """The atdata entry CID (``bafyrei…``) of a schema ref and shard URL list."""
+    body = dag_cbor_encode({"schema_ref": schema_ref, "data_urls": list(data_urls)})
+    digest = hashlib.sha256(body).digest()
+    cid = bytes([0x01, 0x71, 0x12, 0x20]) + digest
+    return "b" + base64.b32encode(cid).decode("ascii").lower().rstrip("=")
+
+
+@dataclass
+class LocalDatasetEntry:
+    """One dataset version in an index: a name, a schema ref and its shard URLs.
+
+    ``metadata`` holds user metadata plus ``checksums`` (shard URL -> SHA-256) and, when
+    written by this package, ``lineage`` and shard statistics. The CID is derived from
+    ``schema_ref`` and ``data_urls`` only.
+    """
+
+    name: str
+    schema_ref: str
+    data_urls: list[str]
+    metadata: dict | None = None
+    _cid: str | None = field(default=None, repr=False)
+    _legacy_uuid: str | None = field(default=None, repr=False)
+    created_at: str | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.data_urls = list(self.data_urls)
+        if self._cid is None:
+            self._cid = compute_cid(self.schema_ref, self.data_urls)
+
+    @property
+    def cid(self) -> str:
+        """Content identifier of the entry (over schema ref and shard URLs)."""
+        assert self._cid is not None
+        return self._cid
+
+    @property
+    def wds_url(self) -> str:
+        """Legacy accessor: the first shard URL."""
+        return self.data_urls[0]
+
+    @property
+    def sample_kind(self) -> str:
+        """Legacy accessor: the schema ref."""
+        return self.schema_ref
+
+    @property
+    def checksums(self) -> dict[str, str]:
+        """Shard URL -> SHA-256 hex, as recorded in ``metadata["checksums"]``."""
+        return dict((self.metadata or {}).get("checksums") or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (for JSON output and Dagster metadata)."""
+        return {
+            "name": self.name,
+            "cid": self.cid,
+            "schema_ref": self.schema_ref,
+            "data_urls": list(self.data_urls),
+            "metadata": self.metadata,
+            "created_at": self.created_at,
+        }
+
+
+BasicIndexEntry = LocalDatasetEntry
+
+
+@dataclass
+class LabelRecord:
+    """A name (and optional version) pointing at an entry CID."""
+
+    name: str
+    cid: str
+    version: str = ""
+    description: str | None = None
+    created_at: str | None = None
+
+
+@dataclass
+class LocalSchemaRecord:
+    """A stored schema record, with typed accessors over the stored JSON."""
+
+    name: str
+    version: str
+    fields: list[dict]
+    description: str | None = None
+    created_at: str | None = None
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def ref(self) -> str:
+        """The ``atdata://local/schema/{name}@{version}`` reference."""
+        return f"atdata://local/schema/{self.name}@{self.version}"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LocalSchemaRecord":
+        known = {"name", "version", "fields", "description", "createdAt", "$ref"}
+        return cls(
+            name=data["name"],
+            version=data["version"],
+            fields=list(data.get("fields") or []),
+            description=data.get("description"),
+            created_at=data.get("createdAt"),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "LocalSchemaRecord":
+        return cls.from_dict(json.loads(text))
+
+    def to_dict(self, *, with_ref: bool = True) -> dict:
+        """The record as atdata stores it (plus ``$ref`` unless ``with_ref=False``)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "fields": self.fields,
+            "description": self.description,
+            "createdAt": self.created_at,
+        }
+        out.update(self.extra)
+        if with_ref:
+            out["$ref"] = self.ref
+        return out

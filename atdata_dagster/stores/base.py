@@ -1,0 +1,126 @@
+"""The data-store contract: where shards are written and how they are read back.
+
+A store hands out :class:`ShardSink` objects. The shard writer streams tar bytes into a
+sink and, once the shard is complete, calls :meth:`ShardSink.commit` with the shard's
+index and SHA-256; only then does the shard get its final, content-derived name. Until
+commit nothing is visible under a final name, so a crash leaves only temporary
+leftovers that ``gc`` can remove.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, Iterator, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..dataset import Dataset
+
+__all__ = ["DataStore", "ShardSink", "ShardInfo", "ShardWriteResult"]
+
+
+class ShardSink(Protocol):
+    """A write-once destination for one shard's bytes."""
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append bytes to the shard."""
+
+    def commit(self, index: int, sha256: str) -> str:
+        """Make the shard durable under its final name; return its URL.
+
+        The final name derives from ``sha256`` (and ``index``), so identical content
+        gets an identical URL. Committing a shard whose final object already exists with
+        the same content is a no-op that returns the same URL.
+        """
+
+    def abort(self) -> None:
+        """Discard everything written so far (idempotent)."""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """What the writer knows about one committed shard."""
+
+    url: str
+    sha256: str
+    size: int
+    num_samples: int
+    manifest_url: str | None = None
+
+
+class ShardWriteResult(list):
+    """A list of shard URLs (atdata-compatible) that also carries per-shard details."""
+
+    def __init__(self, shards: list[ShardInfo] = ()):  # type: ignore[assignment]
+        super().__init__(s.url for s in shards)
+        self.shards: list[ShardInfo] = list(shards)
+
+    @property
+    def checksums(self) -> dict[str, str]:
+        """Shard URL -> SHA-256 hex."""
+        return {s.url: s.sha256 for s in self.shards}
+
+    @property
+    def num_samples(self) -> int:
+        return sum(s.num_samples for s in self.shards)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(s.size for s in self.shards)
+
+
+class DataStore(ABC):
+    """Abstract data store. Implementations: LocalDiskStore, S3DataStore."""
+
+    @abstractmethod
+    def open_sink(self, prefix: str) -> ShardSink:
+        """A new sink for one shard of the dataset stored under ``prefix``."""
+
+    @abstractmethod
+    def put_sidecar(self, shard_url: str, suffix: str, data: bytes) -> str:
+        """Store a small file next to a shard (``<shard without .tar><suffix>``); return its URL."""
+
+    @abstractmethod
+    def open_read(self, url: str) -> BinaryIO:
+        """Open a shard (or sidecar) URL of this store as a readable binary stream."""
+
+    def read_url(self, url: str) -> str:
+        """The URL a generic reader should use for ``url`` (atdata's ``read_url``)."""
+        return url
+
+    def supports_streaming(self) -> bool:
+        """Whether shards can be read as a stream without a full download."""
+        return True
+
+    @abstractmethod
+    def owns(self, url: str) -> bool:
+        """Whether ``url`` points into this store."""
+
+    @abstractmethod
+    def iter_shard_urls(self) -> Iterator[str]:
+        """Every shard URL (and leftover temporary object) in the store, for ``gc``."""
+
+    @abstractmethod
+    def delete(self, url: str) -> None:
+        """Delete one object of this store (missing objects are ignored)."""
+
+    def write_shards(
+        self,
+        ds: "Dataset",
+        *,
+        prefix: str,
+        maxcount: int | None = None,
+        maxsize: int | None = None,
+        manifest: bool = False,
+        **kwargs,
+    ) -> ShardWriteResult:
+        """Copy a dataset's shards into this store (atdata's ``write_shards``).
+
+        Samples are copied as raw payloads (no re-serialization) and re-sharded with
+        ``maxcount``/``maxsize`` when given.
+        """
+        from ..shards.writer import copy_dataset_to_store
+
+        return copy_dataset_to_store(
+            ds, self, prefix=prefix, maxcount=maxcount, maxsize=maxsize, manifest=manifest
+        )
