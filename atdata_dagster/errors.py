@@ -105,3 +105,10 @@ __all__ = [
     "StoreError",
     "UnsupportedTypeError",
 ]
+
+
+class ConfigurationTypeError(AtdataError, TypeError):
+    """A configuration value has the wrong type (e.g. a repository that is not a Repository)."""
+
+
+__all__.append("ConfigurationTypeError")

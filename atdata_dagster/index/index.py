@@ -1,0 +1,754 @@
+"""The dataset ``Index``: the seed API over repositories, stores and the atmosphere.
+
+One ``Index`` holds a built-in ``local`` repository (SQLite by default), any number of
+named repositories (each an index provider plus an optional data store) and an
+optional atmosphere (ATProto) backend. Names route to them as atdata routes them
+(see :mod:`atdata_dagster.index.names`).
+
+Writes follow "write once, commit last": shards stream straight into their final
+store under content-derived names, and the entry (with its label) is committed in one
+provider transaction only after every shard is durable.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, TypeVar, cast
+
+from ..errors import (
+    AtmosphereUnavailableError,
+    ConfigurationError,
+    ConfigurationTypeError,
+    EmptyDatasetError,
+    InvalidRefError,
+    NotFoundError,
+    NotPackableError,
+)
+from ..stores.base import DataStore, ShardWriteResult
+from .entry import LabelRecord, LocalDatasetEntry, LocalSchemaRecord
+from .names import ATMOSPHERE, LOCAL, resolve_ref, split_repo_prefix, validate_dataset_name
+from .providers.base import IndexProvider
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..dataset import Dataset
+
+__all__ = ["Index", "Repository", "create_repository"]
+
+T = TypeVar("T")
+
+
+class _AtmosphereDefault:
+    def __repr__(self) -> str:
+        return "<anonymous atmosphere>"
+
+
+_ATMOSPHERE_DEFAULT: Any = _AtmosphereDefault()
+
+
+@dataclass
+class Repository:
+    """A named repository: an index provider and an optional data store."""
+
+    provider: IndexProvider
+    data_store: DataStore | None = None
+
+
+def create_repository(provider: str | IndexProvider = "sqlite", *, data_store: DataStore | None = None, **kwargs) -> Repository:
+    """Build a :class:`Repository` from a provider name (``sqlite``/``postgres``/``redis``) or object."""
+    from .providers import create_provider
+
+    if isinstance(provider, str):
+        provider = create_provider(provider, **kwargs)
+    return Repository(provider=provider, data_store=data_store)
+
+
+class Index:
+    """Unified index of datasets across repositories and the atmosphere.
+
+    ``Index()`` is the embedded default: SQLite at ``~/.atdata/index.db`` and shards
+    under ``~/.atdata/data``. ``Index(path=...)`` picks another SQLite file,
+    ``Index(dsn="postgresql://...")`` a PostgreSQL index, ``Index(redis=conn)`` (or
+    Redis keyword arguments) a Redis index. ``repos={"lab": Repository(...)}`` mounts
+    named repositories; ``atmosphere=`` takes an authenticated client for publishing
+    (the default is anonymous and read-only, and makes no network call until needed;
+    ``None`` disables it).
+    """
+
+    def __init__(
+        self,
+        provider: IndexProvider | str | None = None,
+        *,
+        path: str | None = None,
+        dsn: str | None = None,
+        redis: Any = None,
+        data_store: DataStore | None = None,
+        repos: dict[str, Repository] | None = None,
+        atmosphere: Any = _ATMOSPHERE_DEFAULT,
+        auto_stubs: bool = False,
+        stub_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from .providers import create_provider
+
+        if isinstance(provider, IndexProvider):
+            local_provider = provider
+        elif isinstance(provider, str):
+            local_provider = create_provider(provider, path=path, dsn=dsn, redis=redis, **kwargs)
+        elif provider is None:
+            if dsn is not None:
+                local_provider = create_provider("postgres", dsn=dsn)
+            elif redis is not None or kwargs:
+                local_provider = create_provider("redis", redis=redis, **kwargs)
+            else:
+                local_provider = create_provider("sqlite", path=path)
+        else:
+            raise ConfigurationTypeError(
+                f"provider must be an IndexProvider or one of 'sqlite', 'postgres', 'redis'; got {type(provider).__name__}"
+            )
+
+        self._repos: dict[str, Repository] = {LOCAL: Repository(local_provider, data_store)}
+        for key, repo in (repos or {}).items():
+            if key == LOCAL:
+                raise ConfigurationError("the repository name 'local' is reserved for the built-in repository; pick another name")
+            if key == ATMOSPHERE or not key or "/" in key or key.startswith("@"):
+                raise ConfigurationError(f"invalid repository name {key!r}: use a plain word such as 'lab'")
+            if isinstance(repo, IndexProvider):
+                repo = Repository(repo)
+            if not isinstance(repo, Repository):
+                raise ConfigurationTypeError(
+                    f"repos[{key!r}] must be a Repository(provider, data_store), got {type(repo).__name__}"
+                )
+            self._repos[key] = repo
+
+        self._atmosphere_arg = atmosphere
+        self._atmosphere: Any = None
+        self._atmosphere_lock = threading.Lock()
+
+        self._stubs = None
+        if auto_stubs or stub_dir is not None:
+            from ..samples.stubs import StubManager
+
+            self._stubs = StubManager(stub_dir)
+        self.types = SimpleNamespace()
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def provider(self) -> IndexProvider:
+        """The provider of the built-in ``local`` repository."""
+        return self._repos[LOCAL].provider
+
+    @property
+    def data_store(self) -> DataStore | None:
+        """The data store of the ``local`` repository (``None`` until one is needed)."""
+        return self._repos[LOCAL].data_store
+
+    @property
+    def repos(self) -> dict[str, Repository]:
+        """All repositories by name, ``local`` included."""
+        return dict(self._repos)
+
+    def close(self) -> None:
+        """Close every provider's connections."""
+        for repo in self._repos.values():
+            repo.provider.close()
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        repos = ", ".join(f"{k}={r.provider.describe()}" for k, r in self._repos.items())
+        return f"Index({repos})"
+
+    def _repo(self, key: str) -> Repository:
+        try:
+            return self._repos[key]
+        except KeyError:
+            raise NotFoundError(
+                f"Unknown repository {key!r}; mounted repositories: {sorted(self._repos)}"
+            ) from None
+
+    def _store_for(self, repo: Repository) -> DataStore:
+        if repo.data_store is None:
+            from ..stores.disk import LocalDiskStore
+
+            repo.data_store = LocalDiskStore()
+        return repo.data_store
+
+    # ------------------------------------------------------------- atmosphere
+    @property
+    def atmosphere(self):
+        """The atmosphere backend, created on first use (``None`` when disabled)."""
+        if self._atmosphere is None and self._atmosphere_arg is not None:
+            with self._atmosphere_lock:
+                if self._atmosphere is None:
+                    self._atmosphere = self._make_atmosphere(self._atmosphere_arg)
+        return self._atmosphere
+
+    @staticmethod
+    def _make_atmosphere(arg: Any):
+        from ..atmosphere import AtmosphereBackend, AtmosphereClient
+
+        if arg is _ATMOSPHERE_DEFAULT:
+            return AtmosphereBackend(AtmosphereClient())
+        if isinstance(arg, AtmosphereBackend):
+            return arg
+        if isinstance(arg, AtmosphereClient):
+            return AtmosphereBackend(arg)
+        try:
+            import atproto
+
+            if isinstance(arg, atproto.Client):
+                return AtmosphereBackend(AtmosphereClient.from_client(arg))
+        except ImportError:  # pragma: no cover
+            pass
+        raise ConfigurationTypeError(
+            f"atmosphere must be an atproto.Client, an AtmosphereClient, None or left out; got {type(arg).__name__}"
+        )
+
+    def _require_atmosphere(self, what: str):
+        backend = self.atmosphere
+        if backend is None:
+            raise AtmosphereUnavailableError(
+                f"{what} needs the atmosphere, but it is disabled (atmosphere=None); pass "
+                "Index(atmosphere=AtmosphereClient(service_url, handle=..., password=...))"
+            )
+        return backend
+
+    # ---------------------------------------------------------------- schemas
+    def _schema_providers(self) -> list[IndexProvider]:
+        return [r.provider for r in self._repos.values()]
+
+    def publish_schema(self, sample_type: type, *, version: str | None = None, description: str | None = None) -> str:
+        """Store the schema of a sample type; return ``atdata://local/schema/{Name}@{version}``.
+
+        ``version=None`` bumps the patch of the latest stored version (or starts at
+        ``1.0.0``). The record is stored in the local provider (where atdata looks for
+        it) and in every mounted repository, so readers of a shared repository can
+        decode its datasets.
+        """
+        from ..samples.packable import ensure_packable_type
+        from ..samples.schema import build_schema_record, make_schema_ref, next_version, schema_json
+
+        ensure_packable_type(sample_type)
+        name = sample_type.__name__
+        if version is None:
+            version = next_version(self.provider.schema_versions(name))
+        record = build_schema_record(sample_type, version=version, description=description)
+        self._store_schema(record, self._schema_providers())
+        return make_schema_ref(name, version)
+
+    @staticmethod
+    def _store_schema(record: dict, providers: list[IndexProvider]) -> None:
+        from ..samples.schema import schema_json
+
+        text = schema_json(record)
+        for p in providers:
+            p.put_schema(record["name"], record["version"], text)
+
+    def _implicit_schema_ref(self, sample_type: type, repo: Repository) -> str:
+        """The ref for writing ``sample_type`` without an explicit ``schema_ref``.
+
+        atdata always uses ``@1.0.0`` and never refreshes it, so a changed class goes
+        stale. We reuse the newest stored version whose fields match the class exactly,
+        and otherwise publish the next version.
+        """
+        from ..samples.schema import build_schema_record, fields_signature, make_schema_ref, next_version
+
+        name = sample_type.__name__
+        record = build_schema_record(sample_type, version="0.0.0")
+        signature = fields_signature(record)
+        providers = [self.provider] + ([repo.provider] if repo.provider is not self.provider else [])
+        versions: list[str] = []
+        for p in providers:
+            versions.extend(v for v in p.schema_versions(name) if v not in versions)
+        for v in sorted(versions, key=_version_key, reverse=True):
+            try:
+                stored = json.loads(self._schema_json(name, v, providers))
+            except NotFoundError:
+                continue
+            if fields_signature(stored) == signature:
+                # make sure every provider that will hold the entry also holds the schema
+                for p in providers:
+                    try:
+                        p.get_schema_json(name, v)
+                    except NotFoundError:
+                        self._store_schema(stored, [p])
+                return make_schema_ref(name, v)
+        version = next_version(versions)
+        self._store_schema(build_schema_record(sample_type, version=version), providers)
+        return make_schema_ref(name, version)
+
+    def _schema_json(self, name: str, version: str, providers: list[IndexProvider] | None = None) -> str:
+        for p in providers or self._schema_providers():
+            try:
+                return p.get_schema_json(name, version)
+            except NotFoundError:
+                continue
+        raise NotFoundError(f"Schema not found: {name}@{version}; publish it with index.publish_schema({name}, version={version!r})")
+
+    def get_schema(self, ref: str) -> dict:
+        """The schema record for ``ref`` as a dict with ``$ref`` (AbstractIndex protocol)."""
+        if ref.startswith("at://") or ref.startswith("@"):
+            return self._require_atmosphere("resolving an atmosphere schema").get_schema(ref)
+        from ..samples.schema import make_schema_ref, parse_schema_ref
+
+        name, version = parse_schema_ref(ref)
+        record = json.loads(self._schema_json(name, version))
+        record["$ref"] = make_schema_ref(name, version)
+        return record
+
+    def get_schema_record(self, ref: str) -> LocalSchemaRecord:
+        """The schema record for ``ref`` as a :class:`LocalSchemaRecord`."""
+        return LocalSchemaRecord.from_dict(self.get_schema(ref))
+
+    def list_schemas(self) -> list[dict]:
+        """Every schema record (local provider first, then mounted repositories), each with ``$ref``."""
+        from ..samples.schema import make_schema_ref
+
+        seen: set[tuple[str, str]] = set()
+        out = []
+        for p in self._schema_providers():
+            for name, version, text in p.iter_schemas():
+                if (name, version) in seen:
+                    continue
+                seen.add((name, version))
+                record = json.loads(text)
+                record["$ref"] = make_schema_ref(name, version)
+                out.append(record)
+        return out
+
+    def decode_schema(self, ref: str) -> type:
+        """Build a sample type from a stored schema (from a generated stub module with ``auto_stubs``)."""
+        from ..samples.schema import type_from_record
+
+        record = self.get_schema(ref)
+        if self._stubs is not None:
+            return self._stubs.load_type(record, authority=_authority_of(record.get("$ref", ref)))
+        return type_from_record(record)
+
+    def decode_schema_as(self, ref: str, type_hint: type[T]) -> type[T]:
+        """:meth:`decode_schema` typed as ``type_hint`` for IDEs (the runtime type comes from the schema)."""
+        return cast("type[T]", self.decode_schema(ref))
+
+    def load_schema(self, ref: str) -> type:
+        """Decode a schema and register the type as ``index.types.<Name>``."""
+        cls = self.decode_schema(ref)
+        setattr(self.types, cls.__name__, cls)
+        return cls
+
+    def get_import_path(self, ref: str) -> str | None:
+        """Import path of the generated stub module (``local.MySample_1_0_0``), or ``None`` without auto_stubs."""
+        if self._stubs is None:
+            return None
+        record = self.get_schema(ref)
+        authority = _authority_of(record.get("$ref", ref))
+        self._stubs.ensure_stub(record, authority=authority)
+        return self._stubs.import_path(record["name"], record["version"], authority=authority)
+
+    def clear_stubs(self) -> int:
+        """Remove generated stub files; return how many were removed (0 without auto_stubs)."""
+        return self._stubs.clear() if self._stubs is not None else 0
+
+    # ---------------------------------------------------------------- entries
+    def get_entry(self, cid: str) -> LocalDatasetEntry:
+        """The entry with this CID (local repository first, then mounted ones)."""
+        for repo in self._repos.values():
+            try:
+                return repo.provider.get_entry(cid)
+            except NotFoundError:
+                continue
+        raise NotFoundError(f"no index entry with CID {cid!r}; list entries with index.list_entries()")
+
+    def get_entry_by_name(self, name: str) -> LocalDatasetEntry:
+        """The latest entry of the local repository with this exact name."""
+        return self.provider.get_entry_by_name(name)
+
+    def list_entries(self) -> list[LocalDatasetEntry]:
+        """Every entry of the local repository."""
+        return list(self.provider.iter_entries())
+
+    def list_datasets(self, repo: str | None = None) -> list[LocalDatasetEntry]:
+        """Entries of ``repo`` (``local``, a mounted name, ``_atmosphere``), or of all repositories."""
+        if repo is None:
+            out: list[LocalDatasetEntry] = []
+            for r in self._repos.values():
+                out.extend(r.provider.iter_entries())
+            return out
+        if repo == ATMOSPHERE:
+            backend = self.atmosphere
+            return [] if backend is None else list(backend.list_datasets())
+        return list(self._repo(repo).provider.iter_entries())
+
+    def get_dataset(self, ref: str) -> LocalDatasetEntry:
+        """The entry a name or ref points at: the latest label first, then the entry name.
+
+        Accepts bare names (local), ``local/x``, ``@local/x``, ``lab/x`` and ``@lab/x``
+        for mounted repositories, ``@handle/x`` and ``at://`` URIs for the atmosphere.
+        """
+        resolved = resolve_ref(ref, self._mounted())
+        if resolved.is_atmosphere:
+            backend = self._require_atmosphere(f"resolving {ref!r}")
+            return backend.resolve(ref)
+        provider = self._repo(resolved.backend).provider
+        return self._lookup(provider, resolved.name, ref)
+
+    @staticmethod
+    def _lookup(provider: IndexProvider, name: str, ref: str) -> LocalDatasetEntry:
+        try:
+            label = provider.get_label(name)
+        except NotFoundError:
+            label = None
+        if label is not None:
+            try:
+                return provider.get_entry(label.cid)
+            except NotFoundError:
+                pass
+        try:
+            return provider.get_entry_by_name(name)
+        except NotFoundError:
+            raise NotFoundError(
+                f"dataset {ref!r} not found in {provider.describe()}; list names with index.list_datasets()"
+            ) from None
+
+    def _mounted(self) -> frozenset[str]:
+        return frozenset(k for k in self._repos if k != LOCAL)
+
+    # ----------------------------------------------------------------- labels
+    def label(self, name: str, cid: str, *, version: str | None = None, description: str | None = None, repo: str = LOCAL) -> None:
+        """Point label ``name`` (optionally versioned) at an entry CID."""
+        provider = self._repo(repo).provider
+        provider.get_entry(cid)
+        provider.put_label(LabelRecord(name=name, cid=cid, version=version or "", description=description))
+
+    def get_label(self, name: str, version: str | None = None, *, repo: str = LOCAL) -> LabelRecord:
+        """The label ``name`` at ``version`` (latest when ``None``)."""
+        return self._repo(repo).provider.get_label(name, version)
+
+    def list_labels(self, *, repo: str = LOCAL) -> list[LabelRecord]:
+        """Every label of a repository."""
+        return list(self._repo(repo).provider.iter_labels())
+
+    # ----------------------------------------------------------------- writes
+    def _commit(self, repo: Repository, entry: LocalDatasetEntry) -> LocalDatasetEntry:
+        label = LabelRecord(name=entry.name, cid=entry.cid, version="")
+        repo.provider.put_entry(entry, label=label)
+        try:
+            return repo.provider.get_entry(entry.cid)
+        except NotFoundError:  # pragma: no cover - provider just wrote it
+            return entry
+
+    def _route_write(self, name: str) -> tuple[str, Repository | None, str]:
+        resolved = resolve_ref(name, self._mounted()) if name.startswith(("@", "at://")) else None
+        if resolved is not None and resolved.is_atmosphere:
+            return ATMOSPHERE, None, name
+        if resolved is not None:
+            key, bare = resolved.backend, resolved.name
+        else:
+            key, bare = split_repo_prefix(name, self._mounted())
+        validate_dataset_name(bare)
+        return key, self._repo(key), bare
+
+    def add_entry(self, ds: "Dataset", *, name: str, schema_ref: str | None = None, metadata: dict | None = None) -> LocalDatasetEntry:
+        """Index an existing dataset's shard URLs in the local repository (nothing is copied)."""
+        validate_dataset_name(name)
+        repo = self._repos[LOCAL]
+        return self._index_urls(repo, ds, name=name, schema_ref=schema_ref, metadata=metadata)
+
+    def _index_urls(self, repo: Repository, ds: "Dataset", *, name: str, schema_ref: str | None, metadata: dict | None) -> LocalDatasetEntry:
+        if schema_ref is None:
+            schema_ref = self._implicit_schema_ref(_dataset_sample_type(ds), repo)
+        meta = dict(metadata if metadata is not None else (getattr(ds, "metadata", None) or {}))
+        entry = LocalDatasetEntry(name=name, schema_ref=schema_ref, data_urls=list(ds.list_shards()), metadata=meta or None)
+        return self._commit(repo, entry)
+
+    def insert_dataset(self, ds: "Dataset", *, name: str, schema_ref: str | None = None, **kwargs: Any) -> LocalDatasetEntry:
+        """Register a dataset under ``name`` (AbstractIndex protocol).
+
+        The repository comes from the name's prefix (``lab/mnist``). If that repository
+        has a data store (or ``data_store=`` is given), the shards are copied into it
+        first (re-sharded by ``maxcount``/``maxsize`` when given) and their checksums
+        recorded; otherwise the dataset's URLs are indexed as they are. ``@handle/x``
+        publishes to the atmosphere. Keyword options: ``metadata``, ``prefix``,
+        ``data_store``, ``maxcount``, ``maxsize``, ``manifest``, ``cache_local``,
+        ``description``, ``tags``, ``license``.
+        """
+        key, repo, bare = self._route_write(name)
+        metadata = kwargs.pop("metadata", None)
+        if key == ATMOSPHERE:
+            return self._publish_dataset(ds, ref=bare, schema_ref=schema_ref, metadata=metadata, **kwargs)
+        assert repo is not None
+        store = kwargs.pop("data_store", None) or repo.data_store
+        if store is None:
+            return self._index_urls(repo, ds, name=bare, schema_ref=schema_ref, metadata=metadata)
+        prefix = kwargs.pop("prefix", None) or bare
+        validate_dataset_name(prefix)
+        kwargs.pop("cache_local", None)
+        if schema_ref is None:
+            schema_ref = self._implicit_schema_ref(_dataset_sample_type(ds), repo)
+        result = store.write_shards(
+            ds,
+            prefix=prefix,
+            maxcount=kwargs.pop("maxcount", None),
+            maxsize=kwargs.pop("maxsize", None),
+            manifest=kwargs.pop("manifest", False),
+        )
+        base = metadata if metadata is not None else (getattr(ds, "metadata", None) or {})
+        entry = LocalDatasetEntry(name=bare, schema_ref=schema_ref, data_urls=list(result), metadata=_with_stats(base, result))
+        return self._commit(repo, entry)
+
+    def write(
+        self,
+        samples: Iterable[Any],
+        *,
+        name: str,
+        schema_ref: str | None = None,
+        description: str | None = None,
+        tags: list[str] | None = None,
+        license: str | None = None,
+        maxcount: int = 10000,
+        maxsize: int | None = None,
+        metadata: dict | None = None,
+        manifest: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> LocalDatasetEntry:
+        """Stream samples into shards and create an index entry in one step.
+
+        A bare name writes to the local repository (shards under ``~/.atdata/data``
+        unless a store is configured), ``repo/name`` to a mounted repository, and
+        ``@handle/name`` publishes to the atmosphere. ``maxcount``/``maxsize`` bound
+        the final shards (atdata ignores them). ``progress(samples, bytes)`` is called
+        every few seconds while writing. Raises :class:`EmptyDatasetError` for no samples.
+        """
+        key, repo, bare = self._route_write(name)
+        if key == ATMOSPHERE:
+            return self._write_atmosphere(
+                samples, ref=bare, schema_ref=schema_ref, description=description, tags=tags,
+                license=license, maxcount=maxcount, maxsize=maxsize, metadata=metadata,
+            )
+        assert repo is not None
+        store = self._store_for(repo)
+        result, schema_ref = self._write_shards(
+            samples, store, prefix=bare, repo=repo, schema_ref=schema_ref, maxcount=maxcount,
+            maxsize=maxsize, manifest=manifest, progress=progress,
+        )
+        entry = LocalDatasetEntry(name=bare, schema_ref=schema_ref, data_urls=list(result), metadata=_with_stats(metadata or {}, result))
+        return self._commit(repo, entry)
+
+    # atdata 0.7 name for the same operation
+    write_samples = write
+
+    def _write_shards(
+        self, samples: Iterable[Any], store: DataStore, *, prefix: str, repo: Repository, schema_ref: str | None,
+        maxcount: int | None, maxsize: int | None, manifest: bool, progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[ShardWriteResult, str]:
+        from ..samples.packable import ensure_packable_type
+        from ..shards.writer import ShardWriter
+
+        it = iter(samples)
+        try:
+            first = next(it)
+        except StopIteration:
+            raise EmptyDatasetError(
+                f"samples must be non-empty: nothing to write for dataset {prefix!r}; pass at least one sample"
+            ) from None
+        sample_type = type(first)
+        try:
+            ensure_packable_type(sample_type)
+        except NotPackableError as exc:
+            raise NotPackableError(f"sample 0 of dataset {prefix!r}: {exc}") from None
+        if schema_ref is None:
+            schema_ref = self._implicit_schema_ref(sample_type, repo)
+        with ShardWriter(store, prefix, maxcount=maxcount, maxsize=maxsize, manifest=manifest,
+                         sample_type=sample_type, progress=progress) as writer:
+            writer.write_sample(first)
+            for sample in it:
+                writer.write_sample(sample)
+            result = writer.close()
+        return result, schema_ref
+
+    # -------------------------------------------------------------- reading
+    def open_url(self, url: str) -> BinaryIO:
+        """Open a shard URL with the store that owns it (credentials included)."""
+        for repo in self._repos.values():
+            store = repo.data_store
+            if store is not None and store.owns(url):
+                return store.open_read(url)
+        if url.startswith("at://"):
+            return self._require_atmosphere(f"reading {url}").open_url(url)
+        from ..shards.reader import open_url
+
+        return open_url(url)
+
+    def dataset(self, ref: str, sample_type: type[T] | None = None) -> "Dataset[T]":
+        """A lazy :class:`Dataset` over the entry ``ref`` resolves to, typed by ``sample_type`` or its schema."""
+        entry = self.get_dataset(ref)
+        return self.dataset_for_entry(entry, sample_type)
+
+    def dataset_for_entry(self, entry: LocalDatasetEntry, sample_type: type[T] | None = None) -> "Dataset[T]":
+        """A lazy :class:`Dataset` over one entry's shards."""
+        from ..dataset import Dataset
+
+        cls = sample_type or self.decode_schema(entry.schema_ref)
+        return Dataset[cls](list(entry.data_urls), metadata=entry.metadata, opener=self.open_url)  # type: ignore[valid-type]
+
+    def verify(self, ref_or_entry: str | LocalDatasetEntry) -> dict[str, str]:
+        """Re-hash every shard of an entry: URL -> ``ok`` / ``mismatch`` / ``missing`` / ``skipped`` / ``error:...``."""
+        from ..shards.reader import verify_shards
+
+        entry = ref_or_entry if isinstance(ref_or_entry, LocalDatasetEntry) else self.get_dataset(ref_or_entry)
+        return verify_shards(entry.data_urls, entry.checksums, opener=self.open_url)
+
+    # ------------------------------------------------------------ atmosphere
+    def promote_entry(self, entry_name: str, *, name: str | None = None, description: str | None = None,
+                      tags: list[str] | None = None, license: str | None = None) -> str:
+        """Publish a locally indexed dataset (schema, entry, label) to the atmosphere; return the entry's AT URI.
+
+        Promoting the same entry again reuses its records (the URIs are kept in the
+        local entry's ``metadata["atmosphere"]``). Local shards are uploaded as blobs;
+        S3 and HTTP shards are referenced where they are.
+        """
+        backend = self._require_atmosphere("promote_entry")
+        resolved = resolve_ref(entry_name, self._mounted())
+        if resolved.is_atmosphere:
+            raise InvalidRefError(f"{entry_name!r} is already an atmosphere ref; promote a local entry name")
+        repo = self._repo(resolved.backend)
+        entry = self._lookup(repo.provider, resolved.name, entry_name)
+        return self._promote(backend, repo, entry, name=name, description=description, tags=tags, license=license)
+
+    def promote_cid(self, cid: str, **kwargs: Any) -> str:
+        """Like :meth:`promote_entry`, for the entry with this CID."""
+        backend = self._require_atmosphere("promote")
+        for repo in self._repos.values():
+            try:
+                entry = repo.provider.get_entry(cid)
+            except NotFoundError:
+                continue
+            return self._promote(backend, repo, entry, **kwargs)
+        raise NotFoundError(f"no index entry with CID {cid!r}")
+
+    def _promote(self, backend: Any, repo: Repository, entry: LocalDatasetEntry, **kwargs: Any) -> str:
+        if not entry.data_urls:
+            raise ConfigurationError(f"entry {entry.name!r} has no data URLs to promote")
+        schema = self.get_schema(entry.schema_ref)
+        result = backend.promote(entry, schema, shard_sources=self._shard_sources(entry), **kwargs)
+        meta = dict(entry.metadata or {})
+        meta["atmosphere"] = {
+            "uri": result.entry_uri,
+            "schema_uri": result.schema_uri,
+            "label_uri": result.label_uri,
+        }
+        if meta != (entry.metadata or {}):
+            repo.provider.update_entry_metadata(entry.cid, meta)
+        return result.entry_uri
+
+    def _shard_sources(self, entry: LocalDatasetEntry) -> list[Any]:
+        from ..atmosphere import shard_sources_for
+
+        stores = [r.data_store for r in self._repos.values() if r.data_store is not None]
+        return shard_sources_for(entry, stores=stores, opener=self.open_url)
+
+    def promote_dataset(self, dataset: "Dataset", *, name: str, sample_type: type | None = None, schema_version: str = "1.0.0",
+                        description: str | None = None, tags: list[str] | None = None, license: str | None = None) -> str:
+        """Publish a Dataset directly to the atmosphere (schema with dedup, entry, label); return the AT URI."""
+        from ..samples.schema import build_schema_record, make_schema_ref
+
+        backend = self._require_atmosphere("promote_dataset")
+        cls = sample_type or _dataset_sample_type(dataset)
+        record = build_schema_record(cls, version=schema_version)
+        entry = LocalDatasetEntry(name=name, schema_ref=make_schema_ref(cls.__name__, schema_version),
+                                  data_urls=list(dataset.list_shards()), metadata=dict(getattr(dataset, "metadata", None) or {}) or None)
+        result = backend.promote(entry, record, name=name, description=description, tags=tags, license=license,
+                                 shard_sources=self._shard_sources(entry))
+        return result.entry_uri
+
+    def _publish_dataset(self, ds: "Dataset", *, ref: str, schema_ref: str | None, metadata: dict | None, **kwargs: Any) -> LocalDatasetEntry:
+        resolved = resolve_ref(ref, self._mounted())
+        backend = self._require_atmosphere(f"publishing {ref!r}")
+        backend.ensure_writable_for(resolved.handle)
+        cls = _dataset_sample_type(ds)
+        from ..samples.schema import build_schema_record
+
+        record = self.get_schema(schema_ref) if schema_ref else build_schema_record(cls, version="1.0.0")
+        entry = LocalDatasetEntry(name=resolved.name, schema_ref=record.get("$ref") or f"atdata://local/schema/{record['name']}@{record['version']}",
+                                  data_urls=list(ds.list_shards()), metadata=metadata or None)
+        result = backend.promote(entry, record, name=resolved.name, shard_sources=self._shard_sources(entry),
+                                 **{k: kwargs[k] for k in ("description", "tags", "license") if k in kwargs})
+        return backend.resolve(result.entry_uri)
+
+    def _write_atmosphere(self, samples: Iterable[Any], *, ref: str, schema_ref: str | None, description: str | None,
+                          tags: list[str] | None, license: str | None, maxcount: int, maxsize: int | None,
+                          metadata: dict | None) -> LocalDatasetEntry:
+        from ..stores.disk import LocalDiskStore
+
+        resolved = resolve_ref(ref, self._mounted())
+        backend = self._require_atmosphere(f"writing {ref!r}")
+        backend.ensure_writable_for(resolved.handle)
+        limit = getattr(backend, "blob_limit", 50_000_000)
+        maxsize = min(maxsize or limit, limit)
+        with tempfile.TemporaryDirectory(prefix="atdata-publish-") as tmp:
+            store = LocalDiskStore(tmp)
+            result, schema_ref = self._write_shards(
+                samples, store, prefix=validate_dataset_name(resolved.name), repo=self._repos[LOCAL],
+                schema_ref=schema_ref, maxcount=maxcount, maxsize=maxsize, manifest=False,
+            )
+            entry = LocalDatasetEntry(name=resolved.name, schema_ref=schema_ref, data_urls=list(result),
+                                      metadata=_with_stats(metadata or {}, result))
+            schema = self.get_schema(schema_ref)
+            from ..atmosphere import shard_sources_for
+
+            sources = shard_sources_for(entry, stores=[store], opener=store.open_read)
+            out = backend.promote(entry, schema, name=resolved.name, description=description, tags=tags,
+                                  license=license, shard_sources=sources)
+        return backend.resolve(out.entry_uri)
+
+
+def _with_stats(metadata: dict, result: ShardWriteResult) -> dict:
+    meta = dict(metadata or {})
+    checksums = dict(meta.get("checksums") or {})
+    checksums.update(result.checksums)
+    meta["checksums"] = checksums
+    shards = getattr(result, "shards", [])
+    if shards:
+        meta["stats"] = {
+            "num_samples": sum(s.num_samples for s in shards),
+            "num_shards": len(shards),
+            "total_bytes": sum(s.size for s in shards),
+            "shard_samples": [s.num_samples for s in shards],
+            "shard_bytes": [s.size for s in shards],
+        }
+        manifests = [s.manifest_url for s in shards if s.manifest_url]
+        if manifests:
+            meta["manifests"] = manifests
+    return meta
+
+
+def _dataset_sample_type(ds: Any) -> type:
+    cls = getattr(ds, "sample_type", None)
+    from ..samples.packable import DictSample
+
+    if cls is None or cls is DictSample:
+        raise ConfigurationError(
+            "the dataset is untyped (DictSample) and no schema_ref was given; "
+            "read it as a typed Dataset[YourSample] or pass schema_ref='atdata://local/schema/Name@version'"
+        )
+    return cls
+
+
+def _version_key(v: str) -> tuple:
+    parts = v.split(".")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        return (1, *map(int, parts))
+    return (0, v)
+
+
+def _authority_of(ref: str) -> str:
+    if ref.startswith("atdata://"):
+        return ref[len("atdata://"):].split("/", 1)[0].replace(":", "_") or "local"
+    return "local"
