@@ -1,0 +1,295 @@
+"""``atdata-dagster``: inspect, verify, promote and clean an index from the shell.
+
+The index is chosen with ``--index URL`` (or the ``ATDATA_INDEX`` environment variable):
+``sqlite:///path/index.db``, ``postgresql://user@host/db`` or ``redis://host:6379/0``;
+the default is atdata's ``~/.atdata/index.db``. ``--data-root`` names the local shard
+directory (default ``~/.atdata/data``), used by ``gc``. Every command takes ``--json``
+for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TypeVar
+
+from .errors import AtdataError
+
+T = TypeVar("T")
+
+__all__ = ["main", "build_parser"]
+
+
+class _Progress:
+    """A one-line progress bar on stderr (only when stderr is a terminal, or forced)."""
+
+    def __init__(self, total: int, label: str, enabled: bool | None = None) -> None:
+        self.total, self.label, self.done = max(total, 1), label, 0
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._last = 0.0
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and (now - self._last > 0.1 or self.done >= self.total):
+            self._last = now
+            width = 30
+            filled = int(width * self.done / self.total)
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
+            if self.done >= self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    def wrap(self, items: Iterable[T]) -> Iterator[T]:
+        for item in items:
+            yield item
+            self.step()
+
+
+def _open_index(args: argparse.Namespace):
+    from .index.index import Index
+    from .index.providers import provider_from_url
+    from .stores.disk import LocalDiskStore
+
+    url = args.index or os.environ.get("ATDATA_INDEX")
+    store = LocalDiskStore(args.data_root) if args.data_root else None
+    atmosphere = None
+    if getattr(args, "handle", None):
+        from .atmosphere import AtmosphereClient
+
+        password = os.environ.get("ATDATA_APP_PASSWORD")
+        if not password:
+            raise SystemExit("set ATDATA_APP_PASSWORD to the app password of --handle")
+        atmosphere = AtmosphereClient(args.service, handle=args.handle, password=password)
+    if url:
+        return Index(provider_from_url(url), data_store=store, atmosphere=atmosphere)
+    return Index(data_store=store, atmosphere=atmosphere)
+
+
+def _entry_summary(entry) -> dict[str, Any]:
+    meta = entry.metadata or {}
+    stats = meta.get("stats") or {}
+    return {
+        "name": entry.name,
+        "cid": entry.cid,
+        "schema_ref": entry.schema_ref,
+        "samples": stats.get("num_samples"),
+        "shards": len(entry.data_urls),
+        "bytes": stats.get("total_bytes"),
+        "created_at": entry.created_at,
+        "promoted": (meta.get("atmosphere") or {}).get("uri"),
+    }
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_list(args: argparse.Namespace, out) -> int:
+    index = _open_index(args)
+    rows = [_entry_summary(e) for e in index.list_datasets(args.repo)]
+    rows.sort(key=lambda r: (r["name"], r["created_at"] or ""))
+    if args.json:
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+        return 0
+    if not rows:
+        out.write("no datasets\n")
+        return 0
+    out.write(f"{'NAME':<32} {'SAMPLES':>9} {'SHARDS':>6} {'SIZE':>10}  CID\n")
+    for r in rows:
+        samples = "?" if r["samples"] is None else str(r["samples"])
+        out.write(f"{r['name']:<32} {samples:>9} {r['shards']:>6} {_fmt_bytes(r['bytes']):>10}  {r['cid']}\n")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, out) -> int:
+    index = _open_index(args)
+    entry = index.get_dataset(args.name)
+    try:
+        schema = index.get_schema(entry.schema_ref)
+    except AtdataError as exc:
+        schema = {"error": str(exc)}
+    meta = entry.metadata or {}
+    doc = {
+        **_entry_summary(entry),
+        "data_urls": entry.data_urls,
+        "checksums": entry.checksums,
+        "schema": schema,
+        "lineage": meta.get("lineage"),
+        "metadata": {k: v for k, v in meta.items() if k not in ("checksums", "lineage")},
+    }
+    if args.json:
+        json.dump(doc, out, indent=2, default=str)
+        out.write("\n")
+        return 0
+    out.write(f"{entry.name}  ({entry.cid})\n")
+    out.write(f"  schema    {entry.schema_ref}\n")
+    for f in schema.get("fields", []):
+        kind = f.get("fieldType", {})
+        t = kind.get("primitive") or kind.get("dtype") or kind.get("$type", "?").split("#")[-1]
+        out.write(f"              {f['name']}: {t}{' (optional)' if f.get('optional') else ''}\n")
+    out.write(f"  samples   {doc['samples'] if doc['samples'] is not None else '?'}\n")
+    out.write(f"  size      {_fmt_bytes(doc['bytes'])} in {len(entry.data_urls)} shard(s)\n")
+    for url in entry.data_urls:
+        out.write(f"    {url}  sha256={entry.checksums.get(url, '-')[:16]}\n")
+    lineage = meta.get("lineage")
+    if lineage:
+        out.write("  lineage\n")
+        for k in ("asset_key", "partition", "run_id", "code_version"):
+            if lineage.get(k) is not None:
+                out.write(f"    {k:<12} {lineage[k]}\n")
+        for up in lineage.get("upstream") or []:
+            out.write(f"    upstream     {up.get('asset_key')} {up.get('partition') or ''} {up.get('cid')}\n")
+    if doc["promoted"]:
+        out.write(f"  atmosphere {doc['promoted']}\n")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, out) -> int:
+    from .shards.reader import verify_shards
+
+    index = _open_index(args)
+    entry = index.get_dataset(args.name)
+    bar = _Progress(len(entry.data_urls), "verify", enabled=None if not args.json else False)
+    results: dict[str, str] = {}
+    for url in bar.wrap(entry.data_urls):
+        results.update(verify_shards([url], entry.checksums, opener=index.open_url))
+    bad = {u: s for u, s in results.items() if s not in ("ok", "skipped")}
+    if args.json:
+        json.dump({"name": entry.name, "cid": entry.cid, "ok": not bad, "shards": results}, out, indent=2)
+        out.write("\n")
+    else:
+        for url, status in results.items():
+            out.write(f"{status:<10} {url}\n")
+        out.write(f"{entry.name}: {'OK' if not bad else f'{len(bad)} bad shard(s)'}\n")
+    return 0 if not bad else 1
+
+
+def cmd_promote(args: argparse.Namespace, out) -> int:
+    index = _open_index(args)
+    uri = index.promote_entry(args.name, name=args.as_name, description=args.description,
+                              tags=args.tag or None, license=args.license)
+    if args.json:
+        json.dump({"name": args.name, "uri": uri}, out)
+        out.write("\n")
+    else:
+        out.write(f"{args.name} -> {uri}\n")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace, out) -> int:
+    """Delete shards (and temporary leftovers) that no entry of any repository references."""
+    index = _open_index(args)
+    referenced: set[str] = set()
+    for repo in index.repos.values():
+        for entry in repo.provider.iter_entries():
+            referenced.update(entry.data_urls)
+            meta = entry.metadata or {}
+            referenced.update(meta.get("manifests") or [])
+    stores = [r.data_store for r in index.repos.values() if r.data_store is not None]
+    if not stores:
+        from .stores.disk import LocalDiskStore
+
+        stores = [LocalDiskStore()]
+    now = time.time()
+    candidates: list[tuple[Any, str]] = []
+    for store in stores:
+        for url in store.iter_shard_urls():
+            if url in referenced or _sidecar_of(url, referenced):
+                continue
+            age = _age_seconds(url, now)
+            if age is not None and age < args.grace:
+                continue  # could belong to a write that has not committed yet
+            candidates.append((store, url))
+    bar = _Progress(len(candidates), "gc", enabled=None if not args.json else False)
+    for store, url in bar.wrap(candidates):
+        if not args.dry_run:
+            store.delete(url)
+    urls = [u for _, u in candidates]
+    if args.json:
+        json.dump({"deleted" if not args.dry_run else "would_delete": urls}, out, indent=2)
+        out.write("\n")
+    else:
+        for u in urls:
+            out.write(f"{'would delete' if args.dry_run else 'deleted'} {u}\n")
+        out.write(f"{len(urls)} unreferenced object(s) {'found' if args.dry_run else 'removed'}\n")
+    return 0
+
+
+def _sidecar_of(url: str, referenced: set[str]) -> bool:
+    if ".manifest." in url:
+        return url.split(".manifest.", 1)[0] + ".tar" in referenced
+    return False
+
+
+def _age_seconds(url: str, now: float) -> float | None:
+    if "://" in url and not url.startswith("file://"):
+        return None
+    try:
+        return now - Path(url.removeprefix("file://")).stat().st_mtime
+    except OSError:
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``atdata-dagster``."""
+    p = argparse.ArgumentParser(prog="atdata-dagster", description=__doc__.split("\n\n")[0])
+    p.add_argument("--index", help="index URL: sqlite:///path, postgresql://..., redis://... (env ATDATA_INDEX)")
+    p.add_argument("--data-root", help="local shard directory (default ~/.atdata/data)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="list datasets")
+    s.add_argument("--repo", default=None, help="only this repository ('local', a mounted name)")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("show", help="show an entry: schema, shards, lineage")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("verify", help="re-hash every shard against the recorded checksums")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("promote", help="publish an entry to the atmosphere (password from ATDATA_APP_PASSWORD)")
+    s.add_argument("name")
+    s.add_argument("--handle", required=True)
+    s.add_argument("--service", default="https://bsky.social", help="PDS URL")
+    s.add_argument("--as-name", dest="as_name", default=None)
+    s.add_argument("--description", default=None)
+    s.add_argument("--tag", action="append")
+    s.add_argument("--license", default=None)
+    s.set_defaults(func=cmd_promote)
+
+    s = sub.add_parser("gc", help="delete shards that no entry references")
+    s.add_argument("--dry-run", action="store_true")
+    s.add_argument("--grace", type=float, default=3600.0,
+                   help="keep unreferenced files younger than this many seconds (writes in progress); default 3600")
+    s.set_defaults(func=cmd_gc)
+    return p
+
+
+def main(argv: list[str] | None = None, out=None) -> int:
+    """Entry point of the ``atdata-dagster`` console script."""
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, out)
+    except AtdataError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
