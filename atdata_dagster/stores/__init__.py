@@ -1,0 +1,13 @@
+"""Where shards live: the store contract and the local-disk store (S3 lives in ``stores.s3``)."""
+
+from .base import DataStore, ShardInfo, ShardSink, ShardWriteResult
+from .disk import LocalDiskStore, validate_dataset_prefix
+
+__all__ = [
+    "DataStore",
+    "LocalDiskStore",
+    "ShardInfo",
+    "ShardSink",
+    "ShardWriteResult",
+    "validate_dataset_prefix",
+]

@@ -1,0 +1,360 @@
+"""Streaming shard reader: tar members and WebDataset samples, without ``tarfile``.
+
+``tarfile`` keeps a ``TarInfo`` for every member it has seen; this parser keeps only
+the current member, reads the stream in large chunks, and rejects hostile input
+(truncation, bad header checksums, absolute or ``..`` member names, absurd sizes)
+with a :class:`ShardError` naming the URL and the member. It understands ustar,
+POSIX pax (``x`` and ``g`` headers: ``path`` and ``size``), GNU long names (``L``)
+and GNU base-256 sizes; directories, links and other special members are skipped.
+
+URLs are opened through a small registry of openers: local paths and ``file://``
+are built in, stores add their schemes (``s3://``, ``http(s)://``) with
+:func:`register_opener`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import BinaryIO, Callable, Iterable, Iterator, Mapping
+from urllib.parse import unquote, urlsplit
+
+from ..errors import NotFoundError, ShardError, StoreError
+
+__all__ = [
+    "iter_members",
+    "iter_samples",
+    "open_url",
+    "register_opener",
+    "verify_shards",
+    "sha256_stream",
+    "READ_CHUNK",
+    "MAX_MEMBER_SIZE",
+]
+
+#: Bytes requested from the stream per read.
+READ_CHUNK = 1 << 20
+#: Largest member accepted (msgpack payloads of several GiB are already unreasonable).
+MAX_MEMBER_SIZE = 1 << 34
+#: Largest pax header / GNU long name accepted.
+MAX_META_SIZE = 1 << 20
+
+BLOCK = 512
+_ZERO_BLOCK = bytes(BLOCK)
+_REGULAR = frozenset((b"0", b"\0", b"7"))
+_NO_DATA = frozenset((b"1", b"2", b"3", b"4", b"5", b"6"))  # links, devices, dirs, fifos
+_USTAR_POSIX = b"ustar\x00"
+
+
+def _parse_octal(field: bytes) -> int:
+    text = field.split(b"\0", 1)[0].strip(b" ")
+    if not text:
+        return 0
+    return int(text, 8)
+
+
+def _parse_size(field: bytes) -> int:
+    first = field[0]
+    if first & 0x80:
+        if first == 0xFF:
+            raise ValueError("negative base-256 size")
+        return int.from_bytes(bytes([first & 0x7F]) + field[1:], "big")
+    return _parse_octal(field)
+
+
+def _parse_pax(data: bytes, url: str, offset: int) -> dict[str, str]:
+    records: dict[str, str] = {}
+    pos, n = 0, len(data)
+    while pos < n:
+        if data[pos] == 0:  # trailing NUL padding
+            break
+        sp = data.find(b" ", pos)
+        try:
+            length = int(data[pos:sp]) if sp > pos else -1
+        except ValueError:
+            length = -1
+        end = pos + length
+        if length <= 0 or end > n or data[end - 1 : end] != b"\n":
+            raise ShardError(f"shard {url}: malformed pax header at offset {offset}")
+        keyword, eq, value = data[sp + 1 : end - 1].partition(b"=")
+        if not eq:
+            raise ShardError(f"shard {url}: malformed pax record at offset {offset}")
+        try:
+            records[keyword.decode("utf-8")] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ShardError(f"shard {url}: pax record at offset {offset} is not UTF-8") from None
+        pos = end
+    return records
+
+
+def _check_name(name: str, url: str, offset: int) -> None:
+    if name.startswith("/") or ".." in name.split("/") or "\0" in name:
+        raise ShardError(
+            f"shard {url}: member {name!r} at offset {offset} has an absolute or '..' name; "
+            "refusing to read a tar that could escape its directory"
+        )
+
+
+def iter_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str, bytes]]:
+    """Yield ``(name, data)`` for every regular file member of a tar stream, in order."""
+    read = stream.read
+    buf = b""
+    pos = 0  # next unread byte in buf
+    base = 0  # stream offset of buf[0]
+    global_pax: dict[str, str] = {}
+    local_pax: dict[str, str] | None = None
+    longname: str | None = None
+    member = "<start>"
+    while True:
+        if len(buf) - pos < BLOCK:
+            rest = buf[pos:]
+            base += pos
+            pos = 0
+            parts = [rest]
+            have = len(rest)
+            while have < BLOCK:
+                chunk = read(READ_CHUNK)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                have += len(chunk)
+            buf = b"".join(parts)
+            if have < BLOCK:
+                where = "is empty" if base == 0 and have == 0 else f"ends at byte {base + have}"
+                raise ShardError(
+                    f"shard {url} is truncated: it {where} without an end-of-archive marker "
+                    f"(last member {member!r}); re-copy or re-write the shard"
+                )
+        offset = base + pos
+        header = buf[pos : pos + BLOCK]
+        pos += BLOCK
+        if header == _ZERO_BLOCK:
+            return
+        # checksum: unsigned sum with the checksum field counted as spaces
+        try:
+            stored = _parse_octal(header[148:156])
+        except ValueError:
+            stored = -1
+        if stored != sum(header) - sum(header[148:156]) + 256:
+            signed = sum(b - 256 if b > 127 else b for b in header[:148] + header[156:]) + 256
+            if stored != signed:
+                raise ShardError(
+                    f"shard {url}: bad tar header checksum at offset {offset} "
+                    f"(after member {member!r}); the shard is corrupt or not a tar file"
+                )
+        typeflag = header[156:157]
+        try:
+            size = _parse_size(header[124:136])
+        except ValueError:
+            raise ShardError(f"shard {url}: unreadable size field in the header at offset {offset}") from None
+        meta = typeflag in (b"x", b"g", b"L", b"K")
+        if typeflag in _NO_DATA:
+            size = 0
+        elif not meta:
+            pax = local_pax
+            if pax is not None and "size" in pax:
+                try:
+                    size = int(pax["size"])
+                except ValueError:
+                    raise ShardError(f"shard {url}: bad pax size at offset {offset}") from None
+            elif "size" in global_pax:
+                try:
+                    size = int(global_pax["size"])
+                except ValueError:
+                    raise ShardError(f"shard {url}: bad pax size at offset {offset}") from None
+        limit = MAX_META_SIZE if meta else MAX_MEMBER_SIZE
+        if size < 0 or size > limit:
+            raise ShardError(
+                f"shard {url}: member at offset {offset} claims {size} bytes (limit {limit}); "
+                "the shard is corrupt or hostile"
+            )
+        # -- the member's data
+        padded = size + (-size % BLOCK)
+        if len(buf) - pos >= padded:
+            data = buf[pos : pos + size]
+            pos += padded
+        else:
+            parts = [buf[pos:]]
+            have = len(parts[0])
+            base += len(buf)
+            while have < padded:
+                chunk = read(max(READ_CHUNK, min(padded - have, 1 << 24)))
+                if not chunk:
+                    raise ShardError(
+                        f"shard {url} is truncated: member at offset {offset} needs {size} bytes, "
+                        f"only {max(0, have)} are present; re-copy or re-write the shard"
+                    )
+                parts.append(chunk)
+                have += len(chunk)
+                base += len(chunk)
+            joined = b"".join(parts)
+            data = joined[:size]
+            buf = joined[padded:]
+            base -= len(buf)
+            pos = 0
+            del parts, joined
+        # -- dispatch on the type
+        if typeflag in _REGULAR:
+            if longname is not None:
+                name = longname
+            elif local_pax is not None and "path" in local_pax:
+                name = local_pax["path"]
+            elif "path" in global_pax:
+                name = global_pax["path"]
+            else:
+                name = _header_name(header, url, offset)
+            longname = local_pax = None
+            _check_name(name, url, offset)
+            member = name
+            yield name, data
+        elif typeflag == b"x":
+            local_pax = _parse_pax(data, url, offset)
+        elif typeflag == b"g":
+            global_pax.update(_parse_pax(data, url, offset))
+        elif typeflag == b"L":
+            try:
+                longname = data.split(b"\0", 1)[0].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ShardError(f"shard {url}: GNU long name at offset {offset} is not UTF-8") from None
+        elif typeflag == b"K":
+            pass
+        else:  # directories, links, devices, sparse and unknown members are skipped
+            name = longname if longname is not None else _header_name(header, url, offset)
+            longname = local_pax = None
+            _check_name(name, url, offset)
+
+
+def _header_name(header: bytes, url: str, offset: int) -> str:
+    raw = header[:100].split(b"\0", 1)[0]
+    if header[257:263] == _USTAR_POSIX:
+        prefix = header[345:500].split(b"\0", 1)[0]
+        if prefix:
+            raw = prefix + b"/" + raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ShardError(f"shard {url}: member name {raw!r} at offset {offset} is not UTF-8") from None
+
+
+def iter_samples(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str, bytes]]:
+    """Yield ``(key, msgpack payload)`` per sample, grouping members as webdataset does.
+
+    A member name splits at the first '.' of its basename into key and suffix
+    (``sub/dir/k1.msgpack`` -> key ``sub/dir/k1``, suffix ``msgpack``; suffixes are
+    lower-cased). Consecutive members with the same key form one sample; only the
+    ``msgpack`` member is kept. A sample without one raises :class:`ShardError`.
+    """
+    key: str | None = None
+    payload: bytes | None = None
+    seen: set[str] = set()
+    for name, data in iter_members(stream, url):
+        slash = name.rfind("/")
+        dot = name.find(".", slash + 1)
+        if dot <= slash + 1:  # no suffix, or a basename starting with '.': not a sample member
+            continue
+        k = name[:dot]
+        suffix = name[dot + 1 :].lower()
+        if k != key:
+            if key is not None:
+                if payload is None:
+                    raise _missing(url, key, seen)
+                yield key, payload
+            key, payload = k, None
+            seen = {suffix}
+        elif suffix in seen:
+            raise ShardError(f"shard {url}: sample {key!r} has two '{suffix}' members; keys must be unique")
+        else:
+            seen.add(suffix)
+        if suffix == "msgpack":
+            payload = data
+    if key is not None:
+        if payload is None:
+            raise _missing(url, key, seen)
+        yield key, payload
+
+
+def _missing(url: str, key: str, seen: set[str]) -> ShardError:
+    return ShardError(
+        f"Sample missing 'msgpack' key: shard {url}, sample {key!r} has members {sorted(seen)}; "
+        "every sample needs a '<key>.msgpack' member (keys must not contain '.')"
+    )
+
+
+# ------------------------------------------------------------------ openers
+
+Opener = Callable[[str], BinaryIO]
+_OPENERS: dict[str, Opener] = {}
+
+
+def register_opener(scheme: str, fn: Opener) -> None:
+    """Make :func:`open_url` open ``<scheme>://...`` URLs with ``fn(url) -> BinaryIO``."""
+    _OPENERS[scheme.lower()] = fn
+
+
+def _local_path(url: str) -> str:
+    if url.startswith("file://"):
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise StoreError(f"cannot open {url}: file:// URLs must name a local file (file:///path)")
+        return unquote(parts.path)
+    return os.path.expanduser(url)
+
+
+def open_url(url: str) -> BinaryIO:
+    """Open a shard URL for reading: local paths, ``file://`` and registered schemes.
+
+    A missing local file raises ``FileNotFoundError`` (an ``OSError``).
+    """
+    if not isinstance(url, str):
+        url = os.fspath(url)
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in ("", "file"):
+        return open(_local_path(url), "rb", buffering=0)
+    fn = _OPENERS.get(scheme)
+    if fn is None:
+        raise StoreError(
+            f"no opener for {scheme}:// URLs ({url}); read it through the Index that owns the store "
+            f"(index.dataset(...)), or call atdata_dagster.shards.reader.register_opener({scheme!r}, fn)"
+        )
+    return fn(url)
+
+
+def sha256_stream(stream: BinaryIO, chunk: int = READ_CHUNK) -> tuple[str, int]:
+    """(SHA-256 hex, size) of everything readable from ``stream``."""
+    h = hashlib.sha256()
+    n = 0
+    read = stream.read
+    while True:
+        data = read(chunk)
+        if not data:
+            return h.hexdigest(), n
+        h.update(data)
+        n += len(data)
+
+
+def verify_shards(
+    urls: Iterable[str], checksums: Mapping[str, str] | None, *, opener: Opener = open_url
+) -> dict[str, str]:
+    """Re-hash shards: URL -> ``"ok"``, ``"mismatch"``, ``"missing"``, ``"skipped"`` or ``"error:<msg>"``.
+
+    ``"skipped"`` means no checksum is recorded for the URL (e.g. data indexed as-is);
+    ``"missing"`` that the opener raised ``FileNotFoundError`` or ``NotFoundError``.
+    """
+    checksums = checksums or {}
+    out: dict[str, str] = {}
+    for url in urls:
+        expected = checksums.get(url)
+        if not expected:
+            out[url] = "skipped"
+            continue
+        try:
+            with opener(url) as f:
+                digest, _ = sha256_stream(f)
+        except (FileNotFoundError, NotFoundError):
+            out[url] = "missing"
+            continue
+        except Exception as exc:  # report, never raise: this is a diagnostic
+            out[url] = f"error:{exc}"
+            continue
+        out[url] = "ok" if digest == expected.lower() else "mismatch"
+    return out

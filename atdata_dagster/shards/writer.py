@@ -1,0 +1,636 @@
+"""Streaming WebDataset shard writer: samples -> ``<key>.msgpack`` tar members -> a store.
+
+The tar format is written by hand (ustar, deterministic headers) instead of through
+``tarfile``/``webdataset.TarWriter``: ``tarfile`` keeps a ``TarInfo`` per member for
+the life of the archive (~400 bytes per sample), ours keeps nothing per member, hashes
+the bytes (SHA-256) as they stream out in large chunks, and produces byte-identical
+shards for identical samples (mode 0o444, uid/gid 0, uname/gname ``bigdata``, mtime 0).
+Readers (stdlib ``tarfile``, ``webdataset``, atdata) see ordinary tar files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+from ..errors import EmptyDatasetError, InvalidNameError, NotPackableError, SampleError, StoreError
+from ..stores.base import DataStore, ShardInfo, ShardSink, ShardWriteResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..dataset import Dataset
+
+__all__ = [
+    "ShardWriter",
+    "TarStreamEncoder",
+    "copy_dataset_to_store",
+    "validate_sample_key",
+    "write_samples",
+    "write_samples_to_store",
+    "brace_list",
+]
+
+BLOCK = 512
+#: Bytes buffered before they are hashed and handed to the sink.
+CHUNK_SIZE = 1 << 20
+#: Longest key accepted for newly written samples (``<key>.msgpack`` fits a ustar name).
+MAX_KEY_LENGTH = 64
+#: ``progress(samples, bytes)`` is called at most this often (seconds), and at the end.
+PROGRESS_INTERVAL = 2.0
+
+_END_OF_ARCHIVE = bytes(2 * BLOCK)
+_PAD = bytes(BLOCK)
+
+
+def _octal(value: int, width: int) -> bytes:
+    return b"%0*o\0" % (width - 1, value)
+
+
+# Fixed parts of every header (see POSIX ustar): only name, size, prefix and checksum vary.
+_MID = _octal(0o444, 8) + _octal(0, 8) + _octal(0, 8)  # mode, uid, gid   [100:124]
+_MTIME = _octal(0, 12)  # [136:148]
+_TAIL_HEAD = (
+    b"0"  # typeflag: regular file               [156]
+    + bytes(100)  # linkname                      [157:257]
+    + b"ustar\x0000"  # magic + version           [257:265]
+    + b"bigdata".ljust(32, b"\0")  # uname        [265:297]
+    + b"bigdata".ljust(32, b"\0")  # gname        [297:329]
+    + _octal(0, 8)  # devmajor                    [329:337]
+    + _octal(0, 8)  # devminor                    [337:345]
+)
+_NO_PREFIX = bytes(155)  # prefix                 [345:500]
+_TAIL_PAD = bytes(12)  # [500:512]
+_CONST_SUM = sum(_MID) + sum(_MTIME) + 8 * 0x20 + sum(_TAIL_HEAD)
+_NAME_SUFFIX = b".msgpack"
+_MAX_OCTAL_SIZE = 8**11 - 1
+
+
+def _size_field(size: int) -> bytes:
+    if size <= _MAX_OCTAL_SIZE:
+        return b"%011o\0" % size
+    # GNU base-256 extension (payloads >= 8 GiB); tarfile and GNU tar read it.
+    return b"\x80" + size.to_bytes(11, "big")
+
+
+def _split_ustar_name(name: bytes) -> tuple[bytes, bytes]:
+    """Split a long member name into (prefix, name) for the ustar header."""
+    if len(name) <= 100:
+        return b"", name
+    # prefix <= 155 bytes, name <= 100 bytes, split at a '/': the rightmost usable '/'
+    # gives the shortest name part.
+    cut = name.rfind(b"/", 0, 156)
+    if cut <= 0 or not 0 < len(name) - cut - 1 <= 100:
+        raise InvalidNameError(
+            f"tar member name {name.decode('utf-8', 'replace')!r} is too long for a ustar header; "
+            "use keys of at most 64 characters"
+        )
+    return name[:cut], name[cut + 1 :]
+
+
+def member_header(name: bytes, size: int) -> bytes:
+    """The deterministic 512-byte ustar header of a regular file member."""
+    prefix, short = _split_ustar_name(name)
+    size_field = _size_field(size)
+    chk = _CONST_SUM + sum(short) + sum(size_field) + sum(prefix)
+    return b"".join(
+        (
+            short.ljust(100, b"\0"),
+            _MID,
+            size_field,
+            _MTIME,
+            b"%06o\0 " % chk,
+            _TAIL_HEAD,
+            prefix.ljust(155, b"\0") if prefix else _NO_PREFIX,
+            _TAIL_PAD,
+        )
+    )
+
+
+_KEY_RULE = (
+    "keys must be 1-64 ASCII characters without '.', '/' or NUL "
+    "(webdataset splits member names at the first '.')"
+)
+
+
+def validate_sample_key(key: str) -> str:
+    """Check a key for a newly written sample (InvalidNameError naming the rule)."""
+    if (
+        isinstance(key, str)
+        and 0 < len(key) <= MAX_KEY_LENGTH
+        and key.isascii()
+        and "." not in key
+        and "/" not in key
+        and "\0" not in key
+    ):
+        return key
+    raise InvalidNameError(f"invalid sample key {key!r}: {_KEY_RULE}")
+
+
+def _validate_copied_key(key: str) -> str:
+    """Keys copied from existing shards may contain '/' (directories inside the tar)."""
+    if isinstance(key, str) and key and "." not in key and "\0" not in key and not key.startswith("/"):
+        segments = key.split("/")
+        if all(s not in ("", "..") for s in segments) and len(key.encode("utf-8")) <= 240:
+            return key
+    raise InvalidNameError(
+        f"invalid sample key {key!r} in the source dataset: keys must be relative '/'-separated "
+        "names without '.', '..' segments or NUL, at most 240 bytes"
+    )
+
+
+class TarStreamEncoder:
+    """Encode ``(name, payload)`` members into a tar byte stream, hashing as it goes.
+
+    Holds one output buffer and a running SHA-256; no per-member state. ``emit`` is
+    called with chunks of about ``chunk_size`` bytes (large payloads are passed
+    through without copying).
+    """
+
+    __slots__ = ("_emit", "_buf", "_chunk", "_sha", "size")
+
+    def __init__(self, emit: Callable[[Any], None], chunk_size: int = CHUNK_SIZE):
+        self._emit = emit
+        self._buf = bytearray()
+        self._chunk = chunk_size
+        self._sha = hashlib.sha256()
+        self.size = 0  # bytes encoded so far (the offset of the next member header)
+
+    @staticmethod
+    def member_size(payload_len: int) -> int:
+        """Bytes a member with a payload of this length occupies (header + padded data)."""
+        return BLOCK + ((payload_len + BLOCK - 1) & ~(BLOCK - 1))
+
+    def add(self, name: bytes, payload: bytes | bytearray | memoryview) -> int:
+        """Append one regular-file member; return the offset of its header."""
+        offset = self.size
+        n = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
+        buf = self._buf
+        buf += member_header(name, n)
+        pad = -n % BLOCK
+        if n >= self._chunk:
+            self._flush()
+            self._sha.update(payload)
+            self._emit(payload)
+        else:
+            buf += payload
+        if pad:
+            buf += _PAD[:pad]
+        self.size = offset + BLOCK + n + pad
+        if len(self._buf) >= self._chunk:
+            self._flush()
+        return offset
+
+    def _flush(self) -> None:
+        buf = self._buf
+        if buf:
+            self._sha.update(buf)
+            # A fresh buffer each time: the sink may keep a reference to what it got.
+            self._buf = bytearray()
+            self._emit(buf)
+
+    def finish(self) -> str:
+        """Write the two end-of-archive blocks, flush, and return the SHA-256 hex."""
+        self._buf += _END_OF_ARCHIVE
+        self.size += len(_END_OF_ARCHIVE)
+        self._flush()
+        return self._sha.hexdigest()
+
+
+def _payload_of(sample: Any, position: int) -> tuple[str | None, bytes]:
+    """(key or None, msgpack payload) of one input sample."""
+    packed = getattr(type(sample), "packed", None)
+    if packed is not None:
+        try:
+            payload = sample.packed
+        except (SampleError, NotPackableError) as exc:
+            raise type(exc)(f"sample {position}: {exc}") from exc
+        except Exception as exc:
+            raise SampleError(
+                f"sample {position} ({type(sample).__name__}) could not be serialized: {exc}; "
+                "check that every field value matches its declared type"
+            ) from exc
+        return getattr(sample, "__key__", None), payload
+    if isinstance(sample, dict) and isinstance(sample.get("msgpack"), (bytes, bytearray, memoryview)):
+        # webdataset-style raw sample {"__key__": ..., "msgpack": payload}
+        return sample.get("__key__"), sample["msgpack"]
+    raise NotPackableError(
+        f"sample {position} is a {type(sample).__name__}, which is not packable: decorate its class "
+        "with @packable, wrap dicts in DictSample(...), or pass {'__key__': k, 'msgpack': payload}"
+    )
+
+
+class ShardWriter:
+    """Stream samples into WebDataset shards committed to a :class:`DataStore`.
+
+    Each sample becomes one tar member ``<key>.msgpack``. A shard is finished and
+    committed (``sink.commit(index, sha256)``) when it holds ``maxcount`` samples, or
+    when adding the next member would make the finished tar larger than ``maxsize``
+    bytes: ``maxsize`` is a true upper bound on the file size, except that a single
+    sample larger than it gets a shard of its own. ``None`` disables a limit.
+
+    Samples that carry no key (``__key__``) get the zero-padded global sample index
+    ``f"{i:010d}"`` (``0000000000``, ``0000000001``, ...), so the same samples always
+    give byte-identical shards, the same SHA-256 and so the same content-derived URLs.
+
+    If anything fails (or :meth:`abort` is called, or the ``with`` block raises), the
+    shard being written is discarded. Shards already committed by this writer stay in
+    the store; nothing references them, and ``atdata-dagster gc`` removes them.
+    """
+
+    def __init__(
+        self,
+        store: DataStore,
+        prefix: str,
+        *,
+        maxcount: int | None = 10000,
+        maxsize: int | None = None,
+        manifest: bool = False,
+        sample_type: type | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        provenance: dict | None = None,
+        _copy_keys: bool = False,
+    ):
+        if maxcount is not None and (not isinstance(maxcount, int) or maxcount < 1):
+            raise ValueError(f"maxcount must be a positive integer or None, got {maxcount!r}")
+        if maxsize is not None and (not isinstance(maxsize, int) or maxsize < 1):
+            raise ValueError(f"maxsize must be a positive integer (bytes) or None, got {maxsize!r}")
+        self.store = store
+        self.prefix = prefix
+        self.maxcount = maxcount
+        self.maxsize = maxsize
+        self.manifest = manifest
+        self.sample_type = sample_type
+        self.provenance = provenance
+        self._progress = progress
+        self._check_key = _validate_copied_key if _copy_keys else validate_sample_key
+        self._shards: list[ShardInfo] = []
+        self._sink: ShardSink | None = None
+        self._enc: TarStreamEncoder | None = None
+        self._builder = None
+        self._count = 0  # samples in the current shard
+        self._total = 0  # samples written overall
+        self._done_bytes = 0  # bytes of committed shards
+        self._prev_key: str | None = None
+        self._result: ShardWriteResult | None = None
+        self._closed = False
+        self._last_progress = time.monotonic()
+
+    # ------------------------------------------------------------------ API
+    @property
+    def num_samples(self) -> int:
+        return self._total
+
+    @property
+    def bytes_written(self) -> int:
+        return self._done_bytes + (self._enc.size if self._enc else 0)
+
+    def write_sample(self, sample: Any) -> None:
+        """Serialize one packable sample (``.packed``) and append it."""
+        key, payload = _payload_of(sample, self._total)
+        if self.sample_type is None and hasattr(type(sample), "packed"):
+            self.sample_type = type(sample)
+        self.write_payload(key, payload)
+
+    def write_payload(self, key: str | None, payload: bytes | bytearray | memoryview) -> None:
+        """Append one already-serialized msgpack payload under ``key`` (``None``: index key)."""
+        if self._closed:
+            raise RuntimeError("ShardWriter is closed; create a new writer to write more samples")
+        if key is None:
+            key = f"{self._total:010d}"
+        else:
+            self._check_key(key)
+        try:
+            self._append(key, payload)
+        except BaseException:
+            self.abort()
+            raise
+
+    def close(self) -> ShardWriteResult:
+        """Finish and commit the last shard; return every shard's URL and checksum."""
+        if self._result is not None:
+            return self._result
+        if self._closed:
+            raise RuntimeError("ShardWriter was aborted; nothing to close")
+        try:
+            if self._count:
+                self._finish_shard()
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self._report(force=True)
+        self._result = ShardWriteResult(self._shards)
+        return self._result
+
+    def abort(self) -> None:
+        """Discard the shard being written (committed shards are left for gc)."""
+        self._closed = True
+        sink, self._sink, self._enc = self._sink, None, None
+        if sink is not None:
+            try:
+                sink.abort()
+            except Exception:  # pragma: no cover - abort must not mask the original error
+                pass
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._closed:
+            self.close()
+
+    # ------------------------------------------------------------ internals
+    def _append(self, key: str, payload: bytes | bytearray | memoryview) -> None:
+        n = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
+        enc = self._enc
+        if enc is not None and self.maxsize is not None and self._count:
+            # Never exceed maxsize: finish the shard if this member would not fit.
+            if enc.size + TarStreamEncoder.member_size(n) + len(_END_OF_ARCHIVE) > self.maxsize:
+                self._finish_shard()
+                enc = None
+        if enc is None:
+            enc = self._open_shard()
+        elif key == self._prev_key:
+            raise SampleError(
+                f"sample {self._total} repeats the key {key!r} of the sample before it; "
+                "readers would merge them into one sample. Give samples distinct keys"
+            )
+        name = key.encode("utf-8") + _NAME_SUFFIX
+        offset = enc.add(name, payload)
+        if self._builder is not None:
+            self._builder.add(key, offset, n, payload)
+        self._prev_key = key
+        self._count += 1
+        self._total += 1
+        if self.maxcount is not None and self._count >= self.maxcount:
+            self._finish_shard()
+        elif self._progress is not None and not self._total & 0x3FF:
+            self._report()
+
+    def _emit(self, data: Any) -> None:
+        assert self._sink is not None
+        self._sink.write(data)
+        if self._progress is not None:
+            self._report()
+
+    def _open_shard(self) -> TarStreamEncoder:
+        self._sink = self.store.open_sink(self.prefix)
+        self._enc = TarStreamEncoder(self._emit)
+        self._count = 0
+        self._prev_key = None
+        if self.manifest:
+            from .manifest import ManifestBuilder
+
+            self._builder = ManifestBuilder.for_sample_type(self.sample_type, provenance=self.provenance)
+        return self._enc
+
+    def _finish_shard(self) -> None:
+        enc, sink = self._enc, self._sink
+        assert enc is not None and sink is not None
+        sha = enc.finish()
+        url = sink.commit(len(self._shards), sha)
+        self._sink = self._enc = None
+        manifest_url = None
+        if self._builder is not None:
+            manifest_url = self._builder.write(self.store, url)
+            self._builder = None
+        self._shards.append(ShardInfo(url=url, sha256=sha, size=enc.size, num_samples=self._count, manifest_url=manifest_url))
+        self._done_bytes += enc.size
+        self._count = 0
+
+    def _report(self, force: bool = False) -> None:
+        if self._progress is None:
+            return
+        now = time.monotonic()
+        if force or now - self._last_progress >= PROGRESS_INTERVAL:
+            self._last_progress = now
+            self._progress(self._total, self.bytes_written)
+
+
+def write_samples_to_store(
+    samples: Iterable[Any],
+    store: DataStore,
+    prefix: str,
+    *,
+    maxcount: int | None = 10000,
+    maxsize: int | None = None,
+    manifest: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    sample_type: type | None = None,
+) -> ShardWriteResult:
+    """Stream ``samples`` into shards of ``store`` under ``prefix``; return URLs and checksums.
+
+    Raises :class:`EmptyDatasetError` if ``samples`` is empty (nothing is written),
+    :class:`NotPackableError`/:class:`SampleError` naming the position of a sample
+    that cannot be serialized (the shard in progress is discarded).
+    """
+    with ShardWriter(
+        store, prefix, maxcount=maxcount, maxsize=maxsize, manifest=manifest, sample_type=sample_type, progress=progress
+    ) as writer:
+        for sample in samples:
+            writer.write_sample(sample)
+        if writer.num_samples == 0:
+            writer.abort()
+            raise EmptyDatasetError(
+                f"samples must be non-empty: nothing to write under {prefix!r}; "
+                "pass an iterable that yields at least one sample (a generator already consumed yields none)"
+            )
+        return writer.close()
+
+
+def copy_dataset_to_store(
+    ds: "Dataset",
+    store: DataStore,
+    *,
+    prefix: str,
+    maxcount: int | None = None,
+    maxsize: int | None = None,
+    manifest: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> ShardWriteResult:
+    """Copy a dataset's samples into ``store`` as raw ``(key, payload)`` pairs.
+
+    Nothing is re-serialized and source keys are kept. With ``maxcount`` and
+    ``maxsize`` both ``None`` every source shard becomes one destination shard;
+    otherwise samples are re-sharded by the limits. Raises :class:`EmptyDatasetError`
+    if the dataset has no samples.
+    """
+    keep_boundaries = maxcount is None and maxsize is None
+    with ShardWriter(
+        store,
+        prefix,
+        maxcount=maxcount,
+        maxsize=maxsize,
+        manifest=manifest,
+        sample_type=getattr(ds, "sample_type", None),
+        progress=progress,
+        _copy_keys=True,
+    ) as writer:
+        if keep_boundaries:
+            for url in ds.list_shards():
+                for key, payload in ds.iter_raw(shards=[url]):
+                    writer.write_payload(key, payload)
+                if writer._count:
+                    writer._finish_shard()
+        else:
+            for key, payload in ds.iter_raw():
+                writer.write_payload(key, payload)
+        if writer.num_samples == 0:
+            writer.abort()
+            raise EmptyDatasetError(
+                f"dataset {getattr(ds, 'url', ds)!r} has no samples; nothing to copy under {prefix!r}"
+            )
+        return writer.close()
+
+
+# ---------------------------------------------------------------- write_samples
+
+
+class _PathSink:
+    """Writes one shard to a temp file and renames it onto a fixed path at commit."""
+
+    def __init__(self, pattern: str):
+        self.pattern = pattern
+        directory = os.path.dirname(pattern) or "."
+        self.tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}.tar.part")
+        try:
+            os.makedirs(directory, exist_ok=True)
+            self._fd: int | None = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot create shard file in {directory}: {exc}") from exc
+
+    def write(self, data: Any) -> None:
+        assert self._fd is not None
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            self.abort()
+            raise StoreError(f"cannot write shard {self.pattern}: {exc}") from exc
+
+    def commit(self, index: int, sha256: str) -> str:
+        final = self.pattern % index if "%" in self.pattern else self.pattern
+        try:
+            assert self._fd is not None
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            os.replace(self.tmp, final)
+        except OSError as exc:
+            self.abort()
+            raise StoreError(f"cannot commit shard {final}: {exc}") from exc
+        return final
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+class _PathStore(DataStore):
+    """Fixed-name shards at ``pattern % index`` (the plain ``write_samples`` layout)."""
+
+    def __init__(self, pattern: str):
+        self.pattern = pattern
+
+    def open_sink(self, prefix: str) -> _PathSink:
+        return _PathSink(self.pattern)
+
+    def put_sidecar(self, shard_url: str, suffix: str, data: bytes) -> str:
+        path = (shard_url[:-4] if shard_url.endswith(".tar") else shard_url) + suffix
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise StoreError(f"cannot write {path}: {exc}") from exc
+        return path
+
+    def open_read(self, url: str):
+        return open(url, "rb")
+
+    def owns(self, url: str) -> bool:  # pragma: no cover - not used for plain paths
+        return False
+
+    def iter_shard_urls(self) -> Iterator[str]:  # pragma: no cover
+        return iter(())
+
+    def delete(self, url: str) -> None:
+        try:
+            os.unlink(url)
+        except FileNotFoundError:
+            pass
+
+
+def brace_list(urls: list[str]) -> str:
+    """One URL, or a brace list with the common prefix and suffix factored out.
+
+    ``["/d/a-000000.tar", "/d/a-000001.tar"]`` -> ``"/d/a-00000{0,1}.tar"``, as atdata writes it.
+    """
+    if len(urls) == 1:
+        return urls[0]
+    prefix = os.path.commonprefix(urls)
+    rev = os.path.commonprefix([u[len(prefix) :][::-1] for u in urls])
+    suffix = rev[::-1]
+    middles = [u[len(prefix) : len(u) - len(suffix)] for u in urls]
+    return prefix + "{" + ",".join(middles) + "}" + suffix
+
+
+def write_samples(
+    samples: Iterable[Any],
+    path: str | os.PathLike,
+    *,
+    maxcount: int | None = None,
+    maxsize: int | None = None,
+    manifest: bool = False,
+) -> "Dataset":
+    """atdata-compatible: write samples to tar file(s) at ``path``; return a :class:`Dataset`.
+
+    Without limits one tar is written at ``path`` exactly. With ``maxcount`` or
+    ``maxsize`` shards are written to ``<parent>/<stem>-%06d<suffix>`` (``out.tar`` ->
+    ``out-000000.tar``, ...), or to ``path`` itself if it contains ``%``. Each file is
+    written to a temp name and renamed into place when complete. The returned
+    dataset's ``url`` is the absolute path, or a brace list for several shards.
+    """
+    from ..dataset import Dataset
+
+    raw = os.fspath(path)
+    if "%" in raw:
+        pattern = str(Path(raw).expanduser().absolute())
+    elif maxcount is None and maxsize is None:
+        pattern = str(Path(raw).expanduser().resolve())
+    else:
+        p = Path(raw).expanduser().resolve()
+        pattern = str(p.parent / f"{p.stem}-%06d{p.suffix}")
+    store = _PathStore(pattern)
+    with ShardWriter(store, "", maxcount=maxcount, maxsize=maxsize, manifest=manifest) as writer:
+        for sample in samples:
+            writer.write_sample(sample)
+        if writer.num_samples == 0:
+            writer.abort()
+            raise EmptyDatasetError(
+                f"samples must be non-empty: nothing to write to {raw!r}; "
+                "pass an iterable that yields at least one sample"
+            )
+        result = writer.close()
+    sample_type = writer.sample_type
+    ds_cls = Dataset[sample_type] if sample_type is not None else Dataset  # type: ignore[valid-type]
+    return ds_cls(brace_list(list(result)))

@@ -1,0 +1,268 @@
+"""Local-disk data store: shards under ``<root>/<prefix>/data--<8 hex>--<%06d>.tar``.
+
+Same layout and URLs as atdata's ``LocalDiskStore`` (absolute resolved paths, no
+``file://``), except that the 8 hex digits are the start of the shard's SHA-256
+instead of a random uuid: identical content gets an identical URL, so rewriting
+unchanged data is a no-op for the index. Shards are written to a temp file in the
+target directory, fsynced, and linked into place without ever replacing an
+existing file; prefixes are validated so nothing can be written outside the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+from ..errors import InvalidNameError, StoreError
+from .base import DataStore
+
+__all__ = ["LocalDiskStore", "DiskSink", "validate_dataset_prefix", "DEFAULT_ROOT"]
+
+DEFAULT_ROOT = "~/.atdata/data"
+MAX_PREFIX_BYTES = 1024
+MAX_SEGMENT_BYTES = 255
+_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+_TMP_RE = re.compile(r"^\.tmp-[0-9a-f]{32}\.tar\.part$")
+
+
+def validate_dataset_prefix(prefix: str) -> str:
+    """Check a dataset prefix (the directory under the store root) and return it.
+
+    A prefix is a relative path of ``/``-separated segments: non-empty, none empty,
+    ``.`` or ``..``, no NUL, control character or backslash, each segment at most 255
+    bytes and the whole at most 1024 bytes (UTF-8). Raises :class:`InvalidNameError`.
+    """
+    if not isinstance(prefix, str):
+        raise InvalidNameError(f"dataset prefix must be a string, got {type(prefix).__name__}")
+    fix = "use a relative name such as 'mnist' or 'lab/mnist/train'"
+    if not prefix:
+        raise InvalidNameError(f"dataset prefix is empty; {fix}")
+    shown = prefix if len(prefix) <= 80 else prefix[:77] + "..."
+    if _BAD_CHARS.search(prefix):
+        raise InvalidNameError(f"dataset prefix {shown!r} contains a NUL, control character or backslash; {fix}")
+    if prefix.startswith("/"):
+        raise InvalidNameError(f"dataset prefix {shown!r} is absolute; it must be relative to the store root ({fix})")
+    if len(prefix.encode("utf-8")) > MAX_PREFIX_BYTES:
+        raise InvalidNameError(
+            f"dataset prefix {shown!r} is {len(prefix.encode('utf-8'))} bytes long; the limit is {MAX_PREFIX_BYTES}"
+        )
+    for seg in prefix.split("/"):
+        if seg in ("", ".", ".."):
+            raise InvalidNameError(
+                f"dataset prefix {shown!r} has an empty, '.' or '..' segment, which could escape the store root; {fix}"
+            )
+        if len(seg.encode("utf-8")) > MAX_SEGMENT_BYTES:
+            raise InvalidNameError(
+                f"dataset prefix {shown!r} has a segment longer than {MAX_SEGMENT_BYTES} bytes; shorten it"
+            )
+    return prefix
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                return h.hexdigest()
+            h.update(chunk)
+
+
+class DiskSink:
+    """One shard being written to ``<dir>/.tmp-<uuid4>.tar.part``."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.tmp_path = os.path.join(directory, f".tmp-{uuid.uuid4().hex}.tar.part")
+        self._size = 0
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot create a shard file in {directory}: {exc.strerror or exc}") from exc
+
+    def write(self, data: Any) -> None:
+        if self._fd is None:
+            raise StoreError(f"shard {self.tmp_path} is already committed or aborted")
+        try:
+            view = memoryview(data).cast("B")
+            write, fd = os.write, self._fd
+            while view:
+                n = write(fd, view)
+                view = view[n:]
+                self._size += n
+        except OSError as exc:
+            self.abort()
+            raise StoreError(
+                f"cannot write shard {self.tmp_path}: {exc.strerror or exc}; "
+                "free disk space or fix permissions, then write again"
+            ) from exc
+
+    def commit(self, index: int, sha256: str) -> str:
+        if self._fd is None:
+            raise StoreError(f"shard {self.tmp_path} is already committed or aborted")
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            url = self._place(index, sha256)
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            self.abort()
+            raise StoreError(f"cannot commit shard in {self.directory}: {exc.strerror or exc}") from exc
+        return url
+
+    def _place(self, index: int, sha256: str) -> str:
+        # 8 hex digits as in atdata; on a clash with different content use longer names.
+        for width in (8, 16, 64):
+            final = os.path.join(self.directory, f"data--{sha256[:width]}--{index:06d}.tar")
+            if self._link(final):
+                return final
+            if os.path.getsize(final) == self._size and _file_sha256(final) == sha256:
+                os.unlink(self.tmp_path)  # same content already durable under this name
+                return final
+        raise StoreError(f"cannot place shard {index} ({sha256}) in {self.directory}: names taken by other content")
+
+    def _link(self, final: str) -> bool:
+        """Move the temp file to ``final`` unless ``final`` exists; False if it exists."""
+        try:
+            os.link(self.tmp_path, final)
+        except FileExistsError:
+            return False
+        except OSError:
+            # Filesystem without hard links: rename after an existence check.
+            if os.path.lexists(final):
+                return False
+            os.rename(self.tmp_path, final)
+            return True
+        os.unlink(self.tmp_path)
+        return True
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+        try:
+            os.unlink(self.tmp_path)
+        except FileNotFoundError:
+            pass
+        except OSError:  # pragma: no cover - leave it for gc
+            pass
+
+
+class LocalDiskStore(DataStore):
+    """Shards on the local filesystem under ``root`` (default ``~/.atdata/data``)."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        path = Path(os.fspath(root) if root is not None else DEFAULT_ROOT).expanduser()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store root {path}: {exc.strerror or exc}") from exc
+        self.root = path.resolve()
+
+    def __repr__(self) -> str:
+        return f"LocalDiskStore({str(self.root)!r})"
+
+    # ------------------------------------------------------------- writing
+    def directory_for(self, prefix: str) -> Path:
+        """The directory of ``prefix`` (validated; guaranteed to be inside the root)."""
+        validate_dataset_prefix(prefix)
+        target = (self.root / prefix).resolve()
+        if not target.is_relative_to(self.root):
+            raise InvalidNameError(
+                f"dataset prefix {prefix!r} resolves to {target}, outside the store root {self.root} "
+                "(a symlink?); choose another name"
+            )
+        return target
+
+    def open_sink(self, prefix: str) -> DiskSink:
+        target = self.directory_for(prefix)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {target}: {exc.strerror or exc}") from exc
+        # Re-check after mkdir: a component could have been a symlink created meanwhile.
+        if not target.resolve().is_relative_to(self.root):
+            raise InvalidNameError(f"dataset prefix {prefix!r} escapes the store root {self.root}")
+        return DiskSink(str(target))
+
+    def put_sidecar(self, shard_url: str, suffix: str, data: bytes) -> str:
+        shard = self._path(shard_url)
+        base = str(shard)[:-4] if str(shard).endswith(".tar") else str(shard)
+        path = base + suffix
+        tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}.sidecar.part")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        return path
+
+    # ------------------------------------------------------------- reading
+    def _path(self, url: str) -> Path:
+        raw = url[len("file://") :] if url.startswith("file://") else url
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            raise StoreError(f"{url} is not an absolute path; shard URLs of {self!r} are absolute")
+        path = Path(os.path.normpath(path))
+        if not path.is_relative_to(self.root):
+            raise StoreError(f"{url} is not inside the store root {self.root}")
+        return path
+
+    def open_read(self, url: str) -> BinaryIO:
+        path = self._path(url)
+        return open(path, "rb", buffering=0)
+
+    def owns(self, url: str) -> bool:
+        if not isinstance(url, str) or ("://" in url and not url.startswith("file://")):
+            return False
+        try:
+            self._path(url)
+        except StoreError:
+            return False
+        return True
+
+    def iter_shard_urls(self) -> Iterator[str]:
+        """Every ``.tar`` shard and leftover ``.tmp-*.tar.part`` file, sorted per directory."""
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.endswith(".tar") or _TMP_RE.match(name):
+                    yield os.path.join(dirpath, name)
+
+    def delete(self, url: str) -> None:
+        path = self._path(url)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"cannot delete {path}: {exc.strerror or exc}") from exc
