@@ -33,6 +33,13 @@ class SampleError(AtdataError, ValueError):
     """A sample cannot be serialized: not packable, or a value does not match its field."""
 
 
+class FieldMismatchError(SampleError, TypeError):
+    """Sample data and its type disagree: a required field is missing or a key has no field.
+
+    Also a ``TypeError``, which is what atdata raises when ``cls(**data)`` fails.
+    """
+
+
 class UnsupportedTypeError(AtdataError, TypeError):
     """A sample class uses a field type that cannot be described by a schema."""
 
@@ -93,6 +100,7 @@ __all__ = [
     "ConfigurationError",
     "DecodeError",
     "EmptyDatasetError",
+    "FieldMismatchError",
     "InvalidNameError",
     "InvalidRefError",
     "NotFoundError",

@@ -1,0 +1,631 @@
+"""Sample types <-> schema records: field specs, refs, versions, and types rebuilt from records.
+
+Records are the JSON documents atdata stores for a sample type (reference §4.1); they
+may come from strangers (shared indexes, the atmosphere), so everything read from a
+record is validated and only ever turned into data, never into code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import keyword
+import re
+import threading
+import types
+import typing
+import unicodedata
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Union
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import (
+    InvalidNameError,
+    InvalidRefError,
+    SampleError,
+    SchemaError,
+    UnsupportedTypeError,
+)
+
+if TYPE_CHECKING:
+    from .packable import PackableSample
+
+__all__ = [
+    "FieldSpec",
+    "RecordShape",
+    "build_schema_record",
+    "field_specs",
+    "fields_signature",
+    "make_schema_ref",
+    "next_version",
+    "normalize_record",
+    "parse_schema_ref",
+    "schema_json",
+    "spec_for_annotation",
+    "type_from_record",
+]
+
+SCHEMA_REF_PREFIX = "atdata://local/schema/"
+LEGACY_SCHEMA_REF_PREFIX = "local://schemas/"
+
+PRIMITIVES: dict[type, str] = {str: "str", int: "int", float: "float", bool: "bool", bytes: "bytes"}
+PRIMITIVE_TYPES: dict[str, type] = {v: k for k, v in PRIMITIVES.items()}
+#: Binary formats atdata 0.7 can store in a field; we read them back as raw bytes.
+BINARY_KINDS = frozenset({"sparse", "arrow_tensor", "safetensors", "dataframe"})
+DEFAULT_NDARRAY_DTYPE = "float32"  # what atdata records for a bare NDArray
+
+_SUPPORTED = (
+    "supported field types are str, int, float, bool, bytes, NDArray / NDArray[np.<dtype>] / "
+    "np.ndarray, list[T] of a supported T, and Optional[T] / T | None"
+)
+_MAX_DEPTH = 16  # nesting of list[list[...]] accepted from a record
+_MAX_FIELDS = 1024
+_MAX_NAME = 128
+_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+\-]{0,63}")
+_SEMVER_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+_DTYPE_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+# --------------------------------------------------------------------------- field specs
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What a schema says about one field (or about the items of a list field).
+
+    ``kind`` is ``"primitive"`` (``primitive`` in str/int/float/bool/bytes),
+    ``"ndarray"`` (``dtype`` is a numpy dtype *name* such as ``"float32"``, or None when
+    unknown) or ``"array"`` (``items`` describes the elements).
+    """
+
+    name: str
+    kind: str
+    optional: bool = False
+    primitive: str | None = None
+    dtype: str | None = None
+    items: FieldSpec | None = None
+
+
+def _unsupported(owner: str, name: str, tp: Any, why: str = "") -> UnsupportedTypeError:
+    why = f" ({why})" if why else ""
+    return UnsupportedTypeError(
+        f"Unsupported type for schema field {owner}.{name}: {tp!r}{why}; {_SUPPORTED}. "
+        "Change the annotation, or store the value as bytes"
+    )
+
+
+def _ndarray_dtype_name(tp: Any) -> str | None:
+    """``NDArray[np.uint8]`` -> ``"uint8"``; bare NDArray / np.ndarray / Any -> None."""
+    args = typing.get_args(tp)
+    if len(args) != 2:
+        return None
+    scalar = typing.get_args(args[1])
+    if len(scalar) != 1 or not isinstance(scalar[0], type) or not issubclass(scalar[0], np.generic):
+        return None
+    try:
+        dtype = np.dtype(scalar[0])
+    except TypeError:  # abstract scalar types such as np.floating
+        return None
+    return None if dtype.hasobject else dtype.name
+
+
+def spec_for_annotation(tp: Any, name: str, owner: str = "?") -> FieldSpec:
+    """The :class:`FieldSpec` of a resolved annotation, or :class:`UnsupportedTypeError`."""
+    return _spec_for(tp, name, owner, 0)
+
+
+def _spec_for(tp: Any, name: str, owner: str, depth: int) -> FieldSpec:
+    if depth > _MAX_DEPTH:
+        raise _unsupported(owner, name, tp, "nested too deeply")
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _spec_for(typing.get_args(tp)[0], name, owner, depth)
+    if origin is Union or origin is types.UnionType:
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(members) != 1:
+            raise _unsupported(owner, name, tp, "Complex union types not supported")
+        return dataclasses.replace(_spec_for(members[0], name, owner, depth), optional=True)
+    try:
+        primitive = PRIMITIVES.get(tp)
+    except TypeError:  # unhashable annotation objects
+        primitive = None
+    if primitive is not None:
+        return FieldSpec(name, "primitive", primitive=primitive)
+    if tp is np.ndarray or origin is np.ndarray:
+        return FieldSpec(name, "ndarray", dtype=_ndarray_dtype_name(tp) or DEFAULT_NDARRAY_DTYPE)
+    if origin is list:
+        args = typing.get_args(tp)
+        if len(args) != 1:
+            raise _unsupported(owner, name, tp, "list needs an item type, e.g. list[int]")
+        items = _spec_for(args[0], name, owner, depth + 1)
+        if items.optional:
+            raise _unsupported(owner, name, tp, "list items cannot be optional")
+        return FieldSpec(name, "array", items=items)
+    if dataclasses.is_dataclass(tp):
+        raise _unsupported(owner, name, tp, "Nested dataclass types not yet supported")
+    raise _unsupported(owner, name, tp)
+
+
+def resolved_hints(cls: type) -> dict[str, Any]:
+    """Resolved annotations of a dataclass's fields (string annotations included)."""
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except Exception as exc:  # NameError for unresolvable forward refs, TypeError, ...
+        raise UnsupportedTypeError(
+            f"cannot resolve the field annotations of {cls.__qualname__}: {exc}; make every "
+            "type named in its annotations importable from its module (not only under "
+            "TYPE_CHECKING) and define the class at module level"
+        ) from None
+    return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(cls)}
+
+
+_specs_cache: dict[type, tuple[FieldSpec, ...]] = {}
+_specs_lock = threading.Lock()
+
+
+def field_specs(cls: type) -> list[FieldSpec]:
+    """The field specs of a packable dataclass, in declaration order (cached per class).
+
+    Raises :class:`NotPackableError` for classes that are not packable, :class:`SampleError`
+    for packable classes that are not dataclasses (e.g. ``DictSample``) and
+    :class:`UnsupportedTypeError` for fields no schema can describe.
+    """
+    cached = _specs_cache.get(cls)
+    if cached is not None:
+        return list(cached)
+    from .packable import ensure_packable_type
+
+    ensure_packable_type(cls)
+    if not dataclasses.is_dataclass(cls):
+        raise SampleError(
+            f"{cls.__qualname__} must be a dataclass (use @packable) to have a schema; "
+            "an untyped DictSample dataset needs an explicit schema_ref"
+        )
+    hints = resolved_hints(cls)
+    specs = tuple(spec_for_annotation(tp, name, cls.__qualname__) for name, tp in hints.items())
+    with _specs_lock:
+        if len(_specs_cache) >= 4096:
+            _specs_cache.clear()
+        _specs_cache[cls] = specs
+    return list(specs)
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _field_type(spec: FieldSpec) -> dict[str, Any]:
+    if spec.kind == "primitive":
+        return {"$type": "local#primitive", "primitive": spec.primitive}
+    if spec.kind == "ndarray":
+        return {"$type": "local#ndarray", "dtype": spec.dtype or DEFAULT_NDARRAY_DTYPE}
+    assert spec.items is not None
+    return {"$type": "local#array", "items": _field_type(spec.items)}
+
+
+def build_schema_record(
+    cls: type, *, version: str, description: str | None = None
+) -> dict[str, Any]:
+    """The local schema record of ``cls`` exactly as atdata stores it (reference §4.1).
+
+    One deliberate difference: ``list[NDArray]`` is recorded as an ``array`` of
+    ``ndarray`` items, not as a plain ``ndarray`` (atdata's check order bug), so readers
+    rebuild a list of arrays and decode each element.
+    """
+    specs = field_specs(cls)
+    _check_version(version, InvalidNameError, "version")
+    return {
+        "name": cls.__name__,
+        "version": version,
+        "fields": [
+            {"name": s.name, "fieldType": _field_type(s), "optional": s.optional} for s in specs
+        ],
+        "description": description if description is not None else cls.__doc__,
+        "createdAt": datetime.now(timezone.utc).isoformat(),
+    }
+
+
+def schema_json(record: dict[str, Any]) -> str:
+    """The stored JSON text of a record (``json.dumps`` defaults; ``$ref`` is not stored)."""
+    return json.dumps({k: v for k, v in record.items() if k != "$ref"})
+
+
+def fields_signature(record_or_fields: Any) -> str:
+    """A stable SHA-256 hex digest of a record's fields (name, type, optional).
+
+    Accepts a record (local ``fields`` or JSON-Schema ``schema`` body), a list of field
+    dicts or a list of :class:`FieldSpec`. Description, version and timestamps are
+    ignored, so two records with the same fields have the same signature.
+    """
+    obj = record_or_fields
+    if isinstance(obj, dict):
+        if "fields" in obj:
+            obj = obj["fields"]
+        elif "schema" in obj:
+            obj = obj["schema"]
+    elif isinstance(obj, (list, tuple)):
+        obj = [
+            {"name": f.name, "fieldType": _field_type(f), "optional": f.optional}
+            if isinstance(f, FieldSpec)
+            else f
+            for f in obj
+        ]
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- names, refs, versions
+
+
+def is_safe_identifier(name: Any) -> bool:
+    """A Python identifier, not a keyword, unchanged by NFKC (what source code would see)."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= _MAX_NAME
+        and name.isidentifier()
+        and not keyword.iskeyword(name)
+        and unicodedata.normalize("NFKC", name) == name
+    )
+
+
+def _is_type_name(name: Any) -> bool:
+    return isinstance(name, str) and len(name) <= _MAX_NAME and all(
+        is_safe_identifier(part) for part in name.split(".")
+    )
+
+
+def _check_version(version: Any, exc: type[Exception], what: str) -> str:
+    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+        raise exc(
+            f"invalid schema {what} {version!r}: use a non-empty version of letters, digits "
+            "and . _ + - (no '/', '@' or spaces), e.g. '1.0.0'"
+        )
+    return version
+
+
+def make_schema_ref(name: str, version: str) -> str:
+    """``atdata://local/schema/{name}@{version}`` after validating both parts."""
+    if not _is_type_name(name):
+        raise InvalidNameError(
+            f"invalid schema name {name!r}: use a Python identifier (optionally dotted), "
+            "e.g. the sample class name"
+        )
+    _check_version(version, InvalidNameError, "version")
+    return f"{SCHEMA_REF_PREFIX}{name}@{version}"
+
+
+def parse_schema_ref(ref: str) -> tuple[str, str]:
+    """``(name, version)`` of a schema ref; the legacy form drops its module part.
+
+    Accepted: ``atdata://local/schema/{Name}@{version}`` and
+    ``local://schemas/{module.Class}@{version}``. The version follows the last ``@``.
+    """
+    forms = f"use {SCHEMA_REF_PREFIX}{{Name}}@{{version}} or {LEGACY_SCHEMA_REF_PREFIX}{{module.Class}}@{{version}}"
+    if not isinstance(ref, str):
+        raise InvalidRefError(f"Invalid schema reference {ref!r}: expected a string; {forms}")
+    if ref.startswith(SCHEMA_REF_PREFIX):
+        rest, legacy = ref[len(SCHEMA_REF_PREFIX) :], False
+    elif ref.startswith(LEGACY_SCHEMA_REF_PREFIX):
+        rest, legacy = ref[len(LEGACY_SCHEMA_REF_PREFIX) :], True
+    else:
+        raise InvalidRefError(f"Invalid schema reference {ref!r}: unknown prefix; {forms}")
+    name, sep, version = rest.rpartition("@")
+    if not sep:
+        raise InvalidRefError(f"Invalid schema reference {ref!r}: missing '@version'; {forms}")
+    if not _is_type_name(name):
+        raise InvalidRefError(
+            f"Invalid schema reference {ref!r}: name {name!r} is not a (dotted) identifier; {forms}"
+        )
+    _check_version(version, InvalidRefError, f"version in reference {ref!r}:")
+    if legacy:
+        name = name.rpartition(".")[2]
+    return name, version
+
+
+def next_version(existing: list[str]) -> str:
+    """Patch+1 of the highest ``X.Y.Z`` among ``existing`` (others ignored), else ``1.0.0``."""
+    best: tuple[int, int, int] | None = None
+    for v in existing:
+        m = _SEMVER_RE.fullmatch(v) if isinstance(v, str) else None
+        if m:
+            t = (int(m[1]), int(m[2]), int(m[3]))
+            if best is None or t > best:
+                best = t
+    if best is None:
+        return "1.0.0"
+    return f"{best[0]}.{best[1]}.{best[2] + 1}"
+
+
+# --------------------------------------------------------------------------- reading records
+
+
+class RecordShape(NamedTuple):
+    """A validated record: safe type name, version, description and field specs."""
+
+    name: str
+    version: str
+    description: str | None
+    fields: tuple[FieldSpec, ...]
+
+
+def _reserved_names() -> frozenset[str]:
+    from .packable import PackableSample
+
+    return frozenset(dir(PackableSample))
+
+
+def _kind(field_type: dict[str, Any]) -> Any:
+    t = field_type.get("$type")
+    if isinstance(t, str) and "#" in t:
+        return t.rpartition("#")[2]
+    if "kind" in field_type:
+        return field_type["kind"]
+    return t
+
+
+def _dtype_name(value: Any) -> str | None:
+    """A record's dtype name if it is a plain, safe numpy dtype name, else None."""
+    if not isinstance(value, str) or not _DTYPE_NAME_RE.fullmatch(value):
+        return None
+    try:
+        dtype = np.dtype(value)
+    except Exception:
+        return None
+    if dtype.hasobject or dtype.fields is not None or dtype.name != value:
+        return None
+    return value
+
+
+def _spec_from_field_type(ft: Any, name: str, where: str, depth: int) -> FieldSpec:
+    if depth > _MAX_DEPTH:
+        raise SchemaError(f"{where}: field {name!r} nests lists more than {_MAX_DEPTH} deep")
+    if not isinstance(ft, dict):
+        raise SchemaError(f"{where}: field {name!r} has fieldType {ft!r:.80}, expected an object")
+    kind = _kind(ft)
+    if kind == "primitive":
+        primitive = ft.get("primitive")
+        if primitive not in PRIMITIVE_TYPES:
+            raise SchemaError(
+                f"{where}: field {name!r} has unknown primitive {primitive!r:.40}; "
+                f"expected one of {sorted(PRIMITIVE_TYPES)}"
+            )
+        return FieldSpec(name, "primitive", primitive=primitive)
+    if kind == "ndarray":
+        return FieldSpec(name, "ndarray", dtype=_dtype_name(ft.get("dtype")))
+    if kind == "structured":
+        return FieldSpec(name, "ndarray")
+    if kind in BINARY_KINDS:
+        return FieldSpec(name, "primitive", primitive="bytes")
+    if kind == "array":
+        items = _spec_from_field_type(ft.get("items"), name, where, depth + 1)
+        return FieldSpec(name, "array", items=items)
+    if kind == "ref":
+        raise SchemaError(
+            f"{where}: field {name!r} is a 'ref' field, which is not supported; "
+            "publish the referenced type's fields inline"
+        )
+    raise SchemaError(
+        f"{where}: field {name!r} has unknown kind {kind!r:.40}; expected primitive, ndarray, "
+        f"structured, array or one of {sorted(BINARY_KINDS)}"
+    )
+
+
+_JSON_PRIMITIVES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}
+
+
+def _spec_from_json_schema(prop: Any, name: str, where: str, depth: int) -> tuple[FieldSpec, bool]:
+    """(spec, nullable) of a JSON-Schema property written by atdata's atmosphere publisher."""
+    if depth > _MAX_DEPTH:
+        raise SchemaError(f"{where}: property {name!r} nests arrays more than {_MAX_DEPTH} deep")
+    if not isinstance(prop, dict):
+        raise SchemaError(f"{where}: property {name!r} is {prop!r:.80}, expected an object")
+    ref = prop.get("$ref")
+    if isinstance(ref, str):
+        if ref.endswith("/ndarray") or "ndarray" in ref:
+            return FieldSpec(name, "ndarray"), False
+        raise SchemaError(f"{where}: property {name!r} has unsupported $ref {ref!r:.80}")
+    jtype = prop.get("type")
+    nullable = False
+    if isinstance(jtype, list):
+        nullable = "null" in jtype
+        rest = [t for t in jtype if t != "null"]
+        if len(rest) != 1:
+            raise SchemaError(f"{where}: property {name!r} has a multi-type union {jtype!r:.80}")
+        jtype = rest[0]
+    if jtype == "string" and (prop.get("format") == "byte" or "contentEncoding" in prop):
+        return FieldSpec(name, "primitive", primitive="bytes"), nullable
+    if jtype in _JSON_PRIMITIVES:
+        return FieldSpec(name, "primitive", primitive=_JSON_PRIMITIVES[jtype]), nullable
+    if jtype == "array":
+        items, item_null = _spec_from_json_schema(prop.get("items"), name, where, depth + 1)
+        if item_null:
+            raise SchemaError(f"{where}: property {name!r} has nullable array items")
+        return FieldSpec(name, "array", items=items), nullable
+    raise SchemaError(f"{where}: property {name!r} has unsupported JSON-Schema type {jtype!r:.80}")
+
+
+def _check_field_name(name: Any, where: str, reserved: frozenset[str]) -> str:
+    if not is_safe_identifier(name):
+        raise SchemaError(
+            f"{where}: invalid field name {name!r:.80}: field names must be Python "
+            "identifiers that are not keywords"
+        )
+    if name.startswith("__") and name.endswith("__"):
+        raise SchemaError(f"{where}: invalid field name {name!r}: dunder names are reserved")
+    if name in reserved:
+        raise SchemaError(
+            f"{where}: invalid field name {name!r}: it would shadow the PackableSample "
+            "attribute of the same name; rename the field"
+        )
+    return name
+
+
+def normalize_record(record: Any) -> RecordShape:
+    """Validate a schema record from any source and reduce it to :class:`RecordShape`.
+
+    Accepts local records (§4.1), 0.3.x records whose field ``$type`` is
+    ``ac.foundation.dataset.schemaType#<kind>`` and atmosphere JSON-Schema records
+    (§7.2). Raises :class:`SchemaError` naming the offending part.
+    """
+    if not isinstance(record, dict):
+        raise SchemaError(f"a schema record must be a JSON object, got {type(record).__name__}")
+    for key in ("atdataSchemaVersion", "$atdataSchemaVersion"):
+        sv = record.get(key)
+        if sv is not None and (not isinstance(sv, int) or isinstance(sv, bool) or sv > 1):
+            raise SchemaError(
+                f"schema record {record.get('name')!r:.80} has {key}={sv!r:.20}; this version "
+                "of atdata_dagster reads schema format 1 only: upgrade atdata_dagster"
+            )
+    name = record.get("name")
+    if not _is_type_name(name) or any(
+        p.startswith("__") and p.endswith("__") for p in name.split(".")
+    ):
+        raise SchemaError(
+            f"schema record has invalid type name {name!r:.80}: it must be a Python identifier "
+            "(optionally dotted), not a keyword or dunder name"
+        )
+    version = record.get("version")
+    _check_version(version, SchemaError, f"version of record {name!r}:")
+    where = f"schema {name}@{version}"
+    description = record.get("description")
+    if description is not None and not isinstance(description, str):
+        raise SchemaError(f"{where}: description must be a string or null")
+    reserved = _reserved_names()
+
+    raw: list[tuple[Any, FieldSpec, bool]] = []
+    if "fields" in record:
+        fields = record["fields"]
+        if not isinstance(fields, list):
+            raise SchemaError(f"{where}: 'fields' must be a list")
+        if len(fields) > _MAX_FIELDS:
+            raise SchemaError(f"{where}: more than {_MAX_FIELDS} fields")
+        for f in fields:
+            if not isinstance(f, dict):
+                raise SchemaError(f"{where}: field entry {f!r:.80} is not an object")
+            fname = _check_field_name(f.get("name"), where, reserved)
+            optional = f.get("optional", False)
+            if not isinstance(optional, bool):
+                raise SchemaError(f"{where}: field {fname!r} has non-boolean 'optional'")
+            raw.append((fname, _spec_from_field_type(f.get("fieldType"), fname, where, 0), optional))
+    elif isinstance(record.get("schema"), dict):
+        body = record["schema"]
+        if isinstance(body.get("schemaBody"), dict):
+            body = body["schemaBody"]
+        props = body.get("properties")
+        required = body.get("required", [])
+        if not isinstance(props, dict) or not isinstance(required, list):
+            raise SchemaError(f"{where}: JSON schema needs a 'properties' object and a 'required' list")
+        if len(props) > _MAX_FIELDS:
+            raise SchemaError(f"{where}: more than {_MAX_FIELDS} fields")
+        for pname, prop in props.items():
+            fname = _check_field_name(pname, where, reserved)
+            spec, nullable = _spec_from_json_schema(prop, fname, where, 0)
+            raw.append((fname, spec, nullable or fname not in required))
+    else:
+        raise SchemaError(f"{where}: record has no 'fields' list and no JSON 'schema' body")
+    if not raw:
+        raise SchemaError(f"{where}: record has no fields")
+    seen: set[str] = set()
+    specs = []
+    for fname, spec, optional in raw:
+        if fname in seen:
+            raise SchemaError(f"{where}: duplicate field name {fname!r}")
+        seen.add(fname)
+        specs.append(dataclasses.replace(spec, optional=optional))
+    return RecordShape(name, version, description, tuple(specs))
+
+
+def annotation_for_spec(spec: FieldSpec, *, with_optional: bool = True) -> Any:
+    """The Python annotation a :class:`FieldSpec` stands for."""
+    if spec.kind == "primitive":
+        tp: Any = PRIMITIVE_TYPES[spec.primitive or "bytes"]
+    elif spec.kind == "ndarray":
+        tp = NDArray[np.dtype(spec.dtype).type] if spec.dtype else NDArray
+    else:
+        assert spec.items is not None
+        tp = list[annotation_for_spec(spec.items, with_optional=False)]
+    return Optional[tp] if (spec.optional and with_optional) else tp
+
+
+def dataclass_field_args(specs: tuple[FieldSpec, ...]) -> list[tuple[bool, bool]]:
+    """Per field ``(has_default_none, kw_only)``.
+
+    Optional fields default to None. atdata cannot rebuild a schema whose optional field
+    precedes a required one (dataclass ordering); we make every field from the first such
+    optional field on keyword-only, which keeps the declared (wire) order.
+    """
+    last_required = max((i for i, s in enumerate(specs) if not s.optional), default=-1)
+    first_kw = next((i for i, s in enumerate(specs) if s.optional and i < last_required), None)
+    return [(s.optional, first_kw is not None and i >= first_kw) for i, s in enumerate(specs)]
+
+
+def _restore_sample(record: dict[str, Any], state: dict[str, Any]) -> Any:
+    cls = type_from_record(record)
+    obj = cls.__new__(cls)
+    obj.__dict__.update(state)
+    return obj
+
+
+def _reduce_record_sample(self: Any) -> tuple[Any, ...]:
+    # Types rebuilt from records live in no module, so pickle them by record (Dagster
+    # ships outputs to other processes).
+    return (_restore_sample, (type(self).__schema_record__, dict(self.__dict__)))
+
+
+_type_cache: OrderedDict[tuple[str, str, str], type] = OrderedDict()
+_type_lock = threading.Lock()
+_TYPE_CACHE_SIZE = 256
+
+
+def type_from_record(record: dict[str, Any]) -> type[PackableSample]:
+    """Build (or fetch from a bounded cache) the sample type a schema record describes.
+
+    The result is a dataclass subclass of :class:`PackableSample` named after the record,
+    with ``__schema_version__`` and ``__schema_ref__`` set; optional fields default to
+    None. Every name is validated (:class:`SchemaError`); no record text is executed.
+    """
+    shape = normalize_record(record)
+    key = (shape.name, shape.version, fields_signature(list(shape.fields)))
+    with _type_lock:
+        cached = _type_cache.get(key)
+        if cached is not None:
+            _type_cache.move_to_end(key)
+            return cached
+    from .packable import PackableSample
+
+    fields = []
+    for spec, (has_default, kw_only) in zip(shape.fields, dataclass_field_args(shape.fields)):
+        kwargs: dict[str, Any] = {"kw_only": kw_only}
+        if has_default:
+            kwargs["default"] = None
+        fields.append((spec.name, annotation_for_spec(spec), dataclasses.field(**kwargs)))
+    minimal = {
+        "name": shape.name,
+        "version": shape.version,
+        "fields": [
+            {"name": s.name, "fieldType": _field_type(s), "optional": s.optional}
+            for s in shape.fields
+        ],
+    }
+    namespace = {
+        "__module__": __name__,
+        "__qualname__": shape.name,
+        "__doc__": shape.description,
+        "__schema_version__": shape.version,
+        "__schema_ref__": make_schema_ref(shape.name, shape.version),
+        "__schema_record__": minimal,
+        "__reduce__": _reduce_record_sample,
+    }
+    cls = dataclasses.make_dataclass(shape.name, fields, bases=(PackableSample,), namespace=namespace)
+    with _type_lock:
+        existing = _type_cache.get(key)
+        if existing is not None:
+            return existing
+        _type_cache[key] = cls
+        while len(_type_cache) > _TYPE_CACHE_SIZE:
+            _type_cache.popitem(last=False)
+    return cls
