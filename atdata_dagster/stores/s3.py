@@ -1,0 +1,950 @@
+"""S3DataStore: shards streamed into any S3-compatible object store (AWS, Ceph RGW, ...).
+
+Shards are streamed as multipart uploads to a temporary key and moved to their final,
+content-derived key with a server-side copy at commit, so nothing is ever visible under a
+final key before the whole shard is durable; failed uploads are aborted (or left for
+:meth:`S3DataStore.abort_stale_uploads`). Layout (atdata-compatible)::
+
+    s3://<bucket>/<store prefix>/<dataset prefix>/data--<id>--000000.tar
+
+atdata uses a random uuid4 for ``<id>``; here it is ``sha256(shard)[:32]`` written in
+uuid shape (8-4-4-4-12 hex), so the same content always gets the same key (and so the
+same entry CID) and re-writing unchanged data is a no-op. The full SHA-256 is stored as
+the ``x-amz-meta-sha256`` header of every shard.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator, Mapping
+from urllib.parse import quote, urlsplit
+
+from ..errors import ConfigurationError, InvalidNameError, ShardError, StoreError
+from .base import DataStore, ShardSink
+from .disk import validate_dataset_prefix
+
+__all__ = ["S3DataStore", "S3ObjectNotFoundError", "S3ShardSink", "open_s3_url", "parse_s3_url", "register_openers"]
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
+MAX_PART_SIZE = 5 * GiB
+MAX_PARTS = 10_000
+COPY_PIECE = 5 * GiB  # CopyObject limit; larger objects are copied with UploadPartCopy
+READ_BUFFER = 1 * MiB
+TMP_DIR = ".tmp"
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_ENV_LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+
+# bucket name -> live store, so that a bare ``open_url("s3://bucket/...")`` reaches the
+# bucket with the endpoint and credentials of a store created in this process.
+_STORES_BY_BUCKET: "weakref.WeakValueDictionary[str, S3DataStore]" = weakref.WeakValueDictionary()
+
+
+# ---------------------------------------------------------------------- helpers
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> ``(bucket, key)``; raises StoreError for anything else."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
+        raise StoreError(f"not an S3 object URL: {url!r}; expected s3://<bucket>/<key>")
+    return parts.netloc, parts.path.lstrip("/")
+
+
+def _shard_id(sha256: str) -> str:
+    """The uuid-shaped id of a shard: the first 32 hex digits of its SHA-256."""
+    h = sha256[:32]
+    return f"{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    """Parse a ``.env``-style file (KEY=VALUE lines, optional ``export``, quotes, comments)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read S3 credentials file {str(path)!r}: {exc.strerror or exc}; "
+            "pass an existing .env file or a dict of credentials"
+        ) from None
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = _ENV_LINE_RE.match(line)
+        if not m:
+            continue
+        key, value = m.group(1), m.group(2)
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        out[key] = value
+    return out
+
+
+def _validate_prefix(prefix: str) -> str:
+    """The local store's prefix rules, plus: no ``.tmp`` segment (reserved for uploads in progress)."""
+    prefix = validate_dataset_prefix(prefix)
+    if TMP_DIR in prefix.split("/"):
+        raise InvalidNameError(
+            f"dataset prefix {prefix!r} has a {TMP_DIR!r} segment, which S3DataStore reserves for "
+            "uploads in progress; choose another name"
+        )
+    return prefix
+
+
+class S3ObjectNotFoundError(StoreError, FileNotFoundError):
+    """An ``s3://`` object does not exist (a FileNotFoundError, as for local shards)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class _Uploads:
+    """A per-store pool that uploads parts in the background, at most ``limit`` in flight.
+
+    The writer thread blocks in :meth:`submit` while ``limit`` parts are queued or
+    uploading, so memory stays bounded by ``limit * part_size`` per store however many
+    sinks are open.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, fn, *args) -> Future:
+        self._slots.acquire()
+        try:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.limit, thread_name_prefix="s3-upload")
+                fut = self._pool.submit(fn, *args)
+        except BaseException:
+            self._slots.release()
+            raise
+        fut.add_done_callback(lambda _f: self._slots.release())
+        return fut
+
+    def shutdown(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+# ---------------------------------------------------------------------- reading
+class _S3RawReader(io.RawIOBase):
+    """GetObject body as a raw stream; resumes with a ranged GET if the connection drops."""
+
+    MAX_RESUMES = 3
+
+    def __init__(self, store: "S3DataStore", bucket: str, key: str):
+        self._store, self._bucket, self._key = store, bucket, key
+        self._pos = 0
+        self._resumes = 0
+        resp = store._call("GetObject", key, store.client.get_object, Bucket=bucket, Key=key, _bucket=bucket)
+        self._etag = resp.get("ETag")
+        self.size = int(resp.get("ContentLength", 0))
+        self._body = resp["Body"]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self._pos >= self.size:
+            return 0
+        while True:
+            try:
+                data = self._body.read(len(b))
+                break
+            except Exception as exc:  # connection reset/timeout mid-body: resume at _pos
+                if self._resumes >= self.MAX_RESUMES:
+                    raise self._store._to_store_error(exc, "GetObject", self._key, bucket=self._bucket) from None
+                self._resumes += 1
+                log.debug("resuming s3://%s/%s at byte %d after %r", self._bucket, self._key, self._pos, exc)
+                self._reopen()
+        n = len(data)
+        if n == 0 and self._pos < self.size:
+            raise StoreError(
+                f"s3://{self._bucket}/{self._key} ended after {self._pos} of {self.size} bytes "
+                f"(endpoint {self._store.endpoint_display}); the object changed or the connection was cut, retry"
+            )
+        b[:n] = data
+        self._pos += n
+        return n
+
+    def _reopen(self) -> None:
+        try:
+            self._body.close()
+        except Exception:
+            pass
+        kw: dict[str, Any] = {"Range": f"bytes={self._pos}-"}
+        if self._etag:
+            kw["IfMatch"] = self._etag
+        resp = self._store._call(
+            "GetObject", self._key, self._store.client.get_object, Bucket=self._bucket, Key=self._key,
+            _bucket=self._bucket, **kw,
+        )
+        self._body = resp["Body"]
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._body.close()
+            except Exception:
+                pass
+        super().close()
+
+
+# ---------------------------------------------------------------------- sinks
+class S3ShardSink:
+    """Streams one shard into a multipart upload; see :meth:`S3DataStore.open_sink`."""
+
+    def __init__(self, store: "S3DataStore", prefix: str):
+        self._store = store
+        self._prefix = prefix
+        self._tmp_key = store._key(f"{prefix}/{TMP_DIR}/{uuid.uuid4()}.tar")
+        self._part_size = store.part_size
+        self._buf = bytearray(self._part_size)
+        self._view = memoryview(self._buf)
+        self._fill = 0
+        self._size = 0
+        self._upload_id: str | None = None
+        self._tmp_object = False  # a completed upload sits at the temporary key
+        self._parts: list[Future] = []
+        self._error: BaseException | None = None
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._size
+
+    # -- streaming
+    def write(self, data: bytes | memoryview) -> None:
+        if self._done:
+            raise StoreError(f"shard sink for s3://{self._store.bucket}/{self._tmp_key} is already closed")
+        self._raise_if_failed()
+        mv = memoryview(data).cast("B")
+        self._size += len(mv)
+        while mv:
+            n = min(len(mv), self._part_size - self._fill)
+            self._view[self._fill:self._fill + n] = mv[:n]
+            self._fill += n
+            mv = mv[n:]
+            if self._fill == self._part_size:
+                self._ship_part()
+
+    def _ship_part(self) -> None:
+        st = self._store
+        if self._upload_id is None:
+            resp = self._guard(
+                "CreateMultipartUpload", st.client.create_multipart_upload,
+                Bucket=st.bucket, Key=self._tmp_key, ContentType="application/x-tar",
+            )
+            self._upload_id = resp["UploadId"]
+        number = len(self._parts) + 1
+        if number > MAX_PARTS:
+            self.abort()
+            raise StoreError(
+                f"shard for s3://{st.bucket}/{self._prefix}/ exceeds {MAX_PARTS} parts of {self._part_size} bytes; "
+                "set a smaller maxsize on the writer or a larger part_size on the store"
+            )
+        # hand the buffer itself to the uploader (no copy) and start a fresh one
+        self._view.release()
+        body = self._buf
+        if self._fill < self._part_size:  # the last part: shrink in place
+            del body[self._fill:]
+            self._buf = bytearray()
+        else:
+            self._buf = bytearray(self._part_size)
+        self._view = memoryview(self._buf)
+        self._fill = 0
+        fut = st._uploads.submit(self._upload_part, number, body)
+        fut.add_done_callback(self._on_part_done)
+        self._parts.append(fut)
+
+    def _upload_part(self, number: int, body) -> dict:
+        st = self._store
+        resp = st._call(
+            "UploadPart", self._tmp_key, st.client.upload_part, Bucket=st.bucket, Key=self._tmp_key,
+            UploadId=self._upload_id, PartNumber=number, Body=body,
+        )
+        return {"PartNumber": number, "ETag": resp["ETag"]}
+
+    def _on_part_done(self, fut: Future) -> None:
+        exc = fut.exception()
+        if exc is not None and self._error is None:
+            self._error = exc
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            err = self._error
+            self.abort()
+            if isinstance(err, StoreError):
+                raise err
+            raise self._store._to_store_error(err, "UploadPart", self._tmp_key) from err
+
+    def _guard(self, op: str, fn, **kw):
+        try:
+            return self._store._call(op, kw.get("Key", self._tmp_key), fn, **kw)
+        except BaseException:
+            self.abort()
+            raise
+
+    # -- commit / abort
+    def commit(self, index: int, sha256: str) -> str:
+        st = self._store
+        if self._done:
+            raise StoreError(f"shard sink for s3://{st.bucket}/{self._tmp_key} was already committed or aborted")
+        try:
+            if not isinstance(sha256, str) or not _SHA256_RE.match(sha256):
+                raise ShardError(
+                    f"commit of a shard under {self._prefix!r} got sha256={sha256!r}; expected 64 lowercase hex digits"
+                )
+            final_key = st._key(f"{self._prefix}/data--{_shard_id(sha256)}--{int(index):06d}.tar")
+            if self._upload_id is None:
+                self._put_whole(final_key, sha256)
+            else:
+                self._complete_and_move(final_key, sha256)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        return f"s3://{st.bucket}/{final_key}"
+
+    def _put_whole(self, final_key: str, sha256: str) -> None:
+        """Smaller than one part: one atomic PutObject straight to the final key."""
+        st = self._store
+        body = bytes(self._view[: self._fill])
+        self._release_buffer()
+        if st._same_content_exists(final_key, sha256):
+            log.debug("s3://%s/%s already holds this content", st.bucket, final_key)
+            return
+        st._call(
+            "PutObject", final_key, st.client.put_object, Bucket=st.bucket, Key=final_key, Body=body,
+            ContentType="application/x-tar", Metadata={"sha256": sha256},
+        )
+
+    def _complete_and_move(self, final_key: str, sha256: str) -> None:
+        """Finish the multipart upload of the temporary key, then copy it server-side to the final key."""
+        st = self._store
+        if self._fill:
+            self._ship_part()
+        self._release_buffer()
+        exists = st._same_content_exists(final_key, sha256)  # while the last parts upload
+        for fut in self._parts:
+            try:
+                fut.result()
+            except BaseException:
+                pass
+        self._raise_if_failed()
+        if exists:
+            log.debug("s3://%s/%s already holds this content; upload discarded", st.bucket, final_key)
+            self.abort()
+            return
+        parts = [f.result() for f in self._parts]
+        st._call(
+            "CompleteMultipartUpload", self._tmp_key, st.client.complete_multipart_upload, Bucket=st.bucket,
+            Key=self._tmp_key, UploadId=self._upload_id, MultipartUpload={"Parts": parts},
+        )
+        self._upload_id = None  # the upload is an object now: abort() deletes it instead
+        self._tmp_object = True
+        st._server_copy(self._tmp_key, final_key, self._size, sha256)
+        # the shard is durable now; dropping the temporary copy need not delay the writer
+        st._uploads.submit(st._delete_quietly, self._tmp_key)
+        log.debug("committed s3://%s/%s (%d bytes, %d parts)", st.bucket, final_key, self._size, len(parts))
+
+    def _release_buffer(self) -> None:
+        self._view.release()
+        self._buf = bytearray()
+        self._view = memoryview(self._buf)
+        self._fill = 0
+
+    def abort(self) -> None:
+        """Abort the multipart upload / delete the temporary object. Idempotent, never raises."""
+        if self._done:
+            return
+        self._done = True
+        self._release_buffer()
+        for fut in self._parts:
+            fut.cancel()
+        for fut in self._parts:
+            try:
+                fut.result()
+            except BaseException:
+                pass
+        st = self._store
+        if self._upload_id is not None:
+            upload_id, self._upload_id = self._upload_id, None
+            try:
+                st.client.abort_multipart_upload(Bucket=st.bucket, Key=self._tmp_key, UploadId=upload_id)
+            except Exception as exc:
+                if _error_code(exc) != "NoSuchUpload":
+                    log.warning(
+                        "could not abort the multipart upload of s3://%s/%s (%s); run "
+                        "S3DataStore.abort_stale_uploads() (gc) once the endpoint is reachable",
+                        st.bucket, self._tmp_key, st._sanitize(_short(exc)),
+                    )
+        elif self._tmp_object:
+            self._tmp_object = False
+            st._delete_quietly(self._tmp_key)
+
+    def __enter__(self) -> "S3ShardSink":
+        return self
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+class _StagedShardSink:
+    """``cache_local=True``: stage the shard in a local temp file, then upload it to its final key."""
+
+    def __init__(self, store: "S3DataStore", prefix: str):
+        self._store = store
+        self._prefix = prefix
+        fd, self._path = tempfile.mkstemp(prefix="atdata-s3-", suffix=".tar", dir=store.cache_dir)
+        self._file = os.fdopen(fd, "wb", buffering=READ_BUFFER)
+        self._size = 0
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._done:
+            raise StoreError(f"staged shard sink {self._path} is already closed")
+        try:
+            self._size += self._file.write(data)
+        except OSError as exc:
+            self.abort()
+            raise StoreError(
+                f"cannot stage a shard of s3://{self._store.bucket}/{self._prefix}/ in {self._path}: "
+                f"{exc.strerror or exc}; free disk space or use cache_local=False"
+            ) from None
+
+    def commit(self, index: int, sha256: str) -> str:
+        from boto3.s3.transfer import TransferConfig
+
+        st = self._store
+        if self._done:
+            raise StoreError(f"staged shard sink {self._path} was already committed or aborted")
+        if not isinstance(sha256, str) or not _SHA256_RE.match(sha256):
+            self.abort()
+            raise ShardError(f"commit of a shard under {self._prefix!r} got sha256={sha256!r}; expected 64 lowercase hex digits")
+        final_key = st._key(f"{self._prefix}/data--{_shard_id(sha256)}--{int(index):06d}.tar")
+        try:
+            self._file.close()
+            if not st._same_content_exists(final_key, sha256):
+                cfg = TransferConfig(
+                    multipart_threshold=st.part_size, multipart_chunksize=st.part_size,
+                    max_concurrency=st.max_concurrency, use_threads=True,
+                )
+                st._call(
+                    "upload_file", final_key, st.client.upload_file, self._path, st.bucket, final_key,
+                    ExtraArgs={"ContentType": "application/x-tar", "Metadata": {"sha256": sha256}}, Config=cfg,
+                )
+        finally:
+            self.abort()  # removes the staged file
+        return f"s3://{st.bucket}/{final_key}"
+
+    def abort(self) -> None:
+        self._done = True
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self._path)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> "_StagedShardSink":
+        return self
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+# ---------------------------------------------------------------------- errors
+def _error_code(exc: BaseException) -> str:
+    resp = getattr(exc, "response", None)
+    if isinstance(resp, dict):
+        err = resp.get("Error") or {}
+        code = str(err.get("Code") or "")
+        if code:
+            return code
+        status = (resp.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        return str(status or "")
+    return ""
+
+
+def _short(exc: BaseException) -> str:
+    resp = getattr(exc, "response", None)
+    if isinstance(resp, dict):
+        err = resp.get("Error") or {}
+        status = (resp.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        code = err.get("Code") or status
+        msg = err.get("Message")
+        return f"{code}{': ' + str(msg) if msg and msg != 'None' else ''} (HTTP {status})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+# ---------------------------------------------------------------------- the store
+class S3DataStore(DataStore):
+    """Shards in an S3 bucket (AWS or any S3-compatible server such as Ceph RGW).
+
+    ``credentials`` is atdata's form: a dict with ``AWS_ACCESS_KEY_ID`` and
+    ``AWS_SECRET_ACCESS_KEY`` (``AWS_ENDPOINT``, ``AWS_REGION``, ``AWS_SESSION_TOKEN``
+    optional), or the path of a ``.env`` file that sets at least ``AWS_ENDPOINT``,
+    ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``. Keyword arguments override it;
+    with neither, boto3's default credential chain (env vars, ``~/.aws``, instance role)
+    is used. ``client`` reuses an existing boto3 S3 client instead.
+
+    ``prefix`` is a key prefix inside the bucket under which every dataset lives.
+    ``part_size`` (>= 5 MiB) is the multipart part size and ``max_concurrency`` the
+    number of parts uploaded at once per store (memory ~ ``(max_concurrency + 1) *
+    part_size``). ``cache_local=True`` stages each shard in a local temp file
+    (``cache_dir``) and uploads it with boto3's transfer manager instead of streaming.
+    """
+
+    def __init__(
+        self,
+        credentials: Mapping[str, str] | str | os.PathLike | None = None,
+        *,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        part_size: int = 8 * MiB,
+        max_concurrency: int = 8,
+        cache_local: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+        client: Any = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_attempts: int = 3,
+    ):
+        self._credentials_source = (
+            "the arguments" if (aws_access_key_id or aws_secret_access_key)
+            else "the default AWS credential chain (AWS_* environment variables, ~/.aws, instance role)"
+        )
+        creds: dict[str, str] = {}
+        if credentials is not None:
+            if isinstance(credentials, Mapping):
+                creds = {k: v for k, v in credentials.items() if v is not None}
+                self._credentials_source = "the credentials dict"
+                missing = [k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not creds.get(k)]
+            elif isinstance(credentials, (str, os.PathLike)):
+                path = Path(credentials).expanduser()
+                creds = _read_env_file(path)
+                self._credentials_source = f"credentials file {str(path)!r}"
+                missing = [k for k in ("AWS_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not creds.get(k)]
+            else:
+                raise ConfigurationError(
+                    f"S3DataStore credentials must be a dict or the path of a .env file, got {type(credentials).__name__}"
+                )
+            if missing:
+                raise ConfigurationError(
+                    f"S3DataStore: {self._credentials_source} lacks {', '.join(missing)}; "
+                    "set AWS_ENDPOINT, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                )
+        if not isinstance(bucket, str) or not bucket or "/" in bucket or bucket != bucket.strip():
+            raise ConfigurationError(f"S3DataStore bucket={bucket!r} is not a bucket name; pass e.g. bucket='my-datasets'")
+        if not isinstance(part_size, int) or not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+            raise ConfigurationError(
+                f"S3DataStore part_size={part_size!r} is out of range; S3 needs parts of 5 MiB ({MIN_PART_SIZE}) to 5 GiB"
+            )
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ConfigurationError(f"S3DataStore max_concurrency={max_concurrency!r} must be an integer >= 1")
+        key_prefix = (prefix or "").strip("/")
+        if key_prefix:
+            if any(seg in ("", ".", "..") for seg in key_prefix.split("/")):
+                raise ConfigurationError(f"S3DataStore prefix={prefix!r} has empty, '.' or '..' segments")
+
+        self.bucket = bucket
+        self.prefix = key_prefix
+        self.endpoint_url = (endpoint_url or creds.get("AWS_ENDPOINT") or "").rstrip("/") or None
+        if self.endpoint_url and not re.match(r"^https?://", self.endpoint_url):
+            raise ConfigurationError(
+                f"S3 endpoint {self.endpoint_url!r} has no scheme; use e.g. 'http://127.0.0.1:7480' or 'https://s3.example.com'"
+            )
+        self.region_name = region_name or creds.get("AWS_REGION") or None
+        self._access_key = aws_access_key_id or creds.get("AWS_ACCESS_KEY_ID") or None
+        self._secret_key = aws_secret_access_key or creds.get("AWS_SECRET_ACCESS_KEY") or None
+        self._session_token = aws_session_token or creds.get("AWS_SESSION_TOKEN") or None
+        self.part_size = part_size
+        self.max_concurrency = max_concurrency
+        self.cache_local = bool(cache_local)
+        self.cache_dir = str(cache_dir) if cache_dir is not None else None
+        self._timeouts = (connect_timeout, read_timeout, max_attempts)
+        self._user_client = client is not None
+        self._client = client
+        self._client_lock = threading.Lock()
+        self._uploads = _Uploads(max_concurrency)
+        self._bucket_checked = False
+        _STORES_BY_BUCKET[bucket] = self
+
+    # -- configuration
+    def __repr__(self) -> str:
+        key = self._access_key
+        shown = f"{key[:4]}…" if key else None
+        return (
+            f"S3DataStore(bucket={self.bucket!r}, prefix={self.prefix!r}, endpoint_url={self.endpoint_url!r}, "
+            f"region_name={self.region_name!r}, aws_access_key_id={shown!r}, "
+            f"aws_secret_access_key={'***' if self._secret_key else None!r}, part_size={self.part_size}, "
+            f"max_concurrency={self.max_concurrency}, cache_local={self.cache_local})"
+        )
+
+    @property
+    def endpoint_display(self) -> str:
+        return self.endpoint_url or "AWS S3 (default endpoint)"
+
+    @property
+    def client(self):
+        """The boto3 S3 client (created on first use; thread-safe)."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._make_client()
+        return self._client
+
+    def _make_client(self):
+        import boto3
+        from botocore.config import Config
+
+        connect_timeout, read_timeout, max_attempts = self._timeouts
+        cfg = Config(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            max_pool_connections=max(10, 2 * self.max_concurrency + 2),
+            s3={"addressing_style": "path"} if self.endpoint_url else {},
+        )
+        session = boto3.session.Session(
+            aws_access_key_id=self._access_key,
+            aws_secret_access_key=self._secret_key,
+            aws_session_token=self._session_token,
+            region_name=self.region_name or ("us-east-1" if self.endpoint_url else None),
+        )
+        return session.client("s3", endpoint_url=self.endpoint_url, config=cfg)
+
+    def __getstate__(self) -> dict:
+        if self._user_client:
+            raise TypeError(
+                "an S3DataStore built from an existing boto3 client cannot be pickled; "
+                "pass credentials/endpoint instead of client= to use it in worker processes"
+            )
+        state = self.__dict__.copy()
+        state["_client"] = None
+        state["_client_lock"] = None
+        state["_uploads"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._client_lock = threading.Lock()
+        self._uploads = _Uploads(self.max_concurrency)
+
+    def close(self) -> None:
+        """Wait for background uploads and release the thread pool."""
+        self._uploads.shutdown()
+
+    # -- keys and URLs
+    def _key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def url_for_key(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def _key_of(self, url: str) -> str:
+        bucket, key = self._split_own(url)
+        if bucket is None:
+            raise StoreError(f"{url!r} is not in this store (s3://{self.bucket}/{self.prefix})")
+        return key
+
+    def _split_own(self, url: str) -> tuple[str | None, str]:
+        if url.startswith("s3://"):
+            bucket, key = parse_s3_url(url)
+        elif self.endpoint_url and url.startswith(self.endpoint_url + "/"):
+            rest = url[len(self.endpoint_url) + 1:]
+            bucket, _, key = rest.partition("/")
+        else:
+            return None, ""
+        if bucket != self.bucket or not key:
+            return None, ""
+        if self.prefix and not key.startswith(self.prefix + "/"):
+            return None, ""
+        return bucket, key
+
+    def owns(self, url: str) -> bool:
+        return self._split_own(url)[0] is not None
+
+    def read_url(self, url: str) -> str:
+        """``s3://b/k`` -> ``{endpoint}/b/k`` when an endpoint is configured, else unchanged (as atdata)."""
+        if self.endpoint_url and url.startswith("s3://"):
+            bucket, key = parse_s3_url(url)
+            return f"{self.endpoint_url}/{bucket}/{quote(key)}"
+        return url
+
+    # -- error handling
+    def _sanitize(self, text: str) -> str:
+        for secret in (self._secret_key, self._session_token):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _to_store_error(self, exc: BaseException, op: str, key: str | None, *, bucket: str | None = None) -> StoreError:
+        from botocore import exceptions as bex
+
+        bucket = bucket or self.bucket
+        where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+        at = f"{op} {where} at {self.endpoint_display}"
+        code = _error_code(exc)
+        if code in ("NoSuchBucket",) or (code == "404" and op in ("HeadBucket",)):
+            msg = f"{at}: bucket {bucket!r} does not exist; create it (e.g. `aws s3 mb s3://{bucket}`) or fix bucket="
+        elif code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed"):
+            msg = (
+                f"{at}: the credentials were rejected ({code}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+                f"(from {self._credentials_source}) and the region"
+            )
+        elif code in ("AccessDenied", "403", "AllAccessDisabled"):
+            msg = (
+                f"{at}: access denied ({code}); the credentials from {self._credentials_source} were rejected "
+                f"or lack permission on bucket {bucket!r}: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+            )
+        elif code in ("NoSuchKey", "404", "NotFound"):
+            return S3ObjectNotFoundError(f"{at}: object not found; the shard was deleted or the URL is wrong")
+        elif code == "PreconditionFailed":
+            msg = f"{at}: the object changed while it was being read; read it again"
+        elif isinstance(exc, bex.NoCredentialsError):
+            msg = (
+                f"{at}: no AWS credentials found; pass credentials={{'AWS_ACCESS_KEY_ID': ..., "
+                "'AWS_SECRET_ACCESS_KEY': ...}, a .env file path, or set the AWS_* environment variables"
+            )
+        elif isinstance(exc, (bex.EndpointConnectionError, bex.ConnectionClosedError, bex.ConnectTimeoutError)):
+            msg = f"{at}: cannot reach the S3 endpoint ({type(exc).__name__}); is the server running? check endpoint_url / AWS_ENDPOINT"
+        elif isinstance(exc, (bex.ReadTimeoutError, bex.ResponseStreamingError, bex.ConnectionError, ConnectionError, TimeoutError)):
+            msg = f"{at}: the connection to the S3 endpoint failed ({type(exc).__name__}); the server stopped or the network broke, retry"
+        elif isinstance(exc, bex.ClientError):
+            msg = f"{at}: {_short(exc)}"
+        else:
+            msg = f"{at}: {type(exc).__name__}: {exc}"
+        return StoreError(self._sanitize(msg))
+
+    def _call(self, op: str, key: str | None, fn, *args, _bucket: str | None = None, **kw):
+        """Run one S3 call, turning every failure into a StoreError that names the object and the fix."""
+        from botocore import exceptions as bex
+
+        try:
+            return fn(*args, **kw)
+        except (bex.BotoCoreError, bex.ClientError, OSError) as exc:
+            raise self._to_store_error(exc, op, key, bucket=_bucket) from None
+        except Exception as exc:  # s3transfer wraps errors (e.g. S3UploadFailedError)
+            if type(exc).__module__.startswith(("boto3", "s3transfer")):
+                cause = exc.__cause__ or exc.__context__ or exc
+                raise self._to_store_error(cause if cause is not exc else exc, op, key, bucket=_bucket) from None
+            raise
+
+    # -- writing
+    def check_bucket(self) -> None:
+        """Raise StoreError unless the bucket exists and the credentials may use it."""
+        self._call("HeadBucket", None, self.client.head_bucket, Bucket=self.bucket)
+        self._bucket_checked = True
+
+    def open_sink(self, prefix: str) -> ShardSink:
+        """A sink streaming one shard of dataset ``prefix`` into the bucket (see the module docstring)."""
+        prefix = _validate_prefix(prefix)
+        if not self._bucket_checked:  # fail before the caller streams a whole shard
+            self.check_bucket()
+        if self.cache_local:
+            return _StagedShardSink(self, prefix)
+        return S3ShardSink(self, prefix)
+
+    def _same_content_exists(self, key: str, sha256: str) -> bool:
+        from botocore import exceptions as bex
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except bex.ClientError as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._to_store_error(exc, "HeadObject", key) from None
+        except (bex.BotoCoreError, OSError) as exc:
+            raise self._to_store_error(exc, "HeadObject", key) from None
+        return (head.get("Metadata") or {}).get("sha256") == sha256
+
+    def _server_copy(self, src: str, dst: str, size: int, sha256: str) -> None:
+        meta = {"ContentType": "application/x-tar", "Metadata": {"sha256": sha256}}
+        source = {"Bucket": self.bucket, "Key": src}
+        if size <= COPY_PIECE:
+            self._call(
+                "CopyObject", dst, self.client.copy_object, Bucket=self.bucket, Key=dst, CopySource=source,
+                MetadataDirective="REPLACE", **meta,
+            )
+            return
+        up = self._call("CreateMultipartUpload", dst, self.client.create_multipart_upload, Bucket=self.bucket, Key=dst, **meta)
+        upload_id = up["UploadId"]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, size, COPY_PIECE), 1):
+                end = min(start + COPY_PIECE, size) - 1
+                r = self._call(
+                    "UploadPartCopy", dst, self.client.upload_part_copy, Bucket=self.bucket, Key=dst,
+                    UploadId=upload_id, PartNumber=number, CopySource=source, CopySourceRange=f"bytes={start}-{end}",
+                )
+                parts.append({"PartNumber": number, "ETag": r["CopyPartResult"]["ETag"]})
+            self._call(
+                "CompleteMultipartUpload", dst, self.client.complete_multipart_upload, Bucket=self.bucket, Key=dst,
+                UploadId=upload_id, MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=dst, UploadId=upload_id)
+            except Exception:
+                log.warning("could not abort the copy upload of s3://%s/%s; run abort_stale_uploads()", self.bucket, dst)
+            raise
+
+    def _delete_quietly(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            log.warning("could not delete s3://%s/%s (%s); gc will remove it", self.bucket, key, self._sanitize(_short(exc)))
+
+    def put_sidecar(self, shard_url: str, suffix: str, data: bytes) -> str:
+        key = self._key_of(shard_url)
+        stem = key[:-4] if key.endswith(".tar") else key
+        side = stem + suffix
+        ctype = "application/json" if suffix.endswith(".json") else "application/octet-stream"
+        self._call("PutObject", side, self.client.put_object, Bucket=self.bucket, Key=side, Body=bytes(data), ContentType=ctype)
+        return self.url_for_key(side)
+
+    # -- reading
+    def open_read(self, url: str) -> BinaryIO:
+        """Stream an object (``s3://`` URL, or the ``read_url`` form) without downloading it first."""
+        if url.startswith("s3://"):
+            bucket, key = parse_s3_url(url)
+        else:
+            bucket, key = self._split_own(url)
+            if bucket is None:
+                raise StoreError(f"{url!r} is not an s3:// URL nor an object URL of endpoint {self.endpoint_display}")
+        raw = _S3RawReader(self, bucket, key)
+        return io.BufferedReader(raw, buffer_size=READ_BUFFER)
+
+    # -- listing / gc
+    def iter_shard_urls(self, prefix: str | None = None) -> Iterator[str]:
+        """Every ``.tar`` shard and every leftover temporary object under the store (or ``prefix``)."""
+        base = self._key(prefix.strip("/")) + "/" if prefix else (self.prefix + "/" if self.prefix else "")
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=base):
+                for obj in page.get("Contents", ()):
+                    key = obj["Key"]
+                    if key.endswith(".tar") or f"/{TMP_DIR}/" in key:
+                        yield self.url_for_key(key)
+        except Exception as exc:
+            if isinstance(exc, StoreError):
+                raise
+            raise self._to_store_error(exc, "ListObjectsV2", base or None) from None
+
+    def delete(self, url: str) -> None:
+        key = self._key_of(url)
+        self._call("DeleteObject", key, self.client.delete_object, Bucket=self.bucket, Key=key)
+
+    def abort_stale_uploads(self, prefix: str | None = None, *, older_than: float = 0.0) -> int:
+        """Abort this store's unfinished multipart uploads (under ``prefix``) started more than
+        ``older_than`` seconds ago; return how many were aborted. Part of ``gc``: uploads left by
+        a crashed writer are invisible but their parts are billed until aborted."""
+        base = self._key(prefix.strip("/")) + "/" if prefix else (self.prefix + "/" if self.prefix else "")
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        cutoff = time.time() - older_than
+        aborted = 0
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=base):
+                for up in page.get("Uploads", ()):
+                    key = up["Key"]
+                    if not (f"/{TMP_DIR}/" in key or key.endswith(".tar")):
+                        continue
+                    initiated = up.get("Initiated")
+                    if initiated is not None and older_than > 0 and initiated.timestamp() > cutoff:
+                        continue
+                    try:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=up["UploadId"])
+                        aborted += 1
+                    except Exception as exc:
+                        if _error_code(exc) != "NoSuchUpload":
+                            raise
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._to_store_error(exc, "ListMultipartUploads", base or None) from None
+        return aborted
+
+
+# ---------------------------------------------------------------------- openers
+_default_lock = threading.Lock()
+_DEFAULT_STORES: dict[str, S3DataStore] = {}
+
+
+def _default_store_for(bucket: str) -> S3DataStore:
+    """The store registered for ``bucket`` in this process, else one on boto3's default chain."""
+    store = _STORES_BY_BUCKET.get(bucket)
+    if store is not None:
+        return store
+    with _default_lock:
+        store = _DEFAULT_STORES.get(bucket)
+        if store is None:
+            endpoint = (
+                os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+                or os.environ.get("AWS_ENDPOINT") or None
+            )
+            store = S3DataStore(bucket=bucket, endpoint_url=endpoint, region_name=os.environ.get("AWS_REGION") or None)
+            store._credentials_source = "the default AWS credential chain (AWS_* environment variables, ~/.aws)"
+            # only stores created by the user are looked up by bucket
+            if _STORES_BY_BUCKET.get(bucket) is store:
+                del _STORES_BY_BUCKET[bucket]
+            _DEFAULT_STORES[bucket] = store
+    return store
+
+
+def open_s3_url(url: str) -> BinaryIO:
+    """Open ``s3://bucket/key`` with the store registered for that bucket in this process, or
+    else boto3's default credential chain (``AWS_ENDPOINT_URL``/``AWS_ENDPOINT`` for the endpoint)."""
+    bucket, _key = parse_s3_url(url)
+    return _default_store_for(bucket).open_read(url)
+
+
+def register_openers() -> None:
+    """Register the ``s3://`` (and ``http(s)://``) openers with the shard reader."""
+    from ..shards.reader import register_opener
+
+    register_opener("s3", open_s3_url)
+    try:
+        from .http import open_http_url
+    except ImportError:  # pragma: no cover
+        return
+    register_opener("http", open_http_url)
+    register_opener("https", open_http_url)
+
+
+register_openers()
