@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import uuid
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import DecodeError, FieldMismatchError, NotPackableError, SampleError
 from . import codec
-from .codec import decode_ndarray, pack_payload, unpack_payload
+from .codec import decode_ndarray, encode_ndarray, pack_payload, unpack_payload
 from .schema import FieldSpec, resolved_hints, spec_for_annotation
 
 __all__ = [
@@ -37,9 +37,27 @@ _PLAN_ATTR = "__atdata_plan__"
 _plan_lock = threading.Lock()
 
 
+_UUID_EPOCH = 0x01B21DD213814000  # 100-ns ticks from 1582-10-15 to 1970-01-01
+_key_lock = threading.Lock()
+_last_tick = 0
+
+
 def new_key() -> str:
-    """A fresh sample key as atdata makes them: a UUIDv1 with zero node and clock-seq."""
-    return str(uuid.uuid1(node=0, clock_seq=0))
+    """A fresh sample key as atdata makes them: ``str(uuid.uuid1(node=0, clock_seq=0))``.
+
+    Built directly from the clock (``uuid.uuid1`` costs several microseconds per call);
+    ticks are strictly increasing within the process, so keys never repeat.
+    """
+    global _last_tick
+    with _key_lock:
+        tick = time.time_ns() // 100 + _UUID_EPOCH
+        if tick <= _last_tick:
+            tick = _last_tick + 1
+        _last_tick = tick
+    return (
+        f"{tick & 0xFFFFFFFF:08x}-{(tick >> 32) & 0xFFFF:04x}-"
+        f"{((tick >> 48) & 0x0FFF) | 0x1000:04x}-8000-000000000000"
+    )
 
 
 # --------------------------------------------------------------------------- per-class plan
@@ -93,6 +111,26 @@ def _check_for(spec: FieldSpec) -> Check:
     return base
 
 
+_FAST_TYPES: dict[str, frozenset[type]] = {
+    "str": frozenset({str}),
+    "int": frozenset({int}),
+    "float": frozenset({float, int}),
+    "bool": frozenset({bool}),
+    "bytes": frozenset({bytes}),
+}
+
+
+def _fast_types(spec: FieldSpec) -> frozenset[type]:
+    """Exact value types that certainly pass :func:`_check_for` (skips a Python call)."""
+    if spec.kind == "primitive":
+        fast = _FAST_TYPES[spec.primitive or "bytes"]
+    elif spec.kind == "ndarray":
+        fast = frozenset({np.ndarray})
+    else:
+        fast = frozenset()
+    return fast | {type(None)} if spec.optional else fast
+
+
 def _fix_hint(spec: FieldSpec, value: Any) -> str:
     if value is None:
         return "pass a value, or declare the field Optional[...] (T | None) with a default"
@@ -143,9 +181,10 @@ def _convert_for(spec: FieldSpec) -> Convert | None:
 class _Plan:
     """Everything the per-sample path needs, computed once per class."""
 
-    __slots__ = ("cls_name", "checks", "specs", "decoders", "names", "noinit")
+    __slots__ = ("owner", "cls_name", "steps", "specs", "decoders", "names", "noinit")
 
     def __init__(self, cls: type) -> None:
+        self.owner = cls
         self.cls_name = cls.__qualname__
         hints = resolved_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -159,8 +198,12 @@ class _Plan:
                 specs[name] = None
         self.specs = specs
         self.names = tuple(hints)
-        self.checks = tuple(
-            (name, None if spec is None else _check_for(spec)) for name, spec in specs.items()
+        # (name, exact types that need no further check, full check, encode as ndarray)
+        self.steps = tuple(
+            (name, frozenset(), None, False)
+            if spec is None
+            else (name, _fast_types(spec), _check_for(spec), spec.kind == "ndarray")
+            for name, spec in specs.items()
         )
         decoders = []
         for name, spec in specs.items():
@@ -184,7 +227,9 @@ class _Plan:
 
 
 def _plan(cls: type) -> _Plan:
-    plan = cls.__dict__.get(_PLAN_ATTR)
+    plan = getattr(cls, _PLAN_ATTR, None)
+    if plan is None or plan.owner is not cls:  # a subclass sees its parent's plan
+        plan = cls.__dict__.get(_PLAN_ATTR)
     if plan is None:
         if "__dataclass_fields__" not in cls.__dict__ and not dataclasses.is_dataclass(cls):
             raise SampleError(
@@ -215,17 +260,21 @@ class PackableSample:
         """The msgpack payload: fields in declaration order, ``None`` kept as nil."""
         plan = _plan(type(self))
         data = {}
-        for name, check in plan.checks:
+        for name, fast, check, is_array in plan.steps:
             value = getattr(self, name)
-            if check is not None and not check(value):
+            if value.__class__ not in fast and check is not None and not check(value):
                 raise plan.value_error(name, value)
+            if is_array and value is not None:
+                try:
+                    value = encode_ndarray(value)
+                except SampleError as exc:
+                    raise SampleError(f"{plan.cls_name}.{name}: {exc}") from None
             data[name] = value
+        packer = codec._packer()
         try:
-            return codec._packer().pack(data)
-        except Exception as exc:
-            codec._packer().reset()
-            if isinstance(exc, SampleError):
-                raise SampleError(f"{plan.cls_name}: {exc}") from None
+            return packer.pack(data)
+        except Exception as exc:  # unencodable value in an unchecked field or inside a list
+            packer.reset()
             raise SampleError(
                 f"cannot serialize {plan.cls_name} (fields {list(data)}): {exc}; field values "
                 "must be str, int, float, bool, bytes, None, numpy arrays or lists of these"
@@ -245,7 +294,7 @@ class PackableSample:
         and a ``TypeError`` like atdata's).
         """
         plan = _plan(cls)
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise DecodeError(
                 f"{plan.cls_name}.from_data expects a dict of field values, got {type(data).__name__}"
             )
