@@ -120,3 +120,48 @@ class ConfigurationTypeError(AtdataError, TypeError):
 
 
 __all__.append("ConfigurationTypeError")
+
+
+# -- atmosphere (ATProto) details; appended by the atmosphere layer ----------------------
+
+
+class AtmosphereAuthError(AtmosphereError):
+    """Logging in to a PDS failed (wrong handle or app password, or the account is gone)."""
+
+
+class AtmosphereConnectionError(AtmosphereError):
+    """A PDS, PLC directory or blob host could not be reached (refused, DNS, timeout)."""
+
+
+class AtmosphereRateLimitError(AtmosphereError):
+    """A PDS answered 429; ``retry_after`` is the number of seconds to wait (or None)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AtmosphereNotFoundError(NotFoundError, AtmosphereError):
+    """A handle, DID, record, label or blob does not exist on the atmosphere."""
+
+
+class BlobTooLargeError(AtmosphereError, ValueError):
+    """A shard is larger than the per-blob or per-dataset limit of an atmosphere publish."""
+
+
+class PartialPublishError(AtmosphereError):
+    """A publish stopped after its entry record was created (``entry_uri``); re-running reuses it."""
+
+    def __init__(self, message: str, entry_uri: str | None = None):
+        super().__init__(message)
+        self.entry_uri = entry_uri
+
+
+__all__ += [
+    "AtmosphereAuthError",
+    "AtmosphereConnectionError",
+    "AtmosphereNotFoundError",
+    "AtmosphereRateLimitError",
+    "BlobTooLargeError",
+    "PartialPublishError",
+]
