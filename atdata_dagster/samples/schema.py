@@ -138,7 +138,7 @@ def _spec_for(tp: Any, name: str, owner: str, depth: int) -> FieldSpec:
         return FieldSpec(name, "primitive", primitive=primitive)
     if tp is np.ndarray or origin is np.ndarray:
         return FieldSpec(name, "ndarray", dtype=_ndarray_dtype_name(tp) or DEFAULT_NDARRAY_DTYPE)
-    if origin is list:
+    if origin is list or tp is list:
         args = typing.get_args(tp)
         if len(args) != 1:
             raise _unsupported(owner, name, tp, "list needs an item type, e.g. list[int]")
