@@ -1,0 +1,304 @@
+"""Asset checks for datasets: shard checksums, sample counts and schema decoding.
+
+The checks take no data parameter, so Dagster never loads the dataset through the IO
+manager: they look the entry up in the index (the CID the materialization recorded)
+and stream over its shards one at a time, in bounded memory.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import dagster as dg
+
+from .errors import AtdataError
+from .io_manager import AtdataIOManager, asset_settings, recorded_cids, resolve_entry
+from .resources import AtdataIndexResource
+
+__all__ = ["build_dataset_checks", "DATASET_CHECKS"]
+
+#: the checks :func:`build_dataset_checks` can build, by name
+DATASET_CHECKS = ("checksums", "sample_count", "schema")
+
+
+def build_dataset_checks(
+    asset: dg.AssetsDefinition | dg.AssetSpec | dg.AssetKey | str | Sequence[str],
+    *,
+    resource_key: str | None = None,
+    checks: Sequence[str] = DATASET_CHECKS,
+    blocking: bool = False,
+    name: str | None = None,
+    repo: str | None = None,
+) -> list[dg.AssetChecksDefinition]:
+    """Asset checks that verify the dataset an asset materialized.
+
+    - ``atdata_checksums``: every shard re-hashed against the SHA-256 recorded in the
+      index entry (``Index.verify``); fails (ERROR) on a mismatch or missing shard.
+    - ``atdata_sample_count``: samples counted shard by shard (payloads not decoded)
+      against the entry's recorded statistics.
+    - ``atdata_schema``: the stored schema decodes to a sample type and the first sample
+      decodes with it.
+
+    ``resource_key`` names the resource holding the index: an :class:`AtdataIOManager`
+    (default: the asset's IO manager key, else ``"io_manager"``) or an
+    :class:`AtdataIndexResource`. The entry checked is the one the latest materialization
+    recorded (``atdata/cid``); for a partitioned asset, the run's partition(s), or every
+    materialized partition when the check runs on its own. ``name`` / ``repo`` override
+    the dataset name and repository when the asset's ``atdata/name`` / ``atdata/repo``
+    metadata cannot be read (e.g. a bare asset key).
+    """
+    key, meta, default_resource = _asset_info(asset)
+    resource_key = resource_key or default_resource
+    unknown = [c for c in checks if c not in DATASET_CHECKS]
+    if unknown or not checks:
+        raise ValueError(f"unknown dataset checks {unknown}; choose from {list(DATASET_CHECKS)}")
+    meta = dict(meta)
+    if name is not None:
+        meta["atdata/name"] = name
+    if repo is not None:
+        meta["atdata/repo"] = repo
+
+    builders: dict[str, tuple[str, str, Callable[[Any, list], dg.AssetCheckResult]]] = {
+        "checksums": ("atdata_checksums", "Every shard's SHA-256 matches the checksum recorded in the index.", _check_checksums),
+        "sample_count": ("atdata_sample_count", "The shards hold exactly the number of samples the index recorded.", _check_sample_count),
+        "schema": ("atdata_schema", "The stored schema decodes to a sample type and the first sample decodes with it.", _check_schema),
+    }
+    out = []
+    for check in checks:
+        check_name, description, fn = builders[check]
+        out.append(_make_check(key, meta, resource_key, check_name, description, fn, blocking))
+    return out
+
+
+def _asset_info(asset: Any) -> tuple[dg.AssetKey, Mapping[str, Any], str]:
+    if isinstance(asset, dg.AssetsDefinition):
+        key = asset.key
+        meta = asset.metadata_by_key.get(key, {})
+        try:
+            rk = asset.get_io_manager_key_for_asset_key(key)
+        except Exception:
+            rk = "io_manager"
+        return key, meta, rk
+    if isinstance(asset, dg.AssetSpec):
+        return asset.key, asset.metadata or {}, "io_manager"
+    return dg.AssetKey.from_coercible(asset), {}, "io_manager"
+
+
+def _make_check(
+    key: dg.AssetKey, meta: Mapping[str, Any], resource_key: str, check_name: str, description: str,
+    fn: Callable[[Any, list], dg.AssetCheckResult], blocking: bool,
+) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=key,
+        name=check_name,
+        description=description,
+        blocking=blocking,
+        required_resource_keys={resource_key},
+    )
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        index, settings = _index_and_settings(context, resource_key, key, meta)
+        try:
+            targets = _entries(context, index, settings, key)
+        except AtdataError as exc:
+            return dg.AssetCheckResult(
+                passed=False, severity=dg.AssetCheckSeverity.ERROR, description=str(exc),
+            )
+        if not targets:
+            return dg.AssetCheckResult(
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"no dataset of asset {key.to_user_string()!r} is in the index yet; materialize it first",
+            )
+        return fn(index, targets)
+
+    return _check
+
+
+def _index_and_settings(context: Any, resource_key: str, key: dg.AssetKey, meta: Mapping[str, Any]) -> tuple[Any, dict]:
+    res = getattr(context.resources, resource_key)
+    if isinstance(res, AtdataIOManager):
+        return res.index.get_index(), res._settings(meta, key)
+    if isinstance(res, AtdataIndexResource):
+        return res.get_index(), asset_settings(meta, key)
+    if hasattr(res, "get_index"):
+        return res.get_index(), asset_settings(meta, key)
+    raise dg.DagsterInvariantViolationError(
+        f"resource {resource_key!r} is a {type(res).__name__}; dataset checks need an AtdataIOManager or "
+        "AtdataIndexResource (pass build_dataset_checks(..., resource_key=...))"
+    )
+
+
+def _entries(context: Any, index: Any, settings: dict, key: dg.AssetKey) -> list[tuple[str | None, Any]]:
+    """(partition, entry) pairs to check."""
+    instance = context.instance
+    partitions: list[str | None] | None
+    try:
+        partitions = list(context.partition_keys) if context.has_partition_key or context.has_partition_key_range else None
+    except Exception:
+        partitions = None
+    if partitions is None:
+        cids = recorded_cids(instance, key, [None])
+        if not cids:
+            cids = recorded_cids(instance, key, None)  # every materialized partition
+        partitions = sorted(cids, key=lambda p: (p is not None, p or "")) or [None]
+    else:
+        cids = recorded_cids(instance, key, partitions)
+    out = []
+    for pk in partitions:
+        entry = resolve_entry(index, settings, key, pk, cids.get(pk))
+        if entry is not None:
+            out.append((pk, entry))
+    return out
+
+
+def _label(pk: str | None, entry: Any) -> str:
+    return f"{entry.name} ({entry.cid[:16]}…)" if pk is None else f"partition {pk!r}: {entry.name}"
+
+
+# --------------------------------------------------------------------------- the checks
+def _check_checksums(index: Any, targets: list[tuple[str | None, Any]]) -> dg.AssetCheckResult:
+    started = time.monotonic()
+    counts: dict[str, int] = {}
+    bad: list[dict[str, str]] = []
+    nbytes = 0
+    for pk, entry in targets:
+        result = index.verify(entry)
+        stats = (entry.metadata or {}).get("stats") or {}
+        nbytes += int(stats.get("total_bytes") or 0)
+        for url, status in result.items():
+            kind = status.split(":", 1)[0]
+            counts[kind] = counts.get(kind, 0) + 1
+            if kind != "ok":
+                bad.append({"partition": pk, "url": url, "status": status})
+    seconds = time.monotonic() - started
+    total = sum(counts.values())
+    ok = counts.get("ok", 0)
+    hard = [b for b in bad if not b["status"].startswith("skipped")]
+    passed = total > 0 and not bad
+    metadata: dict[str, Any] = {
+        "shards_checked": total,
+        "shards_ok": ok,
+        "shards_mismatch": counts.get("mismatch", 0),
+        "shards_missing": counts.get("missing", 0),
+        "shards_unverifiable": counts.get("skipped", 0),
+        "entries_checked": len(targets),
+        "bytes_hashed": nbytes,
+        "seconds": round(seconds, 3),
+        "mb_per_s": round(nbytes / 1e6 / seconds, 1) if seconds > 0 else 0.0,
+    }
+    if bad:
+        metadata["failures"] = dg.MetadataValue.json(bad[:50])
+    if passed:
+        desc = f"{ok} shards in {len(targets)} entries match their recorded SHA-256"
+    elif hard:
+        desc = f"{len(hard)} of {total} shards fail verification: " + "; ".join(
+            f"{b['url']} {b['status']}" for b in hard[:3]
+        )
+    else:
+        desc = f"{len(bad)} of {total} shards have no recorded checksum, so they cannot be verified"
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR if hard else dg.AssetCheckSeverity.WARN,
+        description=desc,
+        metadata=metadata,
+    )
+
+
+def _count_samples(index: Any, url: str) -> int:
+    from .shards.reader import iter_samples
+
+    n = 0
+    with closing(index.open_url(url)) as f:
+        for _ in iter_samples(f, url):
+            n += 1
+    return n
+
+
+def _check_sample_count(index: Any, targets: list[tuple[str | None, Any]]) -> dg.AssetCheckResult:
+    started = time.monotonic()
+    counted = expected_total = 0
+    problems: list[dict[str, Any]] = []
+    unrecorded = 0
+    for pk, entry in targets:
+        stats = (entry.metadata or {}).get("stats") or {}
+        per_shard = list(stats.get("shard_samples") or [])
+        expected = stats.get("num_samples")
+        n_entry = 0
+        for i, url in enumerate(entry.data_urls):
+            try:
+                n = _count_samples(index, url)
+            except Exception as exc:  # unreadable shard: report, keep checking the rest
+                problems.append({"partition": pk, "url": url, "error": str(exc)[:300]})
+                continue
+            n_entry += n
+            if i < len(per_shard) and per_shard[i] != n:
+                problems.append({"partition": pk, "url": url, "expected": per_shard[i], "counted": n})
+        counted += n_entry
+        if isinstance(expected, int):
+            expected_total += expected
+            if n_entry != expected:
+                problems.append({"partition": pk, "entry": entry.cid, "expected": expected, "counted": n_entry})
+        else:
+            unrecorded += 1
+    seconds = time.monotonic() - started
+    metadata: dict[str, Any] = {
+        "samples_counted": counted,
+        "samples_expected": expected_total,
+        "entries_checked": len(targets),
+        "entries_without_stats": unrecorded,
+        "seconds": round(seconds, 3),
+        "samples_per_s": round(counted / seconds) if seconds > 0 else 0,
+    }
+    if problems:
+        metadata["problems"] = dg.MetadataValue.json(problems[:50])
+    passed = not problems and unrecorded == 0
+    if passed:
+        desc = f"{counted:,} samples, as recorded"
+    elif problems:
+        desc = f"sample counts differ from the recorded statistics in {len(problems)} places (counted {counted:,}, expected {expected_total:,})"
+    else:
+        desc = f"{unrecorded} entries have no recorded sample count to compare with (counted {counted:,})"
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR if problems else dg.AssetCheckSeverity.WARN,
+        description=desc,
+        metadata=metadata,
+    )
+
+
+def _check_schema(index: Any, targets: list[tuple[str | None, Any]]) -> dg.AssetCheckResult:
+    from .dataset import Dataset
+    from .metadata import column_schema
+
+    failures: list[dict[str, Any]] = []
+    refs: dict[str, type] = {}
+    for pk, entry in targets:
+        ref = entry.schema_ref
+        try:
+            if ref not in refs:
+                refs[ref] = index.decode_schema(ref)
+            cls = refs[ref]
+            ds = Dataset[cls](list(entry.data_urls[:1]), opener=index.open_url)  # type: ignore[valid-type]
+            head = ds.head(1)
+            if head and not isinstance(head[0], cls):
+                raise TypeError(f"decoded {type(head[0]).__name__}, expected {cls.__name__}")
+        except Exception as exc:
+            failures.append({"partition": pk, "schema_ref": ref, "error": f"{type(exc).__name__}: {exc}"[:300]})
+    metadata: dict[str, Any] = {"schema_refs": dg.MetadataValue.json(sorted(refs)), "entries_checked": len(targets)}
+    if len(refs) == 1:
+        schema = column_schema(next(iter(refs.values())))
+        if schema is not None:
+            metadata["columns"] = dg.MetadataValue.table_schema(schema)
+    if failures:
+        metadata["failures"] = dg.MetadataValue.json(failures[:50])
+        desc = f"{len(failures)} entries do not decode: {failures[0]['error']}"
+    else:
+        desc = f"schema {', '.join(sorted(refs))} decodes and its first sample reads back"
+    return dg.AssetCheckResult(
+        passed=not failures,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=desc,
+        metadata=metadata,
+    )

@@ -1,0 +1,190 @@
+"""Engine results as Dagster metadata: column schema, row counts, URI, CID, preview.
+
+Pure translation, no storage logic: every function here takes an index entry, a
+sample type or a few samples and returns Dagster metadata values.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any, Iterable, Mapping, Sequence
+
+import dagster as dg
+
+__all__ = [
+    "column_schema",
+    "column_type",
+    "dataset_uri",
+    "entry_metadata",
+    "preview_markdown",
+    "summarize_sample",
+    "summarize_value",
+]
+
+#: how many characters of a preview cell are shown before it is cut
+PREVIEW_CELL_CHARS = 48
+
+
+def column_type(spec: Any) -> str:
+    """A short type name for a field spec: ``int``, ``str``, ``ndarray[float32]``, ``list[int]``."""
+    if spec.kind == "primitive":
+        name = spec.primitive or "any"
+    elif spec.kind == "ndarray":
+        name = f"ndarray[{spec.dtype}]" if spec.dtype else "ndarray"
+    elif spec.kind == "array":
+        name = f"list[{column_type(spec.items)}]" if spec.items is not None else "list"
+    else:  # pragma: no cover - future kinds
+        name = str(spec.kind)
+    return name
+
+
+def column_schema(sample_type: type | None) -> dg.TableSchema | None:
+    """The ``dagster/column_schema`` of a packable sample type (``None`` if it has no fields).
+
+    One column per field, in declaration order; ``Optional`` fields are nullable.
+    """
+    if sample_type is None:
+        return None
+    from .samples.schema import field_specs
+
+    try:
+        specs = field_specs(sample_type)
+    except Exception:  # DictSample and other untyped samples have no schema
+        return None
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=spec.name,
+                type=column_type(spec),
+                constraints=dg.TableColumnConstraints(nullable=bool(spec.optional)),
+            )
+            for spec in specs
+        ]
+    )
+
+
+def summarize_value(value: Any, limit: int = PREVIEW_CELL_CHARS) -> str:
+    """A short, single-line rendering of one field value (arrays as shape and dtype)."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        dims = "×".join(str(d) for d in shape) or "scalar"
+        return f"{dtype}[{dims}]"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"bytes[{len(value)}]"
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        return f"list[{len(value)}]"
+    text = repr(value) if not isinstance(value, str) else value
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+def summarize_sample(sample: Any, columns: Sequence[str]) -> dict[str, str]:
+    """One preview row: field name -> :func:`summarize_value` of that field."""
+    row: dict[str, str] = {}
+    for name in columns:
+        try:
+            value = getattr(sample, name)
+        except AttributeError:
+            try:
+                value = sample[name]  # DictSample
+            except Exception:
+                value = None
+        row[name] = summarize_value(value)
+    return row
+
+
+def preview_columns(sample_type: type | None, sample: Any = None) -> list[str]:
+    """The field names to show in a preview (from the type, else from a DictSample)."""
+    if sample_type is not None:
+        from .samples.schema import field_specs
+
+        try:
+            return [s.name for s in field_specs(sample_type)]
+        except Exception:
+            pass
+    if sample is not None and hasattr(sample, "keys"):
+        try:
+            return [str(k) for k in sample.keys()]
+        except Exception:
+            return []
+    return []
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def preview_markdown(rows: Sequence[Mapping[str, str]], columns: Sequence[str]) -> str:
+    """A markdown table of preview rows (already summarized)."""
+    if not columns:
+        return "_no fields_"
+    head = "| " + " | ".join(_md_cell(c) for c in columns) + " |"
+    rule = "| " + " | ".join("---" for _ in columns) + " |"
+    body = ["| " + " | ".join(_md_cell(str(r.get(c, ""))) for c in columns) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+
+def dataset_uri(data_urls: Sequence[str]) -> str | None:
+    """Where the dataset lives: the directory (or key prefix) of its first shard.
+
+    Local shards give a filesystem directory; S3 shards an ``s3://bucket/prefix/``
+    location; other URLs their parent URL.
+    """
+    if not data_urls:
+        return None
+    first = data_urls[0]
+    if "://" in first and not first.startswith("file://"):
+        head, _, _ = first.rpartition("/")
+        return head + "/" if head and not head.endswith(":/") else first
+    path = first[len("file://"):] if first.startswith("file://") else first
+    return posixpath.dirname(path) or path
+
+
+def entry_metadata(
+    entry: Any,
+    *,
+    sample_type: type | None,
+    partitioned: bool,
+    preview: Sequence[Mapping[str, str]] | None = None,
+    preview_cols: Sequence[str] | None = None,
+    repo: str | None = None,
+    upstream: Iterable[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Materialization metadata for one index entry.
+
+    ``dagster/row_count`` (``dagster/partition_row_count`` when ``partitioned``),
+    ``dagster/column_schema``, ``dagster/uri`` and the ``atdata/*`` keys: ``cid``,
+    ``name``, ``schema_ref``, ``shard_count``, ``bytes``, ``repo``, ``preview`` and
+    ``upstream`` (the CIDs this dataset was computed from). Never includes
+    configuration, so no secret can leak through it.
+    """
+    meta = entry.metadata or {}
+    stats = meta.get("stats") or {}
+    out: dict[str, Any] = {}
+    rows = stats.get("num_samples")
+    if isinstance(rows, int):
+        out["dagster/partition_row_count" if partitioned else "dagster/row_count"] = dg.MetadataValue.int(rows)
+    schema = column_schema(sample_type)
+    if schema is not None:
+        out["dagster/column_schema"] = dg.MetadataValue.table_schema(schema)
+    uri = dataset_uri(list(entry.data_urls))
+    if uri:
+        out["dagster/uri"] = dg.MetadataValue.text(uri)
+    out["atdata/cid"] = dg.MetadataValue.text(entry.cid)
+    out["atdata/name"] = dg.MetadataValue.text(entry.name)
+    if repo:
+        out["atdata/repo"] = dg.MetadataValue.text(repo)
+    out["atdata/schema_ref"] = dg.MetadataValue.text(entry.schema_ref)
+    out["atdata/shard_count"] = dg.MetadataValue.int(int(stats.get("num_shards", len(entry.data_urls))))
+    total = stats.get("total_bytes")
+    if isinstance(total, int):
+        out["atdata/bytes"] = dg.MetadataValue.int(total)
+    if preview is not None:
+        cols = list(preview_cols or (list(preview[0]) if preview else []))
+        out["atdata/preview"] = dg.MetadataValue.md(preview_markdown(preview, cols))
+    if upstream:
+        out["atdata/upstream"] = dg.MetadataValue.json([dict(u) for u in upstream])
+    return out

@@ -1,0 +1,292 @@
+"""Dagster resources: one dataset index (repositories, data stores, atmosphere) as typed config.
+
+``AtdataIndexResource(path="index.db")`` is the whole configuration of the embedded
+default. Field names mirror :class:`atdata_dagster.local.Index`. Secrets
+(``aws_secret_access_key``, ``atmosphere_password``, and a ``dsn`` / ``redis_url``
+that embeds a password) are plain ``str`` fields, so ``dagster.EnvVar("NAME")`` works
+for them and the UI shows the variable name, not the value. Nothing here touches the
+network or the disk at definition time: the engine ``Index`` is built in
+``setup_for_execution`` and closed in ``teardown_after_execution``.
+"""
+
+
+import threading
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .index.index import Index, Repository
+    from .stores.base import DataStore
+
+__all__ = [
+    "AtdataIndexResource",
+    "LocalDiskStoreConfig",
+    "RepositoryConfig",
+    "S3DataStoreConfig",
+]
+
+
+def _library_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("atdata-dagster")
+    except Exception:  # pragma: no cover - not installed as a distribution
+        return "0+unknown"
+
+
+try:  # announce the library in the code location's "libraries" list (private API)
+    try:
+        from dagster_shared.libraries import DagsterLibraryRegistry
+    except ImportError:  # pragma: no cover - older dagster
+        from dagster._core.libraries import DagsterLibraryRegistry  # type: ignore[no-redef]
+
+    DagsterLibraryRegistry.register("atdata-dagster", _library_version(), is_dagster_package=False)
+except Exception:  # pragma: no cover - never let registration break an import
+    pass
+
+
+# --------------------------------------------------------------------------- data stores
+class LocalDiskStoreConfig(dg.Config):
+    """Shards on the local filesystem."""
+
+    kind: Literal["local"] = Field(default="local", description="Store kind: 'local' for shards on local disk.")
+    root: Optional[str] = Field(
+        default=None,
+        description="Directory holding the shards; default ~/.atdata/data, as for Index.",
+    )
+
+    def build(self) -> "DataStore":
+        from .stores.disk import LocalDiskStore
+
+        return LocalDiskStore(self.root)
+
+    def describe(self) -> str:
+        return f"local disk {self.root or '~/.atdata/data'}"
+
+
+class S3DataStoreConfig(dg.Config):
+    """Shards in an S3 bucket (AWS or any S3-compatible server)."""
+
+    kind: Literal["s3"] = Field(default="s3", description="Store kind: 's3' for shards in an S3 bucket.")
+    bucket: str = Field(description="Bucket name, e.g. 'my-datasets'.")
+    endpoint_url: Optional[str] = Field(
+        default=None,
+        description="S3 endpoint for S3-compatible servers (e.g. 'http://127.0.0.1:7480'); None for AWS.",
+    )
+    region_name: Optional[str] = Field(default=None, description="AWS region, e.g. 'us-east-1'.")
+    aws_access_key_id: Optional[str] = Field(
+        default=None,
+        description="Access key id; None uses the default AWS credential chain. Prefer dagster.EnvVar.",
+    )
+    aws_secret_access_key: Optional[str] = Field(
+        default=None,
+        repr=False,
+        description="Secret access key (secret: pass dagster.EnvVar('NAME'), never a literal).",
+    )
+    aws_session_token: Optional[str] = Field(
+        default=None,
+        repr=False,
+        description="Session token for temporary credentials (secret: pass dagster.EnvVar).",
+    )
+    prefix: str = Field(default="", description="Key prefix inside the bucket under which every dataset lives.")
+
+    def build(self) -> "DataStore":
+        from .stores.s3 import S3DataStore
+
+        return S3DataStore(
+            bucket=self.bucket,
+            endpoint_url=self.endpoint_url or None,
+            region_name=self.region_name or None,
+            aws_access_key_id=self.aws_access_key_id or None,
+            aws_secret_access_key=self.aws_secret_access_key or None,
+            aws_session_token=self.aws_session_token or None,
+            prefix=self.prefix or "",
+        )
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+
+DataStoreConfig = Union[LocalDiskStoreConfig, S3DataStoreConfig]
+
+
+def _store_field(what: str) -> Any:
+    return Field(
+        default_factory=LocalDiskStoreConfig,
+        discriminator="kind",
+        description=(
+            f"Where {what} shards are written: {{'kind': 'local', 'root': ...}} (default, "
+            "~/.atdata/data) or {'kind': 's3', 'bucket': ..., ...}."
+        ),
+    )
+
+
+def _build_provider(path: str | None, dsn: str | None, redis_url: str | None, where: str):
+    from .index.providers import create_provider
+
+    given = [n for n, v in (("path", path), ("dsn", dsn), ("redis_url", redis_url)) if v]
+    if len(given) > 1:
+        raise ConfigurationError(
+            f"{where}: set only one of path (SQLite), dsn (PostgreSQL) or redis_url (Redis); got {', '.join(given)}"
+        )
+    if dsn:
+        return create_provider("postgres", dsn=dsn)
+    if redis_url:
+        from .index.providers import provider_from_url
+
+        return provider_from_url(redis_url)
+    return create_provider("sqlite", path=path or None)
+
+
+class RepositoryConfig(dg.Config):
+    """A named repository: its own index provider and data store."""
+
+    path: Optional[str] = Field(default=None, description="SQLite index file of this repository.")
+    dsn: Optional[str] = Field(
+        default=None,
+        description="PostgreSQL DSN of this repository ('postgresql://user:pw@host/db'); use dagster.EnvVar if it has a password.",
+    )
+    redis_url: Optional[str] = Field(
+        default=None,
+        description="Redis URL of this repository ('redis://host:6379/0'); use dagster.EnvVar if it has a password.",
+    )
+    data_store: DataStoreConfig = _store_field("this repository's")
+
+    def build(self, name: str) -> "Repository":
+        from .index.index import Repository
+
+        if not (self.path or self.dsn or self.redis_url):
+            raise ConfigurationError(
+                f"repository {name!r} needs an index: set path (SQLite), dsn (PostgreSQL) or redis_url (Redis)"
+            )
+        provider = _build_provider(self.path, self.dsn, self.redis_url, f"repos[{name!r}]")
+        return Repository(provider=provider, data_store=self.data_store.build())
+
+
+# --------------------------------------------------------------------------- the resource
+class AtdataIndexResource(dg.ConfigurableResource):
+    """A dataset index: the built-in ``local`` repository, named repositories and the atmosphere.
+
+    Hand it to :class:`~atdata_dagster.io_manager.AtdataIOManager`, or use
+    ``get_index()`` in an asset or op to reach the engine's ``Index`` directly.
+
+    With none of ``path``, ``dsn`` and ``redis_url`` the index is SQLite at
+    ``~/.atdata/index.db``, as for ``Index()``.
+    """
+
+    path: Optional[str] = Field(
+        default=None,
+        description="SQLite index file (default ~/.atdata/index.db). Mutually exclusive with dsn and redis_url.",
+    )
+    dsn: Optional[str] = Field(
+        default=None,
+        description="PostgreSQL DSN ('postgresql://user:pw@host/db') for a shared index; pass dagster.EnvVar if it holds a password.",
+    )
+    redis_url: Optional[str] = Field(
+        default=None,
+        description="Redis URL ('redis://host:6379/0') for a Redis index; pass dagster.EnvVar if it holds a password.",
+    )
+    data_store: DataStoreConfig = _store_field("the local repository's")
+    repos: dict[str, RepositoryConfig] = Field(
+        default_factory=dict,
+        description="Named repositories mounted next to 'local': name -> {path|dsn|redis_url, data_store}. Write to one with the asset metadata 'atdata/repo'.",
+    )
+    atmosphere: bool = Field(
+        default=True,
+        description="Enable the ATProto atmosphere backend (anonymous and read-only unless handle and password are set); False disables it.",
+    )
+    atmosphere_service_url: Optional[str] = Field(
+        default=None,
+        description="PDS service URL for the atmosphere, e.g. 'https://bsky.social'; None uses the client's default.",
+    )
+    atmosphere_handle: Optional[str] = Field(
+        default=None,
+        description="ATProto handle to publish as, e.g. 'lab.bsky.social'.",
+    )
+    atmosphere_password: Optional[str] = Field(
+        default=None,
+        repr=False,
+        description="ATProto app password of atmosphere_handle (secret: pass dagster.EnvVar('NAME')).",
+    )
+
+    _index: Any = PrivateAttr(default=None)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    # -- lifecycle
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._index = self.build_index()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the index's connections (idempotent)."""
+        index, self._index = self._index, None
+        if index is not None:
+            index.close()
+
+    # -- the engine object
+    def get_index(self) -> "Index":
+        """The engine ``Index`` for this configuration (built on first use outside a run)."""
+        if self._index is None:
+            with self._lock:
+                if self._index is None:
+                    self._index = self.build_index()
+        return self._index
+
+    def build_index(self) -> "Index":
+        """A new engine ``Index`` for this configuration (the caller closes it)."""
+        from .index.index import Index
+
+        provider = _build_provider(self.path, self.dsn, self.redis_url, "AtdataIndexResource")
+        try:
+            repos = {name: cfg.build(name) for name, cfg in self.repos.items()}
+            return Index(
+                provider,
+                data_store=self.data_store.build(),
+                repos=repos,
+                atmosphere=self._atmosphere_arg(),
+            )
+        except BaseException:
+            provider.close()
+            raise
+
+    def _atmosphere_arg(self) -> Any:
+        if not self.atmosphere:
+            return None
+        if self.atmosphere_handle or self.atmosphere_password:
+            if not (self.atmosphere_handle and self.atmosphere_password):
+                raise ConfigurationError(
+                    "AtdataIndexResource: set both atmosphere_handle and atmosphere_password "
+                    "(as dagster.EnvVar) to publish, or neither for read-only access"
+                )
+        if not (self.atmosphere_handle or self.atmosphere_service_url):
+            from .index.index import _ATMOSPHERE_DEFAULT
+
+            return _ATMOSPHERE_DEFAULT
+        from .atmosphere import AtmosphereClient
+
+        kwargs: dict[str, Any] = {}
+        if self.atmosphere_handle:
+            kwargs.update(handle=self.atmosphere_handle, password=self.atmosphere_password)
+        if self.atmosphere_service_url:
+            return AtmosphereClient(self.atmosphere_service_url, **kwargs)
+        return AtmosphereClient(**kwargs)
+
+    def describe(self) -> str:
+        """Where the index lives, for logs (never includes a secret)."""
+        index = self._index
+        if index is not None:
+            return repr(index)
+        if self.dsn:
+            where = "postgres"
+        elif self.redis_url:
+            where = "redis"
+        else:
+            where = f"sqlite {self.path or '~/.atdata/index.db'}"
+        return f"AtdataIndexResource({where}, {self.data_store.describe()}, repos={sorted(self.repos)})"
