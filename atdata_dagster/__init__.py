@@ -1,1 +1,87 @@
-"""Typed machine-learning datasets as first-class Dagster assets."""
+"""Typed machine-learning datasets as first-class Dagster assets.
+
+The engine (``local``, ``packable``, ``Dataset``, stores, ``Index``) imports no Dagster
+code; the Dagster names (``AtdataIndexResource``, ``AtdataIOManager``, checks and
+promotion factories) are loaded on first access, so a notebook that only uses the
+engine does not pay for importing Dagster.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from . import local
+from .dataset import Dataset, SampleBatch, load_dataset
+from .errors import AtdataError
+from .index.entry import LocalDatasetEntry, LocalSchemaRecord, compute_cid
+from .index.index import Index, Repository, create_repository
+from .samples import DictSample, PackableSample, packable
+from .shards.writer import write_samples
+from .stores.disk import LocalDiskStore
+
+__version__ = "0.1.0"
+
+# Dagster integration: attribute name -> module, imported lazily.
+_LAZY = {
+    "AtdataIndexResource": ".resources",
+    "LocalDiskStoreConfig": ".resources",
+    "S3DataStoreConfig": ".resources",
+    "RepositoryConfig": ".resources",
+    "AtdataIOManager": ".io_manager",
+    "build_dataset_checks": ".checks",
+    "build_promotion_job": ".promotion",
+    "build_promotion_sensor": ".promotion",
+    "build_promotion_schedule": ".promotion",
+    "S3DataStore": ".stores.s3",
+    "AtmosphereClient": ".atmosphere",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .atmosphere import AtmosphereClient
+    from .checks import build_dataset_checks
+    from .io_manager import AtdataIOManager
+    from .promotion import build_promotion_job, build_promotion_schedule, build_promotion_sensor
+    from .resources import AtdataIndexResource, LocalDiskStoreConfig, RepositoryConfig, S3DataStoreConfig
+    from .stores.s3 import S3DataStore
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'atdata_dagster' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "AtdataError",
+    "AtdataIOManager",
+    "AtdataIndexResource",
+    "AtmosphereClient",
+    "Dataset",
+    "DictSample",
+    "Index",
+    "LocalDatasetEntry",
+    "LocalDiskStore",
+    "LocalDiskStoreConfig",
+    "LocalSchemaRecord",
+    "PackableSample",
+    "Repository",
+    "RepositoryConfig",
+    "S3DataStore",
+    "S3DataStoreConfig",
+    "SampleBatch",
+    "__version__",
+    "build_dataset_checks",
+    "build_promotion_job",
+    "build_promotion_schedule",
+    "build_promotion_sensor",
+    "compute_cid",
+    "create_repository",
+    "load_dataset",
+    "local",
+    "packable",
+    "write_samples",
+]
