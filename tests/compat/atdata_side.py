@@ -64,8 +64,7 @@ def open_index(spec: dict[str, Any], *, store_root: str | None = None, stub_dir:
     if kind == "redis":
         import redis
 
-        conn = redis.Redis(host=spec.get("host", "127.0.0.1"), port=spec.get("port", 6379), db=spec["db"])
-        return Index(redis=conn, **common)
+        return Index(redis=redis.Redis.from_url(spec["url"]), **common)
     raise ValueError(f"unknown provider kind {kind!r}")
 
 

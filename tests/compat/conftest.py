@@ -5,8 +5,8 @@ venv that ``scripts/install-atdata-venv.sh`` builds (``.cache/atdata-venv``); re
 and answers are JSON lines. Without that venv the tests that need it skip, except
 under ``CI=true`` where they fail, so CI can never pass by skipping the proof.
 
-``pg_dsn`` gives each test a fresh PostgreSQL database and ``redis_db`` a Redis
-database index of its own (claimed with a lock key, flushed before and after).
+``provider_spec`` describes one fresh SQLite / PostgreSQL / Redis index location the
+same way to both sides.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import select
 import shutil
 import subprocess
 import tempfile
-import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,9 +29,6 @@ ATDATA_VENV = Path(os.environ.get("ATDATA_VENV", REPO / ".cache" / "atdata-venv"
 ATDATA_PYTHON = ATDATA_VENV / "bin" / "python"
 DRIVER = Path(__file__).resolve().parent / "atdata_side.py"
 CALL_TIMEOUT = 120.0
-
-PG_BASE_DSN = os.environ.get("COMPAT_PG_DSN", "postgresql://127.0.0.1:5432/test")
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -132,74 +127,25 @@ def atdata(atdata_python: Path) -> Iterator[AtdataSide]:
 # ------------------------------------------------------------------------ services
 
 
-@pytest.fixture
-def pg_dsn() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for this test (dropped afterwards)."""
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover
-        unavailable("psycopg not installed")
-    try:
-        admin = psycopg.connect(PG_BASE_DSN, autocommit=True, connect_timeout=5)
-    except Exception as exc:
-        unavailable(f"PostgreSQL not reachable at {PG_BASE_DSN}: {exc}")
-    dbname = f"compat_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{dbname}"')
-    base, _, _ = PG_BASE_DSN.rpartition("/")
-    try:
-        yield f"{base}/{dbname}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        admin.close()
-
-
-_REDIS_LOCK = "atdata_dagster:test-db-lock:{}"
-
-
-@pytest.fixture
-def redis_db() -> Iterator[int]:
-    """A Redis database index for this test alone: claimed via a lock key in db 0, empty."""
-    try:
-        import redis
-    except ImportError:  # pragma: no cover
-        unavailable("redis client not installed")
-    admin = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=0, socket_connect_timeout=3)
-    try:
-        admin.ping()
-    except Exception as exc:
-        unavailable(f"Redis not reachable at {REDIS_HOST}:{REDIS_PORT}: {exc}")
-    token = uuid.uuid4().hex
-    deadline = time.monotonic() + 60
-    while True:
-        for db in range(15, 0, -1):  # high numbers first: other suites tend to start at 1
-            if admin.set(_REDIS_LOCK.format(db), token, nx=True, ex=600):
-                conn = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
-                conn.flushdb()
-                try:
-                    yield db
-                finally:
-                    conn.flushdb()
-                    conn.close()
-                    if admin.get(_REDIS_LOCK.format(db)) == token.encode():
-                        admin.delete(_REDIS_LOCK.format(db))
-                    admin.close()
-                return
-        if time.monotonic() > deadline:
-            unavailable("no free Redis database index (1..15) to claim")
-        time.sleep(0.2)
-
-
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+        pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    ]
+)
 def provider_spec(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    """The same index location described for both sides: ``{"kind": ..., ...}``."""
+    """One fresh index location described for both sides: ``{"kind": ..., ...}``.
+
+    PostgreSQL and Redis come from ``tests/fixtures/services.py`` (a new database per
+    test; a leased, emptied Redis database).
+    """
     kind = request.param
     if kind == "sqlite":
         return {"kind": "sqlite", "path": str(tmp_path / "index.db")}
     if kind == "postgres":
-        request.applymarker(pytest.mark.postgres)
-        return {"kind": "postgres", "dsn": request.getfixturevalue("pg_dsn")}
-    request.applymarker(pytest.mark.redis)
-    return {"kind": "redis", "host": REDIS_HOST, "port": REDIS_PORT, "db": request.getfixturevalue("redis_db")}
+        return {"kind": "postgres", "dsn": request.getfixturevalue("postgres_dsn")}
+    return {"kind": "redis", "url": request.getfixturevalue("redis_url")}
 
 
 def open_our_index(spec: dict[str, Any], *, store_root: Path | None = None, **kwargs: Any):
@@ -213,8 +159,7 @@ def open_our_index(spec: dict[str, Any], *, store_root: Path | None = None, **kw
         return Index(dsn=spec["dsn"], data_store=store, atmosphere=None, **kwargs)
     import redis
 
-    conn = redis.Redis(host=spec["host"], port=spec["port"], db=spec["db"])
-    return Index(redis=conn, data_store=store, atmosphere=None, **kwargs)
+    return Index(redis=redis.Redis.from_url(spec["url"]), data_store=store, atmosphere=None, **kwargs)
 
 
 _OUR_TYPES: dict[str, type] = {}
