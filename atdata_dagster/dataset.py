@@ -175,7 +175,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                 pickle.dumps(opener)
             except Exception:
                 opener = None  # e.g. a bound Index method: fall back to the default opener
-        return (_rebuild, (self.sample_type, self._shards, self.url, self.metadata, opener))
+        return (_rebuild, (type(self), self._shards, self.url, self.metadata, opener))
 
     def as_type(self, sample_type: type[Any]) -> "Dataset[Any]":
         """The same shards decoded as ``sample_type`` (payloads are re-read, not converted)."""
@@ -316,8 +316,8 @@ def _reduce_dataset_class(cls: type) -> Any:
 copyreg.pickle(_DatasetMeta, _reduce_dataset_class)
 
 
-def _rebuild(sample_type: type | None, shards: list[str], url: str, metadata: dict | None, opener: Opener | None) -> Dataset:
-    cls = Dataset[sample_type] if sample_type is not None else Dataset  # type: ignore[valid-type]
+def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, opener: Opener | None) -> Dataset:
+    # ``cls`` itself pickles as ``Dataset[T]`` (see _reduce_dataset_class)
     ds = cls(shards, metadata=metadata, opener=opener)
     ds.url = url
     return ds

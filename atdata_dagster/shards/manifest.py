@@ -204,7 +204,8 @@ class ManifestBuilder:
         self.schema_version = schema_version
         self.provenance = provenance
         self._kinds: dict[str, str] = dict(kinds or {})
-        self._aggs: dict[str, Any] = {}
+        # Declared fields get an aggregate even if no sample has a value for them.
+        self._aggs: dict[str, Any] = {n: _AGGREGATORS[k]() for n, k in self._kinds.items() if k in _AGGREGATORS}
         self.num_samples = 0
         self.size_bytes = 0
         self._rows: dict[str, list] | None = None
@@ -249,20 +250,29 @@ class ManifestBuilder:
             agg.add(value)
         rows = self._rows
         if rows is not None:
-            n = len(rows["__key__"])
-            rows["__key__"].append(key)
-            rows["__offset__"].append(offset)
-            rows["__size__"].append(size)
-            for name, value in fields.items():
-                if not isinstance(name, str) or kinds.get(name, _EXCLUDED) == _EXCLUDED:
-                    continue
-                col = rows.get(name)
-                if col is None:
-                    col = rows[name] = [None] * n
-                col.append(value)
-            for col in rows.values():
-                if len(col) < n + 1:
-                    col.append(None)
+            self._add_row(rows, key, offset, size, fields)
+
+    @property
+    def rows(self) -> dict[str, list] | None:
+        """Per-sample columns (``__key__``, ``__offset__``, ``__size__``, fields), if collected."""
+        return self._rows
+
+    def _add_row(self, rows: dict[str, list], key: str, offset: int, size: int, fields: dict) -> None:
+        kinds = self._kinds
+        n = len(rows["__key__"])
+        rows["__key__"].append(key)
+        rows["__offset__"].append(offset)
+        rows["__size__"].append(size)
+        for name, value in fields.items():
+            if not isinstance(name, str) or name.startswith("__") or kinds.get(name, _EXCLUDED) == _EXCLUDED:
+                continue
+            col = rows.get(name)
+            if col is None:
+                col = rows[name] = [None] * n
+            col.append(value)
+        for col in rows.values():
+            if len(col) < n + 1:  # field absent from this sample
+                col.append(None)
 
     def header(self, shard_id: str, created_at: str | None = None) -> dict:
         """The manifest JSON header for the shard named ``shard_id``."""

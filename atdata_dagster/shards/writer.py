@@ -42,7 +42,7 @@ MAX_KEY_LENGTH = 64
 PROGRESS_INTERVAL = 2.0
 
 _END_OF_ARCHIVE = bytes(2 * BLOCK)
-_PAD = bytes(BLOCK)
+_PADS = [bytes(i) for i in range(BLOCK)]
 
 
 def _octal(value: int, width: int) -> bytes:
@@ -90,22 +90,25 @@ def _split_ustar_name(name: bytes) -> tuple[bytes, bytes]:
     return name[:cut], name[cut + 1 :]
 
 
+_TAIL = _TAIL_HEAD + _NO_PREFIX + _TAIL_PAD
+_size_fields: dict[int, tuple[bytes, int]] = {}
+
+
 def member_header(name: bytes, size: int) -> bytes:
     """The deterministic 512-byte ustar header of a regular file member."""
+    sf = _size_fields.get(size)
+    if sf is None:
+        field = _size_field(size)
+        sf = (field, sum(field))
+        if len(_size_fields) < 65536:  # samples of one type repeat a few sizes
+            _size_fields[size] = sf
+    if len(name) <= 100:
+        chk = _CONST_SUM + sum(name) + sf[1]
+        return b"".join((name.ljust(100, b"\0"), _MID, sf[0], _MTIME, b"%06o\0 " % chk, _TAIL))
     prefix, short = _split_ustar_name(name)
-    size_field = _size_field(size)
-    chk = _CONST_SUM + sum(short) + sum(size_field) + sum(prefix)
+    chk = _CONST_SUM + sum(short) + sf[1] + sum(prefix)
     return b"".join(
-        (
-            short.ljust(100, b"\0"),
-            _MID,
-            size_field,
-            _MTIME,
-            b"%06o\0 " % chk,
-            _TAIL_HEAD,
-            prefix.ljust(155, b"\0") if prefix else _NO_PREFIX,
-            _TAIL_PAD,
-        )
+        (short.ljust(100, b"\0"), _MID, sf[0], _MTIME, b"%06o\0 " % chk, _TAIL_HEAD, prefix.ljust(155, b"\0"), _TAIL_PAD)
     )
 
 
@@ -149,14 +152,15 @@ class TarStreamEncoder:
     through without copying).
     """
 
-    __slots__ = ("_emit", "_buf", "_chunk", "_sha", "size")
+    __slots__ = ("_emit", "_parts", "_chunk", "_sha", "size", "_flushed")
 
-    def __init__(self, emit: Callable[[Any], None], chunk_size: int = CHUNK_SIZE):
+    def __init__(self, emit: Callable[[Any], None], chunk_size: int | None = None):
         self._emit = emit
-        self._buf = bytearray()
-        self._chunk = chunk_size
+        self._parts: list[Any] = []  # pending pieces, joined once per chunk
+        self._chunk = chunk_size or CHUNK_SIZE
         self._sha = hashlib.sha256()
         self.size = 0  # bytes encoded so far (the offset of the next member header)
+        self._flushed = 0  # bytes handed to emit so far
 
     @staticmethod
     def member_size(payload_len: int) -> int:
@@ -164,36 +168,46 @@ class TarStreamEncoder:
         return BLOCK + ((payload_len + BLOCK - 1) & ~(BLOCK - 1))
 
     def add(self, name: bytes, payload: bytes | bytearray | memoryview) -> int:
-        """Append one regular-file member; return the offset of its header."""
+        """Append one regular-file member (``payload``: bytes or a byte-format view); return its offset."""
         offset = self.size
-        n = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
-        buf = self._buf
-        buf += member_header(name, n)
+        n = len(payload)
+        # member_header() inlined for the common case: this runs once per sample.
+        sf = _size_fields.get(n)
+        if sf is not None and len(name) <= 100:
+            header = b"".join(
+                (name.ljust(100, b"\0"), _MID, sf[0], _MTIME, b"%06o\0 " % (_CONST_SUM + sum(name) + sf[1]), _TAIL)
+            )
+        else:
+            header = member_header(name, n)
         pad = -n % BLOCK
+        parts = self._parts
+        parts.append(header)
         if n >= self._chunk:
             self._flush()
             self._sha.update(payload)
             self._emit(payload)
+            self._flushed += n
         else:
-            buf += payload
+            parts.append(payload)
         if pad:
-            buf += _PAD[:pad]
-        self.size = offset + BLOCK + n + pad
-        if len(self._buf) >= self._chunk:
+            parts.append(_PADS[pad])
+        self.size = end = offset + BLOCK + n + pad
+        if end - self._flushed >= self._chunk:
             self._flush()
         return offset
 
     def _flush(self) -> None:
-        buf = self._buf
-        if buf:
-            self._sha.update(buf)
-            # A fresh buffer each time: the sink may keep a reference to what it got.
-            self._buf = bytearray()
-            self._emit(buf)
+        parts = self._parts
+        if parts:
+            data = b"".join(parts)
+            parts.clear()
+            self._flushed += len(data)
+            self._sha.update(data)
+            self._emit(data)
 
     def finish(self) -> str:
         """Write the two end-of-archive blocks, flush, and return the SHA-256 hex."""
-        self._buf += _END_OF_ARCHIVE
+        self._parts.append(_END_OF_ARCHIVE)
         self.size += len(_END_OF_ARCHIVE)
         self._flush()
         return self._sha.hexdigest()
@@ -273,7 +287,7 @@ class ShardWriter:
         self._count = 0  # samples in the current shard
         self._total = 0  # samples written overall
         self._done_bytes = 0  # bytes of committed shards
-        self._prev_key: str | None = None
+        self._prev_name: bytes | None = None
         self._result: ShardWriteResult | None = None
         self._closed = False
         self._last_progress = time.monotonic()
@@ -298,12 +312,14 @@ class ShardWriter:
         """Append one already-serialized msgpack payload under ``key`` (``None``: index key)."""
         if self._closed:
             raise RuntimeError("ShardWriter is closed; create a new writer to write more samples")
-        if key is None:
-            key = f"{self._total:010d}"
-        else:
-            self._check_key(key)
         try:
-            self._append(key, payload)
+            if key is None:
+                name = b"%010d.msgpack" % self._total
+            else:
+                name = self._check_key(key).encode("utf-8") + _NAME_SUFFIX
+            if type(payload) is not bytes:
+                payload = memoryview(payload).cast("B")
+            self._append(name, payload)
         except BaseException:
             self.abort()
             raise
@@ -345,8 +361,8 @@ class ShardWriter:
             self.close()
 
     # ------------------------------------------------------------ internals
-    def _append(self, key: str, payload: bytes | bytearray | memoryview) -> None:
-        n = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
+    def _append(self, name: bytes, payload: bytes | memoryview) -> None:
+        n = len(payload)
         enc = self._enc
         if enc is not None and self.maxsize is not None and self._count:
             # Never exceed maxsize: finish the shard if this member would not fit.
@@ -355,16 +371,15 @@ class ShardWriter:
                 enc = None
         if enc is None:
             enc = self._open_shard()
-        elif key == self._prev_key:
+        elif name == self._prev_name:
             raise SampleError(
-                f"sample {self._total} repeats the key {key!r} of the sample before it; "
+                f"sample {self._total} repeats the key {name[:-8].decode('utf-8')!r} of the sample before it; "
                 "readers would merge them into one sample. Give samples distinct keys"
             )
-        name = key.encode("utf-8") + _NAME_SUFFIX
         offset = enc.add(name, payload)
         if self._builder is not None:
-            self._builder.add(key, offset, n, payload)
-        self._prev_key = key
+            self._builder.add(name[:-8].decode("utf-8"), offset, n, payload)
+        self._prev_name = name
         self._count += 1
         self._total += 1
         if self.maxcount is not None and self._count >= self.maxcount:
@@ -382,7 +397,7 @@ class ShardWriter:
         self._sink = self.store.open_sink(self.prefix)
         self._enc = TarStreamEncoder(self._emit)
         self._count = 0
-        self._prev_key = None
+        self._prev_name = None
         if self.manifest:
             from .manifest import ManifestBuilder
 

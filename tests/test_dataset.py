@@ -1,0 +1,259 @@
+"""Dataset[T]: URL forms, ordered/shuffled/batched reading, typing, pickling, load_dataset."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Optional
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from atdata_dagster.dataset import Dataset, SampleBatch, load_dataset
+from atdata_dagster.errors import EmptyDatasetError, NotFoundError, ShardError
+from atdata_dagster.samples.packable import DictSample, packable
+from atdata_dagster.shards.writer import write_samples
+
+
+@packable
+class Digit:
+    image: NDArray[np.uint8]
+    label: int
+
+
+@packable
+class Other:
+    name: str
+
+
+def _digits(n: int):
+    return [Digit(image=np.full((2, 3), i, np.uint8), label=i) for i in range(n)]
+
+
+@pytest.fixture
+def sharded(tmp_path):
+    """10 digits in 4 shards: out-000000.tar .. out-000003.tar (3, 3, 3, 1)."""
+    return write_samples(_digits(10), tmp_path / "out.tar", maxcount=3)
+
+
+# ------------------------------------------------------------------ typing
+
+
+def test_class_getitem_is_a_cached_real_subclass(sharded):
+    cls = Dataset[Digit]
+    assert cls is Dataset[Digit]
+    assert isinstance(cls, type) and issubclass(cls, Dataset)
+    assert cls.sample_type is Digit
+    assert cls.__name__ == "Dataset[Digit]"
+    ds = cls(sharded.list_shards())
+    assert isinstance(ds, Dataset) and isinstance(ds, Dataset[Digit])
+    assert not isinstance(ds, Dataset[Other])
+    assert ds.sample_type is Digit
+
+
+def test_typevar_subscript_stays_a_typing_alias():
+    from typing import TypeVar
+
+    T = TypeVar("T")
+    alias = Dataset[T]
+    assert not isinstance(alias, type)
+
+
+def test_pickle_instances_and_classes(sharded):
+    ds = Dataset[Digit](sharded.url, metadata={"a": 1})
+    back = pickle.loads(pickle.dumps(ds))
+    assert type(back) is Dataset[Digit]
+    assert back.url == ds.url and back.list_shards() == ds.list_shards() and back.metadata == {"a": 1}
+    assert [s.label for s in back] == list(range(10))
+    assert pickle.loads(pickle.dumps(Dataset[Digit])) is Dataset[Digit]
+    assert pickle.loads(pickle.dumps(Dataset)) is Dataset
+    untyped = pickle.loads(pickle.dumps(Dataset(sharded.url)))
+    assert type(untyped) is Dataset and untyped.sample_type is DictSample
+
+
+def test_unpicklable_opener_falls_back(sharded):
+    ds = Dataset[Digit](sharded.url, opener=lambda u: open(u, "rb"))
+    back = pickle.loads(pickle.dumps(ds))
+    assert back.head(1)[0].label == 0
+
+
+# ------------------------------------------------------------------ URL forms
+
+
+def test_write_samples_returns_typed_dataset(sharded, tmp_path):
+    assert type(sharded) is Dataset[Digit]
+    root = str(tmp_path.resolve())
+    assert sharded.url == f"{root}/out-00000{{0,1,2,3}}.tar"
+
+
+def test_brace_range_pattern(sharded, tmp_path):
+    pattern = str(tmp_path.resolve() / "out-{000000..000003}.tar")
+    ds = Dataset[Digit](pattern)
+    assert ds.url == pattern
+    assert ds.list_shards() == sharded.list_shards()
+    assert [s.label for s in ds] == list(range(10))
+
+
+def test_brace_list_and_list_of_urls(sharded):
+    urls = sharded.list_shards()
+    ds = Dataset[Digit]([urls[2], urls[0]])
+    assert [s.label for s in ds.ordered()] == [6, 7, 8, 0, 1, 2]
+    assert ds.shard_list == [urls[2], urls[0]]
+    assert Dataset[Digit](urls[0]).count() == 3
+
+
+def test_empty_url_list():
+    with pytest.raises(EmptyDatasetError):
+        Dataset([])
+
+
+# ------------------------------------------------------------------ reading
+
+
+def test_ordered_typed(sharded):
+    got = list(sharded.ordered())
+    assert [d.label for d in got] == list(range(10))
+    assert all(isinstance(d.image, np.ndarray) and d.image.dtype == np.uint8 for d in got)
+    assert sharded.count() == 10
+    assert [d.label for d in sharded.head(4)] == [0, 1, 2, 3]
+
+
+def test_batches_stack_arrays(sharded):
+    batches = list(sharded.ordered(batch_size=4))
+    assert [len(b) for b in batches] == [4, 4, 2]
+    b = batches[0]
+    assert isinstance(b, SampleBatch)
+    assert b.image.shape == (4, 2, 3) and b.image.dtype == np.uint8
+    assert b.label == [0, 1, 2, 3]
+    assert b.image is b.image  # cached
+    assert [s.label for s in b] == [0, 1, 2, 3]
+    with pytest.raises(AttributeError, match="no field 'nope'"):
+        b.nope
+
+
+def test_ragged_arrays_stay_a_list(tmp_path):
+    ds = write_samples([Digit(image=np.zeros((i + 1,), np.uint8), label=i) for i in range(3)], tmp_path / "r.tar")
+    (b,) = list(ds.ordered(batch_size=3))
+    assert isinstance(b.image, list) and [a.shape for a in b.image] == [(1,), (2,), (3,)]
+
+
+def test_shuffled_is_seeded_complete_and_bounded(sharded):
+    a = [d.label for d in sharded.shuffled(buffer_size=4, seed=1)]
+    b = [d.label for d in sharded.shuffled(buffer_size=4, seed=1)]
+    c = [d.label for d in sharded.shuffled(buffer_size=4, seed=2)]
+    assert a == b and sorted(a) == list(range(10))
+    assert a != list(range(10)) and (a != c)
+    batches = list(sharded.shuffled(buffer_size=3, batch_size=4, seed=3))
+    assert [len(x) for x in batches] == [4, 4, 2]
+    assert sorted(l for x in batches for l in x.label) == list(range(10))
+
+
+def test_shuffle_buffer_is_bounded(tmp_path):
+    """With buffer 1, the order is exactly the (shuffled) shard order."""
+    ds = write_samples(_digits(9), tmp_path / "o.tar", maxcount=3)
+    got = [d.label for d in ds.shuffled(buffer_size=1, seed=0)]
+    blocks = [got[i : i + 3] for i in range(0, 9, 3)]
+    assert all(blk == sorted(blk) and blk[-1] - blk[0] == 2 for blk in blocks)
+    with pytest.raises(ValueError):
+        ds.shuffled(buffer_size=0)
+
+
+def test_untyped_reads_dictsample(sharded):
+    ds = Dataset(sharded.url)
+    first = next(iter(ds))
+    assert isinstance(first, DictSample)
+    assert first.label == 0 and isinstance(first["image"], bytes)  # raw ndarray bytes, as atdata
+    typed = ds.as_type(Digit)
+    assert type(typed) is Dataset[Digit] and typed.url == ds.url
+    assert typed.head(1)[0].image.shape == (2, 3)
+
+
+def test_iter_raw(sharded):
+    raw = list(sharded.iter_raw())
+    assert [k for k, _ in raw] == [f"{i:010d}" for i in range(10)]
+    assert Digit.from_bytes(raw[3][1]).label == 3
+
+
+def test_wrong_type_names_shard_and_key(sharded):
+    ds = sharded.as_type(Other)
+    with pytest.raises(ShardError) as ei:
+        list(ds)
+    msg = str(ei.value)
+    assert sharded.list_shards()[0] in msg and "'0000000000'" in msg
+    assert "DictSample" in msg and "Other" in msg
+
+
+def test_missing_shard(tmp_path):
+    ds = Dataset[Digit](str(tmp_path / "nope.tar"))
+    with pytest.raises(ShardError, match="does not exist"):
+        list(ds)
+
+
+def test_custom_opener(sharded):
+    opened = []
+
+    def opener(url):
+        opened.append(url)
+        return open(url, "rb")
+
+    ds = Dataset[Digit](sharded.list_shards(), opener=opener)
+    assert ds.count() == 10 and opened == sharded.list_shards()
+
+
+def test_optional_fields_and_lists(tmp_path):
+    @packable
+    class Rec:
+        xs: list[int]
+        note: Optional[str] = None
+
+    ds = write_samples([Rec(xs=[1, 2]), Rec(xs=[], note="n")], tmp_path / "rec.tar")
+    (b,) = list(Dataset[Rec](ds.url).ordered(batch_size=2))
+    assert b.xs == [[1, 2], []] and b.note == [None, "n"]
+
+
+# ------------------------------------------------------------------ load_dataset
+
+
+def test_load_dataset_paths(sharded, tmp_path):
+    shards = sharded.list_shards()
+    assert load_dataset(shards[0]).count() == 3
+    assert type(load_dataset(shards[0])) is Dataset
+    ds = load_dataset(sharded.url, Digit)
+    assert type(ds) is Dataset[Digit] and ds.count() == 10
+    d = load_dataset(str(tmp_path), Digit)  # a directory: its .tar files, sorted
+    assert d.list_shards() == shards
+    assert load_dataset("file://" + shards[1], Digit).head(1)[0].label == 3
+    assert load_dataset(tmp_path / "out-000003.tar").count() == 1
+
+
+def test_load_dataset_directory_splits(tmp_path):
+    (tmp_path / "test").mkdir()
+    write_samples(_digits(2), tmp_path / "train-0.tar")
+    write_samples(_digits(3), tmp_path / "test" / "a.tar")
+    assert load_dataset(str(tmp_path), split="train").count() == 2
+    assert load_dataset(str(tmp_path), split="test").count() == 3
+    with pytest.raises(NotFoundError):
+        load_dataset(str(tmp_path), split="validation")
+
+
+def test_load_dataset_through_index(sharded):
+    from atdata_dagster.index.entry import LocalDatasetEntry
+
+    class FakeIndex:
+        def get_dataset(self, ref):
+            assert ref == "digits"
+            return LocalDatasetEntry(name="digits", schema_ref="atdata://local/schema/Digit@1.0.0",
+                                     data_urls=sharded.list_shards(), metadata={"m": 1})
+
+        def decode_schema(self, ref):
+            return Digit
+
+        def open_url(self, url):
+            return open(url, "rb")
+
+    ds = load_dataset("digits", index=FakeIndex())
+    assert type(ds) is Dataset[Digit] and ds.metadata == {"m": 1}
+    assert ds.count() == 10
+    assert type(load_dataset("digits", Other, index=FakeIndex())) is Dataset[Other]
+    with pytest.raises(NotFoundError):
+        load_dataset("digits", index=FakeIndex(), split="test")
