@@ -225,6 +225,7 @@ class S3ShardSink:
         self._size = 0
         self._upload_id: str | None = None
         self._tmp_object = False  # a completed upload sits at the temporary key
+        self._abort_failed = False
         self._parts: list[Future] = []
         self._error: BaseException | None = None
         self._done = False
@@ -295,9 +296,19 @@ class S3ShardSink:
         if self._error is not None:
             err = self._error
             self.abort()
-            if isinstance(err, StoreError):
-                raise err
-            raise self._store._to_store_error(err, "UploadPart", self._tmp_key) from err
+            if not isinstance(err, StoreError):
+                err = self._store._to_store_error(err, "UploadPart", self._tmp_key)
+            raise self._hinted(err) from None
+
+    def _hinted(self, err: StoreError) -> StoreError:
+        """Say what is left behind when the upload could not be aborted (the server is gone)."""
+        if not self._abort_failed:
+            return err
+        return type(err)(
+            f"{err}. Nothing was committed; the unfinished multipart upload under "
+            f"s3://{self._store.bucket}/{self._tmp_key} could not be aborted: run "
+            "S3DataStore.abort_stale_uploads() (gc) once the endpoint is reachable"
+        )
 
     def _guard(self, op: str, fn, **kw):
         try:
@@ -321,6 +332,9 @@ class S3ShardSink:
                 self._put_whole(final_key, sha256)
             else:
                 self._complete_and_move(final_key, sha256)
+        except StoreError as exc:
+            self.abort()
+            raise self._hinted(exc) from None
         except BaseException:
             self.abort()
             raise
@@ -365,8 +379,8 @@ class S3ShardSink:
         self._upload_id = None  # the upload is an object now: abort() deletes it instead
         self._tmp_object = True
         st._server_copy(self._tmp_key, final_key, self._size, sha256)
-        # the shard is durable now; dropping the temporary copy need not delay the writer
-        st._uploads.submit(st._delete_quietly, self._tmp_key)
+        self._tmp_object = False
+        st._delete_quietly(self._tmp_key)  # the shard is durable; a leftover would only be garbage
         log.debug("committed s3://%s/%s (%d bytes, %d parts)", st.bucket, final_key, self._size, len(parts))
 
     def _release_buffer(self) -> None:
@@ -395,6 +409,7 @@ class S3ShardSink:
                 st.client.abort_multipart_upload(Bucket=st.bucket, Key=self._tmp_key, UploadId=upload_id)
             except Exception as exc:
                 if _error_code(exc) != "NoSuchUpload":
+                    self._abort_failed = True
                     log.warning(
                         "could not abort the multipart upload of s3://%s/%s (%s); run "
                         "S3DataStore.abort_stale_uploads() (gc) once the endpoint is reachable",
