@@ -212,8 +212,10 @@ class StubManager:
         modname = _MODULE_PREFIX + (stem if safe_authority == "local" else f"{safe_authority}_{stem}")
         class_name = shape.name.rpartition(".")[2]
         module = sys.modules.get(modname)
-        mtime = path.stat().st_mtime_ns
-        if module is None or getattr(module, "__atdata_stub_mtime__", None) != mtime:
+        st = path.stat()
+        # Re-import when the file changed (regenerated) or another stub_dir is in use.
+        identity = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+        if module is None or getattr(module, "__atdata_stub_identity__", None) != identity:
             spec = importlib.util.spec_from_file_location(modname, path)
             if spec is None or spec.loader is None:  # pragma: no cover - defensive
                 raise SchemaError(f"cannot import generated stub {path}")
@@ -224,7 +226,7 @@ class StubManager:
             except BaseException:
                 sys.modules.pop(modname, None)
                 raise
-            module.__atdata_stub_mtime__ = mtime  # type: ignore[attr-defined]
+            module.__atdata_stub_identity__ = identity  # type: ignore[attr-defined]
         cls = getattr(module, class_name, None)
         from .packable import PackableSample
 
