@@ -57,6 +57,8 @@ EMPTY_SEGMENT = "~"
 MAX_PARTITION_SEGMENT = 200
 _MAX_NAME = 512
 _MAX_SEGMENT_BYTES = 255
+#: writes shorter than this log only their summary, longer ones their progress too
+PROGRESS_AFTER_SECONDS = 2.0
 
 
 def escape_segment(text: str) -> str:
@@ -616,7 +618,9 @@ def _code_version(context: dg.OutputContext) -> str | None:
 
 def _progress_logger(context: dg.OutputContext, name: str, started: float):
     def progress(samples: int, nbytes: int) -> None:
-        elapsed = max(time.monotonic() - started, 1e-9)
+        elapsed = time.monotonic() - started
+        if elapsed < PROGRESS_AFTER_SECONDS:  # short writes: the final summary line is enough
+            return
         context.log.info(
             f"atdata: writing {name}: {samples:,} samples, {nbytes / 1e6:.1f} MB "
             f"({samples / elapsed:,.0f} samples/s, {nbytes / 1e6 / elapsed:.1f} MB/s)"

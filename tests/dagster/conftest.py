@@ -34,8 +34,12 @@ def io_manager(index_resource) -> AtdataIOManager:
 
 @pytest.fixture
 def instance(tmp_path):
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
+    """A real DagsterInstance with in-memory run and event storage (fast), artifacts under tmp_path."""
+    inst = dg.DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster_home"))
+    try:
         yield inst
+    finally:
+        inst.dispose()
 
 
 @pytest.fixture

@@ -1,0 +1,357 @@
+"""AtdataIOManager: outputs become index entries, inputs lazy typed datasets."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from atdata_dagster import io_manager as iom_module
+from atdata_dagster.dataset import Dataset
+from atdata_dagster.io_manager import AtdataIOManager
+from atdata_dagster.resources import AtdataIndexResource, LocalDiskStoreConfig, RepositoryConfig
+
+from .helpers import Row, materialization, md, row_stream, rows
+
+
+def _shards_on_disk(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.tar"))
+
+
+def test_generator_output_streams_into_shards_before_it_is_exhausted(tmp_path, io_manager, instance, index):
+    seen_committed: list[int] = []
+    data_root = tmp_path / "data"
+
+    def watched():
+        for i, row in enumerate(row_stream(250)):
+            if i == 150:  # after 100 samples (maxcount) the first shard must already be final
+                seen_committed.append(len(_shards_on_disk(data_root)))
+            yield row
+
+    @dg.asset(metadata={"atdata/maxcount": 100})
+    def up():
+        return dg.Output(watched())
+
+    result = dg.materialize([up], resources={"io_manager": io_manager}, instance=instance)
+    assert result.success
+    assert seen_committed == [1], "samples were held in memory instead of streamed into shards"
+    entry = index.get_dataset("up")
+    assert entry.metadata["stats"]["num_samples"] == 250
+    assert len(entry.data_urls) == 3
+
+
+def test_materialize_result_value_and_plain_lists_are_stored(io_manager, instance, index):
+    @dg.asset
+    def via_result():
+        return dg.MaterializeResult(value=row_stream(7), metadata={"mine": 1})
+
+    @dg.asset
+    def via_list():
+        return rows(3)
+
+    @dg.asset
+    def via_map():
+        return map(lambda r: r, rows(4))  # any non-generator iterable
+
+    result = dg.materialize([via_result, via_list, via_map], resources={"io_manager": io_manager}, instance=instance)
+    assert result.success
+    mat = materialization(result, "via_result")
+    assert md(mat, "mine") == 1 and md(mat, "dagster/row_count") == 7
+    assert index.get_dataset("via_list").metadata["stats"]["num_samples"] == 3
+    assert index.get_dataset("via_map").metadata["stats"]["num_samples"] == 4
+
+
+def test_downstream_reads_the_upstream_lazily_as_a_typed_dataset(io_manager, instance, index):
+    got = {}
+
+    @dg.asset
+    def up():
+        return dg.Output(row_stream(40))
+
+    @dg.asset
+    def down(up: Dataset[Row]):
+        got["type"] = type(up)
+        got["shards"] = up.list_shards()
+        labels = [r.label for r in up.ordered()]
+        got["labels"] = labels
+        return [Row(key="sum", label=sum(labels), vec=np.zeros(1, np.float32))]
+
+    result = dg.materialize([up, down], resources={"io_manager": io_manager}, instance=instance)
+    assert result.success
+    assert got["type"] is Dataset[Row] and issubclass(got["type"], Dataset)
+    assert got["shards"] == index.get_dataset("up").data_urls
+    assert got["labels"] == list(range(40))
+
+
+def test_unannotated_input_is_typed_from_the_stored_schema(io_manager, instance):
+    got = {}
+
+    @dg.asset
+    def up():
+        return rows(5)
+
+    @dg.asset
+    def down(up):
+        got["type"] = up.sample_type
+        got["first"] = up.head(1)[0]
+
+    assert dg.materialize([up, down], resources={"io_manager": io_manager}, instance=instance).success
+    assert got["type"].__name__ == "Row" and got["type"] is not Row
+    assert got["first"].key == "r0" and got["first"].vec.dtype == np.float32
+
+
+def test_materialization_metadata_has_every_key(io_manager, instance, index):
+    @dg.asset(metadata={"atdata/maxcount": 8})
+    def up():
+        return dg.Output(row_stream(20))
+
+    result = dg.materialize([up], resources={"io_manager": io_manager}, instance=instance)
+    mat = materialization(result, "up")
+    entry = index.get_dataset("up")
+    stats = entry.metadata["stats"]
+    assert md(mat, "dagster/row_count") == 20
+    schema = md(mat, "dagster/column_schema")
+    assert [(c.name, c.type) for c in schema.columns] == [("key", "str"), ("label", "int"), ("vec", "ndarray[float32]")]
+    assert md(mat, "dagster/uri") == os.path.dirname(entry.data_urls[0])
+    assert md(mat, "atdata/cid") == entry.cid
+    assert md(mat, "atdata/schema_ref") == entry.schema_ref
+    assert md(mat, "atdata/shard_count") == 3 == stats["num_shards"]
+    assert md(mat, "atdata/bytes") == stats["total_bytes"] > 0
+    assert md(mat, "atdata/name") == "up"
+    preview = md(mat, "atdata/preview")
+    assert "| key | label | vec |" in preview and "| r4 | 4 | float32[4] |" in preview and "r5" not in preview
+
+
+def test_data_version_is_the_cid_and_unchanged_data_keeps_it(io_manager, instance, index):
+    @dg.asset(code_version="1")
+    def up():
+        return dg.Output(row_stream(30))
+
+    first = materialization(dg.materialize([up], resources={"io_manager": io_manager}, instance=instance), "up")
+    second = materialization(dg.materialize([up], resources={"io_manager": io_manager}, instance=instance), "up")
+    assert md(first, "atdata/cid") == md(second, "atdata/cid")
+    assert first.tags["dagster/data_version"] == md(first, "atdata/cid")
+    assert second.tags["dagster/data_version"] == md(first, "atdata/cid")
+    assert len(index.list_entries()) == 1, "re-materializing unchanged data created a new entry"
+
+
+def test_changed_data_changes_the_cid(io_manager, instance):
+    n = {"value": 10}
+
+    @dg.asset
+    def up():
+        return rows(n["value"])
+
+    a = materialization(dg.materialize([up], resources={"io_manager": io_manager}, instance=instance), "up")
+    n["value"] = 11
+    b = materialization(dg.materialize([up], resources={"io_manager": io_manager}, instance=instance), "up")
+    assert md(a, "atdata/cid") != md(b, "atdata/cid")
+    assert b.tags["dagster/data_version"] == md(b, "atdata/cid")
+
+
+def test_set_data_version_helper_sets_the_tag(tmp_path, instance):
+    """Guards conventions §11: if a Dagster upgrade breaks step_context.set_data_version, this fails."""
+    calls = []
+
+    class Probe(dg.ConfigurableIOManager):
+        def handle_output(self, context, obj):
+            calls.append(iom_module.set_data_version(context, "bafy-probe-version"))
+
+        def load_input(self, context):  # pragma: no cover - unused
+            return None
+
+    @dg.asset
+    def probed():
+        return 1
+
+    result = dg.materialize([probed], resources={"io_manager": Probe()}, instance=instance)
+    mat = materialization(result, "probed")
+    assert calls == [True]
+    assert mat.tags["dagster/data_version"] == "bafy-probe-version"
+    assert mat.tags["dagster/data_version_is_user_provided"] == "true"
+    # and outside a run it declines instead of crashing
+    assert iom_module.set_data_version(dg.build_output_context(asset_key=dg.AssetKey("x")), "v") is False
+
+
+def test_lineage_in_the_index_names_the_upstream_cids_this_step_loaded(io_manager, instance, index):
+    @dg.asset(code_version="up-v1")
+    def up():
+        return rows(6)
+
+    @dg.asset(code_version="down-v3")
+    def down(up: Dataset[Row]):
+        return [r for r in up.ordered() if r.label % 2 == 0]
+
+    @dg.asset
+    def other():
+        return rows(2)
+
+    result = dg.materialize([up, down, other], resources={"io_manager": io_manager}, instance=instance)
+    up_entry, down_entry = index.get_dataset("up"), index.get_dataset("down")
+    lineage = down_entry.metadata["lineage"]
+    assert lineage["asset_key"] == ["down"] and lineage["partition"] is None
+    assert lineage["run_id"] == result.run_id
+    assert lineage["code_version"] == "down-v3"
+    assert lineage["upstream"] == [{"asset_key": ["up"], "partition": None, "cid": up_entry.cid}]
+    assert up_entry.metadata["lineage"]["upstream"] == []
+    assert index.get_dataset("other").metadata["lineage"]["upstream"] == []
+    # followable from the index alone
+    assert index.get_entry(lineage["upstream"][0]["cid"]).name == "up"
+    assert md(materialization(result, "down"), "atdata/upstream")[0]["cid"] == up_entry.cid
+
+
+def test_input_is_the_entry_the_upstream_materialization_recorded_not_the_latest_label(io_manager, instance, index):
+    @dg.asset
+    def up():
+        return rows(5)
+
+    @dg.asset
+    def down(up: Dataset[Row]):
+        return [Row(key="n", label=sum(1 for _ in up.ordered()), vec=np.zeros(1, np.float32))]
+
+    first = dg.materialize([up], resources={"io_manager": io_manager}, instance=instance)
+    recorded = md(materialization(first, "up"), "atdata/cid")
+    # someone writes another version under the same name outside Dagster: the label moves
+    other = index.write(rows(9, start=100), name="up")
+    assert index.get_dataset("up").cid == other.cid != recorded
+
+    result = dg.materialize([up, down], selection=["down"], resources={"io_manager": io_manager}, instance=instance)
+    assert result.success
+    lineage = index.get_dataset("down").metadata["lineage"]
+    assert lineage["upstream"][0]["cid"] == recorded
+    assert next(index.dataset("down").ordered()).label == 5
+
+
+def test_without_a_materialization_event_the_latest_label_is_loaded(io_manager, instance, index):
+    entry = index.write(rows(4), name="up")
+
+    @dg.asset
+    def up():  # pragma: no cover - never run here
+        raise AssertionError
+
+    @dg.asset
+    def down(up: Dataset[Row]):
+        return [Row(key="n", label=sum(1 for _ in up.ordered()), vec=np.zeros(1, np.float32))]
+
+    result = dg.materialize([up, down], selection=["down"], resources={"io_manager": io_manager}, instance=instance)
+    assert result.success
+    assert index.get_dataset("down").metadata["lineage"]["upstream"][0]["cid"] == entry.cid
+
+
+def test_missing_upstream_dataset_is_a_clear_error(io_manager, instance):
+    @dg.asset
+    def up():  # pragma: no cover - never run here
+        raise AssertionError
+
+    @dg.asset
+    def down(up: Dataset[Row]):  # pragma: no cover
+        return None
+
+    result = dg.materialize(
+        [up, down], selection=["down"], resources={"io_manager": io_manager}, instance=instance, raise_on_error=False
+    )
+    assert not result.success
+    message = str(result.get_step_failure_events()[0].event_specific_data.error)
+    assert "'up'" in message and "materialize it first" in message
+
+
+def test_dataset_output_is_registered_with_insert_dataset(io_manager, instance, index):
+    source = index.write(rows(12), name="source/raw", maxcount=5)
+
+    @dg.asset(metadata={"atdata/maxcount": 100})
+    def copied():
+        return index.dataset_for_entry(source, Row)
+
+    result = dg.materialize([copied], resources={"io_manager": io_manager}, instance=instance)
+    mat = materialization(result, "copied")
+    entry = index.get_dataset("copied")
+    assert md(mat, "atdata/cid") == entry.cid != source.cid
+    assert md(mat, "dagster/row_count") == 12
+    assert len(entry.data_urls) == 1  # re-sharded by the asset's maxcount
+    assert "| r0 |" in md(mat, "atdata/preview")
+    assert [r.label for r in index.dataset("copied", Row).ordered()] == list(range(12))
+
+
+def test_none_output_stores_nothing(io_manager, instance, index):
+    @dg.asset
+    def side_effect_only():
+        return None
+
+    result = dg.materialize([side_effect_only], resources={"io_manager": io_manager}, instance=instance)
+    assert result.success
+    assert index.list_entries() == []
+    assert "atdata/cid" not in materialization(result, "side_effect_only").metadata
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [(42, "returned int"), ("text", "returned str"), ({"a": rows(1)}, "only for partitioned assets")],
+)
+def test_unstorable_outputs_fail_with_a_clear_error(io_manager, instance, index, value, needle):
+    @dg.asset
+    def bad():
+        return value
+
+    result = dg.materialize([bad], resources={"io_manager": io_manager}, instance=instance, raise_on_error=False)
+    assert not result.success
+    assert needle in str(result.get_step_failure_events()[0].event_specific_data.error)
+    assert index.list_entries() == []
+
+
+def test_definition_metadata_overrides_name_repo_sharding_and_promotion(tmp_path, instance):
+    resource = AtdataIndexResource(
+        path=str(tmp_path / "index.db"),
+        data_store=LocalDiskStoreConfig(root=str(tmp_path / "data")),
+        repos={"lab": RepositoryConfig(path=str(tmp_path / "lab.db"), data_store=LocalDiskStoreConfig(root=str(tmp_path / "lab")))},
+        atmosphere=False,
+    )
+
+    @dg.asset(
+        metadata={
+            "atdata/name": "team/digits",
+            "atdata/repo": "lab",
+            "atdata/maxcount": 4,
+            "atdata/manifest": True,
+            "atdata/promote": True,
+        }
+    )
+    def digits():
+        return rows(10)
+
+    result = dg.materialize([digits], resources={"io_manager": AtdataIOManager(index=resource)}, instance=instance)
+    mat = materialization(result, "digits")
+    assert md(mat, "atdata/name") == "team/digits" and md(mat, "atdata/repo") == "lab"
+    index = resource.build_index()
+    try:
+        entry = index.get_dataset("lab/team/digits")
+        assert len(entry.data_urls) == 3
+        assert entry.metadata["promote"] is True
+        assert entry.metadata.get("manifests")
+        assert all(u.startswith(str(tmp_path / "lab")) for u in entry.data_urls)
+        assert index.list_entries() == []  # nothing in the local repository
+    finally:
+        index.close()
+
+
+def test_unknown_repository_is_a_clear_error(io_manager, instance):
+    @dg.asset(metadata={"atdata/repo": "nowhere"})
+    def lost():
+        return rows(1)
+
+    result = dg.materialize([lost], resources={"io_manager": io_manager}, instance=instance, raise_on_error=False)
+    message = str(result.get_step_failure_events()[0].event_specific_data.error)
+    assert "'nowhere' is not mounted" in message
+
+
+def test_long_writes_log_progress(io_manager, instance, monkeypatch):
+    monkeypatch.setattr(iom_module, "PROGRESS_AFTER_SECONDS", 0.0)
+
+    @dg.asset
+    def logged():
+        return rows(50)
+
+    result = dg.materialize([logged], resources={"io_manager": io_manager}, instance=instance)
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("atdata: writing logged: 50 samples" in m and "samples/s" in m for m in messages)
+    assert any("atdata: local/logged ->" in m for m in messages)
