@@ -5,7 +5,6 @@ manager: they look the entry up in the index (the CID the materialization record
 and stream over its shards one at a time, in bounded memory.
 """
 
-from __future__ import annotations
 
 import time
 from contextlib import closing
