@@ -1,0 +1,84 @@
+"""Index providers: where an index repository keeps its entries, schemas and labels.
+
+SQLite (the embedded default) and PostgreSQL share one SQLAlchemy implementation;
+Redis has its own. All three read and write exactly atdata's tables and keys.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ...errors import ConfigurationError
+from .base import IndexProvider
+from .redis import RedisProvider
+from .sql import DEFAULT_SQLITE_PATH, PostgresProvider, SqliteProvider, SqlProvider
+
+__all__ = [
+    "DEFAULT_SQLITE_PATH",
+    "IndexProvider",
+    "PostgresProvider",
+    "RedisProvider",
+    "SqlProvider",
+    "SqliteProvider",
+    "create_provider",
+    "provider_from_url",
+]
+
+_NAMES = "'sqlite', 'redis', 'postgres' (or 'postgresql')"
+
+
+def create_provider(
+    name: str,
+    *,
+    path: str | os.PathLike | None = None,
+    dsn: str | None = None,
+    redis: Any = None,
+    **kwargs: Any,
+) -> IndexProvider:
+    """A provider by name, as atdata's factory: ``sqlite`` (``path``), ``redis``
+    (``redis`` connection, or ``url=`` / Redis keyword arguments) or ``postgres`` /
+    ``postgresql`` (``dsn``, required). Names are case-insensitive.
+    """
+    key = str(name).strip().lower()
+    if key == "sqlite":
+        return SqliteProvider(path, **kwargs)
+    if key == "redis":
+        return RedisProvider(redis, **kwargs)
+    if key in ("postgres", "postgresql"):
+        if not dsn:
+            raise ConfigurationError(
+                "the postgres provider needs a dsn, e.g. "
+                "create_provider('postgres', dsn='postgresql://user:password@host:5432/dbname')"
+            )
+        return PostgresProvider(dsn, **kwargs)
+    raise ConfigurationError(f"unknown index provider {name!r}: use one of {_NAMES}")
+
+
+def provider_from_url(url: str, **kwargs: Any) -> IndexProvider:
+    """A provider from one URL.
+
+    - ``sqlite:///relative/index.db``, ``sqlite:////abs/index.db`` (SQLAlchemy's form;
+      ``~`` is expanded), ``sqlite:///:memory:``
+    - ``postgresql://…``, ``postgres://…``, ``postgresql+psycopg://…``
+    - ``redis://…``, ``rediss://…``, ``unix://…`` (redis-py URL forms)
+    """
+    text = str(url).strip()
+    scheme = text.split(":", 1)[0].lower() if ":" in text else ""
+    if scheme == "sqlite":
+        rest = text[len("sqlite:"):]
+        if not rest.startswith("//"):
+            raise ConfigurationError(f"malformed SQLite URL {text!r}: use sqlite:///path/to/index.db")
+        path = rest[2:]
+        if path.startswith("/"):
+            path = path[1:]  # sqlite:///x -> "x" (relative), sqlite:////x -> "/x"
+        path = path.split("?", 1)[0]
+        return SqliteProvider(path or None, **kwargs)
+    if scheme.startswith("postgres"):
+        return PostgresProvider(text, **kwargs)
+    if scheme in ("redis", "rediss", "unix"):
+        return RedisProvider(url=text, **kwargs)
+    raise ConfigurationError(
+        f"cannot tell the index provider from URL scheme {scheme or text!r}: use sqlite:///path, "
+        "postgresql://user:password@host:5432/dbname or redis://host:6379/0"
+    )

@@ -1,0 +1,820 @@
+"""Redis index provider, with exactly atdata's key layout (compat reference 5.2).
+
+atdata's keys (``LocalDatasetEntry:{cid}``, ``LocalSchema:{name}@{version}``,
+``Label:{name}@{version}``, ``LocalLens:{name}@{version}``) are written with exactly
+its fields, plus one extra ``created_at`` field on entry and label hashes: atdata reads
+those hashes field by field (``name``, ``schema_ref``, ``data_urls``, ``cid``,
+``metadata``, ``legacy_uuid``; labels: ``cid``, ``name``, ``version``) and never looks at
+other fields, so the extra field is invisible to it.
+
+To make lookups O(1)/O(log n) at any size, this provider also keeps auxiliary keys in
+its own namespace ``atdata_dagster:*``, which atdata never scans (its SCAN patterns
+are the four prefixes above):
+
+- ``atdata_dagster:seq`` — a counter; every write takes the next value, so "latest"
+  is the commit order of the Redis server, not a client clock.
+- ``atdata_dagster:names:{name}`` — sorted set of entry CIDs by write sequence.
+- ``atdata_dagster:labels:{name}`` — sorted set of label versions by write sequence.
+- ``atdata_dagster:cids`` — sorted set of every CID (score 0, lexicographic order):
+  keyset pagination in CID order with ZRANGEBYLEX.
+- ``atdata_dagster:refs:{cid}`` — set of label keys pointing at that CID (deletes).
+
+All keys of one write change in one Lua script (atomic; keys are type-checked first,
+so a wrong-typed key aborts the write before anything is changed). Data written by
+atdata itself has no aux entries: name and label lookups then fall back to a SCAN
+(and record what they found), and listing starts by adding unseen ``LocalDatasetEntry``
+keys to the CID index. ``reindex()`` does the whole catch-up at once.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+from urllib.parse import urlsplit
+
+import msgpack
+import redis as redis_lib
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from ...errors import ConfigurationError, NotFoundError, ProviderError
+from ..entry import LabelRecord, LocalDatasetEntry
+from .base import IndexProvider
+
+__all__ = ["RedisProvider"]
+
+T = TypeVar("T")
+
+ENTRY_PREFIX = "LocalDatasetEntry:"
+SCHEMA_PREFIX = "LocalSchema:"
+LABEL_PREFIX = "Label:"
+LENS_PREFIX = "LocalLens:"
+AUX_PREFIX = "atdata_dagster:"
+SEQ_KEY = AUX_PREFIX + "seq"
+CIDS_KEY = AUX_PREFIX + "cids"
+NAMES_PREFIX = AUX_PREFIX + "names:"
+LABELS_PREFIX = AUX_PREFIX + "labels:"
+REFS_PREFIX = AUX_PREFIX + "refs:"
+
+SCAN_COUNT = 10_000
+
+# Errors returned by our scripts for a wrong-typed key: "ATDWRONGTYPE\t<key>\t<actual>\t<expected>"
+_WRONGTYPE_TAG = "ATDWRONGTYPE"
+
+_LUA_CHECK = """
+local function check(key, expected)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= expected then
+    return redis.error_reply('ATDWRONGTYPE\\t' .. key .. '\\t' .. t .. '\\t' .. expected)
+  end
+  return nil
+end
+"""
+
+# KEYS[1] seq; entry part: KEYS[2] entry hash, KEYS[3] cid index, KEYS[4] names zset;
+# label part (after the entry part if present): label hash, labels zset, refs set.
+# ARGV: has_entry, has_label, names prefix, refs prefix,
+#       [cid, name, nfields, field, value, ...], [version, cid, nfields, field, value, ...]
+_LUA_PUT = _LUA_CHECK + """
+local has_entry = ARGV[1] == '1'
+local has_label = ARGV[2] == '1'
+local names_prefix, refs_prefix = ARGV[3], ARGV[4]
+local err = check(KEYS[1], 'string')
+if err then return err end
+local ki, ai = 2, 5
+local e_key, e_cids, e_names, e_cid, e_name, e_fields, old_name
+if has_entry then
+  e_key, e_cids, e_names = KEYS[ki], KEYS[ki + 1], KEYS[ki + 2]
+  ki = ki + 3
+  e_cid, e_name = ARGV[ai], ARGV[ai + 1]
+  local n = tonumber(ARGV[ai + 2])
+  e_fields = {}
+  for i = 1, n do e_fields[i] = ARGV[ai + 2 + i] end
+  ai = ai + 3 + n
+  err = check(e_key, 'hash') or check(e_cids, 'zset') or check(e_names, 'zset')
+  if err then return err end
+  old_name = redis.call('HGET', e_key, 'name')
+  if old_name and old_name ~= e_name then
+    err = check(names_prefix .. old_name, 'zset')
+    if err then return err end
+  end
+end
+local l_key, l_zset, l_refs, l_version, l_cid, l_fields, old_cid
+if has_label then
+  l_key, l_zset, l_refs = KEYS[ki], KEYS[ki + 1], KEYS[ki + 2]
+  l_version, l_cid = ARGV[ai], ARGV[ai + 1]
+  local n = tonumber(ARGV[ai + 2])
+  l_fields = {}
+  for i = 1, n do l_fields[i] = ARGV[ai + 2 + i] end
+  err = check(l_key, 'hash') or check(l_zset, 'zset') or check(l_refs, 'set')
+  if err then return err end
+  old_cid = redis.call('HGET', l_key, 'cid')
+  if old_cid and old_cid ~= l_cid then
+    err = check(refs_prefix .. old_cid, 'set')
+    if err then return err end
+  end
+end
+-- every key checked: now write
+local seq = redis.call('INCR', KEYS[1])
+if has_entry then
+  if old_name and old_name ~= e_name then
+    redis.call('ZREM', names_prefix .. old_name, e_cid)
+  end
+  redis.call('DEL', e_key)
+  redis.call('HSET', e_key, unpack(e_fields))
+  redis.call('ZADD', e_names, seq, e_cid)
+  redis.call('ZADD', e_cids, 0, e_cid)
+end
+if has_label then
+  if old_cid and old_cid ~= l_cid then
+    redis.call('SREM', refs_prefix .. old_cid, l_key)
+  end
+  redis.call('DEL', l_key)
+  redis.call('HSET', l_key, unpack(l_fields))
+  redis.call('ZADD', l_zset, seq, l_version)
+  redis.call('SADD', l_refs, l_key)
+end
+return seq
+"""
+
+# KEYS[1] entry hash, KEYS[2] cid index. ARGV: cid, names prefix, labels prefix,
+# refs prefix, label prefix.
+_LUA_DELETE = _LUA_CHECK + """
+local cid = ARGV[1]
+local err = check(KEYS[1], 'hash') or check(KEYS[2], 'zset') or check(ARGV[4] .. cid, 'set')
+if err then return err end
+local name = redis.call('HGET', KEYS[1], 'name')
+local candidates = {}
+if redis.call('EXISTS', ARGV[4] .. cid) == 1 then
+  candidates = redis.call('SMEMBERS', ARGV[4] .. cid)
+end
+if name then
+  table.insert(candidates, ARGV[5] .. name .. '@')
+  err = check(ARGV[2] .. name, 'zset')
+  if err then return err end
+end
+local removed = 0
+for _, lk in ipairs(candidates) do
+  if redis.call('TYPE', lk)['ok'] == 'hash' and redis.call('HGET', lk, 'cid') == cid then
+    local lname = redis.call('HGET', lk, 'name')
+    local lver = redis.call('HGET', lk, 'version') or ''
+    redis.call('DEL', lk)
+    if lname and redis.call('TYPE', ARGV[3] .. lname)['ok'] == 'zset' then
+      redis.call('ZREM', ARGV[3] .. lname, lver)
+    end
+    removed = removed + 1
+  end
+end
+if name then redis.call('ZREM', ARGV[2] .. name, cid) end
+redis.call('DEL', ARGV[4] .. cid)
+redis.call('ZREM', KEYS[2], cid)
+return redis.call('DEL', KEYS[1])
+"""
+
+# KEYS[1] entry hash. ARGV: '1' + metadata bytes, or '0' (remove metadata).
+_LUA_SET_METADATA = _LUA_CHECK + """
+local err = check(KEYS[1], 'hash')
+if err then return err end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] == '1' then
+  redis.call('HSET', KEYS[1], 'metadata', ARGV[2])
+else
+  redis.call('HDEL', KEYS[1], 'metadata')
+end
+return 1
+"""
+
+# Newest valid member of a by-sequence sorted set. KEYS[1] zset.
+# ARGV: target key prefix, suffix, expected 'name' field value.
+# Returns {zset_exists, flat hash or false}.
+_LUA_NEWEST = _LUA_CHECK + """
+local err = check(KEYS[1], 'zset')
+if err then return err end
+local n = redis.call('ZCARD', KEYS[1])
+if n == 0 then return {0, false} end
+for i = 0, n - 1 do
+  local m = redis.call('ZREVRANGE', KEYS[1], i, i)[1]
+  local key = ARGV[1] .. m .. ARGV[2]
+  local t = redis.call('TYPE', key)['ok']
+  if t == 'hash' then
+    local h = redis.call('HGETALL', key)
+    for j = 1, #h, 2 do
+      if h[j] == 'name' and h[j + 1] == ARGV[3] then return {1, h} end
+    end
+  elseif t ~= 'none' then
+    return redis.error_reply('ATDWRONGTYPE\\t' .. key .. '\\t' .. t .. '\\thash')
+  end
+end
+return {1, false}
+"""
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def _glob_escape(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch in "*?[]\\":
+            out.append("\\")
+        out.append(ch)
+    return "".join(out)
+
+
+def _unpack(blob: bytes) -> Any:
+    return msgpack.unpackb(blob, raw=False, strict_map_key=False)
+
+
+def _pairs(flat: list) -> dict[bytes, bytes]:
+    it = iter(flat)
+    return {k if isinstance(k, bytes) else str(k).encode(): v for k, v in zip(it, it)}
+
+
+class RedisProvider(IndexProvider):
+    """Index provider on a Redis server (atdata's ``Index(redis=...)`` layout).
+
+    Pass an existing ``redis.Redis`` connection, a ``url`` (``redis://[user:pw@]host:port/db``)
+    or keyword arguments for ``redis.Redis(**kwargs)``. Values are binary (msgpack), so
+    the provider always talks to Redis with ``decode_responses=False``; a connection
+    configured to decode is replaced by a sibling connection on the same server.
+
+    Clients this provider creates retry connection errors ``retries`` times with
+    exponential backoff (redis-py's own ``Retry``); a connection you pass keeps its own
+    retry policy. Every write is one idempotent Lua script, so a retried write is safe.
+    """
+
+    kind = "redis"
+
+    def __init__(
+        self,
+        redis: redis_lib.Redis | None = None,
+        *,
+        url: str | None = None,
+        retries: int = 5,
+        **redis_kwargs: Any,
+    ) -> None:
+        if redis is not None and (url is not None or redis_kwargs):
+            raise ConfigurationError(
+                "RedisProvider takes either an existing connection or a url / connection "
+                "keyword arguments, not both"
+            )
+        if redis is None:
+            kwargs = dict(redis_kwargs)
+            kwargs["decode_responses"] = False
+            kwargs.setdefault(
+                "retry", Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), int(retries))
+            )
+            kwargs.setdefault("socket_connect_timeout", 5)
+            kwargs.setdefault("socket_timeout", 30)
+            try:
+                if url is not None:
+                    redis = redis_lib.Redis.from_url(url, **kwargs)
+                else:
+                    redis = redis_lib.Redis(**kwargs)
+            except ValueError as e:
+                shown = _mask_url(url) if url else "redis kwargs"
+                raise ConfigurationError(
+                    f"invalid Redis URL {shown!r}: {e}. Expected redis://[user:password@]host:6379/0"
+                ) from e
+            self._owns_client = True
+        else:
+            self._owns_client = False
+            pool = redis.connection_pool
+            if pool.connection_kwargs.get("decode_responses"):
+                kwargs = {**pool.connection_kwargs, "decode_responses": False}
+                redis = redis_lib.Redis(
+                    connection_pool=redis_lib.ConnectionPool(
+                        connection_class=pool.connection_class, **kwargs
+                    )
+                )
+                self._owns_client = True
+        self._r: redis_lib.Redis = redis
+        self._password = self._r.connection_pool.connection_kwargs.get("password")
+        self._put = self._r.register_script(_LUA_PUT)
+        self._delete = self._r.register_script(_LUA_DELETE)
+        self._set_metadata = self._r.register_script(_LUA_SET_METADATA)
+        self._newest = self._r.register_script(_LUA_NEWEST)
+        self._closed = False
+        self._call(self._r.ping, what="connect")
+
+    # -- plumbing -----------------------------------------------------------------
+    @property
+    def redis(self) -> redis_lib.Redis:
+        """The underlying connection (decode_responses=False)."""
+        return self._r
+
+    def describe(self) -> str:
+        kw = self._r.connection_pool.connection_kwargs
+        db = kw.get("db", 0)
+        if kw.get("path"):
+            return f"unix://{kw['path']}?db={db}"
+        user = kw.get("username")
+        auth = f"{user}@" if user else ""
+        return f"redis://{auth}{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{db}"
+
+    def _address(self) -> str:
+        kw = self._r.connection_pool.connection_kwargs
+        if kw.get("path"):
+            return str(kw["path"])
+        return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
+
+    def _clean(self, text: str) -> str:
+        if isinstance(self._password, str) and self._password:
+            text = text.replace(self._password, "***")
+        return text
+
+    def _call(self, fn: Callable[..., T], *args: Any, what: str, keys: Iterable[tuple[str, str]] = (), **kwargs: Any) -> T:
+        """Run one Redis call, translating failures into :class:`ProviderError`.
+
+        ``keys`` lists (key, expected type) pairs touched by the call, so a WRONGTYPE
+        reply can name the offending key.
+        """
+        if self._closed:
+            raise ProviderError(f"the index provider for {self.describe()} is closed")
+        try:
+            return fn(*args, **kwargs)
+        except redis_lib.ResponseError as e:
+            raise self._response_error(e, what, keys) from e
+        except redis_lib.RedisError as e:
+            raise self._connection_error(e, what) from e
+
+    def _response_error(self, e: Exception, what: str, keys: Iterable[tuple[str, str]]) -> ProviderError:
+        msg = str(e)
+        if _WRONGTYPE_TAG in msg:
+            parts = msg[msg.index(_WRONGTYPE_TAG):].split("\t")
+            key, actual, expected = (parts + ["?", "?", "?"])[1:4]
+            expected = expected.split()[0] if expected.split() else expected
+            return self._wrongtype(key, actual, expected, what)
+        if "WRONGTYPE" in msg:
+            for key, expected in keys:
+                try:
+                    actual = _s(self._r.type(key))
+                except redis_lib.RedisError:
+                    continue
+                if actual not in ("none", expected):
+                    return self._wrongtype(key, actual, expected, what)
+            names = ", ".join(repr(k) for k, _ in keys) or "one of its keys"
+            return ProviderError(
+                f"Redis at {self._address()} failed to {what}: {names} holds the wrong type "
+                f"of value ({self._clean(msg)}). Delete or rename the key."
+            )
+        return ProviderError(f"Redis at {self._address()} failed to {what}: {self._clean(msg)}")
+
+    def _wrongtype(self, key: str, actual: str, expected: str, what: str) -> ProviderError:
+        return ProviderError(
+            f"Redis key {key!r} on {self._address()} (db "
+            f"{self._r.connection_pool.connection_kwargs.get('db', 0)}) is a {actual}, but the "
+            f"index layout needs a {expected} there (while trying to {what}). It was not "
+            "written by atdata or atdata_dagster: rename or delete it (DEL), or use another "
+            "Redis database for the index."
+        )
+
+    def _connection_error(self, e: Exception, what: str) -> ProviderError:
+        detail = self._clean(" ".join(str(e).split()))
+        where = self._address()
+        if isinstance(e, redis_lib.AuthenticationError) or "WRONGPASS" in str(e) or "NOAUTH" in str(e):
+            user = self._r.connection_pool.connection_kwargs.get("username") or "default"
+            return ProviderError(
+                f"Redis at {where} rejected the credentials of user {user!r} ({detail}) while "
+                f"trying to {what}: check the user name and password in the URL/arguments."
+            )
+        if isinstance(e, (redis_lib.ConnectionError, redis_lib.TimeoutError)):
+            return ProviderError(
+                f"cannot reach Redis at {where} to {what}: {detail}. Is redis-server running "
+                "there? Start it or fix host/port/db in the URL."
+            )
+        return ProviderError(f"Redis at {where} failed to {what}: {detail}")
+
+    def _run_script(self, script, keys: list[str], args: list, *, what: str) -> Any:
+        return self._call(lambda: script(keys=keys, args=args), what=what)
+
+    # -- encoding -----------------------------------------------------------------
+    @staticmethod
+    def _entry_fields(entry: LocalDatasetEntry, created_at: str) -> list:
+        fields: list = [
+            "name", entry.name,
+            "schema_ref", entry.schema_ref,
+            "data_urls", msgpack.packb([str(u) for u in entry.data_urls]),
+            "cid", entry.cid,
+        ]
+        if entry.metadata is not None:
+            fields += ["metadata", _pack_metadata(entry.metadata, entry.name)]
+        if entry._legacy_uuid is not None:
+            fields += ["legacy_uuid", entry._legacy_uuid]
+        fields += ["created_at", created_at]
+        return fields
+
+    @staticmethod
+    def _label_fields(label: LabelRecord, created_at: str) -> list:
+        fields: list = ["cid", label.cid, "name", label.name, "version", label.version or ""]
+        if label.description is not None:
+            fields += ["description", label.description]
+        fields += ["created_at", created_at]
+        return fields
+
+    def _entry_from_hash(self, raw: dict, key: str | None = None) -> LocalDatasetEntry:
+        try:
+            cid = _s(raw.get(b"cid", b"")) or (key[len(ENTRY_PREFIX):] if key else None)
+            metadata = raw.get(b"metadata")
+            legacy = raw.get(b"legacy_uuid")
+            created = raw.get(b"created_at")
+            return LocalDatasetEntry(
+                name=_s(raw[b"name"]),
+                schema_ref=_s(raw[b"schema_ref"]),
+                data_urls=[str(u) for u in _unpack(raw[b"data_urls"])],
+                metadata=_unpack(metadata) if metadata is not None else None,
+                _cid=cid or None,
+                _legacy_uuid=_s(legacy) if legacy else None,
+                created_at=_s(created) if created else None,
+            )
+        except (KeyError, ValueError, msgpack.UnpackException) as e:
+            raise ProviderError(
+                f"Redis key {key or '?'!r} on {self._address()} is not a valid dataset entry "
+                f"hash ({type(e).__name__}: {e}); expected fields name, schema_ref, data_urls, cid"
+            ) from e
+
+    @staticmethod
+    def _label_from_hash(raw: dict) -> LabelRecord:
+        desc = raw.get(b"description")
+        created = raw.get(b"created_at")
+        return LabelRecord(
+            name=_s(raw.get(b"name", b"")),
+            cid=_s(raw.get(b"cid", b"")),
+            version=_s(raw.get(b"version", b"")),
+            description=_s(desc) if desc is not None else None,
+            created_at=_s(created) if created else None,
+        )
+
+    # -- writes ---------------------------------------------------------------------
+    def _put_args(
+        self, entry: LocalDatasetEntry | None, label: LabelRecord | None, created_at: str
+    ) -> tuple[list[str], list]:
+        keys = [SEQ_KEY]
+        args: list = ["1" if entry is not None else "0", "1" if label is not None else "0", NAMES_PREFIX, REFS_PREFIX]
+        if entry is not None:
+            keys += [ENTRY_PREFIX + entry.cid, CIDS_KEY, NAMES_PREFIX + entry.name]
+            fields = self._entry_fields(entry, created_at)
+            args += [entry.cid, entry.name, len(fields), *fields]
+        if label is not None:
+            if not label.name or not label.cid:
+                raise ConfigurationError(
+                    f"a label needs a name and a CID (got name={label.name!r}, cid={label.cid!r})"
+                )
+            version = label.version or ""
+            keys += [
+                f"{LABEL_PREFIX}{label.name}@{version}",
+                LABELS_PREFIX + label.name,
+                REFS_PREFIX + label.cid,
+            ]
+            fields = self._label_fields(label, created_at)
+            args += [version, label.cid, len(fields), *fields]
+        return keys, args
+
+    def put_entry(self, entry: LocalDatasetEntry, *, label: LabelRecord | None = None) -> None:
+        """Upsert the entry hash (replacing all its fields) and the label, atomically."""
+        keys, args = self._put_args(entry, label, _now_iso())
+        self._run_script(self._put, keys, args, what=f"write entry {entry.name!r} ({entry.cid})")
+
+    def put_entries_bulk(
+        self,
+        entries: Iterable[LocalDatasetEntry],
+        *,
+        with_labels: bool = False,
+        chunk_size: int = 1000,
+    ) -> int:
+        """Upsert many entries through pipelined scripts (each entry still atomic)."""
+        count = 0
+        pipe = self._r.pipeline(transaction=False)
+        pending = 0
+        for entry in entries:
+            label = LabelRecord(name=entry.name, cid=entry.cid) if with_labels else None
+            keys, args = self._put_args(entry, label, _now_iso())
+            self._put(keys=keys, args=args, client=pipe)
+            pending += 1
+            if pending >= chunk_size:
+                self._call(pipe.execute, what=f"bulk-write {pending} entries")
+                count += pending
+                pending = 0
+        if pending:
+            self._call(pipe.execute, what=f"bulk-write {pending} entries")
+            count += pending
+        return count
+
+    def put_label(self, label: LabelRecord) -> None:
+        keys, args = self._put_args(None, label, _now_iso())
+        self._run_script(self._put, keys, args, what=f"write label {label.name!r}")
+
+    def update_entry_metadata(self, cid: str, metadata: dict | None) -> None:
+        key = ENTRY_PREFIX + cid
+        args = ["1", _pack_metadata(metadata, cid)] if metadata is not None else ["0"]
+        found = self._run_script(self._set_metadata, [key], args, what=f"update metadata of {cid}")
+        if not found:
+            raise NotFoundError(f"no dataset entry with CID {cid!r} in {self.describe()}")
+
+    def delete_entry(self, cid: str) -> None:
+        """Delete the entry and labels pointing at it (those written through this
+        provider, and the entry's own unversioned label; run :meth:`reindex` first to
+        also catch other labels that atdata itself wrote)."""
+        self._run_script(
+            self._delete,
+            [ENTRY_PREFIX + cid, CIDS_KEY],
+            [cid, NAMES_PREFIX, LABELS_PREFIX, REFS_PREFIX, LABEL_PREFIX],
+            what=f"delete entry {cid}",
+        )
+
+    # -- entry reads ------------------------------------------------------------------
+    def get_entry(self, cid: str) -> LocalDatasetEntry:
+        key = ENTRY_PREFIX + cid
+        raw = self._call(self._r.hgetall, key, what=f"read entry {cid}", keys=[(key, "hash")])
+        if not raw:
+            raise NotFoundError(f"no dataset entry with CID {cid!r} in {self.describe()}")
+        return self._entry_from_hash(raw, key)
+
+    def get_entry_by_name(self, name: str) -> LocalDatasetEntry:
+        """The most recently written entry named ``name``.
+
+        One round trip through ``atdata_dagster:names:{name}``. Names known only from
+        atdata-written data are found by a SCAN of the entry keys (newest ``created_at``
+        wins, entries without it rank oldest), which is then recorded in the name index.
+        """
+        zkey = NAMES_PREFIX + name
+        exists, flat = self._run_script(
+            self._newest, [zkey], [ENTRY_PREFIX, "", name], what=f"look up dataset {name!r}"
+        )
+        if flat:
+            raw = _pairs(flat)
+            return self._entry_from_hash(raw, ENTRY_PREFIX + _s(raw.get(b"cid", b"")))
+        found: list[tuple[str, str, bytes]] = []  # (created_at, cid, key)
+        for key, raw in self._scan_hashes(ENTRY_PREFIX + "*", fields=("name", "created_at"), what=f"look up dataset {name!r}"):
+            if raw[0] is not None and _s(raw[0]) == name:
+                found.append((_s(raw[1]) if raw[1] else "", _s(key)[len(ENTRY_PREFIX):], key))
+        if not found:
+            raise NotFoundError(f"no dataset entry named {name!r} in {self.describe()}")
+        self._call(self._r.zadd, zkey, {cid: 0 for _, cid, _ in found}, nx=True, what="index names")
+        created, cid, _ = max(found)
+        return self.get_entry(cid)
+
+    def _scan_keys(self, pattern: str, *, what: str) -> Iterator[list[bytes]]:
+        """SCAN MATCH in batches (large COUNT: one round trip per ~10k keys)."""
+        cursor = 0
+        while True:
+            cursor, keys = self._call(self._r.scan, cursor, match=pattern, count=SCAN_COUNT, what=what)
+            if keys:
+                yield keys
+            if int(cursor) == 0:
+                return
+
+    def _scan_hashes(self, pattern: str, *, fields: tuple[str, ...], what: str) -> Iterator[tuple[bytes, list]]:
+        for batch in self._scan_keys(pattern, what=what):
+            pipe = self._r.pipeline(transaction=False)
+            for k in batch:
+                pipe.hmget(k, list(fields))
+            results = self._call(pipe.execute, raise_on_error=False, what=what)
+            for k, res in zip(batch, results):
+                if isinstance(res, Exception):
+                    raise self._wrongtype(_s(k), _s(self._r.type(k)), "hash", what)
+                yield k, res
+
+    def _sync_cid_index(self) -> int:
+        """Add entry keys that the CID index lacks (written by atdata); returns how many."""
+        added = 0
+        what = "index entries written by atdata"
+        for batch in self._scan_keys(ENTRY_PREFIX + "*", what=what):
+            cids = [_s(k)[len(ENTRY_PREFIX):] for k in batch]
+            scores = self._call(self._r.zmscore, CIDS_KEY, cids, what=what, keys=[(CIDS_KEY, "zset")])
+            missing = [(k, c) for k, c, s in zip(batch, cids, scores) if s is None]
+            if not missing:
+                continue
+            pipe = self._r.pipeline(transaction=False)
+            for k, _ in missing:
+                pipe.hget(k, "name")
+            names = self._call(pipe.execute, raise_on_error=False, what=what)
+            pipe = self._r.pipeline(transaction=False)
+            for (k, cid), name in zip(missing, names):
+                if isinstance(name, Exception):
+                    raise self._wrongtype(_s(k), _s(self._r.type(k)), "hash", what)
+                if name is None:
+                    continue  # deleted meanwhile
+                pipe.zadd(CIDS_KEY, {cid: 0})
+                pipe.zadd(NAMES_PREFIX + _s(name), {cid: 0}, nx=True)
+                added += 1
+            self._call(pipe.execute, what=what)
+        return added
+
+    def _cid_page(self, limit: int, after: str | None) -> list[bytes]:
+        lo = b"-" if after is None else b"(" + after.encode()
+        return self._call(
+            self._r.zrangebylex, CIDS_KEY, lo, b"+", start=0, num=int(limit),
+            what="list entries", keys=[(CIDS_KEY, "zset")],
+        )
+
+    def _page(self, limit: int, after: str | None) -> tuple[list[LocalDatasetEntry], str | None, bool]:
+        """Up to ``limit`` entries after CID ``after``; skips (and unindexes) stale CIDs."""
+        out: list[LocalDatasetEntry] = []
+        while len(out) < limit:
+            want = limit - len(out)
+            cids = self._cid_page(want, after)
+            if not cids:
+                return out, after, True
+            pipe = self._r.pipeline(transaction=False)
+            for c in cids:
+                pipe.hgetall(ENTRY_PREFIX + _s(c))
+            results = self._call(pipe.execute, raise_on_error=False, what="list entries")
+            stale = []
+            for c, raw in zip(cids, results):
+                key = ENTRY_PREFIX + _s(c)
+                if isinstance(raw, Exception):
+                    raise self._wrongtype(key, _s(self._r.type(key)), "hash", "list entries")
+                if raw:
+                    out.append(self._entry_from_hash(raw, key))
+                else:
+                    stale.append(c)
+            if stale:
+                self._call(self._r.zrem, CIDS_KEY, *stale, what="list entries")
+            after = _s(cids[-1])
+            if len(cids) < want:
+                return out, after, True
+        return out, after, False
+
+    def list_entries_page(
+        self, *, limit: int = 1000, after: str | None = None
+    ) -> list[LocalDatasetEntry]:
+        """One page in CID order (ZRANGEBYLEX on the CID index, O(log n + limit)).
+
+        The first page (``after=None``) first adds entries written by atdata itself to
+        the CID index, so a listing started after those writes sees them.
+        """
+        if after is None:
+            self._sync_cid_index()
+        page, _, _ = self._page(int(limit), after)
+        return page
+
+    def iter_entries(self, *, batch_size: int = 1000) -> Iterator[LocalDatasetEntry]:
+        self._sync_cid_index()
+        after: str | None = None
+        while True:
+            page, after, done = self._page(batch_size, after)
+            yield from page
+            if done:
+                return
+
+    def count_entries(self) -> int:
+        self._sync_cid_index()
+        return int(self._call(self._r.zcard, CIDS_KEY, what="count entries"))
+
+    def reindex(self) -> dict[str, int]:
+        """Record atdata-written entries and labels in the auxiliary indexes (idempotent).
+
+        Existing aux entries keep their sequence numbers; new ones get score 0 (older
+        than anything written here, since atdata records no time).
+        """
+        entries = self._sync_cid_index()
+        labels = 0
+        what = "index labels written by atdata"
+        for key, (name, version, cid) in self._scan_hashes(LABEL_PREFIX + "*", fields=("name", "version", "cid"), what=what):
+            if name is None or cid is None:
+                continue
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zadd(LABELS_PREFIX + _s(name), {_s(version or b""): 0}, nx=True)
+            pipe.sadd(REFS_PREFIX + _s(cid), key)
+            self._call(pipe.execute, what=what)
+            labels += 1
+        return {"entries_added": entries, "labels_seen": labels}
+
+    # -- schemas and lenses -----------------------------------------------------------
+    def put_schema(self, name: str, version: str, schema_json: str) -> None:
+        key = f"{SCHEMA_PREFIX}{name}@{version}"
+        self._call(self._r.set, key, schema_json, what=f"write schema {name}@{version}")
+
+    def get_schema_json(self, name: str, version: str) -> str:
+        key = f"{SCHEMA_PREFIX}{name}@{version}"
+        value = self._call(self._r.get, key, what=f"read schema {name}@{version}", keys=[(key, "string")])
+        if value is None:
+            raise NotFoundError(f"Schema not found: {name}@{version} in {self.describe()}")
+        return _s(value)
+
+    def _iter_strings(self, prefix: str, *, strip_module: bool, what: str) -> Iterator[tuple[str, str, str]]:
+        for batch in self._scan_keys(prefix + "*", what=what):
+            values = self._call(self._r.mget, batch, what=what)
+            for k, v in zip(batch, values):
+                ident = _s(k)[len(prefix):]
+                if v is None or "@" not in ident:
+                    continue
+                name, version = ident.rsplit("@", 1)
+                if strip_module and "." in name:  # legacy keys "module.Class@ver", as atdata lists them
+                    name = name.rsplit(".", 1)[1]
+                yield name, version, _s(v)
+
+    def iter_schemas(self) -> Iterator[tuple[str, str, str]]:
+        yield from sorted(self._iter_strings(SCHEMA_PREFIX, strip_module=True, what="list schemas"))
+
+    def schema_versions(self, name: str) -> list[str]:
+        pattern = f"{SCHEMA_PREFIX}{_glob_escape(name)}@*"
+        out = []
+        for batch in self._scan_keys(pattern, what=f"list versions of schema {name}"):
+            for k in batch:
+                ident = _s(k)[len(SCHEMA_PREFIX):]
+                n, _, v = ident.rpartition("@")
+                if n == name:
+                    out.append(v)
+        return sorted(out)
+
+    def put_lens(self, name: str, version: str, lens_json: str) -> None:
+        key = f"{LENS_PREFIX}{name}@{version}"
+        self._call(self._r.set, key, lens_json, what=f"write lens {name}@{version}")
+
+    def get_lens_json(self, name: str, version: str) -> str:
+        key = f"{LENS_PREFIX}{name}@{version}"
+        value = self._call(self._r.get, key, what=f"read lens {name}@{version}", keys=[(key, "string")])
+        if value is None:
+            raise NotFoundError(f"Lens not found: {name}@{version} in {self.describe()}")
+        return _s(value)
+
+    def iter_lenses(self) -> Iterator[tuple[str, str, str]]:
+        yield from sorted(self._iter_strings(LENS_PREFIX, strip_module=False, what="list lenses"))
+
+    # -- labels -----------------------------------------------------------------------
+    def get_label(self, name: str, version: str | None = None) -> LabelRecord:
+        """Label ``(name, version)``; with ``version=None`` the most recently written one.
+
+        atdata picks an arbitrary label in SCAN order here; we use the write sequence
+        kept in ``atdata_dagster:labels:{name}``, and for labels atdata wrote, the
+        newest ``created_at`` (absent = oldest) found by a SCAN.
+        """
+        if version is not None:
+            key = f"{LABEL_PREFIX}{name}@{version}"
+            raw = self._call(self._r.hgetall, key, what=f"read label {name!r}", keys=[(key, "hash")])
+            if not raw:
+                raise NotFoundError(f"no label {name!r} version {version!r} in {self.describe()}")
+            return self._label_from_hash(raw)
+        zkey = LABELS_PREFIX + name
+        exists, flat = self._run_script(
+            self._newest, [zkey], [f"{LABEL_PREFIX}{name}@", "", name], what=f"read label {name!r}"
+        )
+        if flat:
+            return self._label_from_hash(_pairs(flat))
+        found = []
+        pattern = f"{LABEL_PREFIX}{_glob_escape(name)}@*"
+        for key, (lname, lver, created) in self._scan_hashes(
+            pattern, fields=("name", "version", "created_at"), what=f"read label {name!r}"
+        ):
+            if lname is not None and _s(lname) == name:
+                found.append((_s(created) if created else "", _s(lver or b""), key))
+        if not found:
+            raise NotFoundError(f"no label {name!r} in {self.describe()}")
+        self._call(self._r.zadd, zkey, {v: 0 for _, v, _ in found}, nx=True, what="index labels")
+        _, lver, key = max(found)
+        raw = self._call(self._r.hgetall, key, what=f"read label {name!r}")
+        return self._label_from_hash(raw)
+
+    def iter_labels(self) -> Iterator[LabelRecord]:
+        for batch in self._scan_keys(LABEL_PREFIX + "*", what="list labels"):
+            pipe = self._r.pipeline(transaction=False)
+            for k in batch:
+                pipe.hgetall(k)
+            results = self._call(pipe.execute, raise_on_error=False, what="list labels")
+            for k, raw in zip(batch, results):
+                if isinstance(raw, Exception):
+                    raise self._wrongtype(_s(k), _s(self._r.type(k)), "hash", "list labels")
+                if raw:
+                    yield self._label_from_hash(raw)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._owns_client:
+                try:
+                    self._r.close()
+                except redis_lib.RedisError:
+                    pass
+
+    def __repr__(self) -> str:
+        return f"RedisProvider({self.describe()!r})"
+
+
+def _pack_metadata(metadata: dict, what: str) -> bytes:
+    try:
+        return msgpack.packb(metadata)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ConfigurationError(
+            f"metadata of {what!r} is not msgpack-encodable ({e}); use plain str/int/float/"
+            "bool/None/list/dict values (convert numpy scalars with .item(), arrays with .tolist())"
+        ) from e
+
+
+def _mask_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
