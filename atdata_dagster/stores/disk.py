@@ -26,7 +26,7 @@ DEFAULT_ROOT = "~/.atdata/data"
 MAX_PREFIX_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
-_TMP_RE = re.compile(r"^\.tmp-[0-9a-f]{32}\.tar\.part$")
+_TMP_RE = re.compile(r"^\.tmp-[0-9a-f]{32}\.(tar|sidecar)\.part$")
 
 
 def validate_dataset_prefix(prefix: str) -> str:
@@ -124,6 +124,9 @@ class DiskSink:
             self._fd = None
             url = self._place(index, sha256)
             _fsync_dir(self.directory)
+        except StoreError:
+            self.abort()
+            raise
         except OSError as exc:
             self.abort()
             raise StoreError(f"cannot commit shard in {self.directory}: {exc.strerror or exc}") from exc
@@ -137,6 +140,9 @@ class DiskSink:
                 return final
             if os.path.getsize(final) == self._size and _file_sha256(final) == sha256:
                 os.unlink(self.tmp_path)  # same content already durable under this name
+                # Refresh its mtime: gc spares recent files, and this one is about to be
+                # referenced again.
+                os.utime(final)
                 return final
         raise StoreError(f"cannot place shard {index} ({sha256}) in {self.directory}: names taken by other content")
 

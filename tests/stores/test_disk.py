@@ -204,3 +204,25 @@ def test_writer_commits_through_store(tmp_path):
         w.write_payload("k2", msgpack.packb({"a": 2}))
         r = w.close()
     assert len(r) == 2 and all(u.startswith(str(tmp_path.resolve()) + "/a/b/data--") for u in r)
+
+
+def test_reuse_refreshes_mtime_for_gc(tmp_path):
+    store = LocalDiskStore(tmp_path)
+    (url,) = _write(store, "ds", n=2)
+    os.utime(url, (1, 1))
+    (again,) = _write(store, "ds", n=2)
+    assert again == url and os.path.getmtime(url) > 1_000_000
+
+
+def test_all_names_taken_is_a_store_error_without_leftovers(tmp_path):
+    store = LocalDiskStore(tmp_path)
+    content = b"content"
+    sha = hashlib.sha256(content).hexdigest()
+    (tmp_path / "ds").mkdir()
+    for width in (8, 16, 64):
+        (tmp_path / "ds" / f"data--{sha[:width]}--000000.tar").write_bytes(b"other")
+    sink = store.open_sink("ds")
+    sink.write(content)
+    with pytest.raises(StoreError, match="names taken"):
+        sink.commit(0, sha)
+    assert not os.path.exists(sink.tmp_path)
