@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import time
 import uuid
 from pathlib import Path
@@ -91,24 +92,32 @@ def _split_ustar_name(name: bytes) -> tuple[bytes, bytes]:
 
 
 _TAIL = _TAIL_HEAD + _NO_PREFIX + _TAIL_PAD
-_size_fields: dict[int, tuple[bytes, int]] = {}
+# name (NUL-padded by struct), mode/uid/gid, size, mtime, checksum, the rest
+_pack_header = struct.Struct("100s24s12s12s8s356s").pack
+# payload size -> (size field, checksum of the fixed fields + size field, padding, member size)
+_size_fields: dict[int, tuple[bytes, int, bytes, int]] = {}
+
+
+def _size_info(size: int) -> tuple[bytes, int, bytes, int]:
+    info = _size_fields.get(size)
+    if info is None:
+        field = _size_field(size)
+        pad = -size % BLOCK
+        info = (field, _CONST_SUM + sum(field), _PADS[pad], BLOCK + size + pad)
+        if len(_size_fields) < 65536:  # samples of one type repeat a few sizes
+            _size_fields[size] = info
+    return info
 
 
 def member_header(name: bytes, size: int) -> bytes:
     """The deterministic 512-byte ustar header of a regular file member."""
-    sf = _size_fields.get(size)
-    if sf is None:
-        field = _size_field(size)
-        sf = (field, sum(field))
-        if len(_size_fields) < 65536:  # samples of one type repeat a few sizes
-            _size_fields[size] = sf
+    field, chk, _, _ = _size_info(size)
     if len(name) <= 100:
-        chk = _CONST_SUM + sum(name) + sf[1]
-        return b"".join((name.ljust(100, b"\0"), _MID, sf[0], _MTIME, b"%06o\0 " % chk, _TAIL))
+        return _pack_header(name, _MID, field, _MTIME, b"%06o\0 " % (chk + sum(name)), _TAIL)
     prefix, short = _split_ustar_name(name)
-    chk = _CONST_SUM + sum(short) + sf[1] + sum(prefix)
+    chk += sum(short) + sum(prefix)
     return b"".join(
-        (short.ljust(100, b"\0"), _MID, sf[0], _MTIME, b"%06o\0 " % chk, _TAIL_HEAD, prefix.ljust(155, b"\0"), _TAIL_PAD)
+        (short.ljust(100, b"\0"), _MID, field, _MTIME, b"%06o\0 " % chk, _TAIL_HEAD, prefix.ljust(155, b"\0"), _TAIL_PAD)
     )
 
 
@@ -152,7 +161,7 @@ class TarStreamEncoder:
     through without copying).
     """
 
-    __slots__ = ("_emit", "_parts", "_chunk", "_sha", "size", "_flushed")
+    __slots__ = ("_emit", "_parts", "_chunk", "_sha", "size", "_flush_at")
 
     def __init__(self, emit: Callable[[Any], None], chunk_size: int | None = None):
         self._emit = emit
@@ -160,7 +169,7 @@ class TarStreamEncoder:
         self._chunk = chunk_size or CHUNK_SIZE
         self._sha = hashlib.sha256()
         self.size = 0  # bytes encoded so far (the offset of the next member header)
-        self._flushed = 0  # bytes handed to emit so far
+        self._flush_at = self._chunk  # flush once self.size reaches this
 
     @staticmethod
     def member_size(payload_len: int) -> int:
@@ -171,45 +180,40 @@ class TarStreamEncoder:
         """Append one regular-file member (``payload``: bytes or a byte-format view); return its offset."""
         offset = self.size
         n = len(payload)
+        info = _size_fields.get(n) or _size_info(n)
         # member_header() inlined for the common case: this runs once per sample.
-        sf = _size_fields.get(n)
-        if sf is not None and len(name) <= 100:
-            header = b"".join(
-                (name.ljust(100, b"\0"), _MID, sf[0], _MTIME, b"%06o\0 " % (_CONST_SUM + sum(name) + sf[1]), _TAIL)
-            )
+        if len(name) <= 100:
+            header = _pack_header(name, _MID, info[0], _MTIME, b"%06o\0 " % (info[1] + sum(name)), _TAIL)
         else:
             header = member_header(name, n)
-        pad = -n % BLOCK
         parts = self._parts
         parts.append(header)
-        if n >= self._chunk:
-            self._flush()
+        if n >= self._chunk:  # large payloads go to the sink without being copied
+            self._flush(offset + BLOCK)
             self._sha.update(payload)
             self._emit(payload)
-            self._flushed += n
         else:
             parts.append(payload)
-        if pad:
-            parts.append(_PADS[pad])
-        self.size = end = offset + BLOCK + n + pad
-        if end - self._flushed >= self._chunk:
-            self._flush()
+        parts.append(info[2])
+        self.size = end = offset + info[3]
+        if end >= self._flush_at:
+            self._flush(end)
         return offset
 
-    def _flush(self) -> None:
+    def _flush(self, upto: int) -> None:
         parts = self._parts
         if parts:
             data = b"".join(parts)
             parts.clear()
-            self._flushed += len(data)
             self._sha.update(data)
             self._emit(data)
+        self._flush_at = upto + self._chunk
 
     def finish(self) -> str:
         """Write the two end-of-archive blocks, flush, and return the SHA-256 hex."""
         self._parts.append(_END_OF_ARCHIVE)
         self.size += len(_END_OF_ARCHIVE)
-        self._flush()
+        self._flush(self.size)
         return self._sha.hexdigest()
 
 
