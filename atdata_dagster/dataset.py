@@ -101,7 +101,7 @@ _lock = threading.Lock()
 
 
 class Dataset(Generic[T], metaclass=_DatasetMeta):
-    """A lazy dataset over one URL, a brace pattern (``{000000..000003}``, ``{a,b}``) or a list of URLs.
+    """A lazy dataset over one URL, a brace pattern (``{000000..000003}``, ``{a,b}``) or a list of them.
 
     ``Dataset[T](url)`` decodes samples as ``T`` (``T.from_bytes``); plain
     ``Dataset(url)`` yields :class:`~atdata_dagster.samples.packable.DictSample`.
@@ -138,13 +138,18 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             self.url = os.fspath(url)
             self._shards = _expand(self.url)
         else:
-            shards = [os.fspath(u) for u in url]
-            if not shards:
+            # Each element may itself be a brace pattern: atdata indexes ``ds.url``
+            # verbatim when inserting without a store, and expands it on read.
+            given = [os.fspath(u) for u in url]
+            if not given:
                 raise EmptyDatasetError("a Dataset needs at least one shard URL; got an empty list")
-            from .shards.writer import brace_list
+            self._shards = [s for u in given for s in _expand(u)]
+            if len(given) == 1:
+                self.url = given[0]
+            else:
+                from .shards.writer import brace_list
 
-            self._shards = shards
-            self.url = brace_list(shards)
+                self.url = brace_list(self._shards)
         if not self._shards or not all(self._shards):
             raise EmptyDatasetError(f"dataset URL {url!r} names no shards")
         st = type(self).sample_type

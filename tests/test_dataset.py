@@ -257,3 +257,10 @@ def test_load_dataset_through_index(sharded):
     assert type(load_dataset("digits", Other, index=FakeIndex())) is Dataset[Other]
     with pytest.raises(NotFoundError):
         load_dataset("digits", index=FakeIndex(), split="test")
+
+
+def test_list_elements_are_brace_expanded(sharded):
+    """atdata indexes a brace pattern verbatim as an entry URL; reading must expand it."""
+    ds = Dataset[Digit]([sharded.url])
+    assert ds.list_shards() == sharded.list_shards() and ds.url == sharded.url
+    assert ds.count() == 10

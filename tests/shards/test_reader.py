@@ -319,3 +319,17 @@ def test_verify_with_store_opener():
     assert verify_shards(list(r), r.checksums, opener=store.open_read) == {r[0]: "ok"}
     store.objects[r[0]] = store.objects[r[0]][:-1] + b"\1"
     assert verify_shards(list(r), r.checksums, opener=store.open_read) == {r[0]: "mismatch"}
+
+
+def test_pax_size_overrides_header_size():
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("k.msgpack")
+        info.size = 5
+        info.pax_headers = {"size": "5"}
+        tf.addfile(info, io.BytesIO(b"hello"))
+    data = buf.getvalue()
+    assert data[156:157] == b"x"
+    # zero the ustar size field of the real member: only the pax record says 5
+    data = _with_size(data, b"%011o\0" % 0, at=1024)
+    assert members(data) == [("k.msgpack", b"hello")]
