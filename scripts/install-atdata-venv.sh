@@ -67,9 +67,16 @@ pip_install() {
   "$VENV/bin/python" -m pip install -q "$@" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
   return "${PIPESTATUS[0]}"
 }
-pip_install --upgrade pip
-pip_install "${PACKAGES[@]}"
-"$VENV/bin/python" - <<'EOF'
+# A failed install must not stop the rest of the test run: leave no half-built venv
+# and exit 0, so the compat tests skip with their reason (and fail under CI=true).
+fail() {
+  echo "atdata-venv: $1; removing $VENV (the compat tests will skip, or fail under CI=true)" >&2
+  rm -rf "$VENV"
+  exit 0
+}
+pip_install --upgrade pip || fail "upgrading pip failed"
+pip_install "${PACKAGES[@]}" || fail "pip install ${PACKAGES[*]} failed"
+"$VENV/bin/python" - <<'EOF' || fail "atdata does not import"
 import atdata, importlib.metadata as md
 from atdata.index import Index  # noqa: F401  (fails loudly if the install is broken)
 print("atdata-venv: atdata", md.version("atdata"), "importable")

@@ -245,6 +245,14 @@ def op_label(req: dict[str, Any]) -> dict[str, Any]:
     return entry_json(got)
 
 
+def op_resolve(req: dict[str, Any]) -> dict[str, Any]:
+    """What atdata resolves a name to: ``get_label(name, version)`` and ``get_dataset(name)``."""
+    idx = open_index(req["provider"])
+    out = {"label": entry_json(idx.get_label(req["name"], req.get("version"))), "dataset": entry_json(idx.get_dataset(req["name"]))}
+    idx.provider.close()
+    return out
+
+
 # ----------------------------------------------------------------------- schemas
 
 
