@@ -25,7 +25,8 @@ from atdata_dagster.errors import NotFoundError
 
 from .conftest import SCHEMA, count, local_entry, tar_bytes, write_shard
 
-pytestmark = pytest.mark.pds
+# With --dist loadgroup one worker runs every PDS test (one server); each worker can start its own.
+pytestmark = [pytest.mark.pds, pytest.mark.xdist_group("pds")]
 
 
 def _members(data: bytes) -> list[str]:
