@@ -167,18 +167,6 @@ def _check_index_contents(index: Any, golden: dict) -> None:
     assert index.get_dataset("tiny").metadata is None
 
 
-BRACE_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "ENGINE INCOMPATIBILITY: an entry URL that is a brace pattern (atdata's insert_dataset "
-        "without a data store indexes ds.url verbatim, e.g. 'store/tiny/part-00000{0,1}.tar') is "
-        "opened as one literal file: Dataset(list_of_urls) in atdata_dagster/dataset.py does not "
-        "brace-expand list elements (only a single str URL), so Index.dataset()/dataset_for_entry() "
-        "raise ShardError 'does not exist'. atdata expands it (URLSource/braceexpand)."
-    ),
-)
-
-
 def _check_brace_entry(index: Any, golden: dict) -> None:
     """The entry atdata indexed without a store: one relative brace-list URL over two shards."""
     got = [fields_of(s, TINY_FIELDS) for s in index.dataset("tiny").ordered()]
@@ -213,7 +201,6 @@ def test_golden_sqlite_index_read_by_our_provider(golden: dict, golden_copy: Pat
         index.close()
 
 
-@BRACE_XFAIL
 def test_golden_sqlite_brace_url_entry_read_by_ours(golden: dict, golden_copy: Path) -> None:
     from atdata_dagster.local import Index
 
@@ -258,6 +245,7 @@ def test_golden_redis_keys_read_by_our_provider(golden: dict, golden_copy: Path,
     try:
         _check_index_contents(index, golden)
         _check_labels(index, golden)
+        _check_brace_entry(index, golden)
     finally:
         index.close()
 

@@ -133,15 +133,6 @@ def test_atdata_writes_ours_reads(atdata: AtdataSide, provider_spec: dict, tmp_p
         index.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "ENGINE INCOMPATIBILITY: atdata's insert_dataset without a data store indexes ds.url "
-        "verbatim, a brace list such as '/d/part-00000{0,1,2}.tar'; our Dataset(list_of_urls) "
-        "(atdata_dagster/dataset.py, used by Index.dataset/dataset_for_entry) does not brace-expand "
-        "list elements and opens it as one literal file -> ShardError 'does not exist'"
-    ),
-)
 def test_atdata_brace_url_entry_ours_reads(atdata: AtdataSide, tmp_path: Path) -> None:
     """atdata's insert_dataset without a store indexes one brace-list URL; we must read all shards."""
     values = wire.make_values("AllTypes", N, seed=1)
