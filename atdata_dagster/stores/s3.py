@@ -113,17 +113,21 @@ class S3ObjectNotFoundError(StoreError, FileNotFoundError):
 
 
 class _Uploads:
-    """A per-store pool that uploads parts in the background, at most ``limit`` in flight.
+    """Per-store background threads: part uploads (at most ``limit`` in flight) and control calls.
 
     The writer thread blocks in :meth:`submit` while ``limit`` parts are queued or
-    uploading, so memory stays bounded by ``limit * part_size`` per store however many
-    sinks are open.
+    uploading, so memory stays bounded by about ``(limit + 2) * part_size`` per store
+    however many sinks are open. Small control requests (create/abort a multipart upload,
+    delete a temporary object) run on two separate threads so they never wait behind, or
+    hold up, part uploads.
     """
 
     def __init__(self, limit: int):
         self.limit = limit
         self._slots = threading.BoundedSemaphore(limit)
         self._pool: ThreadPoolExecutor | None = None
+        self._ctl: ThreadPoolExecutor | None = None
+        self._pending: set[Future] = set()
         self._lock = threading.Lock()
 
     def submit(self, fn, *args) -> Future:
@@ -139,11 +143,30 @@ class _Uploads:
         fut.add_done_callback(lambda _f: self._slots.release())
         return fut
 
-    def shutdown(self) -> None:
+    def control(self, fn, *args) -> Future:
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+            if self._ctl is None:
+                self._ctl = ThreadPoolExecutor(2, thread_name_prefix="s3-control")
+            fut = self._ctl.submit(fn, *args)
+            self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
+        return fut
+
+    def flush(self) -> None:
+        """Wait for every background control call submitted so far."""
+        for fut in list(self._pending):
+            try:
+                fut.result()
+            except BaseException:
+                pass
+
+    def shutdown(self) -> None:
+        self.flush()
+        with self._lock:
+            pools, self._pool, self._ctl = (self._pool, self._ctl), None, None
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=True)
 
 
 # ---------------------------------------------------------------------- reading
@@ -212,18 +235,26 @@ class _S3RawReader(io.RawIOBase):
 
 # ---------------------------------------------------------------------- sinks
 class S3ShardSink:
-    """Streams one shard into a multipart upload; see :meth:`S3DataStore.open_sink`."""
+    """Streams one shard into a multipart upload; see :meth:`S3DataStore.open_sink`.
+
+    Bytes fill a ``part_size`` buffer; each full buffer is handed (without copying) to the
+    store's upload threads as one UploadPart of a multipart upload to a temporary key,
+    while the writer goes on filling the next. The multipart upload is created in the
+    background once the first buffer is three quarters full, so a shard smaller than one
+    part never becomes a multipart upload: it is sent with one PutObject at commit.
+    """
 
     def __init__(self, store: "S3DataStore", prefix: str):
         self._store = store
         self._prefix = prefix
         self._tmp_key = store._key(f"{prefix}/{TMP_DIR}/{uuid.uuid4()}.tar")
         self._part_size = store.part_size
+        self._early = self._part_size * 3 // 4
         self._buf = bytearray(self._part_size)
         self._view = memoryview(self._buf)
         self._fill = 0
         self._size = 0
-        self._upload_id: str | None = None
+        self._create: Future | None = None  # -> UploadId
         self._tmp_object = False  # a completed upload sits at the temporary key
         self._abort_failed = False
         self._parts: list[Future] = []
@@ -247,24 +278,29 @@ class S3ShardSink:
             self._view[self._fill:self._fill + n] = mv[:n]
             self._fill += n
             mv = mv[n:]
+            if self._create is None and self._fill >= self._early:
+                self._create = self._store._uploads.control(self._create_upload)
             if self._fill == self._part_size:
                 self._ship_part()
 
-    def _ship_part(self) -> None:
+    def _create_upload(self) -> str:
         st = self._store
-        if self._upload_id is None:
-            resp = self._guard(
-                "CreateMultipartUpload", st.client.create_multipart_upload,
-                Bucket=st.bucket, Key=self._tmp_key, ContentType="application/x-tar",
-            )
-            self._upload_id = resp["UploadId"]
+        resp = st._call(
+            "CreateMultipartUpload", self._tmp_key, st.client.create_multipart_upload,
+            Bucket=st.bucket, Key=self._tmp_key, ContentType="application/x-tar",
+        )
+        return resp["UploadId"]
+
+    def _ship_part(self) -> None:
         number = len(self._parts) + 1
         if number > MAX_PARTS:
             self.abort()
             raise StoreError(
-                f"shard for s3://{st.bucket}/{self._prefix}/ exceeds {MAX_PARTS} parts of {self._part_size} bytes; "
-                "set a smaller maxsize on the writer or a larger part_size on the store"
+                f"shard for s3://{self._store.bucket}/{self._prefix}/ exceeds {MAX_PARTS} parts of "
+                f"{self._part_size} bytes; set a smaller maxsize on the writer or a larger part_size on the store"
             )
+        if self._create is None:
+            self._create = self._store._uploads.control(self._create_upload)
         # hand the buffer itself to the uploader (no copy) and start a fresh one
         self._view.release()
         body = self._buf
@@ -275,19 +311,22 @@ class S3ShardSink:
             self._buf = bytearray(self._part_size)
         self._view = memoryview(self._buf)
         self._fill = 0
-        fut = st._uploads.submit(self._upload_part, number, body)
+        fut = self._store._uploads.submit(self._upload_part, number, body)
         fut.add_done_callback(self._on_part_done)
         self._parts.append(fut)
 
     def _upload_part(self, number: int, body) -> dict:
         st = self._store
+        upload_id = self._create.result()  # type: ignore[union-attr]
         resp = st._call(
             "UploadPart", self._tmp_key, st.client.upload_part, Bucket=st.bucket, Key=self._tmp_key,
-            UploadId=self._upload_id, PartNumber=number, Body=body,
+            UploadId=upload_id, PartNumber=number, Body=body,
         )
         return {"PartNumber": number, "ETag": resp["ETag"]}
 
     def _on_part_done(self, fut: Future) -> None:
+        if fut.cancelled():
+            return
         exc = fut.exception()
         if exc is not None and self._error is None:
             self._error = exc
@@ -310,13 +349,6 @@ class S3ShardSink:
             "S3DataStore.abort_stale_uploads() (gc) once the endpoint is reachable"
         )
 
-    def _guard(self, op: str, fn, **kw):
-        try:
-            return self._store._call(op, kw.get("Key", self._tmp_key), fn, **kw)
-        except BaseException:
-            self.abort()
-            raise
-
     # -- commit / abort
     def commit(self, index: int, sha256: str) -> str:
         st = self._store
@@ -328,7 +360,7 @@ class S3ShardSink:
                     f"commit of a shard under {self._prefix!r} got sha256={sha256!r}; expected 64 lowercase hex digits"
                 )
             final_key = st._key(f"{self._prefix}/data--{_shard_id(sha256)}--{int(index):06d}.tar")
-            if self._upload_id is None:
+            if not self._parts:
                 self._put_whole(final_key, sha256)
             else:
                 self._complete_and_move(final_key, sha256)
@@ -344,8 +376,13 @@ class S3ShardSink:
     def _put_whole(self, final_key: str, sha256: str) -> None:
         """Smaller than one part: one atomic PutObject straight to the final key."""
         st = self._store
-        body = bytes(self._view[: self._fill])
-        self._release_buffer()
+        body = self._buf
+        self._view.release()
+        del body[self._fill:]
+        self._buf, self._view, self._fill = bytearray(), memoryview(b""), 0
+        if self._create is not None:  # created early for nothing: drop it in the background
+            create, self._create = self._create, None
+            st._uploads.control(self._abort_upload, create)
         if st._same_content_exists(final_key, sha256):
             log.debug("s3://%s/%s already holds this content", st.bucket, final_key)
             return
@@ -372,15 +409,18 @@ class S3ShardSink:
             self.abort()
             return
         parts = [f.result() for f in self._parts]
+        upload_id = self._create.result()  # type: ignore[union-attr]
         st._call(
             "CompleteMultipartUpload", self._tmp_key, st.client.complete_multipart_upload, Bucket=st.bucket,
-            Key=self._tmp_key, UploadId=self._upload_id, MultipartUpload={"Parts": parts},
+            Key=self._tmp_key, UploadId=upload_id, MultipartUpload={"Parts": parts},
         )
-        self._upload_id = None  # the upload is an object now: abort() deletes it instead
+        self._create = None  # the upload is an object now: abort() deletes it instead
         self._tmp_object = True
         st._server_copy(self._tmp_key, final_key, self._size, sha256)
         self._tmp_object = False
-        st._delete_quietly(self._tmp_key)  # the shard is durable; a leftover would only be garbage
+        # the shard is durable under its final key; the temporary copy is garbage (and
+        # gc's to remove if this process dies first), so drop it off the critical path
+        st._uploads.control(st._delete_quietly, self._tmp_key)
         log.debug("committed s3://%s/%s (%d bytes, %d parts)", st.bucket, final_key, self._size, len(parts))
 
     def _release_buffer(self) -> None:
@@ -388,6 +428,26 @@ class S3ShardSink:
         self._buf = bytearray()
         self._view = memoryview(self._buf)
         self._fill = 0
+
+    def _abort_upload(self, create: Future) -> bool:
+        """Abort the multipart upload ``create`` started; False if the server could not be told."""
+        try:
+            upload_id = create.result()
+        except BaseException:
+            return True  # it was never created
+        st = self._store
+        try:
+            st.client.abort_multipart_upload(Bucket=st.bucket, Key=self._tmp_key, UploadId=upload_id)
+        except Exception as exc:
+            if _error_code(exc) == "NoSuchUpload":
+                return True
+            log.warning(
+                "could not abort the multipart upload of s3://%s/%s (%s); run "
+                "S3DataStore.abort_stale_uploads() (gc) once the endpoint is reachable",
+                st.bucket, self._tmp_key, st._sanitize(_short(exc)),
+            )
+            return False
+        return True
 
     def abort(self) -> None:
         """Abort the multipart upload / delete the temporary object. Idempotent, never raises."""
@@ -402,22 +462,13 @@ class S3ShardSink:
                 fut.result()
             except BaseException:
                 pass
-        st = self._store
-        if self._upload_id is not None:
-            upload_id, self._upload_id = self._upload_id, None
-            try:
-                st.client.abort_multipart_upload(Bucket=st.bucket, Key=self._tmp_key, UploadId=upload_id)
-            except Exception as exc:
-                if _error_code(exc) != "NoSuchUpload":
-                    self._abort_failed = True
-                    log.warning(
-                        "could not abort the multipart upload of s3://%s/%s (%s); run "
-                        "S3DataStore.abort_stale_uploads() (gc) once the endpoint is reachable",
-                        st.bucket, self._tmp_key, st._sanitize(_short(exc)),
-                    )
+        if self._create is not None:
+            create, self._create = self._create, None
+            if not self._abort_upload(create):
+                self._abort_failed = True
         elif self._tmp_object:
             self._tmp_object = False
-            st._delete_quietly(self._tmp_key)
+            self._store._delete_quietly(self._tmp_key)
 
     def __enter__(self) -> "S3ShardSink":
         return self
@@ -681,8 +732,12 @@ class S3DataStore(DataStore):
         self._client_lock = threading.Lock()
         self._uploads = _Uploads(self.max_concurrency)
 
+    def flush(self) -> None:
+        """Wait until background clean-up (temporary objects, unused uploads) has reached the server."""
+        self._uploads.flush()
+
     def close(self) -> None:
-        """Wait for background uploads and release the thread pool."""
+        """Flush, then release the store's upload threads (they are re-created on next use)."""
         self._uploads.shutdown()
 
     # -- keys and URLs

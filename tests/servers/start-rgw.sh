@@ -2,7 +2,7 @@
 # Start a throwaway single-node Ceph cluster (1 mon + 1 bluestore OSD on a sparse file)
 # plus the RADOS Gateway (S3) on 127.0.0.1.
 #
-#   start-rgw.sh DIR [RGW_PORT]      env: MON_PORT (default RGW_PORT+1),
+#   start-rgw.sh DIR [RGW_PORT]      env: MON_PORT (default RGW_PORT+1), RGW_BLOCK_SIZE (sparse OSD file, 10 GiB),
 #                                         RGW_ACCESS_KEY / RGW_SECRET_KEY (testkey/testsecret)
 #
 # If DIR already holds a cluster (a previous start followed by stop-rgw.sh), the daemons
@@ -88,7 +88,7 @@ osd_objectstore = bluestore
 # must live outside osd_data ("Too many levels of symbolic links" otherwise)
 bluestore_block_path = $DIR/osd/\$cluster-\$id.block
 bluestore_block_create = true
-bluestore_block_size = 10737418240
+bluestore_block_size = ${RGW_BLOCK_SIZE:-10737418240}
 bluestore_fsck_on_mount = false
 osd_memory_target = 939524096
 osd_op_num_shards = 2

@@ -49,12 +49,20 @@ def blobs(n: int, size: int, seed: int = 0):
         yield Blob(key=f"b{i}", data=rng.bytes(size))
 
 
+def settle() -> None:
+    """Wait for the stores' background clean-up (temp objects, unused uploads) to land."""
+    for store in list(s3mod._STORES_BY_BUCKET.values()):
+        store.flush()
+
+
 def keys_under(client, bucket: str, prefix: str = "") -> list[str]:
+    settle()
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return sorted(o["Key"] for p in pages for o in p.get("Contents", ()))
 
 
 def open_uploads(client, bucket: str) -> list[dict]:
+    settle()
     return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
@@ -233,6 +241,7 @@ def test_leftovers_are_listed_and_gc_aborts_uploads(s3_store, s3_client, s3_buck
     # a writer that died mid-shard: an open multipart upload under .tmp/
     sink = s3_store.open_sink("crashed")
     sink.write(b"x" * (9 * MiB))
+    sink._parts[0].result()  # the first part has landed
     assert len(open_uploads(s3_client, s3_bucket)) == 1
     del sink
     # a writer that died between completing the temp upload and the copy: a .tmp object

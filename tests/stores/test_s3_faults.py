@@ -18,6 +18,7 @@ from atdata_dagster.dataset import Dataset
 from atdata_dagster.errors import StoreError
 from atdata_dagster.samples.packable import packable
 from atdata_dagster.shards.writer import write_samples_to_store
+from atdata_dagster.stores import s3 as s3mod
 from atdata_dagster.stores.s3 import S3DataStore, parse_s3_url
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow, pytest.mark.xdist_group("s3")]
@@ -41,12 +42,19 @@ def chunks(n: int, on_sample=None):
         yield Chunk(key=f"c{i}", data=rng.bytes(SAMPLE))
 
 
+def settle() -> None:
+    for store in list(s3mod._STORES_BY_BUCKET.values()):
+        store.flush()
+
+
 def keys_under(client, bucket: str, prefix: str) -> list[str]:
+    settle()
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return sorted(o["Key"] for p in pages for o in p.get("Contents", ()))
 
 
 def uploads_under(client, bucket: str, prefix: str) -> list[dict]:
+    settle()
     return client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
 
 

@@ -114,6 +114,7 @@ def test_moto_multipart_dedupe_and_gc(s3_moto, moto_bucket):
             sink.write(data[i : i + MiB])
         urls.append(sink.commit(3, sha))
     assert urls[0] == urls[1] and urls[0].endswith("--000003.tar")
+    store.flush()
     client = store.client
     assert [o["Key"] for o in client.list_objects_v2(Bucket=moto_bucket)["Contents"]] == [parse_s3_url(urls[0])[1]]
     assert client.list_multipart_uploads(Bucket=moto_bucket).get("Uploads", []) == []
