@@ -94,6 +94,10 @@ def test_ours_single_shard_dataset_atdata_reads(atdata: AtdataSide, tmp_path: Pa
     assert wire.diff_samples(values, got["samples"]) == []
     assert got["verify"] == {entry.data_urls[0]: "ok"}
     assert got["cid_recomputed"] == entry.cid
+    # content-derived shard names: the same samples again give the same URL and CID
+    with open_our_index(spec, store_root=tmp_path / "store") as index:
+        again = index.write([our_type("Tiny")(**v) for v in values], name="tiny")
+    assert (again.data_urls, again.cid) == (entry.data_urls, entry.cid)
 
 
 # ---------------------------------------------------------------- atdata -> ours
@@ -317,6 +321,82 @@ def test_latest_label_agrees_across_writers(atdata: AtdataSide, provider_spec: d
     assert ours == ("a", "a"), "after we labelled mix@3 -> a"
     if not redis:
         assert theirs == ("a", "a"), "after we labelled mix@3 -> a"
+
+
+# ------------------------------------------------- deliberate improvements (Appendix B)
+
+
+def test_optional_before_required_record_decodes_here_not_in_atdata(atdata: AtdataSide) -> None:
+    """B.7: a record with an optional field before a required one (valid for other writers)."""
+    from atdata_dagster.samples.schema import type_from_record
+
+    record = {
+        "name": "OptFirst", "version": "1.0.0", "description": None, "createdAt": "2026-01-01T00:00:00+00:00",
+        "fields": [
+            {"name": "a", "fieldType": {"$type": "local#primitive", "primitive": "int"}, "optional": True},
+            {"name": "b", "fieldType": {"$type": "local#primitive", "primitive": "str"}, "optional": False},
+        ],
+    }
+    with pytest.raises(AssertionError, match="non-default argument"):
+        atdata.call("decode_record", record=record)
+    T = type_from_record(record)
+    sample = T.from_bytes(T(b="x").packed)
+    assert (sample.a, sample.b) == (None, "x")
+
+
+def test_changed_class_gets_fresh_schema_atdata_reads_both(atdata: AtdataSide, tmp_path: Path) -> None:
+    """B.5: atdata would reuse the stale ``Tiny@1.0.0`` for a changed class; we publish
+    ``Tiny@1.0.1``, and atdata decodes both datasets through the refs we stored."""
+    from atdata_dagster.samples.packable import packable
+
+    v2_spec = wire.TypeSpec("Tiny", wire.SPECS["Tiny"].fields + (("extra", "int"),), "Tiny sample, v2.")
+    TinyV2 = wire.build_type(v2_spec, packable, module="compat_types_v2")
+    v1_values = wire.make_values("Tiny", 2)
+    v2_values = [{**v, "extra": i} for i, v in enumerate(wire.make_values("Tiny", 3))]
+    spec = {"kind": "sqlite", "path": str(tmp_path / "index.db")}
+    with open_our_index(spec, store_root=tmp_path / "store") as index:
+        e1 = index.write([our_type("Tiny")(**v) for v in v1_values], name="t1")
+        e2 = index.write([TinyV2(**v) for v in v2_values], name="t2")
+        e3 = index.write([our_type("Tiny")(**v) for v in v1_values[:1]], name="t3")
+    assert (e1.schema_ref, e2.schema_ref, e3.schema_ref) == (
+        "atdata://local/schema/Tiny@1.0.0", "atdata://local/schema/Tiny@1.0.1", "atdata://local/schema/Tiny@1.0.0")
+    assert wire.diff_samples(v1_values, atdata.call("read", provider=spec, name="t1")["samples"]) == []
+    assert wire.diff_samples(v2_values, atdata.call("read", provider=spec, name="t2")["samples"]) == []
+
+
+def test_unsafe_dataset_names_rejected_atdata_escapes(atdata: AtdataSide, tmp_path: Path) -> None:
+    """B.10: atdata writes ``../escape`` outside its store root; we refuse the name."""
+    from atdata_dagster.errors import InvalidNameError
+
+    store = tmp_path / "root" / "store"
+    spec = {"kind": "sqlite", "path": str(tmp_path / "index.db")}
+    theirs = atdata.call("write", provider=spec, store_root=str(store), type="Tiny",
+                         samples=wire.make_values("Tiny", 1), name="../escape")
+    assert not Path(theirs["data_urls"][0]).resolve().is_relative_to(store.resolve())
+    with open_our_index(spec, store_root=store) as index:
+        with pytest.raises(InvalidNameError):
+            index.write([our_type("Tiny")(**v) for v in wire.make_values("Tiny", 1)], name="../escape2")
+    assert not (tmp_path / "root" / "escape2").exists()
+
+
+def test_manifest_json_is_standard_where_atdata_writes_infinity(atdata: AtdataSide, tmp_path: Path) -> None:
+    """B.11: a numeric field with no values (an all-None optional int): atdata writes
+    ``Infinity``; our manifest is standard JSON, and our reader accepts atdata's."""
+    from atdata_dagster.shards.manifest import read_manifest
+
+    values = wire.make_values("AllTypes", 1, seed=1)
+    assert values[0]["opt_i"] is None
+    atdata.call("write_tar", type="AllTypes", samples=values, path=str(tmp_path / "a.tar"), manifest=True)
+    theirs_text = (tmp_path / "a.manifest.json").read_text()
+    assert "Infinity" in theirs_text
+    assert read_manifest(str(tmp_path / "a.manifest.json"))["num_samples"] == 1
+
+    spec = {"kind": "sqlite", "path": str(tmp_path / "index.db")}
+    with open_our_index(spec, store_root=tmp_path / "store") as index:
+        entry = index.write([our_type("AllTypes")(**v) for v in values], name="inf", manifest=True)
+    ours_path = entry.data_urls[0][: -len(".tar")] + ".manifest.json"
+    json.loads(Path(ours_path).read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert atdata.call("read_manifest", json_path=ours_path)["num_samples"] == 1
 
 
 # ----------------------------------------------------------------------- manifests
