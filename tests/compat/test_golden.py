@@ -422,3 +422,9 @@ def test_golden_atmosphere_label_parsed_by_ours() -> None:
     assert (rec.name, rec.version, rec.description) == ("alltypes", "1.0.0", "golden v1")
     assert rec.dataset_uri == raw["datasetUri"]
     assert rec.to_record() == raw
+
+
+def test_golden_directory_stays_small() -> None:
+    """The committed golden artefacts are fixtures, not data: keep them under 200 KB."""
+    total = sum(p.stat().st_size for p in GOLDEN.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    assert total < 200_000, f"tests/compat/golden is {total} bytes"
