@@ -276,6 +276,7 @@ class SqlProvider(IndexProvider):
         self._retries = max(0, int(retries))
         self._backoff = float(backoff)
         self._closed = False
+        self._pid = os.getpid()
         backend = self._url.get_backend_name()
         if backend == "sqlite":
             self.kind = "sqlite"
@@ -370,6 +371,13 @@ class SqlProvider(IndexProvider):
     def _check_open(self) -> None:
         if self._closed:
             raise ProviderError(f"the index provider for {self.describe()} is closed")
+        if self._pid != os.getpid():
+            # Forked child: pooled connections belong to the parent. Drop them without
+            # closing (closing would end the parent's sessions) and open new ones.
+            self._pid = os.getpid()
+            self._engine.dispose(close=False)
+            if self._read_engine is not self._engine:
+                self._read_engine.dispose(close=False)
 
     def _retrying(self, fn: Callable[[], T], *, what: str) -> T:
         attempt = 0
@@ -383,7 +391,7 @@ class SqlProvider(IndexProvider):
                     time.sleep(delay * (0.5 + random.random()))
                     continue
                 raise self._translate(e, what) from e
-            except sa_exc.ArgumentError as e:
+            except sa_exc.SQLAlchemyError as e:  # URL problems, pool timeouts, ...
                 raise self._translate(e, what) from e
 
     def _is_transient(self, e: sa_exc.DBAPIError) -> bool:

@@ -157,3 +157,39 @@ def test_redis_wrong_credentials_are_reported_without_the_password(redis_url):
     msg = str(info.value)
     assert "127.0.0.1:6379" in msg and "credentials" in msg and "atd_nobody" in msg
     assert SECRET not in msg
+
+
+# -- transient failures are retried ---------------------------------------------------------
+@pytest.mark.postgres
+@pytest.mark.parametrize("ping_idle_after", [1.0, None], ids=["idle-ping", "retry-only"])
+def test_postgres_operations_survive_the_server_killing_their_connections(postgres_dsn, ping_idle_after):
+    import psycopg
+
+    e = LocalDatasetEntry("ds", "atdata://local/schema/S@1.0.0", ["/x/data--00000001--000000.tar"])
+    with PostgresProvider(postgres_dsn, engine_kwargs={"ping_idle_after": ping_idle_after}) as p:
+        p.put_entry(e)
+        assert p.get_entry(e.cid).name == "ds"  # both pools now hold a live connection
+        admin_dsn = p.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'atdata_dagster' AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+        assert killed >= 2
+
+        assert p.get_entry(e.cid).name == "ds"  # the dead connection is replaced, not reported
+        p.put_entry(LocalDatasetEntry("ds2", e.schema_ref, ["/x/data--00000002--000000.tar"]))
+        assert p.get_entry_by_name("ds2").name == "ds2"
+
+
+@pytest.mark.redis
+def test_redis_operations_survive_the_server_closing_the_connection(redis_url, redis_conn):
+    e = LocalDatasetEntry("ds", "atdata://local/schema/S@1.0.0", ["/x/data--00000001--000000.tar"])
+    with RedisProvider(url=redis_url) as p:
+        p.put_entry(e)
+        client_id = p.redis.client_id()
+        assert redis_conn.client_kill_filter(_id=client_id) == 1
+
+        assert p.get_entry(e.cid).name == "ds"
+        p.put_entry(LocalDatasetEntry("ds2", e.schema_ref, ["/x/data--00000002--000000.tar"]))
+        assert p.get_entry_by_name("ds2").name == "ds2"
