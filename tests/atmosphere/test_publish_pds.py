@@ -23,7 +23,7 @@ from atdata_dagster.atmosphere import (
 from atdata_dagster.atmosphere.records import blob_cid
 from atdata_dagster.errors import NotFoundError
 
-from .conftest import SCHEMA, count, local_entry, tar_bytes, write_shard
+from .conftest import SCHEMA, count, local_entry, tar_bytes
 
 # With --dist loadgroup one worker runs every PDS test (one server); each worker can start its own.
 pytestmark = [pytest.mark.pds, pytest.mark.xdist_group("pds")]
@@ -335,3 +335,46 @@ def test_write_samples_then_read_back_through_the_shard_writer(tmp_path, backend
         with anon.open_url(url) as f:
             got += [cls.from_bytes(payload) for _key, payload in iter_samples(f, url)]
     assert sorted((p.label, p.value) for p in got) == [(f"p{i}", i) for i in range(5)]
+
+
+class _OtherPds:
+    """A stand-in for a PDS that does not host the account (answers like one: repo not found)."""
+
+    def __enter__(self):
+        import json as _json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server API
+                body = _json.dumps({"error": "InvalidRequest", "message": "Could not find repo"}).encode()
+                self.send_response(400)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_records_and_blobs_of_an_account_on_another_pds(tmp_path, pds, backend, pds_account):
+    """Reads go to the PDS named in the account's DID document (found through the PLC)."""
+    data = tar_bytes(2, seed="far")
+    result = backend.promote(local_entry(tmp_path, "far", [data]), SCHEMA)
+    with _OtherPds() as other:
+        far = AtmosphereBackend(AtmosphereClient(other, plc_url=pds["plc_url"]))
+        resolved = far.resolve(f"@{pds_account['did']}/far")
+        assert resolved.uri == result.entry_uri
+        assert far.client.pds_endpoint(pds_account["did"]) == pds["url"]
+        with far.open_url(resolved.data_urls[0]) as f:
+            assert f.read() == data
+        assert far.get_schema(resolved.schema_ref)["$ref"] == result.schema_uri
