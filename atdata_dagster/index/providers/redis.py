@@ -28,7 +28,6 @@ keys to the CID index. ``reindex()`` does the whole catch-up at once.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 from urllib.parse import urlsplit
