@@ -586,8 +586,8 @@ class S3DataStore(DataStore):
 
     ``prefix`` is a key prefix inside the bucket under which every dataset lives.
     ``part_size`` (>= 5 MiB) is the multipart part size and ``max_concurrency`` the
-    number of parts uploaded at once per store (memory ~ ``(max_concurrency + 1) *
-    part_size``). ``cache_local=True`` stages each shard in a local temp file
+    number of parts uploaded at once per store (memory at most about
+    ``(max_concurrency + 2) * part_size``, whatever the shard or dataset size). ``cache_local=True`` stages each shard in a local temp file
     (``cache_dir``) and uploads it with boto3's transfer manager instead of streaming.
     """
 
@@ -731,6 +731,7 @@ class S3DataStore(DataStore):
         self.__dict__.update(state)
         self._client_lock = threading.Lock()
         self._uploads = _Uploads(self.max_concurrency)
+        _STORES_BY_BUCKET.setdefault(self.bucket, self)
 
     def flush(self) -> None:
         """Wait until background clean-up (temporary objects, unused uploads) has reached the server."""
