@@ -7,6 +7,7 @@ supports it (``Accept-Ranges: bytes``), pinned to the first response's ETag.
 
 from __future__ import annotations
 
+import http.client
 import io
 import urllib.error
 import urllib.request
@@ -67,7 +68,7 @@ class _HTTPRaw(io.RawIOBase):
         while True:
             try:
                 n = self._resp.readinto(b)
-            except (OSError, ValueError) as exc:  # reset / timeout / IncompleteRead mid-body
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # reset / timeout / IncompleteRead
                 n, err = -1, exc
             else:
                 err = None
@@ -109,3 +110,13 @@ def open_http_url(url: str, *, timeout: float = 60.0) -> BinaryIO:
     if not url.startswith(("http://", "https://")):
         raise StoreError(f"not an http(s) URL: {url!r}")
     return io.BufferedReader(_HTTPRaw(url, timeout), buffer_size=READ_BUFFER)
+
+
+def _register() -> None:
+    from ..shards.reader import register_opener
+
+    register_opener("http", open_http_url)
+    register_opener("https", open_http_url)
+
+
+_register()

@@ -148,3 +148,17 @@ def test_default_opener_uses_the_store_registered_for_the_bucket(s3_moto, moto_b
         assert f.read() == b"hello"
     with pytest.raises(FileNotFoundError):
         reader.open_url(f"s3://{moto_bucket}/missing.bin")
+
+
+def test_missing_rgw_skips_locally_and_fails_under_ci(monkeypatch):
+    import shutil
+
+    from tests.fixtures import s3 as fixtures
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="install-rgw.sh"):
+        fixtures.require_rgw()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        fixtures.require_rgw()
