@@ -318,7 +318,7 @@ def _observe(context: dg.OpExecutionContext, entry: "LocalDatasetEntry", uri: st
 
 
 def _promote_one(index: "Index", kind: str, value: str) -> tuple["LocalDatasetEntry", str, bool]:
-    """Promote one target; return (entry after promotion, AT URI, whether it was already promoted)."""
+    """Promote one target; return (entry after promotion, AT URI, whether the entry already recorded that URI)."""
     if kind == "cid":
         before = promoted_uri(index.get_entry(value))
         uri = index.promote_cid(value)
@@ -396,7 +396,7 @@ def build_promotion_job(
                 continue
             observed = _observe(context, entry, uri)
             context.log.info(
-                f"atdata: {entry.name} ({entry.cid}) {'already on' if reused else 'promoted to'} the atmosphere as {uri}"
+                f"atdata: {entry.name} ({entry.cid}) {'was already promoted' if reused else 'promoted to the atmosphere'} as {uri}"
             )
             done.append({"name": entry.name, "cid": entry.cid, "at_uri": uri, "reused": reused, "observed": observed})
 
@@ -417,12 +417,13 @@ def build_promotion_job(
                 allow_retries=not permanent,
             ) from failed[0][2]
 
+        # "new" counts URIs newly recorded on index entries; the PDS itself may have reused records
         new = sum(1 for d in done if not d["reused"])
-        context.log.info(f"atdata: promotion finished: {len(done)} entries ({new} newly published)")
+        context.log.info(f"atdata: promotion finished: {len(done)} entries ({new} newly recorded)")
         context.add_output_metadata(
             {
                 "atdata/promoted": len(done),
-                "atdata/newly_published": new,
+                "atdata/newly_recorded": new,
                 "atdata/entries": dg.MetadataValue.json(done),
             }
         )

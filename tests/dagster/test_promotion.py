@@ -29,7 +29,7 @@ from atdata_dagster.promotion import (
 from atdata_dagster.resources import AtdataIndexResource, LocalDiskStoreConfig, RepositoryConfig
 from atdata_dagster.samples.packable import packable
 
-from .helpers import Row, rows
+from .helpers import rows
 
 KEY = "atdata_index"
 COLLECTIONS = (NSID_SCHEMA, NSID_ENTRY, NSID_LABEL)
@@ -357,13 +357,13 @@ def test_job_promotes_records_the_uri_and_observes_the_asset_exactly_once(tmp_pa
     assert meta["atdata/at_uri"].value == info["uri"]
     assert meta["atdata/cid"].value == cid and meta["atdata/schema_uri"].value == info["schema_uri"]
     output = step_events(result, "STEP_OUTPUT")[0].event_specific_data.metadata
-    assert output["atdata/promoted"].value == 1 and output["atdata/newly_published"].value == 1
+    assert output["atdata/promoted"].value == 1 and output["atdata/newly_recorded"].value == 1
 
     again = run_job(job, [cid], res, test_instance)
     assert again.success
     assert record_counts(pds, pds_account) == [1, 1, 1], "a second promotion must reuse the records"
     assert entry_named(res, "ds").metadata["atmosphere"]["uri"] == info["uri"]
-    assert step_events(again, "STEP_OUTPUT")[0].event_specific_data.metadata["atdata/newly_published"].value == 0
+    assert step_events(again, "STEP_OUTPUT")[0].event_specific_data.metadata["atdata/newly_recorded"].value == 0
     assert {e.cid for e in entries(res)} == set(before)
 
 
@@ -389,6 +389,32 @@ def test_sensor_run_request_drives_the_job_and_the_next_tick_finds_nothing(tmp_p
     fresh = tick(sensor, test_instance, res)
     assert fresh.run_requests == [] and fresh.skip_message == "no entries waiting for promotion"
     assert len(entries(res)) == 2
+
+
+@pds_test
+def test_rematerialized_unchanged_entry_is_swept_up_by_the_schedule_without_new_records(
+        tmp_path, pds, pds_account, test_instance, job):
+    # Re-writing the same CID replaces the entry's metadata (the index upserts by CID), so
+    # its AT URI is gone; the sensor's run key (the CID) was used already: the schedule
+    # must find it and the job must reuse the records on the PDS.
+    res = pds_resource(tmp_path, pds, pds_account)
+    materialize([marked("ds")], res, test_instance)
+    cid = entry_named(res, "ds").cid
+    assert run_job(job, [cid], res, test_instance).success
+    uri = entry_named(res, "ds").metadata["atmosphere"]["uri"]
+    materialize([marked("ds")], res, test_instance)
+    assert entry_named(res, "ds").cid == cid
+
+    data = schedule_tick(build_promotion_schedule("0 3 * * *", job), test_instance, res)
+    if entry_named(res, "ds").metadata.get("atmosphere"):  # the index kept the URI: nothing to do
+        assert data.run_requests == []
+        return
+    (request,) = data.run_requests
+    assert request.run_config["ops"][PROMOTE_OP]["config"]["cids"] == [cid]
+    result = job.execute_in_process(run_config=request.run_config, resources={KEY: res}, instance=test_instance)
+    assert result.success
+    assert entry_named(res, "ds").metadata["atmosphere"]["uri"] == uri
+    assert record_counts(pds, pds_account) == [1, 1, 1]
 
 
 @pds_test
