@@ -927,16 +927,41 @@ class S3DataStore(DataStore):
         """Every ``.tar`` shard and every leftover temporary object under the store (or ``prefix``)."""
         base = self._key(prefix.strip("/")) + "/" if prefix else (self.prefix + "/" if self.prefix else "")
         paginator = self.client.get_paginator("list_objects_v2")
+        self._mtimes = {}
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=base):
                 for obj in page.get("Contents", ()):
                     key = obj["Key"]
                     if key.endswith(".tar") or f"/{TMP_DIR}/" in key:
-                        yield self.url_for_key(key)
+                        url = self.url_for_key(key)
+                        if obj.get("LastModified") is not None:
+                            self._mtimes[url] = obj["LastModified"].timestamp()
+                        yield url
         except Exception as exc:
             if isinstance(exc, StoreError):
                 raise
             raise self._to_store_error(exc, "ListObjectsV2", base or None) from None
+
+    def age_seconds(self, url: str, now: float | None = None) -> float | None:
+        """Seconds since the object was written (from the last :meth:`iter_shard_urls` listing,
+        else a HEAD); ``None`` if it does not exist. ``gc`` uses it for its grace period, so
+        shards a running writer has committed but not yet indexed are kept."""
+        now = time.time() if now is None else now
+        mtime = getattr(self, "_mtimes", {}).get(url)
+        if mtime is None:
+            from botocore import exceptions as bex
+
+            key = self._key_of(url)
+            try:
+                head = self.client.head_object(Bucket=self.bucket, Key=key)
+            except bex.ClientError as exc:
+                if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise self._to_store_error(exc, "HeadObject", key) from None
+            except (bex.BotoCoreError, OSError) as exc:
+                raise self._to_store_error(exc, "HeadObject", key) from None
+            mtime = head["LastModified"].timestamp()
+        return max(0.0, now - mtime)
 
     def delete(self, url: str) -> None:
         key = self._key_of(url)

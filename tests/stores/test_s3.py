@@ -237,7 +237,7 @@ def test_open_read_streams_in_chunks(rgw_server, s3_bucket, s3_client):
         assert f.read() == payload
 
 
-def test_leftovers_are_listed_and_gc_aborts_uploads(s3_store, s3_client, s3_bucket):
+def test_leftovers_are_listed_and_gc_aborts_uploads(rgw_server, s3_store, s3_client, s3_bucket):
     # a writer that died mid-shard: an open multipart upload under .tmp/
     sink = s3_store.open_sink("crashed")
     sink.write(b"x" * (9 * MiB))
@@ -248,6 +248,10 @@ def test_leftovers_are_listed_and_gc_aborts_uploads(s3_store, s3_client, s3_buck
     s3_client.put_object(Bucket=s3_bucket, Key="crashed/.tmp/0f0f.tar", Body=b"partial")
     urls = list(s3_store.iter_shard_urls())
     assert urls == [f"s3://{s3_bucket}/crashed/.tmp/0f0f.tar"]
+    assert 0 <= s3_store.age_seconds(urls[0]) < 600  # gc's grace period works on S3 too
+    fresh = S3DataStore(rgw_server.credentials, bucket=s3_bucket)
+    assert 0 <= fresh.age_seconds(urls[0]) < 600  # by HEAD, without a listing
+    assert fresh.age_seconds(f"s3://{s3_bucket}/crashed/none.tar") is None
     assert s3_store.abort_stale_uploads("crashed", older_than=3600) == 0  # too young
     assert s3_store.abort_stale_uploads("crashed") == 1
     assert open_uploads(s3_client, s3_bucket) == []
