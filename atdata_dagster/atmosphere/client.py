@@ -253,6 +253,7 @@ class AtmosphereClient:
 
     # ----------------------------------------------------------- error mapping
     def _call(self, op: str, fn: Callable[[], T], *, service: str | None = None, login: bool = False) -> T:
+        import httpx
         from atproto_client import exceptions as sdk
 
         service = service or self.pds_url
@@ -302,6 +303,13 @@ class AtmosphereClient:
         except sdk.LoginRequiredError:
             raise AtmosphereUnavailableError(
                 f"{op} needs a logged-in session; pass handle= and password= (an app password)"
+            ) from None
+        except httpx.TransportError as exc:
+            # The SDK wraps only httpx.NetworkError/TimeoutException; a server that drops the
+            # connection mid-request (httpx.RemoteProtocolError) would otherwise escape untyped.
+            raise AtmosphereConnectionError(
+                f"{op}: the connection to {service} failed ({type(exc).__name__}: {exc}); "
+                "is the PDS running and the service URL right?"
             ) from None
 
     def _query(self, client: Any, nsid: str, params: dict, op: str, service: str | None = None) -> dict:
