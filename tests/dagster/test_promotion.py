@@ -563,6 +563,26 @@ def test_pds_down_on_the_first_attempt_is_retried_and_publishes_once(tmp_path, p
     retries = step_events(result, "STEP_UP_FOR_RETRY")
     assert len(retries) == 1 and proxy.refused >= 1 and proxy.forwarded >= 1
     text = error_text(retries[0].event_specific_data.error)
-    assert "AtmosphereConnectionError" in text and "cannot reach" in text and str(proxy.port) in text
+    assert "AtmosphereConnectionError" in text and f"http://127.0.0.1:{proxy.port}" in text
     assert record_counts(pds, pds_account) == [1, 1, 1]
     assert entry_named(res, "ds").metadata["atmosphere"]["uri"].startswith("at://")
+
+
+@pds_test
+def test_pds_that_stays_down_fails_the_job_with_a_typed_error_after_the_retries(
+        tmp_path, pds, pds_account, proxy, test_instance):
+    res = make_resource(tmp_path, url=f"http://127.0.0.1:{proxy.port}", handle=pds_account["handle"],
+                        password=pds_account["password"])
+    materialize([marked("ds")], res, test_instance)
+    job = build_promotion_job(retry_policy=dg.RetryPolicy(max_retries=1, delay=0.1))
+
+    result = run_job(job, [entry_named(res, "ds").cid], res, test_instance)
+
+    assert not result.success
+    assert len(step_events(result, "STEP_UP_FOR_RETRY")) == 1 and proxy.refused == 2
+    message = failure_message(result)
+    assert "promotion failed for 1 of 1 targets" in message
+    # typed, whichever way the dropped connection surfaces in httpx (reset or disconnect)
+    assert "AtmosphereConnectionError" in message and f"http://127.0.0.1:{proxy.port}" in message
+    assert pds_account["password"] not in message
+    assert "atmosphere" not in entry_named(res, "ds").metadata
