@@ -19,7 +19,15 @@ from typing import Iterator
 
 from .test_dagster_dev import LAUNCH, LOCATIONS, RUN_STATUS, ROOT, GraphQL, _free_port, _wait
 
-__all__ = ["DevServer", "dagster_dev_server", "GraphQL", "LAUNCH", "RUN_STATUS"]
+__all__ = ["DevServer", "FAST_QUEUE", "dagster_dev_server", "GraphQL", "LAUNCH", "RUN_STATUS"]
+
+#: the daemon's queued-run coordinator, dequeuing every second instead of every 5 s
+FAST_QUEUE = """run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+"""
 
 
 @dataclass
@@ -77,11 +85,15 @@ class DevServer:
 
 @contextlib.contextmanager
 def dagster_dev_server(tmp_path: Path, module: str, location: str, env: dict[str, str] | None = None,
-                       start_timeout: float = 90) -> Iterator[DevServer]:
-    """Run ``dagster dev`` on 127.0.0.1 with ``module`` as the code location ``location``."""
+                       start_timeout: float = 90, instance_yaml: str = "") -> Iterator[DevServer]:
+    """Run ``dagster dev`` on 127.0.0.1 with ``module`` as the code location ``location``.
+
+    ``instance_yaml`` is appended to ``$DAGSTER_HOME/dagster.yaml`` (e.g. a faster
+    ``run_coordinator`` dequeue interval, see :data:`FAST_QUEUE`).
+    """
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n" + instance_yaml)
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(
         "load_from:\n"

@@ -24,7 +24,7 @@ def promo_rows():
 
 @dg.asset(code_version="1", metadata={"atdata/promote": True})
 def promo_more():
-    """Five more rows, marked too (promoted by the schedule in the test)."""
+    """Five more rows, marked too; outside the sensor's asset_keys, so the schedule promotes it."""
     return dg.Output(row_stream(5, start=100))
 
 
@@ -43,8 +43,11 @@ index_resource = AtdataIndexResource(
 )
 
 promotion_job = build_promotion_job(retry_policy=dg.RetryPolicy(max_retries=2, delay=1))
+# the sensor watches promo_rows only; promo_more is left to the schedule
 promotion_sensor = build_promotion_sensor(
-    promotion_job, minimum_interval_seconds=int(os.environ.get("ATDATA_PROMO_SENSOR_INTERVAL", "30"))
+    promotion_job,
+    minimum_interval_seconds=int(os.environ.get("ATDATA_PROMO_SENSOR_INTERVAL", "30")),
+    asset_keys=["promo_rows"],
 )
 promotion_schedule = build_promotion_schedule("0 3 * * *", promotion_job, execution_timezone="UTC")
 

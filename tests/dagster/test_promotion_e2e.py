@@ -18,7 +18,7 @@ from atdata_dagster.atmosphere import NSID_ENTRY, NSID_LABEL, NSID_SCHEMA, Atmos
 from atdata_dagster.promotion import PROMOTE_OP
 
 from . import promotion_defs
-from .dev_server import dagster_dev_server
+from .dev_server import FAST_QUEUE, dagster_dev_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.pds, pytest.mark.xdist_group("pds")]
 
@@ -62,7 +62,7 @@ def test_sensor_and_schedule_promote_marked_assets_exactly_once_in_dagster_dev(t
         "ATDATA_PROMO_PDS_URL": pds["url"],
         "ATDATA_PROMO_HANDLE": pds_account["handle"],
         "ATDATA_PROMO_PASSWORD": pds_account["password"],
-        "ATDATA_PROMO_SENSOR_INTERVAL": "2",
+        "ATDATA_PROMO_SENSOR_INTERVAL": "1",
     }
     for k, v in env.items():  # the schedule is evaluated in this process, with the same EnvVars
         monkeypatch.setenv(k, v)
@@ -72,16 +72,17 @@ def test_sensor_and_schedule_promote_marked_assets_exactly_once_in_dagster_dev(t
     def index():
         return _index(env)
 
-    with dagster_dev_server(tmp_path, "tests.dagster.promotion_defs", LOCATION, env) as dev:
+    with dagster_dev_server(tmp_path, "tests.dagster.promotion_defs", LOCATION, env, instance_yaml=FAST_QUEUE) as dev:
         dev.wait_loaded()
         gql = dev.gql
         sensor = dev.selector(sensorName=SENSOR)
 
-        # 1. materialize a marked and an unmarked asset
-        dev.wait_run(dev.launch("__ASSET_JOB", assets=[["promo_rows"], ["promo_plain"]]))
+        # 1. materialize two marked assets (the sensor watches promo_rows only) and an unmarked one
+        dev.wait_run(dev.launch("__ASSET_JOB", assets=[["promo_rows"], ["promo_more"], ["promo_plain"]]))
         with index() as idx:
             entry = idx.get_dataset("promo_rows")
-            assert "atmosphere" not in entry.metadata and len(idx.list_entries()) == 2
+            more = idx.get_dataset("promo_more")
+            assert "atmosphere" not in entry.metadata and len(idx.list_entries()) == 3
         assert _counts(client, did) == [0, 0, 0]
 
         # 2. start the sensor: the daemon launches one promotion run, keyed by the CID
@@ -106,7 +107,9 @@ def test_sensor_and_schedule_promote_marked_assets_exactly_once_in_dagster_dev(t
             info = idx.get_dataset("promo_rows").metadata["atmosphere"]
             assert info["uri"].startswith(f"at://{did}/{NSID_ENTRY}/")
             assert "atmosphere" not in (idx.get_dataset("promo_plain").metadata or {})
-            assert sorted(e.cid for e in idx.list_entries()) == sorted([entry.cid, idx.get_dataset("promo_plain").cid])
+            assert "atmosphere" not in idx.get_dataset("promo_more").metadata, "outside the sensor's asset_keys"
+            assert sorted(e.cid for e in idx.list_entries()) == sorted(
+                [entry.cid, more.cid, idx.get_dataset("promo_plain").cid])
         observations = gql(OBSERVATIONS, {"path": ["promo_rows"]})["assetOrError"]["assetObservations"]
         assert observations and observations[0]["runId"] == run["runId"]
         meta = {m["label"]: m.get("text") for m in observations[0]["metadataEntries"]}
@@ -117,7 +120,7 @@ def test_sensor_and_schedule_promote_marked_assets_exactly_once_in_dagster_dev(t
 
         def later_ticks():
             state = gql(SENSOR_STATE, {"s": sensor})["sensorOrError"]["sensorState"]
-            after = [t for t in state["ticks"] if t["timestamp"] > run_done]
+            after = [t for t in state["ticks"] if t["timestamp"] > run_done and t["status"] != "STARTED"]
             for t in after:
                 assert t["status"] != "FAILURE", t
             return after if len(after) >= 2 else None
@@ -132,14 +135,12 @@ def test_sensor_and_schedule_promote_marked_assets_exactly_once_in_dagster_dev(t
         stopped = gql(STOP_SENSOR, {"o": state["jobOriginId"], "s": state["sensorState"]["selectorId"]})
         assert stopped["stopSensor"]["instigationState"]["status"] == "STOPPED"
 
-        # 4. the schedule: another marked asset, promoted by the run the schedule requests
-        dev.wait_run(dev.launch("__ASSET_JOB", assets=[["promo_more"]]))
-        with index() as idx:
-            more = idx.get_dataset("promo_more")
+        # 4. the schedule sweeps up promo_more, which the sensor's filter left alone
         request = _evaluate_schedule(dev.home, monkeypatch)
         assert isinstance(request, dg.RunRequest), request
         assert request.run_config["ops"][PROMOTE_OP]["config"]["cids"] == [more.cid]
-        run_id = dev.launch(JOB, run_config=request.run_config, tags={**request.tags, "dagster/run_key": request.run_key})
+        assert request.run_key.startswith("atdata_promotion_schedule:")
+        run_id = dev.launch(JOB, run_config=request.run_config, tags=dict(request.tags))
         dev.wait_run(run_id, 60)
 
         assert _counts(client, did) == [1, 2, 2], "one more entry and label, the schema reused"
