@@ -69,7 +69,7 @@ _IN_FLIGHT = (
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 )
-_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)  # entries without created_at sort first
 
 AssetKeyLike = Union[dg.AssetKey, str, Sequence[str]]
 EntryFilter = Callable[["LocalDatasetEntry"], bool]

@@ -221,6 +221,18 @@ def test_sensor_requests_every_entry_written_in_the_same_millisecond(tmp_path, t
     assert [r.tags["atdata/name"] for r in again.run_requests] == ["d"]
 
 
+def test_sensor_handles_entries_without_a_timestamp_on_its_first_tick_only(tmp_path, test_instance, job):
+    res = offline_resource(tmp_path)
+    materialize([marked("undated")], res, test_instance)
+    with sqlite3.connect(tmp_path / "index.db") as conn:  # as some atdata-written rows are
+        conn.execute("UPDATE dataset_entries SET created_at = NULL")
+    sensor = build_promotion_sensor(job)
+    first = tick(sensor, test_instance, res)
+    assert [r.tags["atdata/name"] for r in first.run_requests] == ["undated"]
+    second = tick(sensor, test_instance, res, first.cursor)
+    assert second.run_requests == [] and "left to the promotion schedule" in second.skip_message
+
+
 def test_sensor_filters_by_name_prefix_asset_key_repository_and_predicate(tmp_path, test_instance, job):
     res = offline_resource(tmp_path, repos={"lab": RepositoryConfig(path=str(tmp_path / "lab.db"))})
     materialize(
