@@ -154,8 +154,20 @@ def failure_message(result) -> str:
     return error_text(failures[-1].event_specific_data.error)
 
 
+@pytest.fixture(scope="module")
+def test_instance(tmp_path_factory):
+    """One real (SQLite-backed) instance for the module: creating one costs ~0.6 s.
+
+    Tests stay independent: every test has its own index (so its own CIDs, since shard
+    URLs carry the tmp path) and reads only its own runs' events.
+    """
+    home = tmp_path_factory.mktemp("dagster_home")
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
+        yield inst
+
+
 @pytest.fixture
-def test_instance(tmp_path):
+def fresh_instance(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as inst:
@@ -274,7 +286,8 @@ def test_sensor_with_nothing_marked_skips_with_a_reason(tmp_path, test_instance,
     assert data.run_requests == [] and data.skip_message == "no entries waiting for promotion"
 
 
-def test_sensor_leaves_an_entry_to_the_promotion_run_that_already_holds_it(tmp_path, test_instance, job):
+def test_sensor_leaves_an_entry_to_the_promotion_run_that_already_holds_it(tmp_path, fresh_instance, job):
+    test_instance = fresh_instance  # its fake in-flight run must not outlive the test
     res = offline_resource(tmp_path)
     materialize([marked("ds")], res, test_instance)
     cid = entry_named(res, "ds").cid
@@ -364,7 +377,8 @@ def test_job_promotes_records_the_uri_and_observes_the_asset_exactly_once(tmp_pa
     assert {e.cid: e.name for e in entries(res)} == before, "promotion must not create or change entries"
     assert entry.cid == cid
 
-    (obs,) = test_instance.fetch_observations(dg.AssetKey("ds"), limit=10).records
+    (obs,) = [r for r in test_instance.fetch_observations(dg.AssetKey("ds"), limit=100).records
+              if r.run_id == result.run_id]
     meta = obs.asset_observation.metadata
     assert meta["atdata/at_uri"].value == info["uri"]
     assert meta["atdata/cid"].value == cid and meta["atdata/schema_uri"].value == info["schema_uri"]
@@ -389,12 +403,15 @@ def test_sensor_run_request_drives_the_job_and_the_next_tick_finds_nothing(tmp_p
     sensor = build_promotion_sensor(job)
     data = tick(sensor, test_instance, res)
     assert len(data.run_requests) == 2
+    run_ids = set()
     for request in data.run_requests:
         result = job.execute_in_process(run_config=request.run_config, resources={KEY: res}, instance=test_instance,
                                         tags=request.tags)
         assert result.success
+        run_ids.add(result.run_id)
     assert record_counts(pds, pds_account) == [1, 2, 2]
-    observed = {r.asset_observation.partition for r in test_instance.fetch_observations(dg.AssetKey("parts"), limit=10).records}
+    observed = {r.asset_observation.partition for r in test_instance.fetch_observations(dg.AssetKey("parts"), limit=100).records
+                if r.run_id in run_ids}
     assert observed == {"p0", "p1"}
     # no feedback loop: neither the cursor nor a fresh sensor sees anything new to promote
     assert tick(sensor, test_instance, res, data.cursor).run_requests == []
