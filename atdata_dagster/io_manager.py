@@ -155,7 +155,13 @@ def dataset_name(
         if not path:
             raise InvalidNameError("an asset key needs at least one path component")
         head = "/".join(escape_segment(p) for p in path)
-    name = head if partition_key is None else f"{head}/{partition_segment(partition_key)}"
+    if partition_key is None:
+        name = head
+    else:
+        segment = partition_segment(partition_key)
+        if len(head) + 1 + len(segment) > _MAX_NAME:  # a long key under a long asset path: hash it
+            segment = HASHED_PARTITION_MARK + hashlib.sha256(partition_key.encode("utf-8")).hexdigest()
+        name = f"{head}/{segment}"
     if len(name) > _MAX_NAME or any(len(s.encode()) > _MAX_SEGMENT_BYTES for s in head.split("/")):
         raise InvalidNameError(
             f"dataset name for asset {_key_path(asset_key)!r} would be {len(name)} characters "

@@ -1,5 +1,7 @@
 """The dataset naming rule: asset key (+ partition) -> name, and back."""
 
+import hashlib
+
 import dagster as dg
 import pytest
 from hypothesis import given, settings
@@ -55,8 +57,6 @@ def test_very_long_partition_key_is_hashed_deterministically():
     validate_dataset_name(name)
     parts = parse_dataset_name(name)
     assert parts.asset_key == key and parts.partition_key is None
-    import hashlib
-
     assert parts.partition_sha256 == hashlib.sha256(long_key.encode()).hexdigest()
 
 
@@ -75,14 +75,25 @@ def test_malformed_escaped_segment_is_rejected():
 
 @settings(max_examples=300, deadline=None)
 @given(
-    key=st.lists(st.text(min_size=0, max_size=20), min_size=1, max_size=4),
-    partition=st.one_of(st.none(), st.text(max_size=60)),
+    key=st.lists(st.text(min_size=0, max_size=10), min_size=1, max_size=3),
+    partition=st.one_of(st.none(), st.text(max_size=300)),
 )
 def test_any_key_and_partition_round_trip(key, partition):
     asset_key = dg.AssetKey(key)
     name = dataset_name(asset_key, partition)
     validate_dataset_name(name)
-    assert parse_dataset_name(name) == (asset_key, partition, None)
+    parts = parse_dataset_name(name)
+    assert parts.asset_key == asset_key
+    if parts.partition_sha256 is None:
+        assert parts.partition_key == partition
+    else:  # too long to spell out: the digest identifies it
+        assert parts.partition_key is None
+        assert parts.partition_sha256 == hashlib.sha256(partition.encode()).hexdigest()
+
+
+def test_an_overlong_asset_key_asks_for_atdata_name():
+    with pytest.raises(InvalidNameError, match="atdata/name"):
+        dataset_name(dg.AssetKey(["x" * 200] * 3))
 
 
 @given(st.text(max_size=80))
