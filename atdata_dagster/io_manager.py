@@ -21,6 +21,7 @@ Dataset names (see :func:`dataset_name`)
 
 
 import hashlib
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -291,16 +292,15 @@ class _Tap:
         self.sample_type: type | None = None
 
     def __iter__(self) -> Iterator[Any]:
+        # Pull the first few samples (bounded) for the preview, then hand the rest over
+        # through itertools.chain: no per-sample Python frame on the hot path.
         it = self._it
-        for sample in it:
-            if self.sample_type is None:
-                self.sample_type = type(sample)
-                self.columns = preview_columns(self.sample_type, sample)
-            self.rows.append(summarize_sample(sample, self.columns))
-            yield sample
-            if len(self.rows) >= self._want:
-                break
-        yield from it  # the rest streams without per-sample bookkeeping
+        head = list(itertools.islice(it, self._want))
+        if head:
+            self.sample_type = type(head[0])
+            self.columns = preview_columns(self.sample_type, head[0])
+            self.rows = [summarize_sample(s, self.columns) for s in head]
+        return itertools.chain(head, it)
 
 
 def _meta_value(value: Any) -> Any:
