@@ -343,7 +343,9 @@ class AtdataIOManager(dg.ConfigurableIOManager):
     run is Dagster's default (Dagster keeps one data version per asset and step).
     """
 
-    index: dg.ResourceDependency[AtdataIndexResource]
+    index: dg.ResourceDependency[AtdataIndexResource] = Field(
+        description="The index to store datasets in and load them from: an AtdataIndexResource.",
+    )
     repo: str = Field(
         default="local",
         description="Repository written to unless an asset sets 'atdata/repo': 'local' or a name in the index's repos.",

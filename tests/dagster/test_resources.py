@@ -22,11 +22,10 @@ from .helpers import materialization, rows
     "model", [AtdataIndexResource, AtdataIOManager, LocalDiskStoreConfig, S3DataStoreConfig, RepositoryConfig]
 )
 def test_every_config_field_has_a_description(model):
+    """Descriptions show in the Dagster UI and in component schemas."""
     fields = model.model_fields
     assert fields
     for name, field in fields.items():
-        if name == "index":  # the ResourceDependency
-            continue
         assert field.description, f"{model.__name__}.{name} has no description"
 
 
@@ -212,3 +211,11 @@ def test_envvar_inside_a_nested_repository_config_is_resolved(tmp_path, instance
 
     assert dg.materialize([in_lab], resources={"io_manager": AtdataIOManager(index=resource)}, instance=instance).success
     assert (tmp_path / "lab.db").exists()
+
+
+def test_the_library_announces_its_version_to_dagster():
+    from dagster_shared.libraries import DagsterLibraryRegistry
+
+    import atdata_dagster.resources  # noqa: F401  (registration happens on import)
+
+    assert "atdata-dagster" in DagsterLibraryRegistry.get()
