@@ -8,6 +8,11 @@ Output
     CIDs of the upstream entries this step loaded) so lineage can be followed from the
     index alone. The entry CID becomes the materialization's data version.
 
+    Dagster treats a *generator object* returned by an op as a stream of events, so
+    return a generator wrapped: ``return dg.Output(gen())`` or
+    ``dg.MaterializeResult(value=gen())`` (a list, ``map(...)`` or any other iterable
+    can be returned as is). Samples are consumed once, as they are written.
+
 Input
     ``load_input`` resolves the exact entry the upstream materialization recorded (its
     ``atdata/cid``), falling back to the name's latest label, and returns a lazy
