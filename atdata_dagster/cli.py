@@ -208,10 +208,14 @@ def cmd_gc(args: argparse.Namespace, out) -> int:
         for url in store.iter_shard_urls():
             if url in referenced or _sidecar_of(url, referenced):
                 continue
-            age = _age_seconds(url, now)
+            age = store.age_seconds(url) if hasattr(store, "age_seconds") else _age_seconds(url, now)
             if age is not None and age < args.grace:
                 continue  # could belong to a write that has not committed yet
             candidates.append((store, url))
+    if not args.dry_run:
+        for store in stores:
+            if hasattr(store, "abort_stale_uploads"):  # S3 multipart uploads left by crashed writers
+                store.abort_stale_uploads(older_than=args.grace)
     bar = _Progress(len(candidates), "gc", enabled=None if not args.json else False)
     for store, url in bar.wrap(candidates):
         if not args.dry_run:

@@ -1,0 +1,305 @@
+"""The seed API of ``local.Index`` on the embedded default (SQLite + local disk)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from atdata_dagster import Dataset, local, packable
+from atdata_dagster.errors import (
+    AtmosphereUnavailableError,
+    ConfigurationError,
+    EmptyDatasetError,
+    InvalidNameError,
+    InvalidRefError,
+    NotFoundError,
+)
+
+
+@packable
+class Row:
+    """A row of the index tests."""
+
+    text: str
+    value: int
+    vec: NDArray[np.float32]
+    note: Optional[str] = None
+
+
+def rows(n: int, offset: int = 0) -> list[Row]:
+    return [Row(text=f"r{i}", value=i, vec=np.full(4, i, np.float32)) for i in range(offset, offset + n)]
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> local.Index:
+    idx = local.Index(path=str(tmp_path / "index.db"), data_store=local.LocalDiskStore(tmp_path / "data"), atmosphere=None)
+    yield idx
+    idx.close()
+
+
+def test_path_alone_selects_the_sqlite_file(tmp_path):
+    idx = local.Index(path=str(tmp_path / "x.db"), atmosphere=None)
+    assert (tmp_path / "x.db").exists()
+    assert idx.provider.kind == "sqlite"
+
+
+def test_write_creates_an_entry_with_checksums_stats_and_label(index):
+    entry = index.write(rows(25), name="ds", maxcount=10, metadata={"source": "unit"})
+    assert len(entry.data_urls) == 3
+    assert entry.metadata["source"] == "unit"
+    assert set(entry.metadata["checksums"]) == set(entry.data_urls)
+    assert entry.metadata["stats"]["num_samples"] == 25
+    assert entry.metadata["stats"]["shard_samples"] == [10, 10, 5]
+    assert index.get_label("ds").cid == entry.cid
+    assert all(Path(u).is_absolute() and Path(u).exists() for u in entry.data_urls)
+
+
+def test_write_honours_maxsize_in_final_shards(index):
+    entry = index.write(rows(50), name="sized", maxsize=4096)
+    assert len(entry.data_urls) > 1
+    assert all(os.path.getsize(u) <= 4096 for u in entry.data_urls)
+
+
+def test_write_with_manifest_writes_a_sidecar_for_every_shard(index):
+    entry = index.write(rows(25), name="man", maxcount=10, manifest=True)
+    for url in entry.data_urls:
+        assert Path(url[: -len(".tar")] + ".manifest.json").exists()
+
+
+def test_same_samples_twice_give_the_same_cid_and_one_entry(index):
+    a = index.write(rows(20), name="det", maxcount=7)
+    b = index.write(rows(20), name="det", maxcount=7)
+    assert a.cid == b.cid and a.data_urls == b.data_urls
+    assert [e.cid for e in index.list_entries()].count(a.cid) == 1
+
+
+def test_changed_samples_give_a_new_cid_and_the_name_resolves_to_the_latest(index):
+    a = index.write(rows(20), name="ver")
+    b = index.write(rows(21), name="ver")
+    assert a.cid != b.cid
+    assert index.get_dataset("ver").cid == b.cid
+    assert index.get_entry(a.cid).name == "ver"
+
+
+def test_rewriting_unchanged_data_keeps_the_published_at_uri(index):
+    a = index.write(rows(5), name="pub")
+    index.provider.update_entry_metadata(a.cid, {**a.metadata, "atmosphere": {"uri": "at://did:plc:x/c/1"}})
+    b = index.write(rows(5), name="pub")
+    assert b.metadata["atmosphere"]["uri"] == "at://did:plc:x/c/1"
+
+
+def test_empty_samples_raise_and_leave_nothing(index, tmp_path):
+    with pytest.raises(EmptyDatasetError, match="non-empty"):
+        index.write([], name="empty")
+    assert index.list_entries() == []
+    assert not list((tmp_path / "data").rglob("*.tar"))
+
+
+@pytest.mark.parametrize("bad", ["../escape", "/abs", "a//b", "a/./b", "x\x00y", "a" * 600])
+def test_invalid_names_are_refused_and_nothing_is_written(index, tmp_path, bad):
+    with pytest.raises(InvalidNameError):
+        index.write(rows(2), name=bad)
+    assert not list(tmp_path.rglob("*.tar"))
+
+
+def test_get_dataset_accepts_bare_local_and_at_local_names(index):
+    e = index.write(rows(3), name="mnist")
+    assert index.get_dataset("mnist").cid == e.cid
+    assert index.get_dataset("local/mnist").cid == e.cid
+    assert index.get_dataset("@local/mnist").cid == e.cid
+
+
+def test_missing_entries_raise_key_errors(index):
+    with pytest.raises(KeyError):
+        index.get_dataset("nope")
+    with pytest.raises(NotFoundError):
+        index.get_entry("bafyreinotthere")
+    with pytest.raises(KeyError):
+        index.get_entry_by_name("nope")
+    with pytest.raises(KeyError, match="Unknown repository"):
+        index.list_datasets(repo="unknown")
+
+
+def test_get_entry_by_name_returns_the_entry(index):
+    e = index.write(rows(3), name="byname")
+    assert index.get_entry_by_name("byname").cid == e.cid
+
+
+def test_list_datasets_covers_local_named_repos_and_atmosphere(tmp_path, index):
+    lab = local.Repository(local.create_provider("sqlite", path=str(tmp_path / "lab.db")), local.LocalDiskStore(tmp_path / "lab"))
+    idx = local.Index(path=str(tmp_path / "i2.db"), data_store=local.LocalDiskStore(tmp_path / "d2"), repos={"lab": lab}, atmosphere=None)
+    idx.write(rows(2), name="a")
+    e = idx.write(rows(3), name="lab/b")
+    assert e.data_urls[0].startswith(str((tmp_path / "lab").resolve()))
+    assert {x.name for x in idx.list_datasets()} == {"a", "b"}
+    assert [x.name for x in idx.list_datasets(repo="lab")] == ["b"]
+    assert [x.name for x in idx.list_datasets(repo="local")] == ["a"]
+    assert idx.list_datasets(repo="_atmosphere") == []
+    assert idx.get_dataset("@lab/b").cid == e.cid
+
+
+def test_local_is_a_reserved_repository_name(tmp_path):
+    with pytest.raises(ConfigurationError):
+        local.Index(path=str(tmp_path / "x.db"), repos={"local": local.Repository(local.create_provider("sqlite", path=str(tmp_path / "y.db")))})
+    with pytest.raises(TypeError):
+        local.Index(path=str(tmp_path / "x.db"), repos={"lab": object()})
+
+
+def test_add_entry_indexes_existing_shards_without_copying(index, tmp_path):
+    from atdata_dagster import write_samples
+
+    ds = write_samples(rows(12), str(tmp_path / "ext" / "out.tar"), maxcount=5)
+    entry = index.add_entry(ds, name="ext", metadata={"k": 1})
+    assert entry.data_urls == ds.list_shards()
+    assert entry.metadata == {"k": 1}
+    assert sum(1 for _ in index.dataset("ext").ordered()) == 12
+
+
+def test_insert_dataset_copies_into_the_store_and_records_checksums(index, tmp_path):
+    from atdata_dagster import write_samples
+
+    ds = write_samples(rows(12), str(tmp_path / "src.tar"))
+    entry = index.insert_dataset(ds, name="copied", metadata={"m": 2}, prefix="elsewhere/copied", maxcount=5)
+    assert len(entry.data_urls) == 3
+    assert all("elsewhere/copied" in u for u in entry.data_urls)
+    assert entry.metadata["m"] == 2 and set(entry.metadata["checksums"]) == set(entry.data_urls)
+    assert set(index.verify(entry).values()) == {"ok"}
+
+
+def test_insert_dataset_without_a_store_indexes_urls_verbatim(tmp_path):
+    from atdata_dagster import write_samples
+
+    idx = local.Index(path=str(tmp_path / "x.db"), atmosphere=None)
+    ds = write_samples(rows(4), str(tmp_path / "one.tar"))
+    entry = idx.insert_dataset(ds, name="plain")
+    assert entry.data_urls == [str((tmp_path / "one.tar").resolve())]
+
+
+def test_read_back_decodes_every_field_including_arrays(index):
+    index.write(rows(7), name="rb")
+    got = list(index.dataset("rb", Row).ordered())
+    assert [r.value for r in got] == list(range(7))
+    assert isinstance(got[3].vec, np.ndarray) and got[3].vec.dtype == np.float32 and got[3].vec[0] == 3
+    untyped = list(index.dataset("rb").ordered())  # type from the stored schema
+    assert untyped[2].text == "r2" and isinstance(untyped[2].vec, np.ndarray)
+
+
+def test_publish_schema_auto_increments_and_records_the_docstring(index):
+    r1 = index.publish_schema(Row)
+    r2 = index.publish_schema(Row)
+    r3 = index.publish_schema(Row, version="2.0.0", description="explicit")
+    assert (r1, r2, r3) == ("atdata://local/schema/Row@1.0.0", "atdata://local/schema/Row@1.0.1", "atdata://local/schema/Row@2.0.0")
+    assert index.get_schema(r1)["description"] == "A row of the index tests."
+    assert index.get_schema_record(r3).description == "explicit"
+    assert {s["$ref"] for s in index.list_schemas()} == {r1, r2, r3}
+
+
+def test_get_schema_accepts_the_legacy_ref_form(index):
+    ref = index.publish_schema(Row, version="1.0.0")
+    assert index.get_schema("local://schemas/tests.index.test_index.Row@1.0.0")["$ref"] == ref
+
+
+def test_malformed_and_unknown_schema_refs_raise(index):
+    with pytest.raises(InvalidRefError):
+        index.get_schema("atdata://local/schema/NoVersion")
+    with pytest.raises(ValueError):
+        index.get_schema("http://x/y@1")
+    with pytest.raises(KeyError, match="Schema not found"):
+        index.get_schema("atdata://local/schema/Missing@1.0.0")
+
+
+def test_implicit_schema_ref_reuses_matching_versions_and_refreshes_changed_classes(index):
+    e1 = index.write(rows(2), name="s1")
+    e2 = index.write(rows(3), name="s2")
+    assert e1.schema_ref == e2.schema_ref == "atdata://local/schema/Row@1.0.0"
+
+    @packable
+    class Row2:  # same name, different fields: a stale 1.0.0 would not decode it
+        text: str
+
+    Row2.__name__ = "Row"
+    e3 = index.write([Row2(text="x")], name="s3")
+    assert e3.schema_ref == "atdata://local/schema/Row@1.0.1"
+    assert [s.text for s in index.dataset("s3").ordered()] == ["x"]
+
+
+def test_decode_schema_decode_schema_as_and_load_schema(index):
+    ref = index.publish_schema(Row, version="1.0.0")
+    T = index.decode_schema(ref)
+    assert [f for f in T.__dataclass_fields__] == ["text", "value", "vec", "note"]
+    assert index.decode_schema_as(ref, Row).__name__ == "Row"
+    L = index.load_schema(ref)
+    assert index.types.Row is L
+    sample = L(text="a", value=1, vec=np.zeros(2, np.float32))
+    assert L.from_bytes(sample.packed).value == 1
+
+
+def test_auto_stubs_generate_importable_modules_and_clear_them(tmp_path):
+    idx = local.Index(path=str(tmp_path / "x.db"), auto_stubs=True, stub_dir=str(tmp_path / "stubs"), atmosphere=None)
+    ref = idx.publish_schema(Row, version="1.0.0")
+    assert idx.get_import_path(ref) == "local.Row_1_0_0"
+    assert (tmp_path / "stubs" / "local" / "Row_1_0_0.py").exists()
+    T = idx.decode_schema(ref)
+    assert T.__name__ == "Row"
+    assert idx.clear_stubs() >= 1
+    assert not (tmp_path / "stubs" / "local" / "Row_1_0_0.py").exists()
+
+
+def test_without_auto_stubs_there_is_no_import_path(index):
+    ref = index.publish_schema(Row)
+    assert index.get_import_path(ref) is None
+    assert index.clear_stubs() == 0
+
+
+def test_atmosphere_methods_say_what_to_configure_when_disabled(index):
+    index.write(rows(2), name="p")
+    with pytest.raises(AtmosphereUnavailableError, match="AtmosphereClient"):
+        index.promote_entry("p")
+    with pytest.raises(AtmosphereUnavailableError):
+        index.get_dataset("@alice.test/p")
+
+
+def test_default_atmosphere_makes_no_network_call_until_needed(tmp_path):
+    idx = local.Index(path=str(tmp_path / "x.db"))
+    assert idx._atmosphere is None  # nothing created, nothing contacted
+
+
+def test_verify_reports_a_tampered_shard(index):
+    e = index.write(rows(20), name="t", maxcount=10)
+    with open(e.data_urls[1], "r+b") as f:
+        f.seek(600)
+        f.write(b"X")
+    status = index.verify(e)
+    assert status[e.data_urls[0]] == "ok" and status[e.data_urls[1]] == "mismatch"
+
+
+def _write_many(args):
+    db, data, worker = args
+    idx = local.Index(path=db, data_store=local.LocalDiskStore(data), atmosphere=None)
+    for j in range(10):
+        idx.write(rows(3, offset=worker * 100 + j), name=f"w{worker}/d{j}")
+        idx.write(rows(2, offset=worker), name="shared")
+    idx.close()
+    return worker
+
+
+def test_concurrent_writer_processes_lose_nothing(tmp_path):
+    db, data = str(tmp_path / "index.db"), str(tmp_path / "data")
+    local.Index(path=db, atmosphere=None).close()
+    ctx = mp.get_context("forkserver")
+    with ctx.Pool(4) as pool:
+        assert sorted(pool.map(_write_many, [(db, data, w) for w in range(4)])) == [0, 1, 2, 3]
+    idx = local.Index(path=db, data_store=local.LocalDiskStore(data), atmosphere=None)
+    names = [e.name for e in idx.list_entries()]
+    assert len([n for n in names if n.startswith("w")]) == 40
+    shared = [e for e in idx.list_entries() if e.name == "shared"]
+    assert len(shared) == 4  # one per distinct content (offset differs per worker)
+    assert idx.get_dataset("shared").cid in {e.cid for e in shared}
+    for e in idx.list_entries():
+        assert set(idx.verify(e).values()) == {"ok"}

@@ -1,0 +1,104 @@
+"""The ``atdata-dagster`` command line: list, show, verify, gc (promote is covered with a PDS)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from atdata_dagster import local, packable
+from atdata_dagster.cli import main
+
+
+@packable
+class Item:
+    label: int
+    x: NDArray[np.float32]
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    idx = local.Index(path=str(tmp_path / "index.db"), data_store=local.LocalDiskStore(tmp_path / "data"), atmosphere=None)
+    entry = idx.write([Item(label=i, x=np.ones(3, np.float32)) for i in range(30)], name="items", maxcount=10,
+                      metadata={"lineage": {"asset_key": ["items"], "run_id": "r1", "upstream": []}})
+    idx.close()
+    args = ["--index", f"sqlite:///{tmp_path / 'index.db'}", "--data-root", str(tmp_path / "data")]
+    return args, entry, tmp_path
+
+
+def run(args: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(args, out=out)
+    return code, out.getvalue()
+
+
+def test_list_prints_a_table_and_json(setup):
+    args, entry, _ = setup
+    code, text = run(args + ["list"])
+    assert code == 0 and "items" in text and entry.cid in text and "30" in text
+    code, text = run(args + ["--json", "list"])
+    rows = json.loads(text)
+    assert rows[0]["name"] == "items" and rows[0]["samples"] == 30 and rows[0]["shards"] == 3
+
+
+def test_show_prints_schema_shards_and_lineage(setup):
+    args, entry, _ = setup
+    code, text = run(args + ["show", "items"])
+    assert code == 0
+    assert "label: int" in text and "x: float32" in text
+    assert entry.data_urls[2] in text and "run_id" in text
+    doc = json.loads(run(args + ["--json", "show", "items"])[1])
+    assert doc["lineage"]["run_id"] == "r1" and doc["checksums"] == entry.checksums
+
+
+def test_verify_passes_on_good_data_and_catches_a_tampered_shard(setup):
+    args, entry, _ = setup
+    assert run(args + ["verify", "items"])[0] == 0
+    with open(entry.data_urls[0], "r+b") as f:
+        f.seek(700)
+        f.write(b"\xff")
+    code, text = run(args + ["--json", "verify", "items"])
+    doc = json.loads(text)
+    assert code == 1 and not doc["ok"] and doc["shards"][entry.data_urls[0]] == "mismatch"
+
+
+def test_gc_never_deletes_referenced_shards_and_removes_orphans(setup):
+    args, entry, tmp_path = setup
+    orphan = tmp_path / "data" / "items" / "data--deadbeef--000009.tar"
+    orphan.write_bytes(b"\0" * 1024)
+    leftover = tmp_path / "data" / "items" / (".tmp-" + "a" * 32 + ".tar.part")
+    leftover.write_bytes(b"partial")
+    fresh = tmp_path / "data" / "items" / "data--0badf00d--000010.tar"
+    fresh.write_bytes(b"\0" * 1024)
+    old = 1_000_000_000
+    os.utime(orphan, (old, old))
+    os.utime(leftover, (old, old))
+    code, text = run(args + ["--json", "gc", "--dry-run"])
+    assert code == 0 and sorted(json.loads(text)["would_delete"]) == sorted([str(orphan), str(leftover)])
+    assert orphan.exists()
+    code, text = run(args + ["gc"])
+    assert code == 0
+    assert not orphan.exists() and not leftover.exists()
+    assert fresh.exists()  # younger than the grace period: may belong to a running write
+    assert all(Path(u).exists() for u in entry.data_urls)
+
+
+def test_errors_are_reported_without_a_traceback(setup):
+    args, _, _ = setup
+    err = subprocess.run([sys.executable, "-m", "atdata_dagster.cli", *args, "show", "missing"],
+                         capture_output=True, text=True)
+    assert err.returncode == 2 and err.stderr.startswith("error:") and "Traceback" not in err.stderr
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "atdata-dagster"
+    assert exe.exists()
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "verify" in out.stdout
