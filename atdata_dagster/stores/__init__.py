@@ -2,6 +2,7 @@
 
 from .base import DataStore, ShardInfo, ShardSink, ShardWriteResult
 from .disk import LocalDiskStore, validate_dataset_prefix
+from . import s3 as _s3  # noqa: F401  registers the s3:// and http(s):// openers (boto3 loads lazily)
 
 __all__ = [
     "DataStore",
