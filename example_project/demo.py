@@ -1,51 +1,57 @@
-"""`make demo`: write a small real dataset through ``local.Index`` and read it back.
+"""`make demo`: materialize the whole example headless on the embedded default.
 
-Everything lives under ``.demo/`` in the repository (never the user's home): the
-SQLite index at ``.demo/index.db`` and the shards under ``.demo/data``.
+Runs ``digits_raw`` then both partitions of ``digits_split`` and ``digits_features``
+(with their checks) against a project-local Dagster instance (``.demo/dagster_home``,
+which ``make dev`` shows too), then prints the index entries and their lineage.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
+import warnings
 
-import numpy as np
-from numpy.typing import NDArray
+import dagster as dg
 
-from atdata_dagster import local
-from atdata_dagster.samples import packable
-
-ROOT = Path(__file__).resolve().parent.parent / ".demo"
+from example_project.definitions import HOME, SPLITS, checks, defs, digits_features, digits_raw, digits_split, index
 
 
-@packable
-class Digit:
-    """One 8x8 grey-scale handwritten digit from scikit-learn's bundled dataset."""
-
-    image: NDArray[np.uint8]
-    label: int
-
-
-def digits() -> list[Digit]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    return [Digit(image=img.astype(np.uint8), label=int(y)) for img, y in zip(data.images, data.target)]
+def _instance() -> dg.DagsterInstance:
+    home = HOME / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return dg.DagsterInstance.get()
 
 
 def main() -> int:
-    ROOT.mkdir(exist_ok=True)
-    index = local.Index(path=str(ROOT / "index.db"), data_store=local.LocalDiskStore(ROOT / "data"), atmosphere=None)
-    samples = digits()
-    entry = index.write(samples, name="digits/raw", maxcount=500)
-    ds = index.dataset("digits/raw")
-    n = sum(1 for _ in ds.ordered())
-    stats = entry.metadata["stats"]
-    print(f"{entry.name}: {stats['num_samples']} samples, {stats['num_shards']} shards, "
-          f"{stats['total_bytes']:,} bytes, CID {entry.cid}")
-    print(f"read back {n} samples as {ds.sample_type.__name__}; schema {entry.schema_ref}")
-    print(f"verify: {sorted(set(index.verify(entry).values()))}")
-    return 0 if n == len(samples) else 1
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    instance = _instance()
+    resources = defs.resources
+    assets = [digits_raw, digits_split, digits_features]
+    ok = dg.materialize(assets, selection=[digits_raw], resources=resources, instance=instance,
+                        raise_on_error=True).success
+    for split in SPLITS.get_partition_keys():
+        ok &= dg.materialize(assets + checks, selection=[digits_split, digits_features], partition_key=split,
+                             resources=resources, instance=instance, raise_on_error=True).success
+    idx = index.build_index()
+    try:
+        print(f"\nindex {HOME / 'index.db'}  shards {HOME / 'data'}\n")
+        print(f"{'NAME':<44} {'SAMPLES':>7} {'SHARDS':>6} {'BYTES':>10}  CID")
+        for e in sorted(idx.list_entries(), key=lambda e: e.name):
+            s = (e.metadata or {}).get("stats", {})
+            print(f"{e.name:<44} {s.get('num_samples', '?'):>7} {len(e.data_urls):>6} {s.get('total_bytes', 0):>10,}  {e.cid}")
+        print("\nlineage")
+        for e in sorted(idx.list_entries(), key=lambda e: e.name):
+            lin = (e.metadata or {}).get("lineage") or {}
+            ups = ", ".join(f"{'/'.join(u['asset_key'])}{'[' + u['partition'] + ']' if u.get('partition') else ''} {u['cid'][:20]}…"
+                            for u in lin.get("upstream") or []) or "(source)"
+            print(f"  {e.name:<42} <- {ups}")
+    finally:
+        idx.close()
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
