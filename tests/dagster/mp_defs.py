@@ -15,7 +15,7 @@ from atdata_dagster.resources import AtdataIndexResource, LocalDiskStoreConfig
 
 from .helpers import row_stream
 
-PARTITIONS = dg.StaticPartitionsDefinition(["p0", "p1", "p2", "p3"])
+PARTITIONS = dg.StaticPartitionsDefinition([f"p{i}" for i in range(8)])
 WRITERS = 3
 
 
@@ -38,11 +38,18 @@ def _writer(i: int) -> dg.AssetsDefinition:
 
 WRITER_ASSETS = [_writer(i) for i in range(WRITERS)]
 
-index_resource = AtdataIndexResource(
-    path=dg.EnvVar("ATDATA_MP_INDEX"),
-    data_store=LocalDiskStoreConfig(root=dg.EnvVar("ATDATA_MP_DATA")),
-    atmosphere=False,
-)
+if os.environ.get("ATDATA_MP_DSN"):  # the PostgreSQL variant of the test
+    index_resource = AtdataIndexResource(
+        dsn=dg.EnvVar("ATDATA_MP_DSN"),
+        data_store=LocalDiskStoreConfig(root=dg.EnvVar("ATDATA_MP_DATA")),
+        atmosphere=False,
+    )
+else:
+    index_resource = AtdataIndexResource(
+        path=dg.EnvVar("ATDATA_MP_INDEX"),
+        data_store=LocalDiskStoreConfig(root=dg.EnvVar("ATDATA_MP_DATA")),
+        atmosphere=False,
+    )
 
 defs = dg.Definitions(
     assets=WRITER_ASSETS,
