@@ -10,8 +10,8 @@ Aggregates are computed incrementally. ``value_counts`` (categorical) and
 ``MAX_DISTINCT_VALUES`` per field; past the cap new values are not counted and the
 aggregate carries ``"truncated": true``.
 
-The per-sample ``.manifest.parquet`` is written only when ``pyarrow`` is importable
-(it is not a dependency); otherwise it is skipped silently. Its rows are held until
+The per-sample ``.manifest.parquet`` (which atdata's manifest queries read) is written
+with ``pyarrow``, a dependency; an environment without it gets the JSON header only. Its rows are held until
 the shard closes, so they grow with the shard's sample count (bounded by maxcount).
 
 ``created_at`` makes manifests differ from run to run; manifests are sidecars, never

@@ -391,7 +391,10 @@ def test_write_samples_percent_pattern_and_manifest(tmp_path):
     from atdata_dagster.shards.manifest import read_manifest
 
     ds = write_samples([DictSample(a=i) for i in range(5)], str(tmp_path / "s-%03d.tar"), maxcount=3, manifest=True)
-    assert sorted(os.listdir(tmp_path)) == ["s-000.manifest.json", "s-000.tar", "s-001.manifest.json", "s-001.tar"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "s-000.manifest.json", "s-000.manifest.parquet", "s-000.tar",
+        "s-001.manifest.json", "s-001.manifest.parquet", "s-001.tar",
+    ]
     assert read_manifest(ds.list_shards()[1])["num_samples"] == 2
     assert read_manifest(ds.list_shards()[1])["shard_id"] == "s-001"
 
