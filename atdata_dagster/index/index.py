@@ -402,16 +402,7 @@ class Index:
     @staticmethod
     def _lookup(provider: IndexProvider, name: str, ref: str) -> LocalDatasetEntry:
         try:
-            label = provider.get_label(name)
-        except NotFoundError:
-            label = None
-        if label is not None:
-            try:
-                return provider.get_entry(label.cid)
-            except NotFoundError:
-                pass
-        try:
-            return provider.get_entry_by_name(name)
+            return provider.resolve_name(name)
         except NotFoundError:
             raise NotFoundError(
                 f"dataset {ref!r} not found in {provider.describe()}; list names with index.list_datasets()"

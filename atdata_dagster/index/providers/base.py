@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Iterator
 
+from ...errors import NotFoundError
 from ..entry import LabelRecord, LocalDatasetEntry
 
 __all__ = ["IndexProvider"]
@@ -34,6 +35,13 @@ class IndexProvider(ABC):
     @abstractmethod
     def get_entry_by_name(self, name: str) -> LocalDatasetEntry:
         """The most recently written entry with this name; :class:`NotFoundError` if absent."""
+
+    def resolve_name(self, name: str) -> LocalDatasetEntry:
+        """The entry ``name`` resolves to: its latest label's entry, else the latest entry so named."""
+        try:
+            return self.get_entry(self.get_label(name).cid)
+        except NotFoundError:
+            return self.get_entry_by_name(name)
 
     @abstractmethod
     def iter_entries(self, *, batch_size: int = 1000) -> Iterator[LocalDatasetEntry]:

@@ -493,7 +493,7 @@ class SqlProvider(IndexProvider):
 
         def newest_first(table: Table) -> list:
             if sqlite:
-                return [table.c.created_at.desc(), literal_column("rowid").desc()]
+                return [table.c.created_at.desc(), literal_column(f"{table.name}.rowid").desc()]
             return [table.c.created_at.desc().nulls_last()]
 
         def upsert(table: Table, keys: tuple[str, ...]):
@@ -544,6 +544,15 @@ class SqlProvider(IndexProvider):
             "lenses": select(ln.name, ln.version, ln.lens_json).order_by(ln.name, ln.version),
             "label": select(*_LABEL_COLS).where(
                 lb.name == bindparam("b_name"), lb.version == bindparam("b_version")
+            ),
+            # a scalar subquery, not a join: both sides stay primary-key lookups for any planner
+            "entry_by_latest_label": select(*_ENTRY_COLS).where(
+                e.cid
+                == select(lb.cid)
+                .where(lb.name == bindparam("b_name"))
+                .order_by(*newest_first(labels_t))
+                .limit(1)
+                .scalar_subquery()
             ),
             "latest_label": select(*_LABEL_COLS)
             .where(lb.name == bindparam("b_name"))
@@ -669,6 +678,15 @@ class SqlProvider(IndexProvider):
         row = self._fetch("entry_by_name", {"b_name": name}, what=f"look up dataset {name!r}")
         if row is None:
             raise NotFoundError(f"no dataset entry named {name!r} in {self.describe()}")
+        return _row_to_entry(row)
+
+    def resolve_name(self, name: str) -> LocalDatasetEntry:
+        """The entry of ``name``'s latest label, else the latest entry so named: one query each."""
+        row = self._fetch("entry_by_latest_label", {"b_name": name}, what=f"resolve dataset {name!r}")
+        if row is None:
+            row = self._fetch("entry_by_name", {"b_name": name}, what=f"look up dataset {name!r}")
+        if row is None:
+            raise NotFoundError(f"no dataset named {name!r} in {self.describe()}")
         return _row_to_entry(row)
 
     def list_entries_page(

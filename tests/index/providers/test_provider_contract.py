@@ -260,3 +260,15 @@ def test_closed_provider_refuses_work_with_a_provider_error(provider):
     provider.close()  # idempotent
     with pytest.raises(ProviderError, match="closed"):
         provider.get_entry("bafyreix")
+
+
+def test_resolve_name_prefers_the_latest_label_then_the_latest_entry(provider):
+    a, b = entry("rn", 1), entry("rn", 2)
+    provider.put_entry(a)
+    tick()
+    provider.put_entry(b)
+    assert provider.resolve_name("rn").cid == b.cid  # no label: the latest entry so named
+    provider.put_label(LabelRecord(name="rn", cid=a.cid))
+    assert provider.resolve_name("rn").cid == a.cid  # a label wins, even over a newer entry
+    with pytest.raises(NotFoundError):
+        provider.resolve_name("missing")
