@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
 
 from .errors import AtdataError
@@ -208,7 +207,7 @@ def cmd_gc(args: argparse.Namespace, out) -> int:
         for url in store.iter_shard_urls():
             if url in referenced or _sidecar_of(url, referenced):
                 continue
-            age = store.age_seconds(url) if hasattr(store, "age_seconds") else _age_seconds(url, now)
+            age = store.age_seconds(url, now)
             if age is not None and age < args.grace:
                 continue  # could belong to a write that has not committed yet
             candidates.append((store, url))
@@ -235,15 +234,6 @@ def _sidecar_of(url: str, referenced: set[str]) -> bool:
     if ".manifest." in url:
         return url.split(".manifest.", 1)[0] + ".tar" in referenced
     return False
-
-
-def _age_seconds(url: str, now: float) -> float | None:
-    if "://" in url and not url.startswith("file://"):
-        return None
-    try:
-        return now - Path(url.removeprefix("file://")).stat().st_mtime
-    except OSError:
-        return None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from ..errors import EmptyDatasetError, InvalidNameError, NotPackableError, SampleError, StoreError
 from ..stores.base import DataStore, ShardInfo, ShardSink, ShardWriteResult
+from ..stores.disk import DiskSink
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..dataset import Dataset
@@ -510,53 +511,31 @@ def copy_dataset_to_store(
 # ---------------------------------------------------------------- write_samples
 
 
-class _PathSink:
-    """Writes one shard to a temp file and renames it onto a fixed path at commit."""
+class _PathSink(DiskSink):
+    """A disk sink whose commit renames the shard onto a fixed path (``write_samples``)."""
 
     def __init__(self, pattern: str):
         self.pattern = pattern
         directory = os.path.dirname(pattern) or "."
-        self.tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}.tar.part")
         try:
             os.makedirs(directory, exist_ok=True)
-            self._fd: int | None = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
-            raise StoreError(f"cannot create shard file in {directory}: {exc}") from exc
-
-    def write(self, data: Any) -> None:
-        assert self._fd is not None
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
-        except OSError as exc:
-            self.abort()
-            raise StoreError(f"cannot write shard {self.pattern}: {exc}") from exc
+            raise StoreError(f"cannot create shard directory {directory}: {exc}") from exc
+        super().__init__(directory)
 
     def commit(self, index: int, sha256: str) -> str:
         final = self.pattern % index if "%" in self.pattern else self.pattern
+        if self._fd is None:
+            raise StoreError(f"shard {self.tmp_path} is already committed or aborted")
         try:
-            assert self._fd is not None
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
-            os.replace(self.tmp, final)
+            os.replace(self.tmp_path, final)
         except OSError as exc:
             self.abort()
             raise StoreError(f"cannot commit shard {final}: {exc}") from exc
         return final
-
-    def abort(self) -> None:
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = None
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
 
 
 class _PathStore(DataStore):

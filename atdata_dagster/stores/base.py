@@ -100,6 +100,10 @@ class DataStore(ABC):
     def iter_shard_urls(self) -> Iterator[str]:
         """Every shard URL (and leftover temporary object) in the store, for ``gc``."""
 
+    def age_seconds(self, url: str, now: float | None = None) -> float | None:
+        """Seconds since ``url`` was written, ``None`` if unknown; ``gc`` spares young objects."""
+        return None
+
     @abstractmethod
     def delete(self, url: str) -> None:
         """Delete one object of this store (missing objects are ignored)."""

@@ -247,6 +247,16 @@ class LocalDiskStore(DataStore):
         path = self._path(url)
         return open(path, "rb", buffering=0)
 
+    def age_seconds(self, url: str, now: float | None = None) -> float | None:
+        """Seconds since the file was last written or reused (its mtime); ``None`` if missing."""
+        import time
+
+        try:
+            mtime = os.stat(self._path(url)).st_mtime
+        except (OSError, StoreError):
+            return None
+        return (time.time() if now is None else now) - mtime
+
     def owns(self, url: str) -> bool:
         if not isinstance(url, str) or ("://" in url and not url.startswith("file://")):
             return False
