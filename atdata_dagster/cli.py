@@ -20,7 +20,7 @@ from .errors import AtdataError
 
 T = TypeVar("T")
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "collect_garbage"]
 
 
 class _Progress:
@@ -187,9 +187,15 @@ def cmd_promote(args: argparse.Namespace, out) -> int:
     return 0
 
 
-def cmd_gc(args: argparse.Namespace, out) -> int:
-    """Delete shards (and temporary leftovers) that no entry of any repository references."""
-    index = _open_index(args)
+def collect_garbage(index, *, grace: float = 3600.0, dry_run: bool = False, progress=None) -> list[str]:
+    """Delete what no entry of any repository of ``index`` references; return those URLs.
+
+    Removes unreferenced shards and temporary leftovers of crashed writers from every
+    store of the index (``atdata-dagster gc``), and aborts S3 multipart uploads such
+    writers left unfinished. Objects younger than ``grace`` seconds are kept: they may
+    belong to a write that has not committed its entry yet. ``dry_run`` only lists.
+    ``progress`` optionally wraps the iterable of deletions (a progress bar).
+    """
     referenced: set[str] = set()
     for repo in index.repos.values():
         for entry in repo.provider.iter_entries():
@@ -208,18 +214,29 @@ def cmd_gc(args: argparse.Namespace, out) -> int:
             if url in referenced or _sidecar_of(url, referenced):
                 continue
             age = store.age_seconds(url, now)
-            if age is not None and age < args.grace:
+            if age is not None and age < grace:
                 continue  # could belong to a write that has not committed yet
             candidates.append((store, url))
-    if not args.dry_run:
+    if not dry_run:
         for store in stores:
             if hasattr(store, "abort_stale_uploads"):  # S3 multipart uploads left by crashed writers
-                store.abort_stale_uploads(older_than=args.grace)
-    bar = _Progress(len(candidates), "gc", enabled=None if not args.json else False)
-    for store, url in bar.wrap(candidates):
-        if not args.dry_run:
+                store.abort_stale_uploads(older_than=grace)
+    for store, url in (progress(candidates) if progress is not None else candidates):
+        if not dry_run:
             store.delete(url)
-    urls = [u for _, u in candidates]
+    return [u for _, u in candidates]
+
+
+def cmd_gc(args: argparse.Namespace, out) -> int:
+    """Delete shards (and temporary leftovers) that no entry of any repository references."""
+    index = _open_index(args)
+    bar = _Progress(0, "gc", enabled=None if not args.json else False)
+
+    def wrap(candidates):
+        bar.total = max(len(candidates), 1)
+        return bar.wrap(candidates)
+
+    urls = collect_garbage(index, grace=args.grace, dry_run=args.dry_run, progress=wrap)
     if args.json:
         json.dump({"deleted" if not args.dry_run else "would_delete": urls}, out, indent=2)
         out.write("\n")
