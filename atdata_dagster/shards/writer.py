@@ -287,6 +287,7 @@ class ShardWriter:
         self._check_key = _validate_copied_key if _copy_keys else validate_sample_key
         self._shards: list[ShardInfo] = []
         self._sink: ShardSink | None = None
+        self._pending: list[Any] = []  # sinks still committing in the background
         self._enc: TarStreamEncoder | None = None
         self._builder = None
         self._count = 0  # samples in the current shard
@@ -338,6 +339,7 @@ class ShardWriter:
         try:
             if self._count:
                 self._finish_shard()
+            self._settle(block=True)  # every shard durable before anyone records the URLs
         except BaseException:
             self.abort()
             raise
@@ -350,9 +352,10 @@ class ShardWriter:
         """Discard the shard being written (committed shards are left for gc)."""
         self._closed = True
         sink, self._sink, self._enc = self._sink, None, None
-        if sink is not None:
+        pending, self._pending = self._pending, []
+        for s in ([sink] if sink is not None else []) + pending:
             try:
-                sink.abort()
+                s.abort()  # a background commit is let finish: no thread outlives the writer
             except Exception:  # pragma: no cover - abort must not mask the original error
                 pass
 
@@ -413,7 +416,12 @@ class ShardWriter:
         enc, sink = self._enc, self._sink
         assert enc is not None and sink is not None
         sha = enc.finish()
-        url = sink.commit(len(self._shards), sha)
+        start = getattr(sink, "start_commit", None)
+        if start is not None:  # the store finishes it in the background: encode on meanwhile
+            url = start(len(self._shards), sha)
+            self._pending.append(sink)
+        else:
+            url = sink.commit(len(self._shards), sha)
         self._sink = self._enc = None
         manifest_url = None
         if self._builder is not None:
@@ -422,6 +430,17 @@ class ShardWriter:
         self._shards.append(ShardInfo(url=url, sha256=sha, size=enc.size, num_samples=self._count, manifest_url=manifest_url))
         self._done_bytes += enc.size
         self._count = 0
+        self._settle(block=False)
+
+    def _settle(self, block: bool) -> None:
+        """Raise the error of a failed background commit; with ``block``, wait for all of them."""
+        pending = []
+        for sink in self._pending:
+            if block or sink.done():
+                sink.wait()
+            else:
+                pending.append(sink)
+        self._pending = pending
 
     def _report(self, force: bool = False) -> None:
         if self._progress is None:

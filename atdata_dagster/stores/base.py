@@ -20,7 +20,15 @@ __all__ = ["DataStore", "ShardSink", "ShardInfo", "ShardWriteResult"]
 
 
 class ShardSink(Protocol):
-    """A write-once destination for one shard's bytes."""
+    """A write-once destination for one shard's bytes.
+
+    A sink may also finish its commit in the background. It then has
+    ``start_commit(index, sha256) -> url`` (returns at once; nothing is visible under the
+    URL until the shard is complete), ``done() -> bool`` and ``wait()`` (blocks until the
+    shard is durable, raising the commit's error). :class:`ShardWriter` uses them to
+    encode the next shard while the last one completes, and waits for every shard before
+    it returns its URLs, so an index entry is still committed only over durable shards.
+    """
 
     def write(self, data: bytes | memoryview) -> None:
         """Append bytes to the shard."""

@@ -44,6 +44,8 @@ MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
 COPY_PIECE = 5 * GiB  # CopyObject limit; larger objects are copied with UploadPartCopy
 READ_BUFFER = 1 * MiB
+#: Shards of one store completing (last parts, CompleteMultipartUpload, move) at once.
+COMMITS_IN_FLIGHT = 2
 TMP_DIR = ".tmp"
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -125,8 +127,10 @@ class _Uploads:
     def __init__(self, limit: int):
         self.limit = limit
         self._slots = threading.BoundedSemaphore(limit)
+        self._commit_slots = threading.BoundedSemaphore(COMMITS_IN_FLIGHT)
         self._pool: ThreadPoolExecutor | None = None
         self._ctl: ThreadPoolExecutor | None = None
+        self._cmt: ThreadPoolExecutor | None = None
         self._pending: set[Future] = set()
         self._lock = threading.Lock()
 
@@ -141,6 +145,25 @@ class _Uploads:
             self._slots.release()
             raise
         fut.add_done_callback(lambda _f: self._slots.release())
+        return fut
+
+    def commit(self, fn, *args) -> Future:
+        """Run a shard's completion (finish upload, move to the final key) in the background.
+
+        At most ``COMMITS_IN_FLIGHT`` run at once; the writer blocks here beyond that, so a
+        fast encoder never piles up unfinished shards (a small shard's pending PutObject
+        holds its body, at most one part).
+        """
+        self._commit_slots.acquire()
+        try:
+            with self._lock:
+                if self._cmt is None:
+                    self._cmt = ThreadPoolExecutor(COMMITS_IN_FLIGHT, thread_name_prefix="s3-commit")
+                fut = self._cmt.submit(fn, *args)
+        except BaseException:
+            self._commit_slots.release()
+            raise
+        fut.add_done_callback(lambda _f: self._commit_slots.release())
         return fut
 
     def control(self, fn, *args) -> Future:
@@ -161,6 +184,10 @@ class _Uploads:
                 pass
 
     def shutdown(self) -> None:
+        with self._lock:  # commits first: they still use the other two pools
+            cmt, self._cmt = self._cmt, None
+        if cmt is not None:
+            cmt.shutdown(wait=True)
         self.flush()
         with self._lock:
             pools, self._pool, self._ctl = (self._pool, self._ctl), None, None
@@ -242,6 +269,11 @@ class S3ShardSink:
     while the writer goes on filling the next. The multipart upload is created in the
     background once the first buffer is three quarters full, so a shard smaller than one
     part never becomes a multipart upload: it is sent with one PutObject at commit.
+
+    :meth:`start_commit` returns the final URL at once and finishes the shard (last parts,
+    CompleteMultipartUpload, server-side move) on a background thread, so the writer
+    encodes the next shard meanwhile; :meth:`wait` blocks until the shard is durable and
+    raises the commit's error. :meth:`commit` is both in one call.
     """
 
     def __init__(self, store: "S3DataStore", prefix: str):
@@ -259,7 +291,8 @@ class S3ShardSink:
         self._abort_failed = False
         self._parts: list[Future] = []
         self._error: BaseException | None = None
-        self._done = False
+        self._done = False  # no more writes: committing, committed or aborted
+        self._commit: Future | None = None  # the background completion started by start_commit()
 
     @property
     def size(self) -> int:
@@ -294,7 +327,6 @@ class S3ShardSink:
     def _ship_part(self) -> None:
         number = len(self._parts) + 1
         if number > MAX_PARTS:
-            self.abort()
             raise StoreError(
                 f"shard for s3://{self._store.bucket}/{self._prefix}/ exceeds {MAX_PARTS} parts of "
                 f"{self._part_size} bytes; set a smaller maxsize on the writer or a larger part_size on the store"
@@ -334,7 +366,7 @@ class S3ShardSink:
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             err = self._error
-            self.abort()
+            self._discard()
             if not isinstance(err, StoreError):
                 err = self._store._to_store_error(err, "UploadPart", self._tmp_key)
             raise self._hinted(err) from None
@@ -351,6 +383,17 @@ class S3ShardSink:
 
     # -- commit / abort
     def commit(self, index: int, sha256: str) -> str:
+        """Make the shard durable under its final key and return its ``s3://`` URL."""
+        url = self.start_commit(index, sha256)
+        self.wait()
+        return url
+
+    def start_commit(self, index: int, sha256: str) -> str:
+        """Return the final URL now and finish the shard in the background (see :meth:`wait`).
+
+        Nothing is visible under the URL until the shard is complete; if completion fails,
+        the upload is aborted and :meth:`wait` raises the error.
+        """
         st = self._store
         if self._done:
             raise StoreError(f"shard sink for s3://{st.bucket}/{self._tmp_key} was already committed or aborted")
@@ -360,26 +403,50 @@ class S3ShardSink:
                     f"commit of a shard under {self._prefix!r} got sha256={sha256!r}; expected 64 lowercase hex digits"
                 )
             final_key = st._key(f"{self._prefix}/data--{_shard_id(sha256)}--{int(index):06d}.tar")
-            if not self._parts:
-                self._put_whole(final_key, sha256)
+            self._raise_if_failed()
+            if self._parts:
+                if self._fill:
+                    self._ship_part()
+                self._release_buffer()
+                job: tuple = (self._complete_and_move, final_key, sha256)
             else:
-                self._complete_and_move(final_key, sha256)
+                body = self._buf
+                self._view.release()
+                del body[self._fill:]
+                self._buf, self._view, self._fill = bytearray(), memoryview(b""), 0
+                job = (self._put_whole, final_key, sha256, body)
+            self._done = True
+            self._commit = st._uploads.commit(self._finish, *job)
         except StoreError as exc:
-            self.abort()
+            self._discard()
             raise self._hinted(exc) from None
         except BaseException:
-            self.abort()
+            self._discard()
             raise
-        self._done = True
         return f"s3://{st.bucket}/{final_key}"
 
-    def _put_whole(self, final_key: str, sha256: str) -> None:
+    def wait(self) -> None:
+        """Block until the shard given to :meth:`start_commit` is durable; raise its error if it failed."""
+        if self._commit is not None:
+            self._commit.result()
+
+    def done(self) -> bool:
+        """Whether the background completion (if any) has finished, successfully or not."""
+        return self._commit is None or self._commit.done()
+
+    def _finish(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except StoreError as exc:
+            self._discard()
+            raise self._hinted(exc) from None
+        except BaseException:
+            self._discard()
+            raise
+
+    def _put_whole(self, final_key: str, sha256: str, body: bytearray) -> None:
         """Smaller than one part: one atomic PutObject straight to the final key."""
         st = self._store
-        body = self._buf
-        self._view.release()
-        del body[self._fill:]
-        self._buf, self._view, self._fill = bytearray(), memoryview(b""), 0
         if self._create is not None:  # created early for nothing: drop it in the background
             create, self._create = self._create, None
             st._uploads.control(self._abort_upload, create)
@@ -394,9 +461,6 @@ class S3ShardSink:
     def _complete_and_move(self, final_key: str, sha256: str) -> None:
         """Finish the multipart upload of the temporary key, then copy it server-side to the final key."""
         st = self._store
-        if self._fill:
-            self._ship_part()
-        self._release_buffer()
         exists = st._same_content_exists(final_key, sha256)  # while the last parts upload
         for fut in self._parts:
             try:
@@ -406,7 +470,7 @@ class S3ShardSink:
         self._raise_if_failed()
         if exists:
             log.debug("s3://%s/%s already holds this content; upload discarded", st.bucket, final_key)
-            self.abort()
+            self._discard()
             return
         parts = [f.result() for f in self._parts]
         upload_id = self._create.result()  # type: ignore[union-attr]
@@ -414,7 +478,7 @@ class S3ShardSink:
             "CompleteMultipartUpload", self._tmp_key, st.client.complete_multipart_upload, Bucket=st.bucket,
             Key=self._tmp_key, UploadId=upload_id, MultipartUpload={"Parts": parts},
         )
-        self._create = None  # the upload is an object now: abort() deletes it instead
+        self._create = None  # the upload is an object now: _discard() deletes it instead
         self._tmp_object = True
         st._server_copy(self._tmp_key, final_key, self._size, sha256)
         self._tmp_object = False
@@ -450,9 +514,21 @@ class S3ShardSink:
         return True
 
     def abort(self) -> None:
-        """Abort the multipart upload / delete the temporary object. Idempotent, never raises."""
-        if self._done:
+        """Abort the multipart upload / delete the temporary object. Idempotent, never raises.
+
+        A shard whose commit is already under way is let finish (then it is an ordinary
+        committed shard that nothing references, which ``gc`` removes).
+        """
+        if self._commit is not None:
+            try:
+                self._commit.result()
+            except BaseException:
+                pass
             return
+        self._discard()
+
+    def _discard(self) -> None:
+        """Stop writing and remove every trace on the server (idempotent)."""
         self._done = True
         self._release_buffer()
         for fut in self._parts:

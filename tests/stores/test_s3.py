@@ -404,3 +404,61 @@ def test_index_write_and_read_back(rgw_server, s3_bucket, tmp_path):
     again = index.write(embs(120), name="embeddings", maxcount=50)
     assert again.cid == entry.cid  # content-addressed: same samples, same URLs, same CID
     assert_same(list(index.dataset("embeddings", Emb)), embs(120))
+
+
+def test_writer_encodes_next_shard_while_previous_completes_and_returns_only_durable_shards(
+    rgw_server, s3_bucket, s3_client
+):
+    store = S3DataStore(rgw_server.credentials, bucket=s3_bucket, part_size=5 * MiB)
+    real_copy = store._server_copy
+    events: list[str] = []
+    copy_started = threading.Event()
+    release = threading.Event()
+
+    def slow_copy(src, dst, size, sha256):
+        events.append("copy-start")
+        copy_started.set()
+        assert release.wait(30)
+        real_copy(src, dst, size, sha256)
+        events.append("copy-done")
+
+    store._server_copy = slow_copy
+
+    def samples():
+        for i, blob in enumerate(blobs(240, 64 * 1024)):  # two shards of ~7.9 MB: multipart each
+            if i == 120:
+                assert copy_started.wait(30)  # shard 0 is completing in the background...
+                events.append("encoding-shard-1")  # ...while the writer goes on
+                release.set()
+            yield blob
+
+    result = write_samples_to_store(samples(), store, "overlap", maxcount=120)
+    assert events.index("copy-start") < events.index("encoding-shard-1") < events.index("copy-done")
+    assert events.count("copy-done") == 2  # write returned only after both shards were moved
+    for info in result.shards:
+        data = get_bytes(s3_client, info.url)
+        assert hashlib.sha256(data).hexdigest() == info.sha256
+    assert open_uploads(s3_client, s3_bucket) == []
+
+
+def test_background_commit_failure_fails_the_write_and_leaves_no_final_object(rgw_server, s3_bucket, s3_client):
+    store = S3DataStore(rgw_server.credentials, bucket=s3_bucket, part_size=5 * MiB)
+
+    def failing_copy(src, dst, size, sha256):
+        raise StoreError(f"CopyObject s3://{s3_bucket}/{dst} failed: injected")
+
+    store._server_copy = failing_copy
+    with pytest.raises(StoreError, match="injected"):
+        write_samples_to_store(blobs(240, 64 * 1024), store, "failing", maxcount=120)
+    # the completed temporary objects were deleted, nothing reached a final key
+    assert keys_under(s3_client, s3_bucket) == []
+    assert open_uploads(s3_client, s3_bucket) == []
+
+
+def test_sink_commit_is_synchronous_for_direct_callers(s3_store, s3_client, s3_bucket):
+    data = b"x" * (9 * MiB)  # > one 8 MiB part: a multipart upload and a move
+    sink = s3_store.open_sink("direct")
+    sink.write(data)
+    url = sink.commit(0, hashlib.sha256(data).hexdigest())
+    assert sink.done()
+    assert get_bytes(s3_client, url) == data  # visible the moment commit() returns
