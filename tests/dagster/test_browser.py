@@ -1,0 +1,222 @@
+"""A real browser on the Dagster UI: the asset page shows the dataset's metadata.
+
+``dagster dev`` runs on 127.0.0.1 with the end-to-end definitions (``e2e_defs``) and
+one materialization of ``e2e_rows`` launched over GraphQL. The first-visit pop-up is
+dismissed server-side (``mutation { setNuxSeen }``). Then headless Debian Chromium
+renders the asset page (``--dump-dom`` after the single-page app has settled under a
+virtual-time budget) and the tests read the rendered DOM: the row count, the columns
+table and the CID must be what the index reports.
+
+Chromium comes from ``scripts/install-chromium.sh``. Without it the tests skip with
+the reason, or fail under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.services import service_missing
+
+from .dev_server import DevServer, dagster_dev_server
+from .helpers import Row
+
+CHROMIUM = os.environ.get("ATDATA_TEST_CHROMIUM", "/usr/bin/chromium")
+#: flags from the conventions file (§8): no sandbox (root in CI), no GPU, no network chatter
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,900",
+]
+ASSET = "e2e_rows"
+#: the visible texts the asset page shows once its data has loaded
+LOADED_MARKERS = ("Row count", "Column name", "atdata/cid")
+NUX_TEXT = "Join the Dagster community"
+
+pytestmark = pytest.mark.slow
+
+
+# -- the rendered page ----------------------------------------------------------------
+@dataclasses.dataclass
+class Table:
+    """A table's rows; each cell is the tuple of its visible text runs (tags, values)."""
+
+    rows: list[list[tuple[str, ...]]]
+
+    @property
+    def header(self) -> list[str]:
+        return [" ".join(cell) for cell in self.rows[0]] if self.rows else []
+
+    @property
+    def body(self) -> list[list[tuple[str, ...]]]:
+        return self.rows[1:]
+
+
+class RenderedPage(HTMLParser):
+    """The visible text runs of a DOM dump, in document order, and its tables' cell texts."""
+
+    SKIP = {"script", "style", "noscript", "head", "template"}
+
+    def __init__(self, html: str):
+        super().__init__(convert_charrefs=True)
+        self.texts: list[str] = []
+        self.tables: list[Table] = []
+        self._skip = 0
+        self._open: list[Table] = []  # tables being parsed (nested ones on top)
+        self._cell: list[list[str] | None] = []  # per open table: the open cell's text parts
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.SKIP:
+            self._skip += 1
+        elif tag == "table":
+            self._open.append(Table(rows=[]))
+            self._cell.append(None)
+        elif self._open and tag == "tr":
+            self._open[-1].rows.append([])
+        elif self._open and tag in ("td", "th"):
+            self._cell[-1] = []
+
+    def handle_endtag(self, tag):
+        if tag in self.SKIP:
+            self._skip = max(0, self._skip - 1)
+        elif tag == "table" and self._open:
+            self.tables.append(self._open.pop())
+            self._cell.pop()
+        elif self._open and tag in ("td", "th") and self._cell[-1] is not None:
+            if self._open[-1].rows:
+                self._open[-1].rows[-1].append(tuple(self._cell[-1]))
+            self._cell[-1] = None
+
+    def handle_data(self, data):
+        text = " ".join(data.split())
+        if self._skip or not text:
+            return
+        self.texts.append(text)
+        if self._cell and self._cell[-1] is not None:
+            self._cell[-1].append(text)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.texts)
+
+    def value_after(self, label: str) -> str:
+        """The visible text that directly follows the text ``label``."""
+        i = self.texts.index(label)
+        return self.texts[i + 1]
+
+    def table_with_header(self, *header: str) -> Table:
+        for t in self.tables:
+            if t.header[: len(header)] == list(header):
+                return t
+        raise AssertionError(f"no table with header {header!r}; headers: {[t.header for t in self.tables]}")
+
+
+def render(url: str, *, attempts: int = 3) -> RenderedPage:
+    """``url`` as rendered by headless Chromium (a fresh profile each time).
+
+    The page is dumped once virtual time has run for the budget (Chromium pauses virtual
+    time while network fetches are pending). On a loaded machine a dump can still come
+    before the asset's data arrived; it is then retried with a larger budget.
+    """
+    page = None
+    for attempt in range(1, attempts + 1):
+        with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+            proc = subprocess.run(
+                [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                 f"--virtual-time-budget={15000 * attempt}", "--dump-dom", url],
+                capture_output=True, text=True, timeout=180,
+            )
+        assert proc.returncode == 0, f"chromium exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+        page = RenderedPage(proc.stdout)
+        if all(m in page.texts for m in LOADED_MARKERS):
+            return page
+    assert page is not None
+    raise AssertionError(f"the asset page did not finish rendering after {attempts} dumps; it shows:\n{page.text[:3000]}")
+
+
+# -- fixtures -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    if not os.access(CHROMIUM, os.X_OK):
+        service_missing("chromium", f"{CHROMIUM} not found; install it with: bash scripts/install-chromium.sh")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def materialized(chromium, tmp_path_factory) -> tuple[DevServer, Path]:
+    """``dagster dev`` with ``e2e_rows`` materialized once and the first-visit pop-up dismissed."""
+    tmp = tmp_path_factory.mktemp("browser")
+    env = {"ATDATA_E2E_INDEX": str(tmp / "index.db"), "ATDATA_E2E_DATA": str(tmp / "data")}
+    with dagster_dev_server(tmp, "tests.dagster.e2e_defs", "atdata_e2e", env=env) as server:
+        server.wait_loaded()
+        server.wait_run(server.launch("__ASSET_JOB", assets=[[ASSET]]), timeout=120)
+        assert server.gql("mutation { setNuxSeen }")["setNuxSeen"] is True
+        yield server, tmp
+
+
+@pytest.fixture(scope="module")
+def index_entry(materialized):
+    """What the index records for the materialized dataset."""
+    from atdata_dagster.resources import AtdataIndexResource, LocalDiskStoreConfig
+
+    _, tmp = materialized
+    index = AtdataIndexResource(
+        path=str(tmp / "index.db"), data_store=LocalDiskStoreConfig(root=str(tmp / "data")), atmosphere=False
+    ).build_index()
+    try:
+        return index.get_dataset(ASSET)
+    finally:
+        index.close()
+
+
+@pytest.fixture(scope="module")
+def asset_page(materialized) -> RenderedPage:
+    server, _ = materialized
+    return render(f"{server.gql.base}/assets/{ASSET}")
+
+
+# -- tests ----------------------------------------------------------------------------
+def test_set_nux_seen_turns_off_the_first_visit_popup_server_side(materialized, asset_page):
+    server, _ = materialized
+    assert server.gql("{ shouldShowNux }")["shouldShowNux"] is False
+    assert (server.home / ".nux" / "nux.yaml").is_file()
+    assert NUX_TEXT not in asset_page.text
+
+
+def test_asset_page_shows_the_row_count_the_index_reports(asset_page, index_entry):
+    rows = index_entry.metadata["stats"]["num_samples"]
+    assert rows > 0
+    assert asset_page.value_after("Row count") in {str(rows), f"{rows:,}"}
+
+
+def test_asset_page_columns_table_lists_the_fields_of_the_sample_type(asset_page):
+    from atdata_dagster.metadata import column_schema
+
+    columns = asset_page.table_with_header("Column name", "Type")
+    names = [" ".join(row[0]) for row in columns.body]
+    assert names == [f.name for f in dataclasses.fields(Row)]
+    types = [row[1][0] for row in columns.body]  # the type tag (a constraint tag may follow)
+    assert types == [c.type for c in column_schema(Row).columns]
+
+
+def test_asset_page_metadata_table_shows_the_cid_the_index_reports(asset_page, index_entry):
+    assert index_entry.cid.startswith("bafy")
+    metadata = asset_page.table_with_header("Key", "Timestamp", "Value")
+    values = {" ".join(row[0]): " ".join(row[-1]) for row in metadata.body if row}
+    assert values["atdata/cid"] == index_entry.cid
+    assert values["atdata/name"] == ASSET
+    assert index_entry.cid in asset_page.texts
