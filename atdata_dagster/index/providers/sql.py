@@ -43,7 +43,7 @@ from sqlalchemy.pool import StaticPool
 
 from ...errors import ConfigurationError, NotFoundError, ProviderError
 from ..entry import LabelRecord, LocalDatasetEntry
-from .base import IndexProvider
+from .base import IndexProvider, decode_entry_columns
 
 __all__ = ["SqlProvider", "SqliteProvider", "PostgresProvider", "DEFAULT_SQLITE_PATH"]
 
@@ -105,6 +105,15 @@ _INDEXES = ("idx_entries_name", "idx_labels_cid")
 # Arbitrary constant key for pg_advisory_xact_lock: serializes concurrent table creation.
 _PG_DDL_LOCK_KEY = 0x61746461_7461_6467  # "atdatadg"
 _PG_DDL_LOCK_KEY &= 0x7FFFFFFFFFFFFFFF
+
+# Namespace (first int4 key) of the per-name write locks (second key: hashtext(name)).
+# PostgreSQL evaluates created_at (clock_timestamp()) when a statement runs, not at
+# COMMIT, and writes of different rows (another CID, another label version) do not
+# block each other: without a lock, a write that commits last can carry the older
+# created_at, and "latest" (label or entry by name) would miss the last commit. Taking
+# this lock first makes every write of a name stamp its rows after the previous one
+# committed. (SQLite needs nothing: BEGIN IMMEDIATE already serializes all writers.)
+_PG_NAME_LOCK_NS = 0x61746C62  # "atlb"
 
 # -- table objects for query building (types only steer parameter/result handling) --
 _md = MetaData()
@@ -206,11 +215,12 @@ def iso_timestamp(value: Any) -> str | None:
 
 def _row_to_entry(row: Any) -> LocalDatasetEntry:
     cid, name, schema_ref, urls, metadata, legacy_uuid, created_at = row
+    data_urls, meta = decode_entry_columns(urls, metadata, f"index entry {name!r} ({cid})")
     return LocalDatasetEntry(
         name=name,
         schema_ref=schema_ref,
-        data_urls=[str(u) for u in unpack(urls)],
-        metadata=unpack(metadata) if metadata is not None else None,
+        data_urls=data_urls,
+        metadata=meta,
         _cid=cid,
         _legacy_uuid=legacy_uuid,
         created_at=iso_timestamp(created_at),
@@ -615,13 +625,25 @@ class SqlProvider(IndexProvider):
         params = self._entry_params(entry)
         label_params = self._label_params(label) if label is not None else None
 
+        names = {entry.name} | ({label_params["name"]} if label_params is not None else set())
+
         def run() -> None:
             with self._write() as conn:
+                self._lock_names(conn, names)
                 conn.execute(self._q["upsert_entry"], params)
                 if label_params is not None:
                     conn.execute(self._q["upsert_label"], label_params)
 
         self._retrying(run, what=f"write entry {entry.name!r} ({entry.cid})")
+
+    def _lock_names(self, conn: Connection, names: Iterable[str]) -> None:
+        """PostgreSQL: hold the per-name write locks (sorted: no deadlock) until this transaction ends."""
+        if self.kind != "postgres":
+            return
+        for name in sorted(names):
+            conn.exec_driver_sql(
+                "SELECT pg_advisory_xact_lock(%(ns)s, hashtext(%(name)s))", {"ns": _PG_NAME_LOCK_NS, "name": name}
+            )
 
     def put_entries_bulk(
         self,
@@ -788,7 +810,14 @@ class SqlProvider(IndexProvider):
 
     # -- labels ---------------------------------------------------------------------
     def put_label(self, label: LabelRecord) -> None:
-        self._put_simple("upsert_label", self._label_params(label), f"write label {label.name!r}")
+        params = self._label_params(label)
+
+        def run() -> None:
+            with self._write() as conn:
+                self._lock_names(conn, [label.name])
+                conn.execute(self._q["upsert_label"], params)
+
+        self._retrying(run, what=f"write label {label.name!r}")
 
     def get_label(self, name: str, version: str | None = None) -> LabelRecord:
         """Label ``(name, version)``; with ``version=None`` the most recently written one."""
