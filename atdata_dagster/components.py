@@ -1,0 +1,652 @@
+"""Dagster Components: declare an index and dataset assets in ``defs.yaml``.
+
+Two components, registered for ``dg`` through the ``dagster_dg_cli.registry_modules``
+entry point (``dg list components`` shows them):
+
+``AtdataIndexResourceComponent``
+    An :class:`~atdata_dagster.resources.AtdataIndexResource` (SQLite ``path``,
+    PostgreSQL ``dsn`` or ``redis_url``; a local-disk or S3 ``data_store``; named
+    ``repos``; the atmosphere) bound to ``resource_key``, plus an
+    :class:`~atdata_dagster.io_manager.AtdataIOManager` on it under ``io_manager_key``.
+    Secrets are written ``"{{ env.NAME }}"`` and become ``dagster.EnvVar("NAME")``: the
+    value is read at run time and never appears in the definitions, the UI or metadata.
+
+``WebDatasetComponent``
+    One dataset asset (``kinds={"webdataset"}``) whose samples come from a Python
+    callable (``fn: "my_pkg.module:make_samples"``), optionally reading upstream datasets
+    (``ins``), stored through the ``AtdataIOManager``: shards, an index entry with
+    lineage, and the same metadata as an asset declared in Python.
+
+Example ``defs.yaml`` (two documents in one file)::
+
+    type: atdata_dagster.components.AtdataIndexResourceComponent
+    attributes:
+      dsn: "{{ env.INDEX_DSN }}"
+      data_store: {kind: local, root: /data/shards}
+      atmosphere: false
+    ---
+    type: atdata_dagster.components.WebDatasetComponent
+    attributes:
+      asset_key: digits/raw
+      fn: my_pkg.digits:load_digits
+      code_version: "1"
+      maxcount: 500
+      checks: true
+
+Every field has a description: it is the JSON schema ``dg`` shows and checks.
+Errors in the declaration (a bad name, an unimportable ``fn``, a secret written as a
+literal) raise typed errors from :mod:`atdata_dagster.errors` when the definitions are
+built, so ``dg check defs`` reports them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import keyword
+import re
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, Callable, Literal, Optional, Union
+from urllib.parse import urlsplit
+
+import dagster as dg
+from pydantic import BeforeValidator, Field, WrapValidator
+
+from .checks import DATASET_CHECKS, build_dataset_checks
+from .errors import ConfigurationError, ConfigurationTypeError, InvalidNameError
+from .io_manager import AtdataIOManager
+from .resources import AtdataIndexResource, LocalDiskStoreConfig, RepositoryConfig, S3DataStoreConfig
+
+try:  # the conventions recommend marking new integration components as preview
+    from dagster._annotations import preview as _preview
+except ImportError:  # pragma: no cover - a Dagster without the marker
+    def _preview(obj):  # type: ignore[no-redef]
+        return obj
+
+__all__ = [
+    "AtdataIndexResourceComponent",
+    "DatasetInput",
+    "LocalDiskStoreModel",
+    "RepositoryModel",
+    "S3DataStoreModel",
+    "WebDatasetComponent",
+]
+
+
+# --------------------------------------------------------------------------- text fields
+def _number_to_text(value: Any) -> Any:
+    # Dagster renders every YAML string as a native Jinja template, so "1" arrives as 1
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+#: a string field that also accepts what Dagster's template rendering made of "1" or "2024"
+Text = Annotated[str, BeforeValidator(_number_to_text)]
+
+
+# --------------------------------------------------------------------------- secrets
+_ENV_TEMPLATE = re.compile(
+    r"""^\s*\{\{\s*env(?:\.(?P<attr>[A-Za-z_][A-Za-z0-9_]*)|\(\s*(?P<q>['"])(?P<call>[A-Za-z_][A-Za-z0-9_]*)(?P=q)\s*\))\s*\}\}\s*$"""
+)
+
+
+def _env_template_to_envvar(context: dg.ResolutionContext, value: Any) -> Any:
+    """YAML resolver of a secret field: ``"{{ env.NAME }}"`` -> ``dg.EnvVar("NAME")``.
+
+    The template is never evaluated, so the value of the variable is not read when the
+    definitions load; any other string is kept as written and checked in ``build_defs``.
+    """
+    if isinstance(value, str):
+        m = _ENV_TEMPLATE.match(value)
+        if m:
+            return dg.EnvVar(m.group("attr") or m.group("call"))
+    return value
+
+
+def _keep_envvar(value: Any, handler: Callable[[Any], Any]) -> Any:
+    # pydantic turns a str subclass into a plain str; an EnvVar must stay an EnvVar
+    if isinstance(value, dg.EnvVar):
+        return value
+    return handler(value)
+
+
+def _secret(description: str) -> Any:
+    """A field holding a secret: ``Optional[str]`` that keeps ``dg.EnvVar`` values."""
+    return Annotated[
+        Optional[str],
+        WrapValidator(_keep_envvar),
+        dg.Resolver(
+            _env_template_to_envvar,
+            model_field_type=str,
+            inject_before_resolve=False,
+            description=description,
+            examples=["{{ env.NAME }}"],
+        ),
+    ]
+
+
+_SecretDsn = _secret(
+    "PostgreSQL DSN ('postgresql://user@host/db'). If it holds a password write it as "
+    "'{{ env.INDEX_DSN }}': it becomes dagster.EnvVar and is read only at run time."
+)
+_SecretRedis = _secret(
+    "Redis URL ('redis://host:6379/0'). If it holds a password write it as "
+    "'{{ env.INDEX_REDIS_URL }}': it becomes dagster.EnvVar and is read only at run time."
+)
+_SecretKey = _secret("S3 secret access key; must be '{{ env.NAME }}' (becomes dagster.EnvVar, never a literal).")
+_SecretToken = _secret("S3 session token; must be '{{ env.NAME }}' (becomes dagster.EnvVar, never a literal).")
+_SecretAccessKeyId = _secret(
+    "S3 access key id: '{{ env.NAME }}' (becomes dagster.EnvVar) or a literal; None uses the default AWS credential chain."
+)
+_SecretPassword = _secret(
+    "ATProto app password of atmosphere_handle; must be '{{ env.NAME }}' (becomes dagster.EnvVar, never a literal)."
+)
+
+
+def _check_secret(where: str, value: Optional[str], *, url: bool = False, literal_ok: bool = False) -> None:
+    """Reject a secret that would end up in the definitions as plain text."""
+    if value is None or isinstance(value, dg.EnvVar):
+        return
+    if not isinstance(value, str):
+        raise ConfigurationTypeError(f"{where} must be a string or '{{{{ env.NAME }}}}', got {type(value).__name__}")
+    if "{{" in value or "{%" in value:
+        raise ConfigurationError(
+            f"{where} is the template {value!r}; a secret must be exactly '{{{{ env.NAME }}}}' (one environment "
+            "variable holding the whole value) so it becomes dagster.EnvVar and is never resolved into the definitions"
+        )
+    if url:
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            password = None
+        if password:
+            raise ConfigurationError(
+                f"{where} holds a password in plain text; put the whole URL in an environment variable and "
+                "write '{{ env.INDEX_DSN }}' (or pass dagster.EnvVar('INDEX_DSN') in Python)"
+            )
+        return
+    if not literal_ok and value:
+        raise ConfigurationError(
+            f"{where} is a literal secret; write it as '{{{{ env.NAME }}}}' (YAML) or dagster.EnvVar('NAME') "
+            "(Python) so its value is read at run time and never stored in the definitions"
+        )
+
+
+# --------------------------------------------------------------------------- store / repo models
+class LocalDiskStoreModel(dg.Model, dg.Resolvable):
+    """Shards on the local filesystem."""
+
+    kind: Literal["local"] = Field(default="local", description="Store kind: 'local' for shards on local disk.")
+    root: Optional[str] = Field(
+        default=None,
+        description="Directory holding the shards (default ~/.atdata/data); '{{ env.X }}' templates are expanded.",
+    )
+
+    def to_config(self, where: str) -> LocalDiskStoreConfig:
+        return LocalDiskStoreConfig(root=self.root)
+
+
+class S3DataStoreModel(dg.Model, dg.Resolvable):
+    """Shards in an S3 bucket (AWS or any S3-compatible server)."""
+
+    kind: Literal["s3"] = Field(default="s3", description="Store kind: 's3' for shards in an S3 bucket.")
+    bucket: str = Field(description="Bucket name, e.g. 'my-datasets'.")
+    endpoint_url: Optional[str] = Field(
+        default=None,
+        description="Endpoint of an S3-compatible server (e.g. 'http://127.0.0.1:7480'); None for AWS.",
+    )
+    region_name: Optional[str] = Field(default=None, description="AWS region, e.g. 'us-east-1'.")
+    aws_access_key_id: _SecretAccessKeyId = None
+    aws_secret_access_key: _SecretKey = None
+    aws_session_token: _SecretToken = None
+    prefix: str = Field(default="", description="Key prefix inside the bucket under which every dataset lives.")
+
+    def to_config(self, where: str) -> S3DataStoreConfig:
+        _check_secret(f"{where}.aws_access_key_id", self.aws_access_key_id, literal_ok=True)
+        _check_secret(f"{where}.aws_secret_access_key", self.aws_secret_access_key)
+        _check_secret(f"{where}.aws_session_token", self.aws_session_token)
+        return S3DataStoreConfig(
+            bucket=self.bucket,
+            endpoint_url=self.endpoint_url,
+            region_name=self.region_name,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_session_token=self.aws_session_token,
+            prefix=self.prefix,
+        )
+
+
+_STORE_DESCRIPTION = (
+    "Where shards are written: {kind: local, root: ...} (default ~/.atdata/data) or "
+    "{kind: s3, bucket: ..., endpoint_url: ..., aws_secret_access_key: '{{ env.S3_SECRET }}'}."
+)
+
+DataStoreModel = Annotated[Union[LocalDiskStoreModel, S3DataStoreModel], Field(discriminator="kind")]
+
+
+def _store_config(store: Any, where: str) -> Any:
+    if store is None:
+        return LocalDiskStoreConfig()
+    if isinstance(store, (LocalDiskStoreModel, S3DataStoreModel)):
+        return store.to_config(where)
+    raise ConfigurationTypeError(
+        f"{where} must be {{kind: local, ...}} or {{kind: s3, ...}}, got {type(store).__name__}"
+    )
+
+
+class RepositoryModel(dg.Model, dg.Resolvable):
+    """A named repository: its own index (one of path, dsn, redis_url) and data store."""
+
+    path: Optional[str] = Field(default=None, description="SQLite index file of this repository.")
+    dsn: _SecretDsn = None
+    redis_url: _SecretRedis = None
+    data_store: Optional[DataStoreModel] = Field(default=None, description=_STORE_DESCRIPTION)
+
+    def to_config(self, where: str) -> RepositoryConfig:
+        _check_secret(f"{where}.dsn", self.dsn, url=True)
+        _check_secret(f"{where}.redis_url", self.redis_url, url=True)
+        if not (self.path or self.dsn or self.redis_url):
+            raise ConfigurationError(f"{where} needs an index: set path (SQLite), dsn (PostgreSQL) or redis_url (Redis)")
+        return RepositoryConfig(
+            path=self.path, dsn=self.dsn, redis_url=self.redis_url,
+            data_store=_store_config(self.data_store, f"{where}.data_store"),
+        )
+
+
+def _check_key(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise InvalidNameError(
+            f"{where} {value!r} is not a valid Dagster resource key; use letters, digits and '_', "
+            "not starting with a digit (e.g. 'atdata_index')"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- index resource
+@_preview
+class AtdataIndexResourceComponent(dg.Component, dg.Model, dg.Resolvable):
+    """An atdata dataset index (SQLite, PostgreSQL or Redis; disk or S3 shards) and its IO manager.
+
+    Binds an ``AtdataIndexResource`` to ``resource_key`` and an ``AtdataIOManager`` using it
+    to ``io_manager_key`` (the key ``WebDatasetComponent`` assets store through). At most
+    one of ``path``, ``dsn`` and ``redis_url``; none means SQLite at ``~/.atdata/index.db``.
+    """
+
+    resource_key: str = Field(
+        default="atdata_index",
+        description="Resource key the AtdataIndexResource is bound to (promotion jobs and sensors use 'atdata_index').",
+    )
+    io_manager_key: Optional[str] = Field(
+        default="io_manager",
+        description="Resource key of an AtdataIOManager on this index ('io_manager' makes it the default for every asset); null for none.",
+    )
+    path: Optional[str] = Field(
+        default=None,
+        description="SQLite index file (default ~/.atdata/index.db). Mutually exclusive with dsn and redis_url.",
+    )
+    dsn: _SecretDsn = None
+    redis_url: _SecretRedis = None
+    data_store: Optional[DataStoreModel] = Field(default=None, description=_STORE_DESCRIPTION)
+    repos: dict[str, RepositoryModel] = Field(
+        default_factory=dict,
+        description="Named repositories mounted next to 'local': name -> {path|dsn|redis_url, data_store}. "
+        "An asset writes to one with its 'repo' field.",
+    )
+    atmosphere: bool = Field(
+        default=True,
+        description="Enable the ATProto atmosphere backend (read-only unless handle and password are set); false disables it.",
+    )
+    atmosphere_service_url: Optional[str] = Field(
+        default=None, description="PDS service URL, e.g. 'https://bsky.social'; null uses the client's default.",
+    )
+    atmosphere_handle: Optional[str] = Field(default=None, description="ATProto handle to publish as, e.g. 'lab.bsky.social'.")
+    atmosphere_password: _SecretPassword = None
+    default_maxcount: int = Field(
+        default=10000, description="IO manager default: maximum samples per shard (an asset's maxcount overrides).",
+    )
+    default_maxsize: Optional[int] = Field(
+        default=None, description="IO manager default: maximum bytes per shard, null for no limit (an asset's maxsize overrides).",
+    )
+    preview_rows: int = Field(
+        default=5, description="How many leading samples the 'atdata/preview' metadata table shows (0 for none).",
+    )
+
+    def build_resource(self) -> AtdataIndexResource:
+        """The configured ``AtdataIndexResource`` (secrets as ``dagster.EnvVar``)."""
+        where = type(self).__name__
+        _check_secret(f"{where}.dsn", self.dsn, url=True)
+        _check_secret(f"{where}.redis_url", self.redis_url, url=True)
+        _check_secret(f"{where}.atmosphere_password", self.atmosphere_password)
+        given = [n for n in ("path", "dsn", "redis_url") if getattr(self, n)]
+        if len(given) > 1:
+            raise ConfigurationError(
+                f"{where}: set only one of path (SQLite), dsn (PostgreSQL) or redis_url (Redis); got {', '.join(given)}"
+            )
+        if bool(self.atmosphere_handle) != bool(self.atmosphere_password):
+            raise ConfigurationError(
+                f"{where}: set both atmosphere_handle and atmosphere_password ('{{{{ env.NAME }}}}') to publish, "
+                "or neither for read-only access"
+            )
+        repos = {}
+        for name, repo in self.repos.items():
+            if name == "local" or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+                raise InvalidNameError(
+                    f"{where}.repos: {name!r} is not a usable repository name; use letters, digits, '_', '-' and '.' "
+                    "(and not 'local', which is the built-in repository)"
+                )
+            repos[name] = repo.to_config(f"{where}.repos[{name!r}]")
+        return AtdataIndexResource(
+            path=self.path,
+            dsn=self.dsn,
+            redis_url=self.redis_url,
+            data_store=_store_config(self.data_store, f"{where}.data_store"),
+            repos=repos,
+            atmosphere=self.atmosphere,
+            atmosphere_service_url=self.atmosphere_service_url,
+            atmosphere_handle=self.atmosphere_handle,
+            atmosphere_password=self.atmosphere_password,
+        )
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        where = type(self).__name__
+        _check_key(f"{where}.resource_key", self.resource_key)
+        for field in ("default_maxcount", "preview_rows"):
+            v = getattr(self, field)
+            if v < (1 if field == "default_maxcount" else 0):
+                raise ConfigurationError(f"{where}.{field} must be {'positive' if field == 'default_maxcount' else '>= 0'}, got {v}")
+        if self.default_maxsize is not None and self.default_maxsize < 1:
+            raise ConfigurationError(f"{where}.default_maxsize must be a positive number of bytes or null, got {self.default_maxsize}")
+        resource = self.build_resource()
+        resources: dict[str, Any] = {self.resource_key: resource}
+        if self.io_manager_key:
+            _check_key(f"{where}.io_manager_key", self.io_manager_key)
+            if self.io_manager_key == self.resource_key:
+                raise ConfigurationError(f"{where}: resource_key and io_manager_key must differ (both {self.resource_key!r})")
+            resources[self.io_manager_key] = AtdataIOManager(
+                index=resource, maxcount=self.default_maxcount, maxsize=self.default_maxsize,
+                preview_rows=self.preview_rows,
+            )
+        return dg.Definitions(resources=resources)
+
+
+# --------------------------------------------------------------------------- dataset asset
+_KEY_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _parse_asset_key(where: str, value: Any) -> dg.AssetKey:
+    """``"digits/raw"`` (or a list of segments) -> ``AssetKey(["digits", "raw"])``."""
+    if isinstance(value, dg.AssetKey):
+        parts = list(value.path)
+    elif isinstance(value, str):
+        parts = value.split("/")
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        raise ConfigurationTypeError(f"{where} must be an asset key like 'digits/raw', got {type(value).__name__}")
+    bad = [p for p in parts if not isinstance(p, str) or not _KEY_SEGMENT.fullmatch(p)]
+    if not parts or bad:
+        raise InvalidNameError(
+            f"{where} {value!r} is not a valid asset key: write '/'-separated segments of letters, digits, "
+            "'_', '-' and '.', none empty and none starting with '.' or '-', e.g. 'digits/raw'"
+        )
+    return dg.AssetKey(parts)
+
+
+def _import_object(where: str, ref: Any) -> Any:
+    """Import ``"package.module:attr.path"``."""
+    if not isinstance(ref, str) or ref.count(":") != 1:
+        raise ConfigurationError(
+            f"{where} {ref!r} must be a reference 'package.module:name', e.g. 'my_pkg.samples:make_digits'"
+        )
+    module_name, _, attr_path = ref.partition(":")
+    if not module_name or not attr_path:
+        raise ConfigurationError(f"{where} {ref!r} must be 'package.module:name' with both parts, e.g. 'my_pkg.samples:make_digits'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"{where} {ref!r}: cannot import module {module_name!r} ({exc}); install the package or fix the module path"
+        ) from exc
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigurationError(
+                f"{where} {ref!r}: module {module_name!r} has no attribute {attr_path!r}; check the name after ':'"
+            ) from None
+    return obj
+
+
+class DatasetInput(dg.Model):
+    """An upstream dataset read by the asset (passed to ``fn`` as a lazy ``Dataset``)."""
+
+    key: str = Field(description="Asset key of the upstream dataset asset, '/'-separated, e.g. 'digits/raw'.")
+    sample_type: Optional[str] = Field(
+        default=None,
+        description="Sample class 'package.module:Class' to read it as (Dataset[Class]); null decodes the stored schema.",
+    )
+    allow_missing_partitions: bool = Field(
+        default=False,
+        description="When fanning in several upstream partitions, skip the ones never materialized instead of failing.",
+    )
+
+
+_RESERVED_PARAMS = frozenset({"context", "partition_key"})
+
+
+@_preview
+class WebDatasetComponent(dg.Component, dg.Model, dg.Resolvable):
+    """A typed WebDataset asset: samples from a Python callable, stored as shards plus an index entry.
+
+    ``fn`` returns (or yields) packable samples, or a ``Dataset`` of existing shards. It is
+    called with keyword arguments it declares: one per ``ins`` name (a lazy
+    ``Dataset`` of that upstream asset's exact entry), ``context``
+    (``AssetExecutionContext``) and ``partition_key`` (``None`` when unpartitioned).
+    The output goes through the ``AtdataIOManager`` at ``io_manager_key``.
+    """
+
+    asset_key: str = Field(description="Asset key, '/'-separated segments, e.g. 'digits/raw'. The dataset name defaults to it.")
+    fn: str = Field(
+        description="Python callable producing the samples, 'package.module:function'. It may take the ins names, "
+        "'context' and 'partition_key' as keyword parameters.",
+        examples=["my_pkg.samples:make_digits"],
+    )
+    ins: dict[str, Union[str, DatasetInput]] = Field(
+        default_factory=dict,
+        description="Upstream datasets passed to fn: parameter name -> asset key ('digits/raw') or "
+        "{key, sample_type, allow_missing_partitions}.",
+    )
+    deps: list[str] = Field(
+        default_factory=list,
+        description="Asset keys this asset depends on without reading them (ordering and lineage in Dagster only).",
+    )
+    group_name: Optional[Text] = Field(default=None, description="Dagster asset group, e.g. 'digits'.")
+    description: Optional[Text] = Field(default=None, description="Asset description shown in the Dagster UI.")
+    code_version: Optional[Text] = Field(
+        default=None, description="Code version: bump it when fn changes so Dagster marks the asset stale; recorded in the entry's lineage.",
+    )
+    partitions: Optional[list[Text]] = Field(
+        default=None,
+        description="Static partition keys, e.g. [train, test]: one dataset per key, named '<asset>/partition=<key>'.",
+    )
+    promote: bool = Field(default=False, description="Mark every entry for the promotion sensor (publish to the atmosphere).")
+    maxcount: Optional[int] = Field(default=None, description="Maximum samples per shard (default: the IO manager's).")
+    maxsize: Optional[int] = Field(default=None, description="Maximum bytes per shard (default: the IO manager's, no limit).")
+    manifest: Optional[bool] = Field(default=None, description="Write per-shard manifest sidecars (default: the IO manager's).")
+    dataset_name: Optional[Text] = Field(
+        default=None, description="Dataset name in the index instead of the asset key path ('atdata/name'), e.g. 'mnist/raw'.",
+    )
+    repo: Optional[Text] = Field(
+        default=None, description="Repository to write to instead of 'local' ('atdata/repo'): a name in the index's repos.",
+    )
+    io_manager_key: str = Field(
+        default="io_manager", description="Resource key of the AtdataIOManager that stores this asset (see AtdataIndexResourceComponent).",
+    )
+    checks: Union[bool, list[Literal["checksums", "sample_count", "schema"]]] = Field(
+        default=False,
+        description="Asset checks to add: true for all (checksums, sample_count, schema), or a list of them.",
+    )
+    blocking_checks: bool = Field(default=False, description="Make the checks blocking (a failed check stops downstream assets).")
+    tags: dict[str, Text] = Field(default_factory=dict, description="Asset tags.")
+    owners: list[str] = Field(default_factory=list, description="Asset owners (emails or 'team:name').")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Extra definition metadata for the asset.")
+
+    # ------------------------------------------------------------------ validation
+    def _where(self) -> str:
+        return f"WebDatasetComponent {self.asset_key!r}"
+
+    def _metadata(self) -> dict[str, Any]:
+        where = self._where()
+        meta = dict(self.metadata)
+        clash = sorted(k for k in meta if k.startswith("atdata/"))
+        if clash:
+            raise ConfigurationError(
+                f"{where}: metadata keys {clash} are reserved; use the fields promote, maxcount, maxsize, "
+                "manifest, dataset_name and repo instead"
+            )
+        for field in ("maxcount", "maxsize"):
+            v = getattr(self, field)
+            if v is not None and v < 1:
+                raise ConfigurationError(f"{where}: {field} must be a positive integer or null, got {v}")
+            if v is not None:
+                meta[f"atdata/{field}"] = v
+        if self.manifest is not None:
+            meta["atdata/manifest"] = self.manifest
+        if self.promote:
+            meta["atdata/promote"] = True
+        if self.dataset_name is not None:
+            from .index.names import validate_dataset_name
+
+            try:
+                validate_dataset_name(self.dataset_name)
+            except InvalidNameError as exc:
+                raise InvalidNameError(f"{where}: dataset_name: {exc}") from None
+            meta["atdata/name"] = self.dataset_name
+        if self.repo is not None:
+            if not self.repo or "/" in self.repo:
+                raise InvalidNameError(f"{where}: repo {self.repo!r} must be a repository name from the index's repos, e.g. 'lab'")
+            meta["atdata/repo"] = self.repo
+        return meta
+
+    def _inputs(self) -> dict[str, dg.AssetIn]:
+        from .dataset import Dataset
+
+        where = self._where()
+        out: dict[str, dg.AssetIn] = {}
+        for name, spec in self.ins.items():
+            if not name.isidentifier() or keyword.iskeyword(name) or name in _RESERVED_PARAMS:
+                raise InvalidNameError(
+                    f"{where}: input name {name!r} must be a Python identifier other than "
+                    f"{sorted(_RESERVED_PARAMS)}; it is the keyword fn receives the dataset as"
+                )
+            if isinstance(spec, str):
+                spec = DatasetInput(key=spec)
+            key = _parse_asset_key(f"{where}: ins.{name}", spec.key)
+            dagster_type: Any = Any
+            if spec.sample_type:
+                cls = _import_object(f"{where}: ins.{name}.sample_type", spec.sample_type)
+                if not isinstance(cls, type):
+                    raise ConfigurationTypeError(f"{where}: ins.{name}.sample_type {spec.sample_type!r} is not a class")
+                dagster_type = Dataset[cls]  # type: ignore[valid-type]
+            meta = {"allow_missing_partitions": True} if spec.allow_missing_partitions else None
+            out[name] = dg.AssetIn(key=key, dagster_type=dagster_type, metadata=meta)
+        return out
+
+    def _callable(self, inputs: Mapping[str, Any]) -> tuple[Callable[..., Any], frozenset[str], bool]:
+        """(fn, the keyword parameters it declares, whether it takes **kwargs)."""
+        where = self._where()
+        fn = _import_object(f"{where}: fn", self.fn)
+        if not callable(fn):
+            raise ConfigurationTypeError(f"{where}: fn {self.fn!r} is a {type(fn).__name__}, not a callable")
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):  # builtins without a signature: pass only what was asked for
+            return fn, frozenset(inputs), True
+        params = sig.parameters
+        var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        names = frozenset(
+            n for n, p in params.items()
+            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        )
+        offered = set(inputs) | _RESERVED_PARAMS
+        required = [
+            n for n, p in params.items()
+            if p.default is inspect.Parameter.empty
+            and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+            and n not in offered
+        ]
+        if required:
+            raise ConfigurationError(
+                f"{where}: fn {self.fn!r} requires parameters {required} that nothing supplies; it receives "
+                f"only the ins names {sorted(inputs)}, 'context' and 'partition_key' (add them to ins or give them defaults)"
+            )
+        unread = sorted(set(inputs) - names) if not var_kw else []
+        if unread:
+            raise ConfigurationError(
+                f"{where}: fn {self.fn!r} has no parameter for the inputs {unread}; add one per ins name (or **kwargs)"
+            )
+        return fn, names, var_kw
+
+    # ------------------------------------------------------------------ build
+    def build_asset(self) -> dg.AssetsDefinition:
+        """The dataset asset this component declares."""
+        where = self._where()
+        key = _parse_asset_key(f"{where}: asset_key", self.asset_key)
+        inputs = self._inputs()
+        fn, accepts, var_kw = self._callable(inputs)
+        deps = [_parse_asset_key(f"{where}: deps", d) for d in self.deps]
+        overlap = {d for d in deps} & {i.key for i in inputs.values()}
+        if overlap:
+            raise ConfigurationError(f"{where}: {sorted(k.to_user_string() for k in overlap)} are in both ins and deps; keep them in ins only")
+        partitions_def = None
+        if self.partitions is not None:
+            if not self.partitions or len(set(self.partitions)) != len(self.partitions):
+                raise ConfigurationError(f"{where}: partitions must be a non-empty list of distinct keys, got {self.partitions}")
+            partitions_def = dg.StaticPartitionsDefinition(list(self.partitions))
+        metadata = self._metadata()
+        _check_key(f"{where}: io_manager_key", self.io_manager_key)
+        fn_ref = self.fn
+
+        @dg.asset(
+            key=key,
+            ins=inputs,
+            deps=deps or None,
+            group_name=self.group_name,
+            description=self.description or _first_line(fn.__doc__) or f"Samples from {fn_ref}.",
+            code_version=self.code_version,
+            kinds={"webdataset"},
+            partitions_def=partitions_def,
+            io_manager_key=self.io_manager_key,
+            metadata=metadata,
+            tags=dict(self.tags) or None,
+            owners=list(self.owners) or None,
+        )
+        def _dataset_asset(context, **upstream):  # context: AssetExecutionContext
+            kwargs: dict[str, Any] = {n: v for n, v in upstream.items() if var_kw or n in accepts}
+            if var_kw or "context" in accepts:
+                kwargs["context"] = context
+            if var_kw or "partition_key" in accepts:
+                kwargs["partition_key"] = context.partition_key if context.has_partition_key else None
+            result = fn(**kwargs)
+            if isinstance(result, Iterator) and not isinstance(result, (dg.Output, dg.MaterializeResult)):
+                # a bare generator would be read by Dagster as an event stream
+                return dg.Output(result)
+            return result
+
+        return _dataset_asset
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        asset = self.build_asset()
+        checks: list[Any] = []
+        if self.checks:
+            names = list(DATASET_CHECKS) if self.checks is True else list(dict.fromkeys(self.checks))
+            checks = build_dataset_checks(asset, resource_key=self.io_manager_key, checks=names, blocking=self.blocking_checks)
+        return dg.Definitions(assets=[asset], asset_checks=checks or None)
+
+
+def _first_line(doc: Optional[str]) -> Optional[str]:
+    if not doc:
+        return None
+    line = doc.strip().splitlines()[0].strip()
+    return line or None
