@@ -216,6 +216,12 @@ def collect_garbage(index, *, grace: float = 3600.0, dry_run: bool = False, prog
             age = store.age_seconds(url, now)
             if age is not None and age < grace:
                 continue  # could belong to a write that has not committed yet
+            if url.endswith(".tar"):
+                # Its manifest sidecars first (a writer puts them after the shard, and
+                # iter_shard_urls lists only shards): never leave a sidecar without a shard.
+                for side in _sidecars_of(url):
+                    if store.age_seconds(side, now) is not None:
+                        candidates.append((store, side))
             candidates.append((store, url))
     if not dry_run:
         for store in stores:
@@ -245,6 +251,14 @@ def cmd_gc(args: argparse.Namespace, out) -> int:
             out.write(f"{'would delete' if args.dry_run else 'deleted'} {u}\n")
         out.write(f"{len(urls)} unreferenced object(s) {'found' if args.dry_run else 'removed'}\n")
     return 0
+
+
+SIDECAR_SUFFIXES = (".manifest.json", ".manifest.parquet")
+
+
+def _sidecars_of(shard_url: str) -> list[str]:
+    """The URLs of a shard's sidecars (``put_sidecar``: ``<shard without .tar><suffix>``)."""
+    return [shard_url[:-4] + suffix for suffix in SIDECAR_SUFFIXES]
 
 
 def _sidecar_of(url: str, referenced: set[str]) -> bool:
