@@ -9,12 +9,50 @@ upserted by CID, schemas by (name, version), labels by (name, version) with
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Iterator
+from typing import Any, Iterator
 
-from ...errors import NotFoundError
+import msgpack
+
+from ...errors import NotFoundError, ProviderError
 from ..entry import LabelRecord, LocalDatasetEntry
 
-__all__ = ["IndexProvider"]
+__all__ = ["IndexProvider", "decode_entry_columns"]
+
+
+def decode_entry_columns(urls: Any, metadata: Any, where: str) -> tuple[list[str], dict | None]:
+    """``data_urls`` and ``metadata`` of a stored entry, decoded strictly.
+
+    Rows may have been written by other tools (atdata, a script), so the msgpack is
+    untrusted: lengths are bounded by the blob, ``data_urls`` must be a list of str and
+    ``metadata`` a map (or NULL). Anything else raises :class:`ProviderError` naming the
+    entry and the column.
+    """
+    out = []
+    for column, blob, want in (("data_urls", urls, list), ("metadata", metadata, dict)):
+        if blob is None and want is dict:
+            out.append(None)
+            continue
+        try:
+            raw = bytes(blob)
+            n = len(raw)
+            value = msgpack.unpackb(raw, raw=False, strict_map_key=False, max_str_len=n, max_bin_len=n,
+                                    max_array_len=n, max_map_len=n, max_ext_len=n)
+        except Exception as exc:  # msgpack's ValueError family, TypeError, UnicodeDecodeError
+            raise ProviderError(
+                f"{where}: column {column} is not valid msgpack ({type(exc).__name__}: {exc}); the row was "
+                "written by another tool or is corrupt: repair or delete it"
+            ) from None
+        if value is None and want is dict:  # msgpack nil: no metadata
+            out.append(None)
+            continue
+        if not isinstance(value, want) or (want is list and not all(isinstance(u, str) for u in value)):
+            expected = "an array of str" if want is list else "a map"
+            raise ProviderError(
+                f"{where}: column {column} holds {type(value).__name__} {value!r:.80}, expected {expected}; "
+                "the row was written by another tool or is corrupt: repair or delete it"
+            )
+        out.append(value)
+    return out[0], out[1]
 
 
 class IndexProvider(ABC):

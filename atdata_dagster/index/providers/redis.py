@@ -39,7 +39,7 @@ from redis.retry import Retry
 
 from ...errors import ConfigurationError, NotFoundError, ProviderError
 from ..entry import LabelRecord, LocalDatasetEntry
-from .base import IndexProvider
+from .base import IndexProvider, decode_entry_columns
 
 __all__ = ["RedisProvider"]
 
@@ -467,11 +467,14 @@ class RedisProvider(IndexProvider):
             metadata = raw.get(b"metadata")
             legacy = raw.get(b"legacy_uuid")
             created = raw.get(b"created_at")
+            data_urls, meta = decode_entry_columns(
+                raw[b"data_urls"], metadata, f"Redis key {key or '?'!r} on {self._address()}"
+            )
             return LocalDatasetEntry(
                 name=_s(raw[b"name"]),
                 schema_ref=_s(raw[b"schema_ref"]),
-                data_urls=[str(u) for u in _unpack(raw[b"data_urls"])],
-                metadata=_unpack(metadata) if metadata is not None else None,
+                data_urls=data_urls,
+                metadata=meta,
                 _cid=cid or None,
                 _legacy_uuid=_s(legacy) if legacy else None,
                 created_at=_s(created) if created else None,
