@@ -27,6 +27,7 @@ from ..errors import (
     InvalidRefError,
     NotFoundError,
     NotPackableError,
+    SchemaError,
 )
 from ..stores.base import DataStore, ShardWriteResult
 from .entry import LabelRecord, LocalDatasetEntry, LocalSchemaRecord
@@ -270,7 +271,7 @@ class Index:
             versions.extend(v for v in p.schema_versions(name) if v not in versions)
         for v in sorted(versions, key=_version_key, reverse=True):
             try:
-                stored = json.loads(self._schema_json(name, v, providers))
+                stored = _load_schema_text(self._schema_json(name, v, providers), name, v)
             except NotFoundError:
                 continue
             if fields_signature(stored) == signature:
@@ -295,12 +296,12 @@ class Index:
 
     def get_schema(self, ref: str) -> dict:
         """The schema record for ``ref`` as a dict with ``$ref`` (AbstractIndex protocol)."""
-        if ref.startswith("at://") or ref.startswith("@"):
+        if isinstance(ref, str) and ref.startswith(("at://", "@")):
             return self._require_atmosphere("resolving an atmosphere schema").get_schema(ref)
         from ..samples.schema import make_schema_ref, parse_schema_ref
 
         name, version = parse_schema_ref(ref)
-        record = json.loads(self._schema_json(name, version))
+        record = _load_schema_text(self._schema_json(name, version), name, version)
         record["$ref"] = make_schema_ref(name, version)
         return record
 
@@ -319,7 +320,7 @@ class Index:
                 if (name, version) in seen:
                     continue
                 seen.add((name, version))
-                record = json.loads(text)
+                record = _load_schema_text(text, name, version)
                 record["$ref"] = make_schema_ref(name, version)
                 out.append(record)
         return out
@@ -444,6 +445,8 @@ class Index:
             return entry
 
     def _route_write(self, name: str) -> tuple[str, Repository | None, str]:
+        if not isinstance(name, str):
+            validate_dataset_name(name)  # raises InvalidNameError naming the type
         resolved = resolve_ref(name, self._mounted()) if name.startswith(("@", "at://")) else None
         if resolved is not None and resolved.is_atmosphere:
             return ATMOSPHERE, None, name
@@ -751,3 +754,20 @@ def _authority_of(ref: str) -> str:
     if ref.startswith("atdata://"):
         return ref[len("atdata://"):].split("/", 1)[0].replace(":", "_") or "local"
     return "local"
+
+
+def _load_schema_text(text: Any, name: str, version: str) -> dict:
+    """A stored schema record (JSON text, possibly written by another tool) as a dict."""
+    try:
+        record = json.loads(text)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SchemaError(
+            f"stored schema {name}@{version} is not valid JSON ({type(exc).__name__}: {exc}); the row was "
+            "written by another tool or is corrupt: repair it or publish the schema again"
+        ) from None
+    if not isinstance(record, dict):
+        raise SchemaError(
+            f"stored schema {name}@{version} is JSON {type(record).__name__}, expected a JSON object "
+            "(a schema record); repair it or publish the schema again"
+        )
+    return record
