@@ -78,8 +78,15 @@ def escape_segment(text: str) -> str:
     """
     if text == "":
         return EMPTY_SEGMENT
+    try:
+        raw = text.encode("utf-8")
+    except (AttributeError, UnicodeEncodeError):
+        raise InvalidNameError(
+            f"cannot name a dataset after {text!r:.80}: asset key components and partition keys "
+            "must be str without lone surrogates"
+        ) from None
     out: list[str] = []
-    for i, b in enumerate(text.encode("utf-8")):
+    for i, b in enumerate(raw):
         if b in _SAFE and not (i == 0 and b == 0x2E):
             out.append(chr(b))
         else:
@@ -164,6 +171,18 @@ def dataset_name(
     if partition_key is None:
         name = head
     else:
+        if not isinstance(partition_key, str):
+            raise InvalidNameError(
+                f"partition key {partition_key!r:.80} is a {type(partition_key).__name__}; Dagster "
+                "partition keys are str"
+            )
+        try:
+            partition_key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidNameError(
+                f"partition key {partition_key!r:.80} contains a lone surrogate and is not valid "
+                "unicode; use keys that encode as UTF-8"
+            ) from None
         segment = partition_segment(partition_key)
         if len(head) + 1 + len(segment) > _MAX_NAME:  # a long key under a long asset path: hash it
             segment = HASHED_PARTITION_MARK + hashlib.sha256(partition_key.encode("utf-8")).hexdigest()
