@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, Union
 
 from ..errors import InvalidRefError, RecordError, SchemaError
+from ..samples.schema import is_safe_identifier
 
 __all__ = [
     "NSID_SCHEMA",
@@ -219,6 +220,11 @@ def local_fields(fields: Any, where: str = "schema") -> list[dict]:
     for f in fields:
         if not isinstance(f, dict) or not isinstance(f.get("name"), str) or not f["name"]:
             raise SchemaError(f"{where}: field entry {f!r:.80} needs a string 'name'")
+        if not is_safe_identifier(f["name"]):
+            raise SchemaError(
+                f"{where}: invalid field name {f['name']!r:.80}: field names must be Python identifiers "
+                "that are not keywords"
+            )
         if f["name"] in seen:
             raise SchemaError(f"{where}: duplicate field name {f['name']!r}")
         seen.add(f["name"])
@@ -672,11 +678,27 @@ def _storage_kind(rtype: Any) -> str | None:
     return None
 
 
+_REMOTE_SCHEMES = {"storageHttp": ("http://", "https://"), "storageExternal": ("http://", "https://", "s3://")}
+
+
+def _remote_url(url: Any, kind: str, where: str) -> str:
+    """A shard URL from a record, refused unless its scheme is remote: a record from a PDS
+    must never make the reader open a local path, a ``file://`` URL or a device."""
+    allowed = _REMOTE_SCHEMES[kind]
+    if not isinstance(url, str) or not url.lower().startswith(allowed):
+        raise RecordError(
+            f"{where}: {kind} shard URL {url!r:.120} is not an {'/'.join(a[:-3] for a in allowed)} URL; "
+            "records may only reference remote shards (local paths and file:// are refused)"
+        )
+    return url
+
+
 def _storage_from_record(value: Any, where: str) -> Storage:
     kind = _storage_kind(_type_of(value))
     try:
         if kind == "storageHttp":
-            return StorageHttp(tuple(HttpShard(str(s["url"]), Checksum.from_record(s.get("checksum")) or Checksum())
+            return StorageHttp(tuple(HttpShard(_remote_url(s["url"], kind, where),
+                                               Checksum.from_record(s.get("checksum")) or Checksum())
                                      for s in value["shards"]))
         if kind == "storageS3":
             return StorageS3(str(value["bucket"]),
@@ -692,7 +714,7 @@ def _storage_from_record(value: Any, where: str) -> Storage:
                     blobs.append(BlobShard(BlobRef.from_record(item, where)))
             return StorageBlobs(tuple(blobs))
         if kind == "storageExternal":
-            return StorageExternal(tuple(str(u) for u in value["urls"]))
+            return StorageExternal(tuple(_remote_url(u, kind, where) for u in value["urls"]))
     except (KeyError, TypeError, AttributeError) as exc:
         raise RecordError(f"{where}: malformed {kind} storage ({exc.__class__.__name__}: {exc})") from None
     raise RecordError(
@@ -871,7 +893,7 @@ class EntryRecord:
         if "storage" in value:
             storage = _storage_from_record(value["storage"], where)
         elif isinstance(value.get("urls"), list):  # 0.3.x flattened external URLs
-            storage = StorageExternal(tuple(str(u) for u in value["urls"]))
+            storage = StorageExternal(tuple(_remote_url(u, "storageExternal", where) for u in value["urls"]))
         else:
             raise RecordError(f"{where} ({name}) has no 'storage'")
         tags = value.get("tags")
