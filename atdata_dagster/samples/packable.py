@@ -213,9 +213,22 @@ class _Plan:
                 and f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING
             )
-            decoders.append((name, None if spec is None else _convert_for(spec), required))
+            if spec is None:
+                decoders.append((name, None, required, frozenset(), None))
+            else:
+                # checked after conversion: ndarray fields are arrays by then, float fields floats
+                fast = _fast_types(spec) | ({float} if spec.kind == "primitive" and spec.primitive == "float" else set())
+                decoders.append((name, _convert_for(spec), required, fast, _check_for(spec)))
         self.decoders = tuple(decoders)
         self.noinit = frozenset(name for name, f in fields.items() if not f.init)
+
+    def decode_error_text(self, name: str, value: Any) -> str:
+        spec = self.specs[name]
+        assert spec is not None
+        return (
+            f"expects {_describe(spec)}, got {type(value).__name__} ({value!r:.60}); the payload "
+            "does not match the sample type: read it with the type it was written with, or as DictSample"
+        )
 
     def value_error(self, name: str, value: Any) -> SampleError:
         spec = self.specs[name]
@@ -302,12 +315,14 @@ class PackableSample:
         found = 0
         name = ""
         try:
-            for name, convert, required in plan.decoders:
+            for name, convert, required, fast, check in plan.decoders:
                 if name in data:
                     value = data[name]
                     found += 1
                     if convert is not None and value is not None:
                         value = convert(value)
+                    if value.__class__ not in fast and check is not None and not check(value):
+                        raise DecodeError(plan.decode_error_text(name, value))
                     kwargs[name] = value
                 elif required:
                     raise FieldMismatchError(
