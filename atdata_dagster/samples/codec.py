@@ -357,7 +357,7 @@ def unpack_payload(data: bytes | bytearray | memoryview) -> dict[str, Any]:
             strict_map_key=True,
             object_hook=_check_keys,
             ext_hook=_reject_ext,
-            max_ext_len=0,
+            max_ext_len=0,  # also refuses timestamps (-1), which never reach ext_hook
             max_str_len=n,
             max_bin_len=n,
             max_array_len=n,
@@ -366,6 +366,11 @@ def unpack_payload(data: bytes | bytearray | memoryview) -> dict[str, Any]:
     except DecodeError:
         raise
     except Exception as exc:  # msgpack's ValueError family, StackError, UnicodeDecodeError...
+        if "max_ext_len" in str(exc):
+            raise DecodeError(
+                f"sample payload ({n} bytes) holds a msgpack ext type (e.g. a timestamp); ext "
+                "types are not allowed in a sample payload: store times as str or int"
+            ) from None
         raise DecodeError(
             f"sample payload ({n} bytes) is not a valid msgpack map: "
             f"{type(exc).__name__}: {exc}"

@@ -124,7 +124,7 @@ def iter_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str,
                 where = "is empty" if base == 0 and have == 0 else f"ends at byte {base + have}"
                 raise ShardError(
                     f"shard {url} is truncated: it {where} without an end-of-archive marker "
-                    f"(last member {member!r}); re-copy or re-write the shard"
+                    f"(last member {member!r}); re-copy or re-write the shard{_compressed_hint(buf, base)}"
                 )
         offset = base + pos
         header = buf[pos : pos + BLOCK]
@@ -151,6 +151,7 @@ def iter_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str,
                 raise ShardError(
                     f"shard {url}: bad tar header checksum at offset {offset} "
                     f"(after member {member!r}); the shard is corrupt or not a tar file"
+                    f"{_compressed_hint(header, offset)}"
                 )
         typeflag = header[156:157]
         try:
@@ -236,6 +237,19 @@ def iter_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str,
             name = longname if longname is not None else _header_name(header, url, offset)
             longname = local_pax = None
             _check_name(name, url, offset)
+
+
+_COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+def _compressed_hint(head: bytes, offset: int) -> str:
+    """'; it is gzip-compressed ...' when a stream that should be a tar starts like a compressed file."""
+    if offset != 0:
+        return ""
+    for magic, kind in _COMPRESSED_MAGIC.items():
+        if head.startswith(magic):
+            return f"; it is {kind}-compressed: shards are uncompressed tar files, decompress it first"
+    return ""
 
 
 def _header_name(header: bytes, url: str, offset: int) -> str:
