@@ -439,6 +439,12 @@ class SqlProvider(IndexProvider):
                     " Another process held the write lock for too long; retry later or "
                     "raise the timeout (SqliteProvider(path, timeout=...))."
                 )
+            elif "disk is full" in low or "disk i/o error" in low:
+                msg += (
+                    f" The filesystem holding {self.path} is full, a file-size limit (ulimit -f) "
+                    "was reached or the disk failed; nothing was committed. Free space or raise "
+                    "the limit, then write again."
+                )
             elif "not a database" in low or "malformed" in low:
                 msg += " The file is not a valid SQLite database: point the provider at another path."
             elif "unable to open" in low or "readonly" in low or "read-only" in low:
