@@ -30,7 +30,12 @@ from typing import Any, BinaryIO
 
 import msgpack
 
+from ..errors import ShardError
+
 __all__ = ["ManifestBuilder", "read_manifest", "MANIFEST_VERSION", "MAX_DISTINCT_VALUES"]
+
+#: Largest manifest JSON read (a manifest holds per-shard aggregates, not per-sample rows).
+MAX_MANIFEST_SIZE = 64 << 20
 
 MANIFEST_VERSION = "1.0.0"
 MAX_DISTINCT_VALUES = 10_000
@@ -329,12 +334,25 @@ def manifest_url_for(shard_url: str) -> str:
     return (shard_url[:-4] if shard_url.endswith(".tar") else shard_url) + ".manifest.json"
 
 
+def _read_bounded(stream: BinaryIO) -> bytes:
+    """Up to MAX_MANIFEST_SIZE + 1 bytes, in chunks (read(n) on a raw file allocates n at once)."""
+    parts, have = [], 0
+    while have <= MAX_MANIFEST_SIZE:
+        chunk = stream.read(1 << 20)
+        if not chunk:
+            break
+        parts.append(chunk)
+        have += len(chunk)
+    return b"".join(parts)
+
+
 def read_manifest(url_or_stream: str | os.PathLike | BinaryIO | bytes) -> dict:
     """Parse a manifest JSON (lenient: accepts atdata's ``Infinity``/``NaN``).
 
     Accepts the manifest's URL, a shard URL (``.tar`` -> its ``.manifest.json``), a
     readable binary stream or the raw bytes.
     """
+    where = "manifest"
     if isinstance(url_or_stream, (bytes, bytearray)):
         data = bytes(url_or_stream)
     elif isinstance(url_or_stream, (str, os.PathLike)):
@@ -343,8 +361,19 @@ def read_manifest(url_or_stream: str | os.PathLike | BinaryIO | bytes) -> dict:
             url = manifest_url_for(url)
         from .reader import open_url
 
+        where = f"manifest {url}"
         with open_url(url) as f:
-            data = f.read()
+            data = _read_bounded(f)
     else:
-        data = url_or_stream.read()
-    return json.loads(data)
+        data = _read_bounded(url_or_stream)
+    if len(data) > MAX_MANIFEST_SIZE:
+        raise ShardError(f"{where} is larger than {MAX_MANIFEST_SIZE} bytes; it is corrupt or hostile")
+    try:
+        manifest = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ShardError(
+            f"{where} is not valid JSON ({type(exc).__name__}: {str(exc)[:200]}); rewrite it or ignore it"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise ShardError(f"{where} is JSON {type(manifest).__name__}, expected an object with a 'header'")
+    return manifest
