@@ -55,6 +55,7 @@ from atdata_dagster.samples import DictSample, packable
 from atdata_dagster.samples.codec import encode_ndarray
 from atdata_dagster.samples.schema import type_from_record
 from atdata_dagster.samples.stubs import StubManager
+from atdata_dagster.shards.manifest import read_manifest
 from atdata_dagster.stores.disk import LocalDiskStore
 
 #: seconds one case may take before it counts as a hang
@@ -204,6 +205,12 @@ def read_shard(data: bytes, tmp: Path, sample_type: type = Row) -> list:
     path = tmp / "hostile.tar"
     path.write_bytes(data)
     return list(Dataset[sample_type](str(path)).ordered())
+
+
+def read_manifest_file(data: bytes, tmp: Path) -> dict:
+    """A shard's manifest sidecar as found in a store, read through the shard's URL."""
+    (tmp / "data--00000000--000000.manifest.json").write_bytes(data)
+    return read_manifest(str(tmp / "data--00000000--000000.tar"))
 
 
 def read_payload(data: bytes, tmp: Path, sample_type: type = Row) -> list:
@@ -375,6 +382,12 @@ CASES = [
         tar_bytes([("k.msgpack", good_payload()), ("k.msgpack", good_payload())]), t), ShardError, "two 'msgpack'"),
     Case("tar-sample-without-payload", lambda t: read_shard(tar_bytes([("k.json", b"{}")]), t),
          ShardError, "missing 'msgpack'"),
+    # ---- manifests next to shards ------------------------------------------------------------
+    Case("manifest-not-json", lambda t: read_manifest_file(b"{'header': 1}", t), ShardError, "not valid JSON"),
+    Case("manifest-not-utf8", lambda t: read_manifest_file(b'{"header": "\xff\xfe"}', t), ShardError, "not valid JSON"),
+    Case("manifest-deep-nesting", lambda t: read_manifest_file(b"[" * 200_000 + b"]" * 200_000, t),
+         ShardError, "not valid JSON"),
+    Case("manifest-not-an-object", lambda t: read_manifest_file(b"[1, 2, 3]", t), ShardError, "expected an object"),
     # ---- msgpack payloads (inside a well-formed shard) -----------------------------------
     Case("msgpack-garbage", lambda t: read_payload(b"\xc1\xc1\xc1", t), ShardError, PAYLOAD, DecodeError),
     Case("msgpack-empty", lambda t: read_payload(b"", t), ShardError, PAYLOAD, DecodeError),
