@@ -8,7 +8,14 @@ they publish only when an atmosphere account is configured through the environme
 (``ATDATA_HANDLE``, ``ATDATA_APP_PASSWORD``, optional ``ATDATA_SERVICE_URL``).
 
 Index and shards live under ``ATDATA_EXAMPLE_HOME`` (default ``.demo/`` in the
-repository): ``index.db`` and ``data/``.
+repository): ``index.db`` and ``data/``. For the scale-out shape (docs/scale-out.md) the
+environment moves them off the machine, with no code change:
+
+- ``ATDATA_INDEX_DSN``: a PostgreSQL DSN; the index lives there instead of ``index.db``.
+- ``ATDATA_S3_BUCKET`` (plus optional ``ATDATA_S3_ENDPOINT_URL``, ``ATDATA_S3_PREFIX``,
+  ``ATDATA_S3_REGION``): shards go to that bucket instead of ``data/``. Credentials are
+  ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (/ ``AWS_SESSION_TOKEN``), read at run
+  time through ``dg.EnvVar``; unset, boto3's default chain (instance role, ...) applies.
 """
 
 
@@ -25,6 +32,7 @@ from atdata_dagster import (
     AtdataIOManager,
     Dataset,
     LocalDiskStoreConfig,
+    S3DataStoreConfig,
     build_dataset_checks,
     build_promotion_job,
     build_promotion_schedule,
@@ -105,9 +113,36 @@ def _atmosphere_settings() -> dict:
     return {"atmosphere": False}
 
 
+def _index_settings() -> dict:
+    # The DSN may hold a password: resolved at run time, shown by name in the UI.
+    if os.environ.get("ATDATA_INDEX_DSN"):
+        return {"dsn": dg.EnvVar("ATDATA_INDEX_DSN")}
+    return {"path": str(HOME / "index.db")}
+
+
+def _data_store():
+    bucket = os.environ.get("ATDATA_S3_BUCKET")
+    if not bucket:
+        return LocalDiskStoreConfig(root=str(HOME / "data"))
+    secrets = {
+        field: dg.EnvVar(var)
+        for field, var in (("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
+                           ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+                           ("aws_session_token", "AWS_SESSION_TOKEN"))
+        if os.environ.get(var)
+    }
+    return S3DataStoreConfig(
+        bucket=bucket,
+        endpoint_url=os.environ.get("ATDATA_S3_ENDPOINT_URL") or None,
+        region_name=os.environ.get("ATDATA_S3_REGION") or None,
+        prefix=os.environ.get("ATDATA_S3_PREFIX", ""),
+        **secrets,
+    )
+
+
 index = AtdataIndexResource(
-    path=str(HOME / "index.db"),
-    data_store=LocalDiskStoreConfig(root=str(HOME / "data")),
+    **_index_settings(),
+    data_store=_data_store(),
     **_atmosphere_settings(),
 )
 

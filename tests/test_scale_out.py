@@ -1,0 +1,299 @@
+"""The scale-out shape (docs/scale-out.md), end to end on real servers.
+
+Dagster's own instance (runs, event log, schedules) on PostgreSQL through
+``dagster-postgres``, the dataset index on PostgreSQL, the shards on S3 (Ceph RGW), and
+the example pipeline materialized by the ``dagster`` CLI in a subprocess with the
+multiprocess executor, so every step runs in a process of its own. The example is
+configured for this purely through the environment (``ATDATA_INDEX_DSN``,
+``ATDATA_S3_*``, ``AWS_*``); nothing may land on the local disk.
+
+The pipeline runs once per module (three runs: ``digits_raw``, then ``digits_split`` and
+``digits_features`` for each of the partitions ``train`` and ``test``); each test asserts
+one property of the result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.slow, pytest.mark.xdist_group("s3")]
+
+ROOT = Path(__file__).resolve().parent.parent
+DAGSTER = Path(sys.executable).with_name("dagster")
+SPLITS = ("train", "test")
+NAMES = ["digits_raw"] + [f"{a}/partition={p}" for a in ("digits_split", "digits_features") for p in SPLITS]
+# One process per step. forkserver with the definitions preloaded forks each step from a
+# warm interpreter (~1 s) instead of spawning a fresh one (5-15 s of imports on 2 busy cores).
+MULTIPROCESS = {"execution": {"config": {"multiprocess": {
+    "max_concurrent": 2,
+    "start_method": {"forkserver": {"preload_modules": ["example_project.definitions"]}},
+}}}}
+S3_PREFIX = "team/datasets"
+
+
+def _dagster_yaml() -> str:
+    # What docs/scale-out.md tells an operator to write: every storage on PostgreSQL,
+    # the URL (which may hold a password) taken from the environment.
+    return (
+        "storage:\n"
+        "  postgres:\n"
+        "    postgres_url:\n"
+        "      env: DAGSTER_PG_URL\n"
+        "telemetry:\n"
+        "  enabled: false\n"
+    )
+
+
+def _dagster_url(url: str) -> str:
+    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, on which dagster-postgres
+    # 0.29.27 fails ("syntax error at or near $1" in its NOTIFY): name psycopg2, which
+    # dagster-postgres installs and is written for.
+    assert url.startswith("postgresql://")
+    return "postgresql+psycopg2://" + url[len("postgresql://"):]
+
+
+@pytest.fixture(scope="module")
+def dagster_pg_url(_postgres_admin):
+    """A brand-new database for Dagster's instance storage (dagster-postgres migrates it), dropped after."""
+    from tests.fixtures.services import _pg_admin_url, service_missing
+
+    conn, reason = _postgres_admin
+    if conn is None:
+        service_missing("postgres", reason)
+    name = f"atd_dagster_{uuid.uuid4().hex[:12]}"
+    conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    try:
+        yield _pg_admin_url().set(database=name).render_as_string(hide_password=False)
+    finally:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def index_dsn(_postgres_database):
+    """A fresh schema for the dataset index, alone on the DSN's search_path (as ``postgres_dsn``, per module)."""
+    import psycopg
+
+    from tests.fixtures.services import service_missing
+
+    url, reason = _postgres_database
+    if url is None:
+        service_missing("postgres", reason)
+    schema = f"scale_{uuid.uuid4().hex[:12]}"
+    plain = url.render_as_string(hide_password=False)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_client):
+    name = f"atd-scale-{uuid.uuid4().hex[:16]}"
+    s3_client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def scale_out(tmp_path_factory, dagster_pg_url, index_dsn, bucket, s3_server):
+    """Materialize the whole example in the scale-out shape; return what the checks need."""
+    base = tmp_path_factory.mktemp("scale_out")
+    home = base / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(_dagster_yaml())
+    example_home = base / "example_home"  # the local default location: must stay empty
+    example_home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATDATA_", "AWS_", "DAGSTER_"))}
+    env.update(
+        DAGSTER_HOME=str(home),
+        DAGSTER_PG_URL=_dagster_url(dagster_pg_url),
+        ATDATA_EXAMPLE_HOME=str(example_home),
+        ATDATA_INDEX_DSN=index_dsn,
+        ATDATA_S3_BUCKET=bucket,
+        ATDATA_S3_ENDPOINT_URL=s3_server["endpoint_url"],
+        ATDATA_S3_REGION=s3_server["region_name"],
+        ATDATA_S3_PREFIX=S3_PREFIX,
+        AWS_ACCESS_KEY_ID=s3_server["aws_access_key_id"],
+        AWS_SECRET_ACCESS_KEY=s3_server["aws_secret_access_key"],
+        PYTHONUNBUFFERED="1",
+    )
+
+    def launch(args: list[str]) -> tuple[list[str], subprocess.Popen, float]:
+        cmd = [str(DAGSTER), "asset", "materialize", "-m", "example_project.definitions", "-a", "defs",
+               *args, "--config-json", json.dumps(MULTIPROCESS)]
+        with open(base / f"run-{args[-1]}.log", "w") as log:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return args, proc, time.monotonic()
+
+    def wait(launched) -> list[float]:
+        took = []
+        for args, proc, started in launched:
+            rc = proc.wait(timeout=600)
+            took.append(round(time.monotonic() - started, 1))
+            log = (base / f"run-{args[-1]}.log").read_text()
+            assert rc == 0, f"dagster asset materialize {' '.join(args)} failed:\n{log[-4000:]}"
+        return took
+
+    # the unpartitioned source first, then both partitions at once: two runs writing to
+    # the same instance database, index and bucket concurrently, as two workers would
+    timings = wait([launch(["--select", "digits_raw"])])
+    timings += wait([launch(["--select", "digits_split,digits_features", "--partition", split]) for split in SPLITS])
+    print(f"scale-out runs took {timings} s")  # shown with -s; figures for docs/scale-out.md
+    return {"home": home, "example_home": example_home, "pg_url": dagster_pg_url, "index_dsn": index_dsn,
+            "bucket": bucket, "s3": s3_server, "pytest_pid": os.getpid()}
+
+
+@pytest.fixture(scope="module")
+def instance(scale_out):
+    """The Dagster instance the CLI runs wrote to, opened from the same DAGSTER_HOME."""
+    import dagster as dg
+
+    old = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "DAGSTER_PG_URL")}
+    os.environ["DAGSTER_HOME"] = str(scale_out["home"])
+    os.environ["DAGSTER_PG_URL"] = _dagster_url(scale_out["pg_url"])
+    try:
+        inst = dg.DagsterInstance.get()
+        try:
+            yield inst
+        finally:
+            inst.dispose()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def index(scale_out):
+    """The engine's view of the shared index: PostgreSQL, with the same S3 bucket for reads."""
+    from atdata_dagster import local
+    from atdata_dagster.stores.s3 import S3DataStore
+
+    s3 = scale_out["s3"]
+    store = S3DataStore(bucket=scale_out["bucket"], prefix=S3_PREFIX, endpoint_url=s3["endpoint_url"],
+                        region_name=s3["region_name"], aws_access_key_id=s3["aws_access_key_id"],
+                        aws_secret_access_key=s3["aws_secret_access_key"])
+    idx = local.Index(dsn=scale_out["index_dsn"], data_store=store, atmosphere=None)
+    try:
+        yield idx
+    finally:
+        idx.close()
+
+
+def _runs(instance) -> dict:
+    """The runs by partition key (None for ``digits_raw``'s)."""
+    runs = instance.get_runs()
+    by_partition = {r.tags.get("dagster/partition"): r for r in runs}
+    assert len(by_partition) == len(runs) == 3, [r.tags for r in runs]
+    return by_partition
+
+
+def test_runs_and_events_are_recorded_in_the_postgres_instance_storage(scale_out, instance):
+    import psycopg
+    from dagster import DagsterEventType, DagsterRunStatus
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+    assert isinstance(instance.run_storage, PostgresRunStorage)
+    assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+    assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+    runs = list(_runs(instance).values())
+    assert sorted(_runs(instance), key=str) == [None, "test", "train"]
+    assert [r.status for r in runs] == [DagsterRunStatus.SUCCESS] * 3
+    for run in runs:
+        assert instance.get_records_for_run(run.run_id, of_type=DagsterEventType.RUN_SUCCESS).records
+    # ...and it is really the PostgreSQL database holding them, not a file under DAGSTER_HOME
+    with psycopg.connect(scale_out["pg_url"]) as conn:
+        pg_runs = {r[0] for r in conn.execute("SELECT run_id FROM runs")}
+        pg_events = conn.execute("SELECT count(*) FROM event_logs WHERE run_id = ANY(%s)",
+                                 ([r.run_id for r in runs],)).fetchone()[0]
+    assert pg_runs == {r.run_id for r in runs}
+    assert pg_events >= 30
+    assert not list(scale_out["home"].rglob("*.db")), "no SQLite storage may appear under DAGSTER_HOME"
+
+
+def test_each_step_runs_in_its_own_process(scale_out, instance):
+    from dagster import DagsterEventType
+
+    step_pids: dict[tuple[str, str], int] = {}
+    for run in _runs(instance).values():
+        records = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_START).records
+        run_start = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.RUN_START).records
+        orchestrator = run_start[0].event_log_entry.dagster_event.pid
+        steps = {r.event_log_entry.step_key: r.event_log_entry.dagster_event.pid for r in records}
+        # the materialization step and at least one check step per run
+        assert len(steps) >= 2, steps
+        assert orchestrator not in steps.values(), f"a step ran in the orchestrating process: {steps}"
+        step_pids.update({(run.run_id, k): pid for k, pid in steps.items()})
+        # the multiprocess executor announced a worker per step
+        workers = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_WORKER_STARTING).records
+        assert {w.event_log_entry.step_key for w in workers} == set(steps)
+    assert len(set(step_pids.values())) == len(step_pids), f"steps shared a process: {step_pids}"
+    assert scale_out["pytest_pid"] not in step_pids.values()
+
+
+def test_index_entries_live_in_postgres_with_s3_urls_that_exist_and_verify(scale_out, index, s3_client):
+    import psycopg
+
+    entries = {e.name: e for e in index.list_entries()}
+    assert sorted(entries) == sorted(NAMES)
+    with psycopg.connect(scale_out["index_dsn"]) as conn:  # the rows are in the PostgreSQL schema
+        assert conn.execute("SELECT count(*) FROM dataset_entries").fetchone()[0] == len(NAMES)
+    prefix = f"s3://{scale_out['bucket']}/{S3_PREFIX}/"
+    for name, entry in entries.items():
+        assert entry.data_urls and all(u.startswith(prefix) for u in entry.data_urls), (name, entry.data_urls)
+        for url in entry.data_urls:
+            key = url[len(f"s3://{scale_out['bucket']}/"):]
+            head = s3_client.head_object(Bucket=scale_out["bucket"], Key=key)
+            assert head["ContentLength"] > 0
+        assert index.verify(entry) == {u: "ok" for u in entry.data_urls}, name
+    assert len(entries["digits_raw"].data_urls) == 4  # 1,797 samples, atdata/maxcount 500
+
+
+def test_nothing_is_written_to_the_local_disk(scale_out):
+    assert list(scale_out["example_home"].iterdir()) == []
+
+
+def test_lineage_links_the_datasets_and_the_dagster_runs(scale_out, index, instance):
+    runs = _runs(instance)
+    raw = index.get_dataset("digits_raw")
+    assert raw.metadata["lineage"]["upstream"] == []
+    assert raw.metadata["lineage"]["run_id"] == runs[None].run_id
+    for split in SPLITS:
+        run = runs[split]
+        part = index.get_dataset(f"digits_split/partition={split}")
+        feats = index.get_dataset(f"digits_features/partition={split}")
+        assert [u["cid"] for u in part.metadata["lineage"]["upstream"]] == [raw.cid]
+        assert [(u["cid"], u.get("partition")) for u in feats.metadata["lineage"]["upstream"]] == [(part.cid, split)]
+        assert part.metadata["lineage"]["run_id"] == feats.metadata["lineage"]["run_id"] == run.run_id
+        # Dagster's materialization in the PostgreSQL event log names the same entry and S3 shards
+        import dagster as dg
+
+        mat = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("digits_features"), asset_partitions=[split]), limit=1
+        ).records[0].asset_materialization
+        assert mat.metadata["atdata/cid"].value == feats.cid
+        assert str(mat.metadata["dagster/uri"].value).startswith(f"s3://{scale_out['bucket']}/")
+
+
+def test_downstream_reads_the_features_back_through_s3(index):
+    total = 0
+    for split in SPLITS:
+        entry = index.get_dataset(f"digits_features/partition={split}")
+        samples = list(index.dataset_for_entry(entry).ordered())
+        assert len(samples) == entry.metadata["stats"]["num_samples"] > 0
+        assert all(s.features.shape == (64,) and s.features.dtype.name == "float32" for s in samples)
+        assert all(0.0 <= float(s.features.min()) and float(s.features.max()) <= 1.0 for s in samples)
+        total += len(samples)
+    assert total == 1797
