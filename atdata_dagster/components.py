@@ -39,8 +39,6 @@ literal) raise typed errors from :mod:`atdata_dagster.errors` when the definitio
 built, so ``dg check defs`` reports them.
 """
 
-from __future__ import annotations
-
 import importlib
 import inspect
 import keyword
@@ -83,6 +81,19 @@ def _number_to_text(value: Any) -> Any:
 
 #: a string field that also accepts what Dagster's template rendering made of "1" or "2024"
 Text = Annotated[str, BeforeValidator(_number_to_text)]
+
+
+def _described(tp: Any, description: str, examples: Optional[list] = None) -> Any:
+    """``tp`` with a description for both the Python model and the YAML schema ``dg`` shows.
+
+    Dagster's derived YAML model drops a ``Field(description=...)`` on fields with a
+    default (dagster 1.13.28); a default ``Resolver`` carrying the description keeps it.
+    """
+    return Annotated[
+        tp,
+        Field(description=description, examples=examples),
+        dg.Resolver.default(description=description, examples=examples),
+    ]
 
 
 # --------------------------------------------------------------------------- secrets
@@ -177,11 +188,8 @@ def _check_secret(where: str, value: Optional[str], *, url: bool = False, litera
 class LocalDiskStoreModel(dg.Model, dg.Resolvable):
     """Shards on the local filesystem."""
 
-    kind: Literal["local"] = Field(default="local", description="Store kind: 'local' for shards on local disk.")
-    root: Optional[str] = Field(
-        default=None,
-        description="Directory holding the shards (default ~/.atdata/data); '{{ env.X }}' templates are expanded.",
-    )
+    kind: _described(Literal["local"], "Store kind: 'local' for shards on local disk.") = "local"
+    root: _described(Optional[str], "Directory holding the shards (default ~/.atdata/data); '{{ env.X }}' templates are expanded.") = None
 
     def to_config(self, where: str) -> LocalDiskStoreConfig:
         return LocalDiskStoreConfig(root=self.root)
@@ -190,17 +198,14 @@ class LocalDiskStoreModel(dg.Model, dg.Resolvable):
 class S3DataStoreModel(dg.Model, dg.Resolvable):
     """Shards in an S3 bucket (AWS or any S3-compatible server)."""
 
-    kind: Literal["s3"] = Field(default="s3", description="Store kind: 's3' for shards in an S3 bucket.")
-    bucket: str = Field(description="Bucket name, e.g. 'my-datasets'.")
-    endpoint_url: Optional[str] = Field(
-        default=None,
-        description="Endpoint of an S3-compatible server (e.g. 'http://127.0.0.1:7480'); None for AWS.",
-    )
-    region_name: Optional[str] = Field(default=None, description="AWS region, e.g. 'us-east-1'.")
+    kind: _described(Literal["s3"], "Store kind: 's3' for shards in an S3 bucket.") = "s3"
+    bucket: _described(str, "Bucket name, e.g. 'my-datasets'.")
+    endpoint_url: _described(Optional[str], "Endpoint of an S3-compatible server (e.g. 'http://127.0.0.1:7480'); None for AWS.") = None
+    region_name: _described(Optional[str], "AWS region, e.g. 'us-east-1'.") = None
     aws_access_key_id: _SecretAccessKeyId = None
     aws_secret_access_key: _SecretKey = None
     aws_session_token: _SecretToken = None
-    prefix: str = Field(default="", description="Key prefix inside the bucket under which every dataset lives.")
+    prefix: _described(str, "Key prefix inside the bucket under which every dataset lives.") = ""
 
     def to_config(self, where: str) -> S3DataStoreConfig:
         _check_secret(f"{where}.aws_access_key_id", self.aws_access_key_id, literal_ok=True)
@@ -238,10 +243,10 @@ def _store_config(store: Any, where: str) -> Any:
 class RepositoryModel(dg.Model, dg.Resolvable):
     """A named repository: its own index (one of path, dsn, redis_url) and data store."""
 
-    path: Optional[str] = Field(default=None, description="SQLite index file of this repository.")
+    path: _described(Optional[str], "SQLite index file of this repository.") = None
     dsn: _SecretDsn = None
     redis_url: _SecretRedis = None
-    data_store: Optional[DataStoreModel] = Field(default=None, description=_STORE_DESCRIPTION)
+    data_store: _described(Optional[DataStoreModel], _STORE_DESCRIPTION) = None
 
     def to_config(self, where: str) -> RepositoryConfig:
         _check_secret(f"{where}.dsn", self.dsn, url=True)
@@ -273,44 +278,21 @@ class AtdataIndexResourceComponent(dg.Component, dg.Model, dg.Resolvable):
     one of ``path``, ``dsn`` and ``redis_url``; none means SQLite at ``~/.atdata/index.db``.
     """
 
-    resource_key: str = Field(
-        default="atdata_index",
-        description="Resource key the AtdataIndexResource is bound to (promotion jobs and sensors use 'atdata_index').",
-    )
-    io_manager_key: Optional[str] = Field(
-        default="io_manager",
-        description="Resource key of an AtdataIOManager on this index ('io_manager' makes it the default for every asset); null for none.",
-    )
-    path: Optional[str] = Field(
-        default=None,
-        description="SQLite index file (default ~/.atdata/index.db). Mutually exclusive with dsn and redis_url.",
-    )
+    resource_key: _described(str, "Resource key the AtdataIndexResource is bound to (promotion jobs and sensors use 'atdata_index').") = "atdata_index"
+    io_manager_key: _described(Optional[str], "Resource key of an AtdataIOManager on this index ('io_manager' makes it the default for every asset); null for none.") = "io_manager"
+    path: _described(Optional[str], "SQLite index file (default ~/.atdata/index.db). Mutually exclusive with dsn and redis_url.") = None
     dsn: _SecretDsn = None
     redis_url: _SecretRedis = None
-    data_store: Optional[DataStoreModel] = Field(default=None, description=_STORE_DESCRIPTION)
-    repos: dict[str, RepositoryModel] = Field(
-        default_factory=dict,
-        description="Named repositories mounted next to 'local': name -> {path|dsn|redis_url, data_store}. "
-        "An asset writes to one with its 'repo' field.",
-    )
-    atmosphere: bool = Field(
-        default=True,
-        description="Enable the ATProto atmosphere backend (read-only unless handle and password are set); false disables it.",
-    )
-    atmosphere_service_url: Optional[str] = Field(
-        default=None, description="PDS service URL, e.g. 'https://bsky.social'; null uses the client's default.",
-    )
-    atmosphere_handle: Optional[str] = Field(default=None, description="ATProto handle to publish as, e.g. 'lab.bsky.social'.")
+    data_store: _described(Optional[DataStoreModel], _STORE_DESCRIPTION) = None
+    repos: _described(dict[str, RepositoryModel], "Named repositories mounted next to 'local': name -> {path|dsn|redis_url, data_store}. "
+        "An asset writes to one with its 'repo' field.") = Field(default_factory=dict)
+    atmosphere: _described(bool, "Enable the ATProto atmosphere backend (read-only unless handle and password are set); false disables it.") = True
+    atmosphere_service_url: _described(Optional[str], "PDS service URL, e.g. 'https://bsky.social'; null uses the client's default.") = None
+    atmosphere_handle: _described(Optional[str], "ATProto handle to publish as, e.g. 'lab.bsky.social'.") = None
     atmosphere_password: _SecretPassword = None
-    default_maxcount: int = Field(
-        default=10000, description="IO manager default: maximum samples per shard (an asset's maxcount overrides).",
-    )
-    default_maxsize: Optional[int] = Field(
-        default=None, description="IO manager default: maximum bytes per shard, null for no limit (an asset's maxsize overrides).",
-    )
-    preview_rows: int = Field(
-        default=5, description="How many leading samples the 'atdata/preview' metadata table shows (0 for none).",
-    )
+    default_maxcount: _described(int, "IO manager default: maximum samples per shard (an asset's maxcount overrides).") = 10000
+    default_maxsize: _described(Optional[int], "IO manager default: maximum bytes per shard, null for no limit (an asset's maxsize overrides).") = None
+    preview_rows: _described(int, "How many leading samples the 'atdata/preview' metadata table shows (0 for none).") = 5
 
     def build_resource(self) -> AtdataIndexResource:
         """The configured ``AtdataIndexResource`` (secrets as ``dagster.EnvVar``)."""
@@ -446,51 +428,38 @@ class WebDatasetComponent(dg.Component, dg.Model, dg.Resolvable):
     The output goes through the ``AtdataIOManager`` at ``io_manager_key``.
     """
 
-    asset_key: str = Field(description="Asset key, '/'-separated segments, e.g. 'digits/raw'. The dataset name defaults to it.")
-    fn: str = Field(
-        description="Python callable producing the samples, 'package.module:function'. It may take the ins names, "
+    asset_key: _described(str, "Asset key, '/'-separated segments, e.g. 'digits/raw'. The dataset name defaults to it.")
+    fn: _described(
+        str,
+        "Python callable producing the samples, 'package.module:function'. It may take the ins names, "
         "'context' and 'partition_key' as keyword parameters.",
         examples=["my_pkg.samples:make_digits"],
     )
-    ins: dict[str, Union[str, DatasetInput]] = Field(
-        default_factory=dict,
-        description="Upstream datasets passed to fn: parameter name -> asset key ('digits/raw') or "
+    ins: _described(
+        dict[str, Union[str, DatasetInput]],
+        "Upstream datasets passed to fn: parameter name -> asset key ('digits/raw') or "
         "{key, sample_type, allow_missing_partitions}.",
-    )
-    deps: list[str] = Field(
-        default_factory=list,
-        description="Asset keys this asset depends on without reading them (ordering and lineage in Dagster only).",
-    )
-    group_name: Optional[Text] = Field(default=None, description="Dagster asset group, e.g. 'digits'.")
-    description: Optional[Text] = Field(default=None, description="Asset description shown in the Dagster UI.")
-    code_version: Optional[Text] = Field(
-        default=None, description="Code version: bump it when fn changes so Dagster marks the asset stale; recorded in the entry's lineage.",
-    )
-    partitions: Optional[list[Text]] = Field(
-        default=None,
-        description="Static partition keys, e.g. [train, test]: one dataset per key, named '<asset>/partition=<key>'.",
-    )
-    promote: bool = Field(default=False, description="Mark every entry for the promotion sensor (publish to the atmosphere).")
-    maxcount: Optional[int] = Field(default=None, description="Maximum samples per shard (default: the IO manager's).")
-    maxsize: Optional[int] = Field(default=None, description="Maximum bytes per shard (default: the IO manager's, no limit).")
-    manifest: Optional[bool] = Field(default=None, description="Write per-shard manifest sidecars (default: the IO manager's).")
-    dataset_name: Optional[Text] = Field(
-        default=None, description="Dataset name in the index instead of the asset key path ('atdata/name'), e.g. 'mnist/raw'.",
-    )
-    repo: Optional[Text] = Field(
-        default=None, description="Repository to write to instead of 'local' ('atdata/repo'): a name in the index's repos.",
-    )
-    io_manager_key: str = Field(
-        default="io_manager", description="Resource key of the AtdataIOManager that stores this asset (see AtdataIndexResourceComponent).",
-    )
-    checks: Union[bool, list[Literal["checksums", "sample_count", "schema"]]] = Field(
-        default=False,
-        description="Asset checks to add: true for all (checksums, sample_count, schema), or a list of them.",
-    )
-    blocking_checks: bool = Field(default=False, description="Make the checks blocking (a failed check stops downstream assets).")
-    tags: dict[str, Text] = Field(default_factory=dict, description="Asset tags.")
-    owners: list[str] = Field(default_factory=list, description="Asset owners (emails or 'team:name').")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Extra definition metadata for the asset.")
+    ) = Field(default_factory=dict)
+    deps: _described(list[str], "Asset keys this asset depends on without reading them (ordering and lineage in Dagster only).") = Field(default_factory=list)
+    group_name: _described(Optional[Text], "Dagster asset group, e.g. 'digits'.") = None
+    description: _described(Optional[Text], "Asset description shown in the Dagster UI.") = None
+    code_version: _described(Optional[Text], "Code version: bump it when fn changes so Dagster marks the asset stale; recorded in the entry's lineage.") = None
+    partitions: _described(Optional[list[Text]], "Static partition keys, e.g. [train, test]: one dataset per key, named '<asset>/partition=<key>'.") = None
+    promote: _described(bool, "Mark every entry for the promotion sensor (publish to the atmosphere).") = False
+    maxcount: _described(Optional[int], "Maximum samples per shard (default: the IO manager's).") = None
+    maxsize: _described(Optional[int], "Maximum bytes per shard (default: the IO manager's, no limit).") = None
+    manifest: _described(Optional[bool], "Write per-shard manifest sidecars (default: the IO manager's).") = None
+    dataset_name: _described(Optional[Text], "Dataset name in the index instead of the asset key path ('atdata/name'), e.g. 'mnist/raw'.") = None
+    repo: _described(Optional[Text], "Repository to write to instead of 'local' ('atdata/repo'): a name in the index's repos.") = None
+    io_manager_key: _described(str, "Resource key of the AtdataIOManager that stores this asset (see AtdataIndexResourceComponent).") = "io_manager"
+    checks: _described(
+        Union[bool, list[Literal["checksums", "sample_count", "schema"]]],
+        "Asset checks to add: true for all (checksums, sample_count, schema), or a list of them.",
+    ) = False
+    blocking_checks: _described(bool, "Make the checks blocking (a failed check stops downstream assets).") = False
+    tags: _described(dict[str, Text], "Asset tags.") = Field(default_factory=dict)
+    owners: _described(list[str], "Asset owners (emails or 'team:name').") = Field(default_factory=list)
+    metadata: _described(dict[str, Any], "Extra definition metadata for the asset.") = Field(default_factory=dict)
 
     # ------------------------------------------------------------------ validation
     def _where(self) -> str:
