@@ -219,3 +219,163 @@ def test_sqlite_write_lock_held_past_the_busy_timeout_fails_typed_and_succeeds_o
     entry = index.write(blobs(sizes), name="faults/locked")
     _assert_written(index, "faults/locked", entry.cid, sizes)
     index.close()
+
+
+# -- a database that goes away mid-transaction ------------------------------------------------
+class _TerminateInCommit:
+    """From an admin connection, ``pg_terminate_backend`` the writer's backend as it sends COMMIT.
+
+    Hooked on the provider's engine ``commit`` event, which fires after the entry and
+    label statements ran and just before the COMMIT goes out. ``times=None``: every commit.
+    """
+
+    def __init__(self, provider, admin_dsn: str, times: int | None):
+        import psycopg
+        from sqlalchemy import event
+
+        self.killed: list[int] = []
+        self.times = times
+        self.engine = provider.engine
+        self.admin = psycopg.connect(admin_dsn, autocommit=True)
+        event.listen(self.engine, "commit", self)
+
+    def __call__(self, conn) -> None:
+        if self.times is not None and len(self.killed) >= self.times:
+            return
+        pid = conn.connection.dbapi_connection.info.backend_pid
+        self.admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        for _ in range(300):  # until the backend is really gone
+            if not self.admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+                break
+            time.sleep(0.01)
+        self.killed.append(pid)
+
+    def remove(self) -> None:
+        from sqlalchemy import event
+
+        event.remove(self.engine, "commit", self)
+        self.admin.close()
+
+
+@pytest.mark.postgres
+def test_postgres_backend_terminated_in_every_commit_fails_typed_and_the_same_write_succeeds_after(postgres_dsn, tmp_path):
+    data = tmp_path / "data"
+    observer = Index(provider_from_url(postgres_dsn), data_store=LocalDiskStore(data), atmosphere=None)
+    before = _seed_index(observer)
+    provider = provider_from_url(postgres_dsn, retries=2)
+    index = Index(provider, data_store=LocalDiskStore(data), atmosphere=None)
+    fault = _TerminateInCommit(provider, postgres_dsn, times=None)
+    sizes = [900] * 7
+    try:
+        with pytest.raises(ProviderError) as exc:
+            index.write(blobs(sizes), name="faults/pg-killed", maxcount=3)
+        assert len(fault.killed) >= 3, "the first attempt and both retries should each have been terminated"
+        msg = str(exc.value)
+        assert "PostgreSQL index" in msg and "faults/pg-killed" in msg, msg
+        assert "terminat" in msg or "closed" in msg, msg
+        _assert_nothing_committed(observer, "faults/pg-killed", before)
+    finally:
+        fault.remove()
+    entry = index.write(blobs(sizes), name="faults/pg-killed", maxcount=3)  # the server is fine again
+    _assert_written(observer, "faults/pg-killed", entry.cid, sizes)
+    index.close()
+    observer.close()
+
+
+@pytest.mark.postgres
+def test_postgres_backend_terminated_once_in_commit_is_retried_into_exactly_one_entry(postgres_dsn, tmp_path):
+    """A single lost connection is transient: the idempotent upsert is retried, one entry, one label."""
+    data = tmp_path / "data"
+    provider = provider_from_url(postgres_dsn)
+    index = Index(provider, data_store=LocalDiskStore(data), atmosphere=None)
+    before = _seed_index(index)
+    fault = _TerminateInCommit(provider, postgres_dsn, times=1)
+    sizes = [900] * 7
+    try:
+        entry = index.write(blobs(sizes), name="faults/pg-once", maxcount=3)
+    finally:
+        fault.remove()
+    assert len(fault.killed) == 1
+    _assert_written(index, "faults/pg-once", entry.cid, sizes)
+    assert {e.cid: e.name for e in index.list_entries()} == {**before, entry.cid: "faults/pg-once"}
+    assert [lb.cid for lb in index.list_labels() if lb.name == "faults/pg-once"] == [entry.cid]
+    index.close()
+
+
+class _KillInFlight:
+    """``CLIENT KILL`` the writer's Redis connection while its write script is in flight.
+
+    Wraps the provider's put script (instrumentation only: the real script is sent on
+    the real connection). Before it is sent, an admin connection pauses writes
+    (``CLIENT PAUSE ... WRITE``, at most 2 s) so the script waits inside the server; a
+    thread kills the writer's connection once Redis shows it blocked, then unpauses.
+    The killed command is dropped by the server. ``times=None``: every write.
+    """
+
+    def __init__(self, provider, admin, client_name: str, times: int | None):
+        self.provider, self.admin, self.times, self.name = provider, admin, times, client_name
+        self.killed = 0
+        self.real = provider._put
+        provider._put = self
+
+    def _killer(self) -> None:
+        deadline = time.monotonic() + 1.5
+        try:
+            while time.monotonic() < deadline:
+                mine = [c for c in self.admin.client_list() if c.get("name") == self.name]
+                blocked = [c for c in mine if "b" in c.get("flags", "")]
+                if blocked:
+                    self.killed += 1  # before the kill: the writer raises as soon as it happens
+                    for c in mine:
+                        self.admin.client_kill_filter(_id=c["id"])
+                    return
+                time.sleep(0.005)
+        finally:
+            self.admin.client_unpause()
+
+    def __call__(self, *args, **kwargs):
+        if self.times is None or self.killed < self.times:
+            self.admin.client_pause(2000, all=False)
+            threading.Thread(target=self._killer, daemon=True).start()
+        return self.real(*args, **kwargs)
+
+    def remove(self) -> None:
+        self.provider._put = self.real
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("retries", [0, 5])
+def test_redis_connection_killed_as_the_write_goes_out(redis_url, redis_conn, tmp_path, retries):
+    """No retries: ProviderError and nothing written. With retries: exactly one entry (the script is idempotent)."""
+    import uuid
+
+    from atdata_dagster.index.providers.redis import RedisProvider
+
+    data = tmp_path / "data"
+    observer = Index(provider_from_url(redis_url), data_store=LocalDiskStore(data), atmosphere=None)
+    before = _seed_index(observer)
+    victim = f"atd-victim-{uuid.uuid4().hex[:8]}"
+    provider = RedisProvider(url=redis_url, retries=retries, client_name=victim)
+    index = Index(provider, data_store=LocalDiskStore(data), atmosphere=None)
+    fault = _KillInFlight(provider, redis_conn, victim, times=None if retries == 0 else 1)
+    sizes = [800] * 6
+    try:
+        if retries == 0:
+            with pytest.raises(ProviderError) as exc:
+                index.write(blobs(sizes), name="faults/redis-killed", maxcount=3)
+            assert fault.killed >= 1
+            msg = str(exc.value)
+            assert "Redis" in msg and "faults/redis-killed" in msg and "running" in msg, msg
+            _assert_nothing_committed(observer, "faults/redis-killed", before)
+        else:
+            entry = index.write(blobs(sizes), name="faults/redis-killed", maxcount=3)
+            assert fault.killed == 1
+            _assert_written(observer, "faults/redis-killed", entry.cid, sizes)
+    finally:
+        fault.remove()
+    entry = index.write(blobs(sizes), name="faults/redis-killed", maxcount=3)
+    _assert_written(observer, "faults/redis-killed", entry.cid, sizes)
+    assert {e.cid: e.name for e in observer.list_entries()} == {**before, entry.cid: "faults/redis-killed"}
+    assert [lb.cid for lb in observer.list_labels() if lb.name == "faults/redis-killed"] == [entry.cid]
+    index.close()
+    observer.close()
