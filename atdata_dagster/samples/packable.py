@@ -102,9 +102,13 @@ def _check_for(spec: FieldSpec) -> Check:
     else:
         assert spec.items is not None
         item = _check_for(spec.items)
+        item_fast = _fast_types(spec.items)
 
         def base(v: Any) -> bool:
-            return isinstance(v, (list, tuple)) and all(map(item, v))
+            if not isinstance(v, (list, tuple)):
+                return False
+            # one C-level pass over the item types; the per-item check only if one is unusual
+            return bool(item_fast) and set(map(type, v)) <= item_fast or all(map(item, v))
 
     if spec.optional:
         return lambda v: v is None or base(v)
