@@ -379,3 +379,83 @@ def test_redis_connection_killed_as_the_write_goes_out(redis_url, redis_conn, tm
     assert [lb.cid for lb in observer.list_labels() if lb.name == "faults/redis-killed"] == [entry.cid]
     index.close()
     observer.close()
+
+
+# -- the S3 server stopping mid-operation (the write side is tests/stores/test_s3_faults.py) ------------
+def _s3_index(server, bucket: str, tmp_path) -> Index:
+    from atdata_dagster.stores.s3 import S3DataStore
+
+    store = S3DataStore(server.credentials, bucket=bucket, max_attempts=2, connect_timeout=2, read_timeout=10)
+    return Index(SqliteProvider(tmp_path / "index.db"), data_store=store, atmosphere=None)
+
+
+S3_SIZES = [256 * KiB] * 24  # six shards of 1 MiB
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+@pytest.mark.xdist_group("s3")
+@pytest.mark.parametrize("where", ["between_shards", "inside_a_shard"])
+def test_reading_a_multi_shard_s3_dataset_while_the_gateway_dies_fails_typed_then_reads_after_restart(
+    s3_server_control, s3_bucket, tmp_path, where
+):
+    server = s3_server_control
+    index = _s3_index(server, s3_bucket, tmp_path)
+    entry = index.write(blobs(S3_SIZES, seed=3), name="faults/s3-read", maxcount=4)
+    assert len(entry.data_urls) == 6
+    ds = index.dataset("faults/s3-read", Blob)
+    kill_at = 4 if where == "between_shards" else 5  # after shard 0 / one sample into shard 1
+    seen = 0
+    with pytest.raises(AtdataError) as exc:
+        for _ in ds.ordered():
+            seen += 1
+            if seen == kill_at:
+                server.stop_gateway()  # kill -9 of radosgw: connections reset, nothing answers
+    assert isinstance(exc.value, StoreError), f"untyped/unexpected error {type(exc.value).__name__}: {exc.value}"
+    msg = str(exc.value)
+    assert s3_bucket in msg and server.endpoint_url in msg and "testsecret" not in msg, msg
+    assert seen < len(S3_SIZES)
+
+    server.start_gateway()
+    got = [(b.key, b.data) for b in index.dataset("faults/s3-read", Blob).ordered()]
+    assert got == [(b.key, b.data) for b in blobs(S3_SIZES, seed=3)]
+    assert set(index.verify(entry).values()) == {"ok"}
+    index.close()
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+@pytest.mark.xdist_group("s3")
+def test_insert_dataset_copying_from_s3_while_the_gateway_dies_commits_nothing_and_succeeds_after_restart(
+    s3_server_control, s3_bucket, tmp_path
+):
+    """insert_dataset copies an S3 dataset into a disk store; radosgw dies after two source shards."""
+    from atdata_dagster.dataset import Dataset
+
+    server = s3_server_control
+    (tmp_path / "src").mkdir()
+    source = _s3_index(server, s3_bucket, tmp_path / "src")
+    src_entry = source.write(blobs(S3_SIZES, seed=4), name="faults/s3-src", maxcount=4)
+    data = tmp_path / "data"
+    dest = Index(SqliteProvider(tmp_path / "dest.db"), data_store=LocalDiskStore(data), atmosphere=None)
+    before = _seed_index(dest)
+    opened = []
+
+    def opener(url):  # instrumentation: the real S3 store opens every shard
+        opened.append(url)
+        if len(opened) == 3:
+            server.stop_gateway()
+        return source.open_url(url)
+
+    with pytest.raises(StoreError) as exc:
+        dest.insert_dataset(Dataset[Blob](list(src_entry.data_urls), opener=opener), name="faults/s3-copy", maxcount=4)
+    msg = str(exc.value)
+    assert s3_bucket in msg and server.endpoint_url in msg and "testsecret" not in msg, msg
+    _assert_nothing_committed(dest, "faults/s3-copy", before)
+    assert _no_temp_files(data) == []
+
+    server.start_gateway()
+    entry = dest.insert_dataset(Dataset[Blob](list(src_entry.data_urls), opener=source.open_url), name="faults/s3-copy", maxcount=4)
+    _assert_written(dest, "faults/s3-copy", entry.cid, S3_SIZES, seed=4)
+    source.close()
+    dest.close()
