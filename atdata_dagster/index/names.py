@@ -34,6 +34,14 @@ class ResolvedRef:
         return self.backend == ATMOSPHERE
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_dataset_name(name: str) -> str:
     """Check that ``name`` is a safe dataset name and return it.
 
@@ -51,6 +59,8 @@ def validate_dataset_name(name: str) -> str:
         raise InvalidNameError(
             f"dataset name {name[:40]!r}... is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
         )
+    if not _encodable(name):
+        raise InvalidNameError(f"dataset name {name!r:.80} contains a lone surrogate and is not valid unicode; {fix}")
     if _CONTROL.search(name):
         raise InvalidNameError(f"dataset name {name!r} contains a NUL, control character or backslash; {fix}")
     if name.startswith("/"):
@@ -101,6 +111,8 @@ def resolve_ref(ref: str, mounted: set[str] | frozenset[str] = frozenset()) -> R
     """
     if not isinstance(ref, str) or not ref:
         raise InvalidRefError(f"dataset ref must be a non-empty string, got {ref!r}")
+    if not _encodable(ref):
+        raise InvalidRefError(f"dataset ref {ref!r:.80} contains a lone surrogate and is not valid unicode")
     if ref.startswith("at://"):
         parse_at_uri(ref)
         return ResolvedRef(ATMOSPHERE, ref)
