@@ -534,6 +534,8 @@ CASES = [
     Case("name-tmp-reserved", lambda t: write_named("a/.tmp-123", t), InvalidNameError, "reserved"),
     Case("name-very-long", lambda t: write_named("n" * 100_000, t), InvalidNameError, "limit is 512"),
     Case("name-segment-over-255-bytes", lambda t: write_named("é" * 200, t), InvalidNameError, "255 bytes"),
+    Case("name-lone-surrogate", lambda t: write_named("a\udc80b", t), InvalidNameError, "lone surrogate"),
+    Case("ref-lone-surrogate", lambda t: get_named("a\ud800", t), InvalidRefError, "lone surrogate"),
     Case("name-not-a-string", lambda t: write_named(["a", "b"], t), InvalidNameError, "must be a string"),
     Case("name-asset-metadata-dotdot", lambda t: dataset_name(dg.AssetKey(["x"]), "p", base="../../x"),
          InvalidNameError, "'..' segment"),
@@ -685,3 +687,33 @@ def test_hostile_payload_read_as_dictsample_keeps_keys_as_data(tmp_path):
     [sample] = read_payload(data, tmp_path, DictSample)
     assert sample["a.b"] == 1 and sample["__class__"] == "os.system"
     assert type(sample) is DictSample
+
+
+# --------------------------------------------------------------------------- the same rows on the real servers
+
+
+@pytest.mark.redis
+def test_redis_entry_hash_corrupted_by_another_tool_is_a_provider_error(redis_url, tmp_path):
+    import redis
+
+    conn = redis.Redis.from_url(redis_url)
+    index = local.Index(redis=conn, data_store=LocalDiskStore(str(tmp_path / "data")), atmosphere=None)
+    entry = index.write([Row(label="a", v=np.zeros(2))], name="victim")
+    key = f"LocalDatasetEntry:{entry.cid}"
+    for field, value, column in (("data_urls", b"\xc1\xff", "data_urls"), ("data_urls", msgpack.packb({"a": 1}), "data_urls"),
+                                 ("metadata", b"\xdd\xff\xff\xff\xff", "metadata")):
+        conn.hset(key, "data_urls", msgpack.packb(entry.data_urls))
+        conn.hset(key, field, value)
+        with pytest.raises(ProviderError, match=f"column {column}") as info:
+            index.get_dataset("victim")
+        assert key in str(info.value) and not _foreign_causes(info.value)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("ref", ["a\x00b", "a\ud800"], ids=["nul", "lone-surrogate"])
+def test_postgres_lookup_of_a_name_it_cannot_store_is_a_typed_error(postgres_dsn, ref, tmp_path):
+    index = local.Index(dsn=postgres_dsn, data_store=LocalDiskStore(str(tmp_path / "data")), atmosphere=None)
+    with pytest.raises(AtdataError, match="NUL|lone surrogate"):
+        index.get_dataset(ref)
+    with pytest.raises(InvalidNameError):
+        index.write([Row(label="a", v=np.zeros(2))], name=ref)
