@@ -459,3 +459,100 @@ def test_insert_dataset_copying_from_s3_while_the_gateway_dies_commits_nothing_a
     _assert_written(dest, "faults/s3-copy", entry.cid, S3_SIZES, seed=4)
     source.close()
     dest.close()
+
+
+# -- the PDS stopping in the middle of a multi-shard blob promotion ---------------------------------
+_COLLECTIONS = ("science.alt.dataset.schema", "science.alt.dataset.entry", "science.alt.dataset.label")
+
+
+def _pds_records(pds: dict, did: str) -> dict[str, list[dict]]:
+    """Every record of the account per collection, read from the PDS directly (not through the proxy)."""
+    import urllib.parse
+    import urllib.request
+
+    out = {}
+    for coll in _COLLECTIONS:
+        q = urllib.parse.urlencode({"repo": did, "collection": coll, "limit": 100})
+        with urllib.request.urlopen(f"{pds['host_url']}/xrpc/com.atproto.repo.listRecords?{q}", timeout=30) as r:
+            out[coll] = json.load(r)["records"]
+    return out
+
+
+def _blob_cids(record: dict) -> list[str]:
+    """The blob CIDs an entry record references (wherever in its storage they sit)."""
+    found = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            if v.get("$type") == "blob" and isinstance(v.get("ref"), dict):
+                found.append(v["ref"]["$link"])
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(record)
+    return found
+
+
+def _blob_exists(pds: dict, did: str, cid: str) -> bool:
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    q = urllib.parse.urlencode({"did": did, "cid": cid})
+    try:
+        with urllib.request.urlopen(f"{pds['host_url']}/xrpc/com.atproto.sync.getBlob?{q}", timeout=30) as r:
+            return r.status == 200
+    except urllib.error.HTTPError:
+        return False
+
+
+@pytest.mark.pds
+@pytest.mark.slow
+def test_pds_stopping_mid_blob_promotion_fails_typed_leaves_no_entry_record_and_a_retry_publishes_once(
+    pds, pds_account, tmp_path
+):
+    from atdata_dagster.atmosphere import AtmosphereClient
+    from atdata_dagster.errors import AtmosphereConnectionError, AtmosphereError
+
+    from .faults_proxy import StoppableProxy
+
+    proxy = StoppableProxy(int(pds["host_url"].rsplit(":", 1)[1]))
+    try:
+        client = AtmosphereClient(proxy.url, handle=pds_account["handle"], password=pds_account["password"], timeout=10)
+        index = Index(SqliteProvider(tmp_path / "index.db"), data_store=LocalDiskStore(tmp_path / "data"), atmosphere=client)
+        sizes = [64 * KiB] * 16
+        entry = index.write(blobs(sizes, seed=9), name="faults/promote", maxcount=4)
+        assert len(entry.data_urls) == 4
+        did = pds_account["did"]
+
+        proxy.down_on(b"com.atproto.repo.uploadBlob", nth=2)  # the PDS goes away as shard 2 uploads
+        with pytest.raises(AtmosphereError) as exc:
+            index.promote_entry("faults/promote")
+        assert isinstance(exc.value, AtmosphereConnectionError), f"{type(exc.value).__name__}: {exc.value}"
+        msg = str(exc.value)
+        assert proxy.url in msg and pds_account["password"] not in msg, msg
+        assert proxy.seen >= 2
+        records = _pds_records(pds, did)
+        assert records["science.alt.dataset.entry"] == [], "an entry record exists although its blobs were not all uploaded"
+        assert records["science.alt.dataset.label"] == []
+        assert "atmosphere" not in (index.get_dataset("faults/promote").metadata or {})
+        assert set(index.verify(entry).values()) == {"ok"}
+
+        proxy.up()  # the PDS is back
+        uri = index.promote_entry("faults/promote")
+        records = _pds_records(pds, did)
+        assert [len(records[c]) for c in _COLLECTIONS] == [1, 1, 1], "the retry did not publish exactly one set of records"
+        (entry_rec,) = records["science.alt.dataset.entry"]
+        assert entry_rec["uri"] == uri
+        refs = _blob_cids(entry_rec["value"])
+        assert len(refs) == 4 and all(_blob_exists(pds, did, c) for c in refs)
+        assert records["science.alt.dataset.label"][0]["value"]["datasetUri"] == uri
+        assert index.get_dataset("faults/promote").metadata["atmosphere"]["uri"] == uri
+        assert index.promote_entry("faults/promote") == uri  # again: reused, nothing new
+        assert [len(v) for v in _pds_records(pds, did).values()] == [1, 1, 1]
+        index.close()
+    finally:
+        proxy.close()

@@ -1,0 +1,106 @@
+"""A TCP proxy to a local server that can go down at a chosen moment and come back.
+
+``down()`` stops forwarding: every live connection is reset and new ones are refused
+with a RST, which is what a client sees from a server that has stopped. ``up()``
+forwards again. ``down_on(marker, nth)`` goes down by itself as soon as the ``nth``
+request whose bytes contain ``marker`` starts arriving (e.g. the second
+``uploadBlob``), so the fault lands in the middle of an operation.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+_RST = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # SO_LINGER on, 0 s: close() sends RST
+
+
+class StoppableProxy:
+    def __init__(self, target_port: int, host: str = "127.0.0.1"):
+        self.target = (host, target_port)
+        self.listener = socket.create_server((host, 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        self._up = threading.Event()
+        self._up.set()
+        self._lock = threading.Lock()
+        self._live: list[socket.socket] = []
+        self._marker: bytes | None = None
+        self._nth = 0
+        self.seen = 0
+        self.refused = 0
+        self._closed = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    # -- control
+    def down(self) -> None:
+        self._up.clear()
+        with self._lock:
+            live, self._live = self._live, []
+        for s in live:
+            _reset(s)
+
+    def up(self) -> None:
+        self._up.set()
+
+    def down_on(self, marker: bytes, nth: int) -> None:
+        self._marker, self._nth, self.seen = marker, nth, 0
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+        self.down()
+
+    # -- plumbing
+    def _serve(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self._up.is_set():
+                self.refused += 1
+                _reset(conn)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                _reset(conn)
+                continue
+            with self._lock:
+                self._live += [conn, upstream]
+            threading.Thread(target=self._pump, args=(conn, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, conn, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if from_client and self._marker is not None and self._marker in data:
+                    self.seen += 1
+                    if self.seen >= self._nth:
+                        self._marker = None
+                        self.down()
+                        return
+                if not self._up.is_set():
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def _reset(s: socket.socket) -> None:
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RST)
+    except OSError:
+        pass
+    try:
+        s.close()
+    except OSError:
+        pass
