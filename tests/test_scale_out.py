@@ -297,3 +297,17 @@ def test_downstream_reads_the_features_back_through_s3(index):
         assert all(0.0 <= float(s.features.min()) and float(s.features.max()) <= 1.0 for s in samples)
         total += len(samples)
     assert total == 1797
+
+
+def test_command_line_lists_the_shared_index_from_its_dsn(scale_out):
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("atdata-dagster")), "--index", scale_out["index_dsn"], "--json", "list"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out.stdout)
+    assert sorted(r["name"] for r in rows) == sorted(NAMES)
+    assert all(r["cid"].startswith("bafyrei") for r in rows)
+    samples = {r["name"]: r["samples"] for r in rows}
+    assert samples["digits_raw"] == 1797
+    assert sum(samples[f"digits_split/partition={p}"] for p in SPLITS) == 1797
