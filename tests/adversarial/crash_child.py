@@ -89,10 +89,16 @@ class _SinkProbe:
         return attr
 
 
+_WARM_STORES: dict[str, S3DataStore] = {}
+
+
 def _open_store(job: dict):
     if job["store"] == "disk":
         return LocalDiskStore(job["root"])
     s3 = job["s3"]
+    warm = _WARM_STORES.get(json.dumps(s3, sort_keys=True))
+    if warm is not None:  # made by warm(): a client, but no connection or thread yet
+        return warm
     return S3DataStore(
         bucket=s3["bucket"], endpoint_url=s3["endpoint_url"], region_name=s3["region_name"],
         aws_access_key_id=s3["aws_access_key_id"], aws_secret_access_key=s3["aws_secret_access_key"],
@@ -133,10 +139,12 @@ def run_job(job: dict) -> int:
     provider.put_entry = put_entry
 
     block_at = job.get("block_at")
+    settle = job.get("settle", 0.0)
 
     def samples():
         for i, sample in enumerate(make_samples(work.seed, work.n, work.size)):
             if i == block_at:
+                time.sleep(settle)  # a slow source: background uploads go on meanwhile
                 _emit("BLOCK", i)
                 time.sleep(FOREVER)
             yield sample
@@ -152,6 +160,22 @@ def run_job(job: dict) -> int:
     return 0
 
 
+def warm(job: dict) -> None:
+    """Open and close the job's provider once in the server (no fork), and make its S3
+    store's client: that set-up is then inherited by every writer instead of paid by each."""
+    provider = provider_from_url(job["provider_url"])
+    try:
+        list(provider.iter_entries())
+    finally:
+        provider.close()
+    if job["store"] == "s3":
+        # The boto3 client is made here, once (~0.2 s), but sends no request from this
+        # process: every writer inherits it with an empty connection pool.
+        store = _open_store(job)
+        store.client
+        _WARM_STORES[json.dumps(job["s3"], sort_keys=True)] = store
+
+
 def serve() -> None:
     """The fork server loop (see the module docstring)."""
     os.write(1, b"READY\n")
@@ -159,6 +183,10 @@ def serve() -> None:
         if not line.strip():
             continue
         job = json.loads(line)
+        if job.get("warm"):
+            warm(job)
+            os.write(1, b"WARMED\n")
+            continue
         pid = os.fork()
         if pid == 0:  # the writer
             code = 1

@@ -80,6 +80,15 @@ class ForkServer:
         self.proc.stdin.flush()
         return Job(self)
 
+    def warm(self, job: dict) -> None:
+        """Have the server open and close the job's provider once, so writers fork warm."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps({**job, "warm": True}) + "\n").encode())
+        self.proc.stdin.flush()
+        line = self._next_line(120)
+        if line != "WARMED":
+            raise RuntimeError(f"crash_child could not warm up for {job} (got {line!r}):\n{self.log_tail()}")
+
     def close(self) -> None:
         if self.proc.poll() is None:
             assert self.proc.stdin is not None
@@ -271,6 +280,7 @@ class S3View:
         self.client = client
         self.bucket = bucket
         self._complete: set[tuple] = set()
+        self._etags: dict[str, str] = {}  # from the last listing
 
     def _url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -286,6 +296,7 @@ class S3View:
                     out.sidecars.append(url)
                 elif key.endswith(".tar"):
                     out.finals[url] = int(obj["Size"])
+                    self._etags[url] = obj.get("ETag", "")
                 else:
                     out.others.append(url)
         return out
@@ -299,11 +310,10 @@ class S3View:
 
     def assert_complete(self, url: str) -> None:
         key = url[len(f"s3://{self.bucket}/"):]
+        if (url, self._etags.get(url)) in self._complete:
+            return  # the same object (ETag) was hashed before
         resp = self.client.get_object(Bucket=self.bucket, Key=key)
-        ident = (url, resp.get("ETag"), resp.get("ContentLength"))
-        if ident in self._complete:
-            resp["Body"].close()
-            return
+        ident = (url, resp.get("ETag"))
         m = _S3_FINAL.search(key)
         assert m, f"{url}: a .tar in the bucket that is not named data--<uuid-shaped id>--<NNNNNN>.tar"
         sha = _sha256_of(resp["Body"])

@@ -51,6 +51,7 @@ from .crash_harness import (
     MID_SHARD,
     DiskView,
     ForkServer,
+    Listing,
     S3View,
     classify,
     describe,
@@ -63,10 +64,11 @@ KILLS = int(os.environ.get("ATDATA_CRASH_KILLS", "18"))
 METHODS = ("block_mid", "block_boundary", "hold", "random")
 EXPECTED_PHASE = {"block_mid": MID_SHARD, "block_boundary": BETWEEN_SHARDS, "hold": BEFORE_COMMIT}
 MiB = 1024 * 1024
-BIG_SIZE = 400 * 1024  # 16 samples = one full 5 MiB part + a last one: real multipart uploads
+BIG_SIZE = 400 * 1024  # a 16-sample shard is one full 5 MiB part + a last one: a real multipart upload
 BIG_MAXCOUNT = 16
-BIG_N = 24
-BIG_MULTIPART_FROM = 11  # from this sample of a shard on, its multipart upload exists
+BIG_N = 18
+BIG_MULTIPART_FROM = 13  # 12 samples (4.9 MB) reach the sink: its multipart upload has been started
+BIG_SETTLE = 0.3  # the blocked generator waits this long before signalling: the upload is under way
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +98,7 @@ class CrashRun:
     verified: set = field(default_factory=set)
     durations: dict = field(default_factory=dict)
     log: list = field(default_factory=list)
+    last_leftovers: dict = field(default_factory=dict)
 
     def where(self, j: int | str, extra: str = "") -> str:
         return f"[seed={SEED} {self.label} kill #{j}{' ' + extra if extra else ''}]"
@@ -134,6 +137,7 @@ class CrashRun:
             lo = BIG_MULTIPART_FROM if big else 1
             k = self.rng.choice([k for k in range(1, work.n) if lo <= k % work.maxcount])
             job_spec["block_at"] = k
+            job_spec["settle"] = BIG_SETTLE if big else 0.0
             detail = f"k={k}"
         elif method == "block_boundary":
             k = self.rng.choice(range(work.maxcount, work.n, work.maxcount))
@@ -146,6 +150,7 @@ class CrashRun:
             detail = f"delay={delay * 1000:.0f}ms"
         where = self.where(j, f"{method} {detail} {work}")
 
+        t0 = time.monotonic()
         job = self.server.run(job_spec)
         job.wait_for("START")
         if method in ("block_mid", "block_boundary"):
@@ -163,14 +168,16 @@ class CrashRun:
             assert phase == EXPECTED_PHASE[method], f"{where} expected {EXPECTED_PHASE[method]}, got {phase}: {job.events}"
         self.phases[phase] += 1
         self.by_method[(method, phase)] += 1
-        self.log.append(f"#{j:02d} {method:<14} {phase:<14} {detail:<14} n={work.n} maxcount={work.maxcount} "
-                        f"size={work.size} manifest={work.manifest}")
+        t1 = time.monotonic()
         self.audit(j, work, job=job, phase=phase, where=where)
+        self.log.append(f"#{j:02d} {method:<14} {phase:<14} {detail:<14} n={work.n} maxcount={work.maxcount} "
+                        f"size={work.size} manifest={work.manifest} start={job.started_at - t0:.2f}s "
+                        f"kill={t1 - job.started_at:.2f}s audit={time.monotonic() - t1:.2f}s left={self.last_leftovers}")
 
     # ------------------------------------------------------------ the checks
-    def check_index(self, where: str) -> None:
+    def check_index(self, where: str) -> Listing:
         """Every entry verifies, its shards' sizes match its stats, every label resolves, no
-        object under a final name is partial."""
+        object under a final name is partial. Returns the store's listing."""
         listing = self.view.listing()
         for url in listing.finals:
             self.view.assert_complete(url)
@@ -189,14 +196,16 @@ class CrashRun:
                 self.verified.add(entry.cid)
         for label in provider.iter_labels():
             provider.get_entry(label.cid)  # NotFoundError: a label points at a missing entry
+        return listing
 
     def audit(self, j: int | str, work: Workload, *, job=None, phase: str | None = None, where: str = "") -> None:
         where = where or self.where(j)
-        self.check_index(where + " after the kill")
-        before = describe(self.view.listing(), self.view.multipart_uploads(), referenced_urls(self.index))
+        listing = self.check_index(where + " after the kill")
+        before = describe(listing, self.view.multipart_uploads(), referenced_urls(self.index))
         for kind, items in before.items():
             if items:
                 self.leftovers[(phase, kind)] += 1
+        self.last_leftovers = {kind: len(items) for kind, items in before.items() if items}
 
         # gc with zero grace removes every leftover and nothing referenced
         referenced = referenced_urls(self.index)
@@ -209,7 +218,6 @@ class CrashRun:
         left = {k: v for k, v in after.items() if v}
         assert not left, f"{where} gc --grace 0 left {left}"
         assert referenced <= set(listing.finals), f"{where} gc removed referenced shards: {sorted(referenced - set(listing.finals))}"
-        self.check_index(where + " after gc")
 
         # the same write again succeeds, gives the uninterrupted write's CID and samples
         entry = self.index.write(make_samples(work.seed, work.n, work.size), name=work.name,
@@ -246,6 +254,7 @@ class CrashRun:
 
 def _run(run: CrashRun, kinds: tuple[bool, ...]) -> None:
     print(f"\ncrash suite seed={SEED} ({run.label}); reproduce with ATDATA_CRASH_SEED={SEED}")
+    run.server.warm(run.job_base)
     for big in kinds:
         run.calibrate(big)
     try:
@@ -301,7 +310,7 @@ def test_sigkill_anywhere_in_write_leaves_s3_store_and_index_consistent(provider
     )
     try:
         _run(run, (False, True))
-        assert run.leftovers.get((MID_SHARD, "uploads"), 0) >= 1, (
+        assert run.leftovers.get((MID_SHARD, "uploads"), 0) >= 2, (
             f"{run.where('end')} no mid-shard kill left an unfinished multipart upload: {dict(run.leftovers)}"
         )
     finally:
