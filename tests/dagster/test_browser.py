@@ -4,11 +4,11 @@
 one materialization of ``e2e_rows`` launched over GraphQL. The first-visit pop-up is
 dismissed server-side (``mutation { setNuxSeen }``). Then headless Debian Chromium
 renders the asset page (``--dump-dom`` after the single-page app has settled under a
-virtual-time budget) and the tests read the rendered DOM: the row count, the columns
+virtual-time budget) and the test reads the rendered DOM: the row count, the columns
 table and the CID must be what the index reports.
 
-Chromium comes from ``scripts/install-chromium.sh``. Without it the tests skip with
-the reason, or fail under ``CI=true``.
+Chromium comes from ``scripts/install-chromium.sh``. Without it the test skips with
+the reason, or fails under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -189,31 +189,33 @@ def asset_page(materialized) -> RenderedPage:
     return render(f"{server.gql.base}/assets/{ASSET}")
 
 
-# -- tests ----------------------------------------------------------------------------
-def test_set_nux_seen_turns_off_the_first_visit_popup_server_side(materialized, asset_page):
+# -- the test -------------------------------------------------------------------------
+# One test on one server: the dagster dev start and the run are most of the cost, and
+# under pytest 9.2 xdist's --dist loadgroup no longer keeps a module's tests on one worker
+# (pytest-dev/pytest-xdist#1386), so separate tests would each start their own server.
+def test_chromium_renders_the_asset_page_with_the_row_count_columns_and_cid_the_index_reports(
+    materialized, asset_page, index_entry
+):
+    from atdata_dagster.metadata import column_schema
+
     server, _ = materialized
+    # the first-visit pop-up was dismissed server-side: the instance says so, nothing covers the page
     assert server.gql("{ shouldShowNux }")["shouldShowNux"] is False
     assert (server.home / ".nux" / "nux.yaml").is_file()
     assert NUX_TEXT not in asset_page.text
 
-
-def test_asset_page_shows_the_row_count_the_index_reports(asset_page, index_entry):
+    # the row count (Status section) is the number of samples the index holds
     rows = index_entry.metadata["stats"]["num_samples"]
     assert rows > 0
     assert asset_page.value_after("Row count") in {str(rows), f"{rows:,}"}
 
-
-def test_asset_page_columns_table_lists_the_fields_of_the_sample_type(asset_page):
-    from atdata_dagster.metadata import column_schema
-
+    # the Columns table lists the sample type's fields, in order, with their types
     columns = asset_page.table_with_header("Column name", "Type")
-    names = [" ".join(row[0]) for row in columns.body]
-    assert names == [f.name for f in dataclasses.fields(Row)]
+    assert [" ".join(row[0]) for row in columns.body] == [f.name for f in dataclasses.fields(Row)]
     types = [row[1][0] for row in columns.body]  # the type tag (a constraint tag may follow)
     assert types == [c.type for c in column_schema(Row).columns]
 
-
-def test_asset_page_metadata_table_shows_the_cid_the_index_reports(asset_page, index_entry):
+    # the Metadata table shows the dataset's CID, the one the index reports for the name
     assert index_entry.cid.startswith("bafy")
     metadata = asset_page.table_with_header("Key", "Timestamp", "Value")
     values = {" ".join(row[0]): " ".join(row[-1]) for row in metadata.body if row}
