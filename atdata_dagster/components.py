@@ -576,6 +576,7 @@ class WebDatasetComponent(dg.Component, dg.Model, dg.Resolvable):
         metadata = self._metadata()
         _check_key(f"{where}: io_manager_key", self.io_manager_key)
         fn_ref = self.fn
+        io_manager_key = self.io_manager_key
 
         @dg.asset(
             key=key,
@@ -587,11 +588,19 @@ class WebDatasetComponent(dg.Component, dg.Model, dg.Resolvable):
             kinds={"webdataset"},
             partitions_def=partitions_def,
             io_manager_key=self.io_manager_key,
+            required_resource_keys={self.io_manager_key},
             metadata=metadata,
             tags=dict(self.tags) or None,
             owners=list(self.owners) or None,
         )
         def _dataset_asset(context, **upstream):  # context: AssetExecutionContext
+            io_manager = getattr(context.resources, io_manager_key, None)
+            if not isinstance(io_manager, AtdataIOManager):
+                raise ConfigurationError(
+                    f"{where}: resource {io_manager_key!r} is {type(io_manager).__name__}, not an AtdataIOManager, "
+                    "so the samples would not become a dataset; declare an AtdataIndexResourceComponent "
+                    f"(io_manager_key: {io_manager_key}) or bind AtdataIOManager(index=...) to that key"
+                )
             kwargs: dict[str, Any] = {n: v for n, v in upstream.items() if var_kw or n in accepts}
             if var_kw or "context" in accepts:
                 kwargs["context"] = context
