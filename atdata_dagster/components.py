@@ -48,7 +48,7 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 from urllib.parse import urlsplit
 
 import dagster as dg
-from pydantic import BeforeValidator, Field, WrapValidator
+from pydantic import BaseModel, BeforeValidator, Field, WrapValidator
 
 from .checks import DATASET_CHECKS, build_dataset_checks
 from .errors import ConfigurationError, ConfigurationTypeError, InvalidNameError
@@ -268,8 +268,59 @@ def _check_key(where: str, value: Any) -> str:
     return value
 
 
+# --------------------------------------------------------------------------- scaffolding (`dg scaffold defs`)
+class IndexScaffoldParams(BaseModel):
+    """Options of ``dg scaffold defs atdata_dagster.components.AtdataIndexResourceComponent``."""
+
+    path: Optional[str] = Field(default=None, description="SQLite index file; default ~/.atdata/index.db.")
+    data_root: Optional[str] = Field(default=None, description="Directory for the shards; default ~/.atdata/data.")
+
+
+class AtdataIndexScaffolder(dg.Scaffolder[IndexScaffoldParams]):
+    """Writes a defs.yaml for an embedded SQLite index with shards on local disk."""
+
+    @classmethod
+    def get_scaffold_params(cls) -> type[IndexScaffoldParams]:
+        return IndexScaffoldParams
+
+    def scaffold(self, request: dg.ScaffoldRequest[IndexScaffoldParams]) -> None:
+        params = request.params or IndexScaffoldParams()
+        attributes: dict[str, Any] = {"resource_key": "atdata_index", "io_manager_key": "io_manager"}
+        if params.path:
+            attributes["path"] = params.path
+        if params.data_root:
+            attributes["data_store"] = {"kind": "local", "root": params.data_root}
+        attributes["atmosphere"] = False
+        dg.scaffold_component(request, attributes)
+
+
+class DatasetScaffoldParams(BaseModel):
+    """Options of ``dg scaffold defs atdata_dagster.components.WebDatasetComponent``."""
+
+    asset_key: Optional[str] = Field(default=None, description="Asset key, e.g. 'digits/raw'; default: the folder name.")
+    fn: Optional[str] = Field(default=None, description="Sample-producing callable 'package.module:function'.")
+
+
+class WebDatasetScaffolder(dg.Scaffolder[DatasetScaffoldParams]):
+    """Writes a defs.yaml for one dataset asset, to be completed with the real ``fn``."""
+
+    @classmethod
+    def get_scaffold_params(cls) -> type[DatasetScaffoldParams]:
+        return DatasetScaffoldParams
+
+    def scaffold(self, request: dg.ScaffoldRequest[DatasetScaffoldParams]) -> None:
+        params = request.params or DatasetScaffoldParams()
+        dg.scaffold_component(request, {
+            "asset_key": params.asset_key or request.target_path.name,
+            "fn": params.fn or "my_package.samples:make_samples",
+            "code_version": "1",
+            "checks": True,
+        })
+
+
 # --------------------------------------------------------------------------- index resource
 @_preview
+@dg.scaffold_with(AtdataIndexScaffolder)
 class AtdataIndexResourceComponent(dg.Component, dg.Model, dg.Resolvable):
     """An atdata dataset index (SQLite, PostgreSQL or Redis; disk or S3 shards) and its IO manager.
 
@@ -418,6 +469,7 @@ _RESERVED_PARAMS = frozenset({"context", "partition_key"})
 
 
 @_preview
+@dg.scaffold_with(WebDatasetScaffolder)
 class WebDatasetComponent(dg.Component, dg.Model, dg.Resolvable):
     """A typed WebDataset asset: samples from a Python callable, stored as shards plus an index entry.
 

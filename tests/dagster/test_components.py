@@ -276,6 +276,28 @@ def test_yaml_index_component_binds_resource_and_io_manager_keys(project, instan
         assert "atdata/preview" not in mat.metadata
 
 
+def test_scaffolded_defs_yaml_loads_and_materializes_with_the_given_params(project, tmp_path, instance):
+    sandbox = project.sandbox
+    index_dir = sandbox.scaffold_component(
+        component_cls=AtdataIndexResourceComponent, defs_path="index",
+        scaffold_params={"path": str(tmp_path / "index.db"), "data_root": str(tmp_path / "data")},
+    )
+    dataset_dir = sandbox.scaffold_component(
+        component_cls=WebDatasetComponent, defs_path="digits_raw", scaffold_params={"fn": project.fn("make_points")},
+    )
+    assert "type: atdata_dagster.components.AtdataIndexResourceComponent" in (index_dir / "defs.yaml").read_text()
+    assert "asset_key: digits_raw" in (dataset_dir / "defs.yaml").read_text()  # default: the folder name
+    with project.defs() as defs:
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
+        assert result.success
+        assert len(result.get_asset_check_evaluations()) == 3  # the scaffold turns the checks on
+        index = engine_index(defs)
+        try:
+            assert index.get_dataset("digits_raw").data_urls[0].startswith(str(tmp_path / "data"))
+        finally:
+            index.close()
+
+
 # --------------------------------------------------------------------------- Python construction
 def test_python_constructed_components_build_the_same_dataset_asset(tmp_path, instance):
     index_component = AtdataIndexResourceComponent(
