@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
+from urllib.parse import quote, quote_plus
 
 import msgpack
 from sqlalchemy import (
@@ -239,8 +240,10 @@ def _row_to_label(row: Any) -> LabelRecord:
 
 
 def _mask_secret(text: str, secret: str | None) -> str:
+    """``text`` with the secret replaced by ``***``, as is and in its URL-encoded forms."""
     if secret:
-        text = text.replace(secret, "***")
+        for form in {secret, quote(secret, safe=""), quote(secret), quote_plus(secret)}:
+            text = text.replace(form, "***")
     return text
 
 
@@ -400,9 +403,25 @@ class SqlProvider(IndexProvider):
                     delay = min(2.0, self._backoff * (2 ** (attempt - 1)))
                     time.sleep(delay * (0.5 + random.random()))
                     continue
-                raise self._translate(e, what) from e
+                failure: Exception = e
             except sa_exc.SQLAlchemyError as e:  # URL problems, pool timeouts, ...
-                raise self._translate(e, what) from e
+                failure = e
+            # raised outside the except block: a driver error that quotes the password
+            # (e.g. a database named like it) must not ride along as __cause__/__context__
+            error = self._translate(failure, what)
+            if self._mentions_password(failure):
+                raise error
+            raise error from failure
+
+    def _password(self) -> str | None:
+        return self._url.password if isinstance(self._url.password, str) and self._url.password else None
+
+    def _mentions_password(self, exc: BaseException) -> bool:
+        password = self._password()
+        if not password:
+            return False
+        text = f"{exc}\n{exc!r}\n{getattr(exc, 'orig', None)!r}"
+        return _mask_secret(text, password) != text
 
     def _is_transient(self, e: sa_exc.DBAPIError) -> bool:
         orig = e.orig
@@ -427,8 +446,13 @@ class SqlProvider(IndexProvider):
         return False
 
     def _translate(self, e: Exception, what: str) -> ProviderError:
+        error = self._translate_unmasked(e, what)
+        masked = _mask_secret(str(error), self._password())
+        return error if masked == str(error) else ProviderError(masked)
+
+    def _translate_unmasked(self, e: Exception, what: str) -> ProviderError:
         where = self.describe()
-        password = self._url.password if isinstance(self._url.password, str) else None
+        password = self._password()
         orig = getattr(e, "orig", None) or e
         detail = _mask_secret(mask_url_text(" ".join(str(orig).split())), password)
         if self.kind == "sqlite":
@@ -882,7 +906,8 @@ class SqlProvider(IndexProvider):
             self._dispose()
 
     def describe(self) -> str:
-        return self._url.render_as_string(hide_password=True)
+        # the password masked also where it is not the password field (a database named like it)
+        return _mask_secret(self._url.render_as_string(hide_password=True), self._password())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe()!r})"
