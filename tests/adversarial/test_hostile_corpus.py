@@ -50,6 +50,7 @@ from atdata_dagster.errors import (
     SchemaError,
     ShardError,
 )
+from atdata_dagster.index.entry import LocalDatasetEntry
 from atdata_dagster.io_manager import dataset_name, parse_dataset_name
 from atdata_dagster.samples import DictSample, packable
 from atdata_dagster.samples.codec import encode_ndarray
@@ -382,6 +383,17 @@ CASES = [
         tar_bytes([("k.msgpack", good_payload()), ("k.msgpack", good_payload())]), t), ShardError, "two 'msgpack'"),
     Case("tar-sample-without-payload", lambda t: read_shard(tar_bytes([("k.json", b"{}")]), t),
          ShardError, "missing 'msgpack'"),
+    # ---- shard URL patterns (brace expansion) -------------------------------------------------
+    Case("pattern-range-10^14", lambda t: Dataset[Row](f"{t}/x-{{0..99999999999999}}.tar"), InvalidRefError, "expands to"),
+    Case("pattern-product-10^8", lambda t: Dataset[Row](f"{t}/{{0..99}}{{0..99}}{{0..99}}{{0..99}}.tar"),
+         InvalidRefError, "expands to"),
+    Case("pattern-range-5000-digits", lambda t: Dataset[Row](f"{t}/x-{{0..{'9' * 5000}}}.tar"), InvalidRefError, "expands to"),
+    Case("pattern-unbalanced", lambda t: Dataset[Row](f"{t}/x-{{0..3.tar"), InvalidRefError, "malformed"),
+    Case("pattern-deep-nesting", lambda t: Dataset[Row]("{" * 50_000 + "a,b" + "}" * 50_000), InvalidRefError, "nests braces"),
+    Case("pattern-from-a-pds-record", lambda t: new_index(t).dataset_for_entry(
+        LocalDatasetEntry(name="x", schema_ref="atdata://local/schema/Row@1.0.0",
+                          data_urls=entry_with_storage(http_storage("https://h.example/{0..9999999999}.tar")).storage.data_urls()),
+        Row), InvalidRefError, "expands to"),
     # ---- manifests next to shards ------------------------------------------------------------
     Case("manifest-not-json", lambda t: read_manifest_file(b"{'header': 1}", t), ShardError, "not valid JSON"),
     Case("manifest-not-utf8", lambda t: read_manifest_file(b'{"header": "\xff\xfe"}', t), ShardError, "not valid JSON"),
