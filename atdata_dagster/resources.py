@@ -50,6 +50,16 @@ except Exception:  # pragma: no cover - never let registration break an import
     pass
 
 
+def _masked_repr_args(model: Any, pairs: Any) -> Any:
+    """``__repr_args__`` with the password of a ``dsn`` / ``redis_url`` URL masked (``***``)."""
+    from .index.providers.sql import mask_url_text
+
+    for name, value in pairs:
+        if name in ("dsn", "redis_url") and isinstance(value, str):
+            value = mask_url_text(value)
+        yield name, value
+
+
 # --------------------------------------------------------------------------- data stores
 class LocalDiskStoreConfig(dg.Config):
     """Shards on the local filesystem."""
@@ -157,6 +167,9 @@ class RepositoryConfig(dg.Config):
     )
     data_store: DataStoreConfig = _store_field("this repository's")
 
+    def __repr_args__(self) -> Any:  # the DSN / Redis URL may hold a password
+        return _masked_repr_args(self, super().__repr_args__())
+
     def build(self, name: str) -> "Repository":
         from .index.index import Repository
 
@@ -215,6 +228,9 @@ class AtdataIndexResource(dg.ConfigurableResource):
     )
 
     _index: Any = PrivateAttr(default=None)
+
+    def __repr_args__(self) -> Any:  # the DSN / Redis URL may hold a password
+        return _masked_repr_args(self, super().__repr_args__())
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     # -- lifecycle
