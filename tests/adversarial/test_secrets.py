@@ -271,6 +271,55 @@ def test_our_code_never_turns_on_botocore_debug_logging():
         assert int(handlers) == 0, (name, handlers)  # the libraries' own NullHandlers only
 
 
+def test_reprs_of_configs_resources_stores_and_clients_mask_every_secret():
+    """What a user prints or logs while debugging: the objects holding resolved secrets."""
+    from atdata_dagster.atmosphere import AtmosphereClient
+    from atdata_dagster.resources import RepositoryConfig
+    from atdata_dagster.stores.s3 import S3DataStore
+
+    pg, s3, pds, rd = (Sentinel.new("PG", "/p+w"), Sentinel.new("S3", "/s+k"), Sentinel.new("PDS"),
+                       Sentinel.new("REDIS", "/r+d"))
+    scanner = LeakScanner([pg, s3, pds, rd])
+    dsn = _dsn_with_password("postgresql://postgres@127.0.0.1:5432/postgres", pg.value)
+    redis_url = f"redis://:{quote(rd.value, safe='')}@127.0.0.1:6379/0"
+    store = S3DataStoreConfig(bucket="b", endpoint_url="http://127.0.0.1:9", aws_access_key_id="AK",
+                              aws_secret_access_key=s3.value, aws_session_token=s3.value)
+    resource = AtdataIndexResource(dsn=dsn, data_store=store, atmosphere_service_url="http://127.0.0.1:9",
+                                   atmosphere_handle="h.test", atmosphere_password=pds.value,
+                                   repos={"lab": RepositoryConfig(redis_url=redis_url, data_store=store)})
+    objects = {
+        "resource": resource, "io manager": AtdataIOManager(index=resource), "repository": resource.repos["lab"],
+        "store config": store, "describe": resource.describe(), "s3 store": store.build(),
+        "atmosphere client": AtmosphereClient("http://127.0.0.1:9", handle="h.test", password=pds.value),
+        "atdata-style s3 store": S3DataStore({"AWS_ENDPOINT": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "AK",
+                                              "AWS_SECRET_ACCESS_KEY": s3.value}, bucket="b"),
+    }
+    for place, obj in objects.items():
+        scanner.scan(place, f"{obj!r}\n{obj!s}")
+    scanner.assert_clean()
+    assert "postgres:***@127.0.0.1" in repr(resource) and "redis://:***@127.0.0.1" in repr(resource.repos["lab"])
+    assert "'b'" in repr(store) and "atmosphere_handle='h.test'" in repr(resource)  # the rest is still shown
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://postgres:{pw}@127.0.0.1:notaport/db", "postgres:***@127.0.0.1"),
+    ("postgresql://postgres:{pw}@[::1/db", "***"),
+    ("redis://:{pw}@127.0.0.1:notaport/0", "redis://:***@127.0.0.1"),
+    ("mysql://root:{pw}@127.0.0.1/db", "'mysql'"),
+], ids=["pg-bad-port", "pg-bad-host", "redis-bad-port", "unknown-scheme"])
+def test_malformed_index_url_with_a_password_fails_typed_without_it(url, shown):
+    from atdata_dagster.errors import AtdataError
+    from atdata_dagster.index.providers import provider_from_url
+
+    secret = Sentinel.new("PG", "/p+w")
+    scanner = LeakScanner([secret])
+    with pytest.raises(AtdataError) as caught:
+        provider_from_url(url.format(pw=quote(secret.value, safe="")))
+    assert shown in str(caught.value), str(caught.value)  # what is wrong, the password masked
+    assert scanner.scan_exception("error", caught.value) >= 1
+    scanner.assert_clean()
+
+
 # --------------------------------------------------------------------------- the whole pipeline
 @pytest.mark.slow
 def test_full_pipeline_leaks_no_secret_into_logs_metadata_index_records_or_cli(world, instance, caplog, capfd):
