@@ -228,10 +228,10 @@ class AtdataIndexResource(dg.ConfigurableResource):
     )
 
     _index: Any = PrivateAttr(default=None)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def __repr_args__(self) -> Any:  # the DSN / Redis URL may hold a password
         return _masked_repr_args(self, super().__repr_args__())
-    _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     # -- lifecycle
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
