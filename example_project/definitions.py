@@ -39,6 +39,7 @@ from atdata_dagster import (
     build_promotion_sensor,
     packable,
 )
+from atdata_dagster.errors import ConfigurationError
 
 HOME = Path(os.environ.get("ATDATA_EXAMPLE_HOME", Path(__file__).resolve().parent.parent / ".demo"))
 SPLITS = dg.StaticPartitionsDefinition(["train", "test"])
@@ -113,29 +114,51 @@ def _atmosphere_settings() -> dict:
     return {"atmosphere": False}
 
 
-def _index_settings() -> dict:
-    # The DSN may hold a password: resolved at run time, shown by name in the UI.
-    if os.environ.get("ATDATA_INDEX_DSN"):
-        return {"dsn": dg.EnvVar("ATDATA_INDEX_DSN")}
-    return {"path": str(HOME / "index.db")}
+def _index_settings(environ=os.environ) -> dict:
+    dsn = environ.get("ATDATA_INDEX_DSN")
+    if not dsn:
+        return {"path": str(HOME / "index.db")}
+    scheme = dsn.split("://", 1)[0] if "://" in dsn else ""
+    if not scheme.lower().startswith("postgres"):
+        # name the scheme only: the DSN may hold a password
+        raise ConfigurationError(
+            f"ATDATA_INDEX_DSN must be a PostgreSQL DSN (postgresql://user:password@host:5432/db); "
+            f"got {'scheme ' + repr(scheme) if scheme else 'a value without a scheme'}. "
+            "Unset it to keep the index in SQLite under ATDATA_EXAMPLE_HOME."
+        )
+    # resolved at run time, shown by name (never by value) in the UI
+    return {"dsn": dg.EnvVar("ATDATA_INDEX_DSN")}
 
 
-def _data_store():
-    bucket = os.environ.get("ATDATA_S3_BUCKET")
+_S3_OPTIONS = ("ATDATA_S3_ENDPOINT_URL", "ATDATA_S3_PREFIX", "ATDATA_S3_REGION")
+_S3_SECRETS = (("aws_access_key_id", "AWS_ACCESS_KEY_ID"), ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+               ("aws_session_token", "AWS_SESSION_TOKEN"))
+
+
+def _data_store(environ=os.environ):
+    bucket = environ.get("ATDATA_S3_BUCKET")
     if not bucket:
+        stray = [v for v in _S3_OPTIONS if environ.get(v)]
+        if stray:  # without this, shards would silently land on the local disk
+            raise ConfigurationError(
+                f"{', '.join(stray)} set but ATDATA_S3_BUCKET is not: set ATDATA_S3_BUCKET to write "
+                "shards to S3, or unset them to keep shards on local disk under ATDATA_EXAMPLE_HOME."
+            )
         return LocalDiskStoreConfig(root=str(HOME / "data"))
-    secrets = {
-        field: dg.EnvVar(var)
-        for field, var in (("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
-                           ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
-                           ("aws_session_token", "AWS_SESSION_TOKEN"))
-        if os.environ.get(var)
-    }
+    if bool(environ.get("AWS_ACCESS_KEY_ID")) != bool(environ.get("AWS_SECRET_ACCESS_KEY")):
+        have, missing = (("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if environ.get("AWS_ACCESS_KEY_ID")
+                         else ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"))
+        raise ConfigurationError(
+            f"{have} is set but {missing} is not: set both, or neither to use boto3's default "
+            "credential chain (instance profile, IRSA, ~/.aws)."
+        )
+    # credentials are resolved at run time in the worker; unset, boto3's default chain applies
+    secrets = {field: dg.EnvVar(var) for field, var in _S3_SECRETS if environ.get(var)}
     return S3DataStoreConfig(
         bucket=bucket,
-        endpoint_url=os.environ.get("ATDATA_S3_ENDPOINT_URL") or None,
-        region_name=os.environ.get("ATDATA_S3_REGION") or None,
-        prefix=os.environ.get("ATDATA_S3_PREFIX", ""),
+        endpoint_url=environ.get("ATDATA_S3_ENDPOINT_URL") or None,
+        region_name=environ.get("ATDATA_S3_REGION") or None,
+        prefix=environ.get("ATDATA_S3_PREFIX", ""),
         **secrets,
     )
 

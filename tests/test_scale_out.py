@@ -9,7 +9,9 @@ configured for this purely through the environment (``ATDATA_INDEX_DSN``,
 
 The pipeline runs once per module (three runs: ``digits_raw``, then ``digits_split`` and
 ``digits_features`` for each of the partitions ``train`` and ``test``); each test asserts
-one property of the result.
+one property of the result. The first tests (no services) pin down how the example reads
+that environment, and that a combination which cannot work fails when the definitions
+load, naming the variable, instead of silently writing to the local disk.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.slow, pytest.mark.xdist_group("s3")]
+
+def services(fn):
+    """The end-to-end tests: real PostgreSQL and S3 (Ceph RGW), grouped with the other S3 tests."""
+    for mark in (pytest.mark.postgres, pytest.mark.s3, pytest.mark.slow, pytest.mark.xdist_group("s3")):
+        fn = mark(fn)
+    return fn
+
 
 ROOT = Path(__file__).resolve().parent.parent
 DAGSTER = Path(sys.executable).with_name("dagster")
@@ -52,6 +60,76 @@ def _dagster_yaml() -> str:
     )
 
 
+# -- the example's environment switches (no services) ----------------------------------
+def test_without_scale_out_variables_the_example_keeps_sqlite_and_local_disk():
+    from atdata_dagster import LocalDiskStoreConfig
+    from example_project.definitions import HOME, _data_store, _index_settings
+
+    assert _index_settings({}) == {"path": str(HOME / "index.db")}
+    store = _data_store({"AWS_ACCESS_KEY_ID": "ignored-without-a-bucket", "AWS_SECRET_ACCESS_KEY": "x"})
+    assert isinstance(store, LocalDiskStoreConfig) and store.root == str(HOME / "data")
+
+
+def test_index_dsn_and_s3_credentials_are_env_vars_never_values():
+    import dagster as dg
+
+    from atdata_dagster import S3DataStoreConfig
+    from example_project.definitions import _data_store, _index_settings
+
+    dsn = _index_settings({"ATDATA_INDEX_DSN": "postgresql://lab:dsn-secret@db:5432/idx"})["dsn"]
+    assert isinstance(dsn, dg.EnvVar) and dsn == "ATDATA_INDEX_DSN"
+    env = {"ATDATA_S3_BUCKET": "lab-datasets", "ATDATA_S3_ENDPOINT_URL": "http://rgw:7480",
+           "ATDATA_S3_PREFIX": "team/datasets", "ATDATA_S3_REGION": "eu-1",
+           "AWS_ACCESS_KEY_ID": "AKIDVALUE", "AWS_SECRET_ACCESS_KEY": "s3-secret"}
+    store = _data_store(env)
+    assert isinstance(store, S3DataStoreConfig)
+    assert (store.bucket, store.endpoint_url, store.prefix, store.region_name) == (
+        "lab-datasets", "http://rgw:7480", "team/datasets", "eu-1")
+    assert isinstance(store.aws_secret_access_key, dg.EnvVar)
+    assert store.aws_secret_access_key == "AWS_SECRET_ACCESS_KEY"
+    assert store.aws_access_key_id == "AWS_ACCESS_KEY_ID" and store.aws_session_token is None
+    assert "s3-secret" not in repr(store.model_dump()) and "AKIDVALUE" not in repr(store.model_dump())
+    # no keys in the environment: boto3's default chain (instance role, IRSA) decides
+    bare = _data_store({"ATDATA_S3_BUCKET": "lab-datasets"})
+    assert bare.aws_access_key_id is None and bare.aws_secret_access_key is None
+
+
+@pytest.mark.parametrize(
+    "env, names",
+    [
+        pytest.param({"ATDATA_INDEX_DSN": "sqlite:///index.db"}, ["ATDATA_INDEX_DSN", "'sqlite'"], id="dsn-not-postgres"),
+        pytest.param({"ATDATA_INDEX_DSN": "db.internal:5432"}, ["ATDATA_INDEX_DSN", "without a scheme"], id="dsn-no-scheme"),
+        pytest.param({"ATDATA_S3_ENDPOINT_URL": "http://rgw:7480", "ATDATA_S3_PREFIX": "p"},
+                     ["ATDATA_S3_ENDPOINT_URL, ATDATA_S3_PREFIX", "ATDATA_S3_BUCKET"], id="s3-options-without-bucket"),
+        pytest.param({"ATDATA_S3_BUCKET": "b", "AWS_ACCESS_KEY_ID": "AKIDVALUE"},
+                     ["AWS_SECRET_ACCESS_KEY", "default credential chain"], id="key-id-without-secret"),
+        pytest.param({"ATDATA_S3_BUCKET": "b", "AWS_SECRET_ACCESS_KEY": "s3-secret"},
+                     ["AWS_ACCESS_KEY_ID"], id="secret-without-key-id"),
+    ],
+)
+def test_a_scale_out_setting_that_cannot_work_fails_at_load_naming_the_variable(env, names):
+    from atdata_dagster.errors import ConfigurationError
+    from example_project.definitions import _data_store, _index_settings
+
+    with pytest.raises(ConfigurationError) as err:
+        _index_settings(env)
+        _data_store(env)
+    message = str(err.value)
+    for name in names:
+        assert name in message
+    assert "s3-secret" not in message and "AKIDVALUE" not in message
+
+
+def test_a_rejected_dsn_is_not_echoed_because_it_may_hold_a_password():
+    from atdata_dagster.errors import ConfigurationError
+    from example_project.definitions import _index_settings
+
+    with pytest.raises(ConfigurationError, match="ATDATA_INDEX_DSN") as err:
+        _index_settings({"ATDATA_INDEX_DSN": "mysql://lab:hunter2@db/idx"})
+    assert "hunter2" not in str(err.value) and "'mysql'" in str(err.value)
+
+
+# -- the scale-out run (PostgreSQL + S3) -----------------------------------------------
 def _dagster_url(url: str) -> str:
     # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, on which dagster-postgres
     # 0.29.27 fails ("syntax error at or near $1" in its NOTIFY): name psycopg2, which
@@ -200,6 +278,7 @@ def _runs(instance) -> dict:
     return by_partition
 
 
+@services
 def test_runs_and_events_are_recorded_in_the_postgres_instance_storage(scale_out, instance):
     import psycopg
     from dagster import DagsterEventType, DagsterRunStatus
@@ -223,6 +302,7 @@ def test_runs_and_events_are_recorded_in_the_postgres_instance_storage(scale_out
     assert not list(scale_out["home"].rglob("*.db")), "no SQLite storage may appear under DAGSTER_HOME"
 
 
+@services
 def test_each_step_runs_in_its_own_process(scale_out, instance):
     from dagster import DagsterEventType
 
@@ -243,6 +323,7 @@ def test_each_step_runs_in_its_own_process(scale_out, instance):
     assert scale_out["pytest_pid"] not in step_pids.values()
 
 
+@services
 def test_index_entries_live_in_postgres_with_s3_urls_that_exist_and_verify(scale_out, index, s3_client):
     import psycopg
 
@@ -261,10 +342,12 @@ def test_index_entries_live_in_postgres_with_s3_urls_that_exist_and_verify(scale
     assert len(entries["digits_raw"].data_urls) == 4  # 1,797 samples, atdata/maxcount 500
 
 
+@services
 def test_nothing_is_written_to_the_local_disk(scale_out):
     assert list(scale_out["example_home"].iterdir()) == []
 
 
+@services
 def test_lineage_links_the_datasets_and_the_dagster_runs(scale_out, index, instance):
     runs = _runs(instance)
     raw = index.get_dataset("digits_raw")
@@ -287,6 +370,7 @@ def test_lineage_links_the_datasets_and_the_dagster_runs(scale_out, index, insta
         assert str(mat.metadata["dagster/uri"].value).startswith(f"s3://{scale_out['bucket']}/")
 
 
+@services
 def test_downstream_reads_the_features_back_through_s3(index):
     total = 0
     for split in SPLITS:
@@ -299,6 +383,7 @@ def test_downstream_reads_the_features_back_through_s3(index):
     assert total == 1797
 
 
+@services
 def test_command_line_lists_the_shared_index_from_its_dsn(scale_out):
     out = subprocess.run(
         [str(Path(sys.executable).with_name("atdata-dagster")), "--index", scale_out["index_dsn"], "--json", "list"],
