@@ -199,13 +199,13 @@ class S3DataStoreModel(dg.Model, dg.Resolvable):
     """Shards in an S3 bucket (AWS or any S3-compatible server)."""
 
     kind: _described(Literal["s3"], "Store kind: 's3' for shards in an S3 bucket.") = "s3"
-    bucket: _described(str, "Bucket name, e.g. 'my-datasets'.")
+    bucket: _described(Text, "Bucket name, e.g. 'my-datasets'.")
     endpoint_url: _described(Optional[str], "Endpoint of an S3-compatible server (e.g. 'http://127.0.0.1:7480'); None for AWS.") = None
     region_name: _described(Optional[str], "AWS region, e.g. 'us-east-1'.") = None
     aws_access_key_id: _SecretAccessKeyId = None
     aws_secret_access_key: _SecretKey = None
     aws_session_token: _SecretToken = None
-    prefix: _described(str, "Key prefix inside the bucket under which every dataset lives.") = ""
+    prefix: _described(Text, "Key prefix inside the bucket under which every dataset lives.") = ""
 
     def to_config(self, where: str) -> S3DataStoreConfig:
         _check_secret(f"{where}.aws_access_key_id", self.aws_access_key_id, literal_ok=True)
@@ -480,7 +480,7 @@ class WebDatasetComponent(dg.Component, dg.Model, dg.Resolvable):
     The output goes through the ``AtdataIOManager`` at ``io_manager_key``.
     """
 
-    asset_key: _described(str, "Asset key, '/'-separated segments, e.g. 'digits/raw'. The dataset name defaults to it.")
+    asset_key: _described(Text, "Asset key, '/'-separated segments, e.g. 'digits/raw'. The dataset name defaults to it.")
     fn: _described(
         str,
         "Python callable producing the samples, 'package.module:function'. It may take the ins names, "
@@ -492,7 +492,7 @@ class WebDatasetComponent(dg.Component, dg.Model, dg.Resolvable):
         "Upstream datasets passed to fn: parameter name -> asset key ('digits/raw') or "
         "{key, sample_type, allow_missing_partitions}.",
     ) = Field(default_factory=dict)
-    deps: _described(list[str], "Asset keys this asset depends on without reading them (ordering and lineage in Dagster only).") = Field(default_factory=list)
+    deps: _described(list[Text], "Asset keys this asset depends on without reading them (ordering and lineage in Dagster only).") = Field(default_factory=list)
     group_name: _described(Optional[Text], "Dagster asset group, e.g. 'digits'.") = None
     description: _described(Optional[Text], "Asset description shown in the Dagster UI.") = None
     code_version: _described(Optional[Text], "Code version: bump it when fn changes so Dagster marks the asset stale; recorded in the entry's lineage.") = None
@@ -582,8 +582,8 @@ class WebDatasetComponent(dg.Component, dg.Model, dg.Resolvable):
             raise ConfigurationTypeError(f"{where}: fn {self.fn!r} is a {type(fn).__name__}, not a callable")
         try:
             sig = inspect.signature(fn)
-        except (TypeError, ValueError):  # builtins without a signature: pass only what was asked for
-            return fn, frozenset(inputs), True
+        except (TypeError, ValueError):  # builtins without a signature: pass only the inputs
+            return fn, frozenset(inputs), False
         params = sig.parameters
         var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         names = frozenset(
@@ -591,11 +591,11 @@ class WebDatasetComponent(dg.Component, dg.Model, dg.Resolvable):
             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         )
         offered = set(inputs) | _RESERVED_PARAMS
-        required = [
+        required = [  # everything is passed by keyword, so a positional-only parameter is never supplied
             n for n, p in params.items()
             if p.default is inspect.Parameter.empty
             and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
-            and n not in offered
+            and (n not in offered or p.kind is inspect.Parameter.POSITIONAL_ONLY)
         ]
         if required:
             raise ConfigurationError(

@@ -224,6 +224,22 @@ def test_yaml_static_partitions_write_one_entry_per_key_and_pass_partition_key(p
             index.close()
 
 
+def test_yaml_numeric_looking_strings_stay_text(project):
+    # Dagster renders YAML strings as native Jinja templates, which turns "2024" into an int
+    project.add_index()
+    project.add_dataset(
+        "years", asset_key="2024", fn=project.fn("make_points"), partitions=["2023", "2024"], code_version="7",
+        tags={"year": "2024"}, deps=["2023"], dataset_name="2024",
+    )
+    with project.defs() as defs:
+        asset = defs.resolve_assets_def(key("2024"))
+        spec = asset.specs_by_key[key("2024")]
+        assert asset.partitions_def.get_partition_keys() == ["2023", "2024"]
+        assert spec.code_version == "7" and spec.tags["year"] == "2024"
+        assert {d.asset_key for d in spec.deps} == {key("2023")}
+        assert spec.metadata["atdata/name"] == "2024"
+
+
 def test_yaml_checks_true_adds_the_three_dataset_checks_and_they_pass(project, instance):
     project.add_index()
     project.add_dataset("raw", asset_key="pts/raw", fn=project.fn("make_points"), checks=True, blocking_checks=True)
