@@ -281,7 +281,7 @@ def _field_type_from_json(prop: Any, where: str, depth: int = 0) -> dict:
         jtype = rest[0]
     if jtype == "string" and (prop.get("format") == "byte" or "contentEncoding" in prop):
         return {"$type": "local#primitive", "primitive": "bytes"}
-    if jtype in _JSON_TO_PRIMITIVE:
+    if isinstance(jtype, str) and jtype in _JSON_TO_PRIMITIVE:
         return {"$type": "local#primitive", "primitive": _JSON_TO_PRIMITIVE[jtype]}
     if jtype == "array":
         return {"$type": "local#array", "items": _field_type_from_json(prop.get("items"), where, depth + 1)}
@@ -447,6 +447,11 @@ class SchemaRecord:
         order = [r for r in required if r in properties] + [p for p in properties if p not in required]
         fields = []
         for pname in order:
+            if not is_safe_identifier(pname):
+                raise SchemaError(
+                    f"{where}: invalid property name {pname!r:.80}: field names must be Python identifiers "
+                    "that are not keywords"
+                )
             prop = properties[pname]
             nullable = isinstance(prop, dict) and isinstance(prop.get("type"), list) and "null" in prop["type"]
             fields.append({

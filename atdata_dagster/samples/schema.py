@@ -438,7 +438,7 @@ def _spec_from_json_schema(prop: Any, name: str, where: str, depth: int) -> tupl
         jtype = rest[0]
     if jtype == "string" and (prop.get("format") == "byte" or "contentEncoding" in prop):
         return FieldSpec(name, "primitive", primitive="bytes"), nullable
-    if jtype in _JSON_PRIMITIVES:
+    if isinstance(jtype, str) and jtype in _JSON_PRIMITIVES:
         return FieldSpec(name, "primitive", primitive=_JSON_PRIMITIVES[jtype]), nullable
     if jtype == "array":
         items, item_null = _spec_from_json_schema(prop.get("items"), name, where, depth + 1)
