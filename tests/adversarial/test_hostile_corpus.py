@@ -599,6 +599,18 @@ CASES = [
         "$type": "science.alt.dataset.schema", "name": "A", "version": "1.0.0",
         "schema": {"type": "object", "properties": {"x": {"type": ["string", "integer"]}}, "required": ["x"]}}),
          SchemaError, "multi-type union"),
+    Case("record-schema-json-type-is-an-object", lambda t: SchemaRecord.from_record({
+        "$type": "science.alt.dataset.schema", "name": "A", "version": "1.0.0",
+        "schema": {"type": "object", "properties": {"x": {"type": {"$ref": "#/x"}}}, "required": ["x"]}}),
+         RecordError, "unsupported JSON-Schema type"),
+    Case("record-schema-json-type-is-an-object-local", lambda t: type_from_record({
+        "name": "A", "version": "1.0.0",
+        "schema": {"type": "object", "properties": {"x": {"type": {"$ref": "#/x"}}}, "required": ["x"]}}),
+         SchemaError, "unsupported JSON-Schema type"),
+    Case("record-schema-json-property-name-is-code", lambda t: SchemaRecord.from_record({
+        "$type": "science.alt.dataset.schema", "name": "A", "version": "1.0.0",
+        "schema": {"type": "object", "properties": {"x=os.system('id')": {"type": "string"}}, "required": []}}),
+         RecordError, "invalid property name"),
     Case("record-schema-future-version", lambda t: SchemaRecord.from_record({
         "$type": "science.alt.dataset.schema", "name": "A", "version": "1", "atdataSchemaVersion": 7, "fields": []}),
          SchemaError, "upgrade atdata_dagster"),
