@@ -14,13 +14,16 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import json
 import math
 import signal
 import struct
 import tarfile
 import tracemalloc
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -30,9 +33,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
+from atdata_dagster.atmosphere import DatasetLabel, EntryRecord, SchemaRecord
 from atdata_dagster.dataset import Dataset
 from atdata_dagster.errors import AtdataError
 from atdata_dagster.samples import DictSample, decode_ndarray, encode_ndarray, packable
+from atdata_dagster.samples.schema import type_from_record
+from atdata_dagster.samples.stubs import StubManager
 
 SETTINGS = settings(
     max_examples=300,
@@ -260,3 +266,61 @@ def test_largest_declared_lengths_in_every_msgpack_container_refused_without_all
         with pytest.raises(AtdataError):
             Edge.from_bytes(data)
         only_typed_errors(lambda: DictSample.from_bytes(data), data)
+
+
+# --------------------------------------------------------------------------- records from a PDS
+
+GOLDEN_RECORDS = [
+    json.loads(p.read_text()) for p in sorted((Path(__file__).parent.parent / "compat" / "golden" / "atmosphere").glob("*.json"))
+]
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 2**70) | st.floats() | st.text(max_size=6)
+    | st.sampled_from(["", "blob", "../x", "__init__", "class", "string", "array", "O", "local#array", "file:///etc/passwd",
+                       "https://h/{0..99999999999}.tar", "science.alt.dataset.storageBlobs"]),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5) | st.sampled_from(["$type", "$link", "ref", "type"]), c,
+                                                       max_size=3),
+    max_leaves=10,
+)
+
+
+def _paths(obj: Any, prefix: tuple = ()):
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _paths(v, prefix + (i,))
+
+
+@settings(max_examples=300, deadline=timedelta(seconds=3), suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(GOLDEN_RECORDS), st.data())
+def test_mutated_pds_records_parse_or_raise_typed(tmp_path_factory, valid, data):
+    record = copy.deepcopy(valid)
+    for _ in range(data.draw(st.integers(1, 3))):
+        paths = list(_paths(record))[1:]
+        if not paths:
+            break
+        path = data.draw(st.sampled_from(paths))
+        parent = record
+        for key in path[:-1]:
+            parent = parent[key]
+        if data.draw(st.booleans()) or not isinstance(parent, dict):
+            parent[path[-1]] = data.draw(json_values)
+        else:
+            del parent[path[-1]]
+    stubs = StubManager(tmp_path_factory.mktemp("stubs"))
+
+    def parse_schema():
+        local = SchemaRecord.from_record(record).to_local()
+        type_from_record(local)
+        stubs.render(local)
+
+    def parse_entry():
+        entry = EntryRecord.from_record(record)
+        entry.to_record()
+        Dataset(entry.storage.data_urls("did:plc:abc"))  # URL patterns are sized, not expanded blindly
+
+    blob = json.dumps(record).encode()
+    for fn in (parse_schema, parse_entry, lambda: DatasetLabel.from_record(record)):
+        only_typed_errors(fn, blob)
