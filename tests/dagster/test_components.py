@@ -629,7 +629,7 @@ def dg_defs_yaml(tmp: Path, scaled_extra: str = "") -> str:
 
 
 @pytest.mark.slow
-def test_dg_check_defs_accepts_the_yaml_project_and_list_defs_shows_the_datasets(dg_cli, tmp_path):
+def test_dg_check_defs_accepts_the_yaml_project_and_dg_lists_the_datasets_and_components(dg_cli, tmp_path):
     secret = f"app-{uuid.uuid4().hex}"
     root = make_dg_project(tmp_path / "proj", dg_defs_yaml(tmp_path))
     env = {"ATDATA_TEST_APP_PASSWORD": secret}
@@ -648,6 +648,12 @@ def test_dg_check_defs_accepts_the_yaml_project_and_list_defs_shows_the_datasets
     assert {c["name"] for c in data["asset_checks"]} == {"atdata_checksums", "atdata_sample_count", "atdata_schema"}
     assert secret not in check.stdout + check.stderr + listing.stdout + listing.stderr
     assert not (tmp_path / "index.db").exists()  # loading definitions touches no index
+
+    components = run_dg(dg_cli, root, "list", "components", "--json", env=env)
+    assert components.returncode == 0, components.stderr
+    summaries = {c["key"]: c["summary"] for c in json.loads(components.stdout)["items"]}
+    assert summaries[DATASET_TYPE].startswith("A typed WebDataset asset")
+    assert summaries[INDEX_TYPE].startswith("An atdata dataset index")
 
 
 @pytest.mark.slow
