@@ -36,9 +36,13 @@ def main() -> int:
     for split in SPLITS.get_partition_keys():
         ok &= dg.materialize(assets + checks, selection=[digits_split, digits_features], partition_key=split,
                              resources=resources, instance=instance, raise_on_error=True).success
-    idx = index.build_index()
+    # resolve EnvVar fields (the scale-out settings) outside a run, as Dagster would in one
+    with index.process_config_and_initialize_cm() as configured:
+        idx = configured.build_index()
     try:
-        print(f"\nindex {HOME / 'index.db'}  shards {HOME / 'data'}\n")
+        where = "ATDATA_INDEX_DSN (PostgreSQL)" if os.environ.get("ATDATA_INDEX_DSN") else HOME / "index.db"
+        shards = f"s3://{os.environ['ATDATA_S3_BUCKET']}" if os.environ.get("ATDATA_S3_BUCKET") else HOME / "data"
+        print(f"\nindex {where}  shards {shards}\n")
         print(f"{'NAME':<44} {'SAMPLES':>7} {'SHARDS':>6} {'BYTES':>10}  CID")
         for e in sorted(idx.list_entries(), key=lambda e: e.name):
             s = (e.metadata or {}).get("stats", {})
