@@ -91,12 +91,14 @@ def _dsn_with_password(dsn: str, password: str, database: str | None = None) -> 
 class World:
     """The sentinels, the real servers' handles and the resource built from EnvVars."""
 
-    def __init__(self, tmp_path, monkeypatch, postgres_dsn, rgw_server, pds):
+    def __init__(self, tmp_path, monkeypatch, postgres_dsn, rgw_server, pds, request):
+        self.request = request
         self.pg = Sentinel.new("PG", "/p+w")
         self.s3 = Sentinel.new("S3", "/s+k")
         self.pds_secret = Sentinel.new("PDS")
         self.redis = Sentinel.new("REDIS", "/r+d")
-        self.scanner = LeakScanner([self.pg, self.s3, self.pds_secret, self.redis])
+        self.s3_wrong = Sentinel.new("S3BAD", "/x+y")  # a wrong secret key is a secret too
+        self.scanner = LeakScanner([self.pg, self.s3, self.pds_secret, self.redis, self.s3_wrong])
         self.tmp_path = tmp_path
         self.pds = pds
         # the S3 secret must be real: a user of its own on the RGW
@@ -143,10 +145,10 @@ def _resolve(cfg: dict) -> dict:
 
 
 @pytest.fixture
-def world(tmp_path, monkeypatch, postgres_dsn, rgw_server, pds, caplog):
+def world(tmp_path, monkeypatch, postgres_dsn, rgw_server, pds, caplog, request):
     for name in DEBUG_LOGGERS:  # before any engine, client or session is created
         caplog.set_level(logging.DEBUG, logger=name)
-    return World(tmp_path, monkeypatch, postgres_dsn, rgw_server, pds)
+    return World(tmp_path, monkeypatch, postgres_dsn, rgw_server, pds, request)
 
 
 @pytest.fixture
@@ -381,6 +383,9 @@ def test_full_pipeline_leaks_no_secret_into_logs_metadata_index_records_or_cli(w
                 code, text = _run_cli(scanner, [*index, *json_flag, *command])
                 assert code == 0, (command, text)
                 outputs[(command[0] if command[0] != "--data-root" else "gc", bool(json_flag))] = text
+        code, text = _run_cli(scanner, [*index, "--json", "--data-root", str(world.tmp_path / "cli-data"), "gc",
+                                        "--grace", "0"])
+        assert code == 0 and not stray.joinpath("data--00000000--000000.tar").exists(), text
         mp.setenv("ATDATA_INDEX", world.dsn)
         code, text = _run_cli(scanner, ["--json", "show", "no_such_dataset"])  # an error, through the env var
         assert code == 2 and text == ""
@@ -435,12 +440,12 @@ def test_full_pipeline_leaks_no_secret_into_logs_metadata_index_records_or_cli(w
     assert any(r.levelno == logging.DEBUG and r.name.startswith("botocore") for r in caplog.records)
     scanner.assert_saw("python logging", at_least=200)
     scanner.assert_saw("stdout/stderr", chars=1000)  # Dagster's console log of the runs
-    scanner.assert_saw("cli output", at_least=11)
+    scanner.assert_saw("cli output", at_least=12)
 
 
 # --------------------------------------------------------------------------- failures carrying connection details
-FAILURES = ["wrong_bucket", "dead_s3_endpoint", "database_named_like_the_password", "unreachable_redis_with_password",
-            "bad_pds_login", "dead_pds"]
+FAILURES = ["wrong_bucket", "dead_s3_endpoint", "rejected_s3_secret", "database_named_like_the_password",
+            "unreachable_redis_with_password", "redis_rejects_the_password", "bad_pds_login", "dead_pds"]
 
 
 def _failure_setup(world: World, kind: str, monkeypatch) -> tuple[dict, type, str]:
@@ -451,6 +456,14 @@ def _failure_setup(world: World, kind: str, monkeypatch) -> tuple[dict, type, st
     if kind == "dead_s3_endpoint":
         port = _free_port()
         return {"store": {"endpoint_url": f"http://127.0.0.1:{port}"}}, StoreError, str(port)
+    if kind == "rejected_s3_secret":
+        monkeypatch.setenv(ENV_S3, world.s3_wrong.value)
+        return {}, StoreError, "rejected"
+    if kind == "redis_rejects_the_password":  # a live server, no such ACL user: WRONGPASS
+        url = world.request.getfixturevalue("redis_url")
+        head, _, tail = url.partition("://")
+        monkeypatch.setenv(ENV_REDIS, f"{head}://nobody:{quote(world.redis.value, safe='')}@{tail}")
+        return {"dsn": None, "redis_url": dg.EnvVar(ENV_REDIS)}, ProviderError, "credentials"
     if kind == "database_named_like_the_password":
         bad = _dsn_with_password(world.dsn, world.pg.value, database=f"db_{world.pg.value}")
         monkeypatch.setenv(ENV_PG, bad)
@@ -471,6 +484,7 @@ def _third_party_debug(place: str) -> bool:
     return place.startswith(("python logging (psycopg", "python logging (sqlalchemy.pool")) and place.endswith(", DEBUG)")
 
 
+@pytest.mark.slow  # ~5-7 s each: an S3 user, a PDS account and one or two Dagster runs
 @pytest.mark.parametrize("kind", FAILURES)
 def test_failure_with_connection_details_is_typed_and_names_no_secret(world, instance, kind, monkeypatch, caplog, capfd):
     scanner = world.scanner
