@@ -32,6 +32,7 @@ __all__ = [
 MAX_NDIM = 32
 
 _NPY_MAGIC = b"\x93NUMPY"
+_INTP_MAX = int(np.iinfo(np.intp).max)
 _NPY_MAX_HEADER = 10_000  # numpy's own limit for headers it loads "securely"
 _CACHE_LIMIT = 1024
 
@@ -134,10 +135,17 @@ def _check_decodable_dtype(dtype: np.dtype, label: str) -> None:
 def _nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
     """Bytes the data of ``shape`` x ``dtype`` must occupy (checked in Python ints)."""
     count = 1
+    bound = max(dtype.itemsize, 1)  # numpy refuses shapes whose non-zero extents overflow intp
     for dim in shape:
         if dim < 0:
             raise DecodeError(f"ndarray payload declares a negative dimension in shape {shape}")
         count *= dim
+        bound *= max(dim, 1)
+    if bound > _INTP_MAX:
+        raise DecodeError(
+            f"ndarray payload declares shape {shape} of {dtype.str!r}, too large for any array; "
+            "the payload is corrupt or hostile"
+        )
     if dtype.itemsize == 0 and count:
         raise DecodeError(
             f"ndarray payload declares {count} elements of zero-width dtype {dtype.str!r}"
