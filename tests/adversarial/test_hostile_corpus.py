@@ -459,6 +459,11 @@ CASES = [
          ShardError, "declares shape", DecodeError),
     Case("ndarray-shape-2^62-squared", lambda t: read_array(compact(b"<f8", (1 << 62, 1 << 62)), t),
          ShardError, "declares shape", DecodeError),
+    Case("ndarray-empty-with-2^62-extent", lambda t: read_array(compact(b"<i8", (0, 1 << 62)), t),
+         ShardError, "too large for any array", DecodeError),
+    Case("ndarray-npy-empty-with-2^62-extent", lambda t: read_array(
+        npy("{'descr': '<i8', 'fortran_order': False, 'shape': (0, 4611686018427387904), }"), t),
+         ShardError, "too large for any array", DecodeError),
     Case("ndarray-negative-dimension", lambda t: read_array(compact(b"<i4", (-1,), b"\0" * 4), t),
          ShardError, "negative dimension", DecodeError),
     Case("ndarray-too-many-dimensions", lambda t: read_array(compact(b"<i4", (1,) * 64, b"\0" * 4), t),
