@@ -534,6 +534,7 @@ def _blob_exists(pds: dict, did: str, cid: str) -> bool:
 
 @pytest.mark.pds
 @pytest.mark.slow
+@pytest.mark.xdist_group("pds")  # one PDS per worker: share the worker the other PDS tests use
 def test_pds_stopping_mid_blob_promotion_fails_typed_leaves_no_entry_record_and_a_retry_publishes_once(
     pds, pds_account, tmp_path
 ):
