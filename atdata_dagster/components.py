@@ -35,8 +35,13 @@ Example ``defs.yaml`` (two documents in one file)::
 
 Every field has a description: it is the JSON schema ``dg`` shows and checks.
 Errors in the declaration (a bad name, an unimportable ``fn``, a secret written as a
-literal) raise typed errors from :mod:`atdata_dagster.errors` when the definitions are
-built, so ``dg check defs`` reports them.
+literal or as part of a longer template) raise typed errors from
+:mod:`atdata_dagster.errors` when the definitions are built, so ``dg check defs``
+reports them; a dataset asset whose ``io_manager_key`` is not an ``AtdataIOManager``
+fails its run rather than letting Dagster pickle the samples. Both components carry
+Dagster's ``preview`` mark (a ``PreviewWarning`` on use), as the project's conventions
+recommend for a new integration component; ``dg scaffold defs`` writes a starting
+``defs.yaml`` for each.
 """
 
 import importlib

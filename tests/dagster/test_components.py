@@ -27,7 +27,7 @@ from dagster.components.testing.utils import component_defs
 from atdata_dagster.components import AtdataIndexResourceComponent, WebDatasetComponent
 from atdata_dagster.errors import ConfigurationError, InvalidNameError
 from atdata_dagster.io_manager import AtdataIOManager
-from atdata_dagster.resources import AtdataIndexResource, LocalDiskStoreConfig
+from atdata_dagster.resources import AtdataIndexResource
 from tests.dagster.helpers import materialization, md
 from tests.fixtures.services import service_missing
 
