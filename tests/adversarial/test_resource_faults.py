@@ -580,3 +580,41 @@ def test_pds_stopping_mid_blob_promotion_fails_typed_leaves_no_entry_record_and_
         index.close()
     finally:
         proxy.close()
+
+
+# -- the same full disk seen from Dagster ----------------------------------------------------------
+def test_materialization_on_a_full_filesystem_fails_the_step_typed_records_nothing_and_rematerializes(tiny_fs, tmp_path):
+    import dagster as dg
+
+    from atdata_dagster.io_manager import AtdataIOManager
+    from atdata_dagster.resources import AtdataIndexResource, LocalDiskStoreConfig
+
+    sizes = [40 * KiB] * 16
+
+    @dg.asset(metadata={"atdata/maxcount": 4})
+    def big_blobs():
+        return blobs(sizes, seed=5)
+
+    resource = AtdataIndexResource(
+        path=str(tmp_path / "index.db"), data_store=LocalDiskStoreConfig(root=str(tiny_fs / "data")), atmosphere=False
+    )
+    filler = _fill(tiny_fs, leave=300 * KiB)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([big_blobs], resources={"io_manager": AtdataIOManager(index=resource)},
+                                instance=instance, raise_on_error=False)
+        assert not result.success
+        (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        err = failure.event_specific_data.error
+        text = "".join(str(e) for e in [err.message, *(c.message for c in [err.cause] if c)])
+        assert "StoreError" in text and "No space left on device" in text, text
+        assert instance.fetch_materializations(dg.AssetKey("big_blobs"), limit=1).records == []
+        index = resource.build_index()
+        assert index.list_entries() == []
+        assert _no_temp_files(tiny_fs / "data") == []
+
+        filler.unlink()
+        result = dg.materialize([big_blobs], resources={"io_manager": AtdataIOManager(index=resource)}, instance=instance)
+        assert result.success
+        (mat,) = [r.asset_materialization for r in instance.fetch_materializations(dg.AssetKey("big_blobs"), limit=5).records]
+        _assert_written(index, "big_blobs", mat.metadata["atdata/cid"].value, sizes, seed=5)
+        index.close()
