@@ -255,10 +255,20 @@ class DiskView:
     def multipart_uploads(self) -> list[str]:
         return []
 
+    @staticmethod
+    def _ident(url: str) -> tuple:
+        st = os.stat(url)
+        return (url, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def mark_complete(self, url: str, sha: str) -> None:
+        """``url`` was just verified to hold bytes of SHA-256 ``sha``: check its name says so."""
+        m = _DISK_FINAL.match(os.path.basename(url))
+        assert m and sha.startswith(m.group(1)), f"{url}: its name does not derive from its SHA-256 {sha}"
+        self._complete.add(self._ident(url))
+
     def assert_complete(self, url: str) -> None:
         """A shard under a final name holds exactly the bytes whose SHA-256 names it."""
-        st = os.stat(url)
-        key = (url, st.st_ino, st.st_size, st.st_mtime_ns)
+        key = self._ident(url)
         if key in self._complete:
             return
         m = _DISK_FINAL.match(os.path.basename(url))
@@ -308,7 +318,18 @@ class S3View:
                 out.append(f"{self._url(up['Key'])} (upload {up['UploadId']})")
         return out
 
+    @staticmethod
+    def _shard_id(sha: str) -> str:
+        return f"{sha[0:8]}-{sha[8:12]}-{sha[12:16]}-{sha[16:20]}-{sha[20:32]}"
+
+    def mark_complete(self, url: str, sha: str) -> None:
+        """``url`` (as listed last) was just verified to hold bytes of SHA-256 ``sha``: check its name."""
+        m = _S3_FINAL.search(url)
+        assert m and m.group(1) == self._shard_id(sha), f"{url}: its key does not derive from its SHA-256 {sha}"
+        self._complete.add((url, self._etags.get(url)))
+
     def assert_complete(self, url: str) -> None:
+        """A shard under a final key holds exactly the bytes whose SHA-256 names it."""
         key = url[len(f"s3://{self.bucket}/"):]
         if (url, self._etags.get(url)) in self._complete:
             return  # the same object (ETag) was hashed before
@@ -317,8 +338,7 @@ class S3View:
         m = _S3_FINAL.search(key)
         assert m, f"{url}: a .tar in the bucket that is not named data--<uuid-shaped id>--<NNNNNN>.tar"
         sha = _sha256_of(resp["Body"])
-        shard_id = f"{sha[0:8]}-{sha[8:12]}-{sha[12:16]}-{sha[16:20]}-{sha[20:32]}"
-        assert shard_id == m.group(1), (
+        assert self._shard_id(sha) == m.group(1), (
             f"{url} is under a final key but holds other bytes (sha256 {sha}): a partial or torn shard"
         )
         recorded = (resp.get("Metadata") or {}).get("sha256")
