@@ -6,8 +6,9 @@ moment into one index (SQLite, PostgreSQL, Redis),
 - no entry is lost or torn: every CID a writer got back is retrievable, its shards
   verify, and it reads back exactly the samples that writer wrote; the index holds
   exactly the distinct CIDs written;
-- labels stay consistent: each name's label points at one of that name's entries, the
-  name resolves to that entry, and the newest entry by name agrees with the label;
+- labels stay consistent: each name's unversioned label points at one of that name's
+  entries and agrees with the newest entry by name; each writer's versioned label
+  ``w<i>`` points at what writer i wrote last; the name resolves to its latest label;
 - the name's "latest" label ends at the entry committed last. "Committed last" is
   observed, not assumed: each writer times its provider commit (see ``writers_worker``),
   and the label's entry must not be one whose commit returned before another write's
@@ -61,7 +62,7 @@ def _run_writers(url: str, data: str, *, writers: int = WRITERS, rounds: int = R
                 p.kill()
     errors = [r["error"] for r in reports if "error" in r]
     assert not errors, "a writer failed:\n" + "\n".join(errors)
-    return [rec for r in reports for rec in r["records"]]
+    return [rec for r in reports for rec in r["records"]], [lab for r in reports for lab in r["labels"]]
 
 
 def _last_committed_candidates(records: list[dict]) -> set[str]:
@@ -70,7 +71,7 @@ def _last_committed_candidates(records: list[dict]) -> set[str]:
     return {r["cid"] for r in records if r["t1"] >= latest_start}
 
 
-def _check_index(index: Index, records: list[dict], names: list[str]) -> None:
+def _check_index(index: Index, records: list[dict], labels: list[dict], names: list[str]) -> None:
     provider = index.provider
     written = {r["cid"] for r in records}
     assert all(r["returned_cid"] == r["cid"] for r in records), "Index.write returned another entry than it committed"
@@ -89,16 +90,27 @@ def _check_index(index: Index, records: list[dict], names: list[str]) -> None:
 
     for name in names:
         mine = [r for r in records if r["name"] == name]
-        label = index.get_label(name)
-        assert label.version == ""
+        label = index.get_label(name, "")
         assert label.cid in {r["cid"] for r in mine}, f"label {name!r} points at an entry of another name"
-        assert index.get_dataset(name).cid == label.cid
         assert provider.get_entry_by_name(name).cid == label.cid, (
-            f"{name!r}: the newest entry by name and the label disagree"
+            f"{name!r}: the newest entry by name and the unversioned label disagree"
         )
         assert label.cid in _last_committed_candidates(mine), (
             f"{name!r}: the label points at {label.cid}, whose commit returned before another writer's commit started"
         )
+        # every writer's versioned label points at what that writer wrote last under the name
+        my_labels = [lab for lab in labels if lab["name"] == name]
+        for w in {lab["writer"] for lab in my_labels}:
+            last = max((lab for lab in my_labels if lab["writer"] == w), key=lambda lab: lab["round"])
+            assert index.get_label(name, f"w{w}").cid == last["cid"], f"{name!r}: label w{w} is torn or stale"
+        # "latest" (any version) is the label write committed last, and the name resolves to it
+        latest = index.get_label(name)
+        all_writes = [{**r, "version": ""} for r in mine] + my_labels
+        last_writes = {(w["version"], w["cid"]) for w in all_writes if w["t1"] >= max(x["t0"] for x in all_writes)}
+        assert (latest.version, latest.cid) in last_writes, (
+            f"{name!r}: the latest label is {latest.version!r} -> {latest.cid}, which was not among the last writes"
+        )
+        assert index.get_dataset(name).cid == latest.cid
 
 
 @pytest.mark.slow
@@ -107,11 +119,11 @@ def _check_index(index: Index, records: list[dict], names: list[str]) -> None:
     ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("redis", marks=pytest.mark.redis)],
 )
 def test_six_writer_processes_on_the_same_names_lose_nothing_and_label_the_last_commit(provider_url, tmp_path):
-    records = _run_writers(provider_url, str(tmp_path / "data"))
-    assert len(records) == WRITERS * ROUNDS * len(NAMES)
+    records, labels = _run_writers(provider_url, str(tmp_path / "data"))
+    assert len(records) == len(labels) == WRITERS * ROUNDS * len(NAMES)
     index = Index(provider_from_url(provider_url), data_store=LocalDiskStore(str(tmp_path / "data")), atmosphere=None)
     try:
-        _check_index(index, records, NAMES)
+        _check_index(index, records, labels, NAMES)
         # writers 0 and 1 wrote identical samples in round 0: one entry, one set of shards
         same = {r["cid"] for r in records if r["round"] == 0 and r["writer"] in (0, 1)}
         assert len(same) == len(NAMES)

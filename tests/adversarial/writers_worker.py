@@ -1,7 +1,8 @@
 """A writer process for the many-writers tests (importable by spawned children).
 
 Each writer opens its own provider (from a URL) and disk store, writes every name in
-``names`` for ``rounds`` rounds through the public ``Index.write``, and times the
+``names`` for ``rounds`` rounds through the public ``Index.write`` (then points its
+own versioned label ``w<writer>`` at what it wrote), and times the
 provider commit of each write: ``t0`` just before ``put_entry`` is called and ``t1``
 just after it returns (``time.monotonic_ns``, one clock for every process on Linux).
 The commit happens inside [t0, t1], so if some write's commit *started* after another
@@ -48,6 +49,7 @@ def run_writer(spec: dict, barrier, results) -> None:
 
     writer = spec["writer"]
     records: list[dict] = []
+    labels: list[dict] = []
     try:
         provider = provider_from_url(spec["url"])
         real_put = provider.put_entry
@@ -68,8 +70,13 @@ def run_writer(spec: dict, barrier, results) -> None:
                 records[-1]["returned_cid"] = entry.cid
                 records[-1]["content"] = cid_src
                 records[-1]["round"] = rnd
+                # then this writer's own versioned label of the name, timed the same way
+                t0 = time.monotonic_ns()
+                index.label(name, entry.cid, version=f"w{writer}")
+                labels.append({"writer": writer, "name": name, "cid": entry.cid, "version": f"w{writer}",
+                               "t0": t0, "t1": time.monotonic_ns(), "round": rnd})
         index.close()
-        results.put({"writer": writer, "records": records})
+        results.put({"writer": writer, "records": records, "labels": labels})
     except BaseException:  # noqa: BLE001 - reported to the parent, which fails the test
         try:
             barrier.abort()
