@@ -307,7 +307,7 @@ class _KillInFlight:
 
     Wraps the provider's put script (instrumentation only: the real script is sent on
     the real connection). Before it is sent, an admin connection pauses writes
-    (``CLIENT PAUSE ... WRITE``, at most 2 s) so the script waits inside the server; a
+    (``CLIENT PAUSE ... WRITE``, lifted right after the kill) so the script waits inside the server; a
     thread kills the writer's connection once Redis shows it blocked, then unpauses.
     The killed command is dropped by the server. ``times=None``: every write.
     """
@@ -319,7 +319,7 @@ class _KillInFlight:
         provider._put = self
 
     def _killer(self) -> None:
-        deadline = time.monotonic() + 1.5
+        deadline = time.monotonic() + 5  # the script normally arrives within milliseconds
         try:
             while time.monotonic() < deadline:
                 mine = [c for c in self.admin.client_list() if c.get("name") == self.name]
@@ -335,7 +335,7 @@ class _KillInFlight:
 
     def __call__(self, *args, **kwargs):
         if self.times is None or self.killed < self.times:
-            self.admin.client_pause(2000, all=False)
+            self.admin.client_pause(6000, all=False)  # expires by itself should the test die
             threading.Thread(target=self._killer, daemon=True).start()
         return self.real(*args, **kwargs)
 
