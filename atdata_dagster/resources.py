@@ -10,6 +10,7 @@ network or the disk at definition time: the engine ``Index`` is built in
 """
 
 
+import os
 import threading
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
@@ -136,6 +137,21 @@ def _store_field(what: str) -> Any:
     )
 
 
+def _env_vars(value: Any):
+    """Names of the ``dagster.EnvVar`` values left unresolved in a (nested) config object."""
+    if isinstance(value, dg.EnvVar):
+        yield value.env_var_name
+    elif isinstance(value, dg.Config):  # ConfigurableResource and nested config classes
+        for name in type(value).model_fields:
+            yield from _env_vars(value.__dict__.get(name))
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _env_vars(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _env_vars(v)
+
+
 def _build_provider(path: str | None, dsn: str | None, redis_url: str | None, where: str):
     from .index.providers import create_provider
 
@@ -256,9 +272,22 @@ class AtdataIndexResource(dg.ConfigurableResource):
         return self._index
 
     def build_index(self) -> "Index":
-        """A new engine ``Index`` for this configuration (the caller closes it)."""
+        """A new engine ``Index`` for this configuration (the caller closes it).
+
+        Outside a run, ``dagster.EnvVar`` fields are read from the environment here (a
+        missing variable raises :class:`ConfigurationError` naming it).
+        """
         from .index.index import Index
 
+        missing = [v for v in _env_vars(self) if os.environ.get(v) is None]
+        if missing:
+            raise ConfigurationError(
+                f"AtdataIndexResource: environment variable(s) {', '.join(sorted(set(missing)))} "
+                "(configured as dagster.EnvVar) are not set; export them before building the index"
+            )
+        if any(True for _ in _env_vars(self)):
+            with self.process_config_and_initialize_cm() as resolved:
+                return resolved.build_index()
         provider = _build_provider(self.path, self.dsn, self.redis_url, "AtdataIndexResource")
         try:
             repos = {name: cfg.build(name) for name, cfg in self.repos.items()}

@@ -219,3 +219,33 @@ def test_the_library_announces_its_version_to_dagster():
     import atdata_dagster.resources  # noqa: F401  (registration happens on import)
 
     assert "atdata-dagster" in DagsterLibraryRegistry.get()
+
+
+def test_build_index_outside_a_run_reads_envvar_fields_from_the_environment(postgres_dsn, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_INDEX_DSN", postgres_dsn)
+    monkeypatch.setenv("TEST_LAB_DB", str(tmp_path / "lab.db"))
+    resource = AtdataIndexResource(
+        dsn=dg.EnvVar("TEST_INDEX_DSN"),
+        data_store=LocalDiskStoreConfig(root=str(tmp_path / "d")),
+        repos={"lab": RepositoryConfig(path=dg.EnvVar("TEST_LAB_DB"), data_store=LocalDiskStoreConfig(root=str(tmp_path / "lab")))},
+        atmosphere=False,
+    )
+    index = resource.build_index()  # e.g. a script or notebook next to the definitions
+    try:
+        assert index.provider.kind == "postgres"
+        assert index.write(rows(2), name="outside").cid == index.get_dataset("outside").cid
+        assert (tmp_path / "lab.db").exists()  # the repository opened at the variable's path
+    finally:
+        index.close()
+
+
+def test_build_index_outside_a_run_names_every_unset_envvar(tmp_path, monkeypatch):
+    monkeypatch.delenv("TEST_UNSET_DSN", raising=False)
+    monkeypatch.delenv("TEST_UNSET_SECRET", raising=False)
+    resource = AtdataIndexResource(
+        dsn=dg.EnvVar("TEST_UNSET_DSN"),
+        data_store=S3DataStoreConfig(bucket="b", aws_access_key_id="k", aws_secret_access_key=dg.EnvVar("TEST_UNSET_SECRET")),
+        atmosphere=False,
+    )
+    with pytest.raises(ConfigurationError, match="TEST_UNSET_DSN, TEST_UNSET_SECRET.*not set"):
+        resource.build_index()
