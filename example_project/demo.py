@@ -36,9 +36,7 @@ def main() -> int:
     for split in SPLITS.get_partition_keys():
         ok &= dg.materialize(assets + checks, selection=[digits_split, digits_features], partition_key=split,
                              resources=resources, instance=instance, raise_on_error=True).success
-    # resolve EnvVar fields (the scale-out settings) outside a run, as Dagster would in one
-    with index.process_config_and_initialize_cm() as configured:
-        idx = configured.build_index()
+    idx = index.build_index()  # EnvVar fields (the scale-out settings) are read here
     try:
         where = "ATDATA_INDEX_DSN (PostgreSQL)" if os.environ.get("ATDATA_INDEX_DSN") else HOME / "index.db"
         shards = f"s3://{os.environ['ATDATA_S3_BUCKET']}" if os.environ.get("ATDATA_S3_BUCKET") else HOME / "data"
