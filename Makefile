@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: demo test dev services bench clean
+.PHONY: demo test dev services bench screenshot clean
 
 $(VENV)/.installed-base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ dev: $(VENV)/.installed-base
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m benchmarks.run_all
+
+## Re-take docs/images/asset-page.png (example materialized, dagster dev, headless Chromium).
+screenshot: $(VENV)/.installed-dev
+	bash scripts/install-chromium.sh
+	$(PY) scripts/screenshot.py
 
 clean:
 	rm -rf .demo .dagster_home .pytest_cache
