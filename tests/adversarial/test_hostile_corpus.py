@@ -41,6 +41,7 @@ from atdata_dagster.atmosphere import AtUri, DatasetLabel, EntryRecord, SchemaRe
 from atdata_dagster.dataset import Dataset
 from atdata_dagster.errors import (
     AtdataError,
+    ConfigurationError,
     DecodeError,
     FieldMismatchError,
     InvalidNameError,
@@ -51,7 +52,7 @@ from atdata_dagster.errors import (
     ShardError,
 )
 from atdata_dagster.index.entry import LocalDatasetEntry
-from atdata_dagster.io_manager import dataset_name, parse_dataset_name
+from atdata_dagster.io_manager import asset_settings, dataset_name, parse_dataset_name
 from atdata_dagster.samples import DictSample, packable
 from atdata_dagster.samples.codec import encode_ndarray
 from atdata_dagster.samples.schema import type_from_record
@@ -557,6 +558,12 @@ CASES = [
     Case("name-asset-metadata-dotdot", lambda t: dataset_name(dg.AssetKey(["x"]), "p", base="../../x"),
          InvalidNameError, "'..' segment"),
     Case("name-asset-key-too-long", lambda t: dataset_name(dg.AssetKey(["k" * 300]), None), InvalidNameError, "limit"),
+    Case("asset-metadata-maxcount-negative", lambda t: asset_settings({"atdata/maxcount": -1}, dg.AssetKey(["x"])),
+         ConfigurationError, "'atdata/maxcount' must be a positive integer"),
+    Case("asset-metadata-maxsize-bool", lambda t: asset_settings({"atdata/maxsize": True}, dg.AssetKey(["x"])),
+         ConfigurationError, "'atdata/maxsize' must be a positive integer"),
+    Case("asset-metadata-name-not-a-string", lambda t: asset_settings({"atdata/name": ["..", "x"]}, dg.AssetKey(["x"])),
+         ConfigurationError, "'atdata/name' must be a string"),
     Case("partition-key-lone-surrogate", lambda t: dataset_name(dg.AssetKey(["x"]), "\ud800"),
          InvalidNameError, "partition key"),
     Case("partition-key-not-a-string", lambda t: dataset_name(dg.AssetKey(["x"]), 5),
