@@ -75,6 +75,8 @@ class LeakScanner:
     """Finds any form of any sentinel in the texts it is given; remembers what it saw."""
 
     sentinels: list[Sentinel]
+    #: secrets that are not ours to choose, by the marks they cannot avoid (name -> substrings)
+    markers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     leaks: list[Leak] = field(default_factory=list)
     seen: Counter = field(default_factory=Counter)  # place -> number of texts scanned
     chars: Counter = field(default_factory=Counter)  # place -> characters scanned
@@ -92,6 +94,13 @@ class LeakScanner:
                     excerpt = text[max(0, at - 80): at + len(form) + 40].replace("\n", "\\n")
                     found.append(Leak(place, s.kind, form_name, excerpt))
                     break  # one form is enough to flag this text for this secret
+        for name, marks in self.markers.items():
+            for mark in marks:
+                at = text.find(mark)
+                if at >= 0:
+                    excerpt = text[max(0, at - 80): at + len(mark) + 40].replace("\n", "\\n")
+                    found.append(Leak(place, name, f"marker {mark!r}", excerpt))
+                    break
         self.leaks.extend(found)
         return found
 
@@ -121,6 +130,10 @@ class LeakScanner:
             "the place was empty, so a clean scan of it proves nothing"
         )
         assert self.chars[place] >= chars, f"the scan of {place!r} read only {self.chars[place]} characters"
+
+
+#: an ATProto session token (a JWT) starts with base64url of '{"typ"' or '{"alg"'
+JWT_MARKERS = {"PDS session token": ("eyJ0eXAi", "eyJhbGci")}
 
 
 def as_text(obj: Any) -> str:

@@ -50,6 +50,7 @@ from tests.fixtures.pds import create_pds_account
 from tests.fixtures.s3 import boto3_client
 
 from .secrets_scan import (
+    JWT_MARKERS,
     LeakScanner,
     Sentinel,
     bucket_texts,
@@ -98,7 +99,7 @@ class World:
         self.pds_secret = Sentinel.new("PDS")
         self.redis = Sentinel.new("REDIS", "/r+d")
         self.s3_wrong = Sentinel.new("S3BAD", "/x+y")  # a wrong secret key is a secret too
-        self.scanner = LeakScanner([self.pg, self.s3, self.pds_secret, self.redis, self.s3_wrong])
+        self.scanner = LeakScanner([self.pg, self.s3, self.pds_secret, self.redis, self.s3_wrong], JWT_MARKERS)
         self.tmp_path = tmp_path
         self.pds = pds
         # the S3 secret must be real: a user of its own on the RGW
@@ -223,7 +224,7 @@ def _scan_logs(scanner: LeakScanner, caplog) -> None:
 # --------------------------------------------------------------------------- the scanner itself
 def test_scanner_catches_a_planted_secret_in_every_form_and_in_exception_chains():
     pg, s3 = Sentinel.new("PG", "/p+w"), Sentinel.new("S3", "/s+k")
-    scanner = LeakScanner([pg, s3])
+    scanner = LeakScanner([pg, s3], JWT_MARKERS)
     assert scanner.scan("clean", "postgresql://postgres:***@127.0.0.1/db and s3 secret ***") == []
     assert scanner.scan("plain", f"password={pg.value}")[0].form == "plain"
     assert scanner.scan("encoded dsn", _dsn_with_password("postgresql://u@h/d", pg.value))  # '/' encoded, '+' not
@@ -231,6 +232,8 @@ def test_scanner_catches_a_planted_secret_in_every_form_and_in_exception_chains(
     assert scanner.scan("json", json.dumps({"k": s3.value}))
     assert scanner.scan("bytes", b"\x00\x01" + s3.value.encode() + b"\xff")
     assert scanner.scan("cut", f"...{s3.core[:32]}")[0].form == "random core"
+    token = "eyJ0eXAiOiJhdCtqd3QiLCJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6ImNvbS5hdHByb3RvLmFjY2VzcyJ9.c2ln"
+    assert scanner.scan("jwt", f"Authorization: Bearer {token}")[0].secret == "PDS session token"
 
     try:  # a secret that only the suppressed context of an error still holds
         try:
@@ -242,7 +245,7 @@ def test_scanner_catches_a_planted_secret_in_every_form_and_in_exception_chains(
         assert len(list(exception_chain(exc))) == 2
         scanner.scan_exception("chain", exc)
     assert {(leak.place, leak.secret) for leak in scanner.leaks} == {
-        ("plain", "PG"), ("encoded dsn", "PG"), ("encoded", "PG"), ("json", "S3"), ("bytes", "S3"), ("cut", "S3"), ("chain", "PG")}
+        ("plain", "PG"), ("encoded dsn", "PG"), ("encoded", "PG"), ("jwt", "PDS session token"), ("json", "S3"), ("bytes", "S3"), ("cut", "S3"), ("chain", "PG")}
     with pytest.raises(AssertionError, match="secrets leaked"):
         scanner.assert_clean()
     with pytest.raises(AssertionError, match="empty"):
@@ -320,6 +323,68 @@ def test_malformed_index_url_with_a_password_fails_typed_without_it(url, shown):
     assert shown in str(caught.value), str(caught.value)  # what is wrong, the password masked
     assert scanner.scan_exception("error", caught.value) >= 1
     scanner.assert_clean()
+
+
+@pytest.fixture
+def redis_acl_user(redis_url, redis_conn):
+    """A Redis ACL user with a sentinel password (the test server itself has none); deleted after."""
+    secret = Sentinel.new("REDIS", "/r+d")
+    user = f"sentinel-{uuid.uuid4().hex[:8]}"
+    redis_conn.acl_setuser(user, enabled=True, passwords=[f"+{secret.value}"], keys=["*"], channels=["*"],
+                           commands=["+@all"])
+    head, _, tail = redis_url.partition("://")
+    try:
+        yield secret, f"{head}://{user}:{quote(secret.value, safe='')}@{tail}"
+    finally:
+        redis_conn.acl_deluser(user)
+
+
+def test_redis_index_behind_a_password_keeps_it_out_of_keys_values_reprs_and_logs(
+        redis_acl_user, redis_conn, tmp_path, monkeypatch, caplog, capfd):
+    from atdata_dagster.resources import LocalDiskStoreConfig
+
+    for name in DEBUG_LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name)
+    secret, url = redis_acl_user
+    scanner = LeakScanner([secret])
+    monkeypatch.setenv(ENV_REDIS, url)
+    resource = AtdataIndexResource(redis_url=dg.EnvVar(ENV_REDIS), atmosphere=False,
+                                   data_store=LocalDiskStoreConfig(root=str(tmp_path / "data")))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        result = dg.materialize([secrets_raw], resources={"io_manager": AtdataIOManager(index=resource)},
+                                instance=instance)
+        assert result.success
+        for place, texts in dagster_texts(instance).items():
+            scanner.scan_all(f"dagster {place}", texts)
+    resolved = AtdataIndexResource(redis_url=url, atmosphere=False,
+                                   data_store=LocalDiskStoreConfig(root=str(tmp_path / "data")))
+    index = resolved.build_index()
+    try:
+        entry = index.get_dataset("secrets_raw")
+        assert len(list(index.dataset("secrets_raw").ordered())) == 10
+        for obj in (resolved, index, index.repos["local"].provider, entry, index.list_datasets()):
+            scanner.scan("reprs", f"{obj!r}\n{obj!s}")
+        scanner.scan("reprs", resolved.describe())
+    finally:
+        index.close()
+    keys = 0
+    for key in redis_conn.scan_iter():
+        kind = redis_conn.type(key).decode()
+        value = {"string": redis_conn.get, "hash": redis_conn.hgetall, "set": redis_conn.smembers,
+                 "list": lambda k: redis_conn.lrange(k, 0, -1),
+                 "zset": lambda k: redis_conn.zrange(k, 0, -1, withscores=True)}.get(kind, lambda k: kind)(key)
+        scanner.scan("redis keys and values", f"{key!r} {kind} {value!r}")
+        keys += 1
+    _scan_logs(scanner, caplog)
+    _scan_capture(scanner, capfd)
+    scanner.assert_clean()
+    assert any(k.startswith(b"LocalDatasetEntry:") for k in redis_conn.scan_iter()) and keys >= 3
+    scanner.assert_saw("redis keys and values", at_least=3)
+    scanner.assert_saw("dagster event_log", at_least=10)
+    scanner.assert_saw("reprs", at_least=6)
+    assert ":***@127.0.0.1" in repr(resolved), repr(resolved)  # the URL still shown, its password masked
 
 
 # --------------------------------------------------------------------------- the whole pipeline
