@@ -492,6 +492,7 @@ def test_full_pipeline_leaks_no_secret_into_logs_metadata_index_records_or_cli(w
     assert len(instance.get_runs()) == 6  # plain + 2 partitions + summary + 2 promotions (the CLI: none)
     assert len(stored["event_log"]) > 100 and stored["user_messages"]
     assert any("secrets_raw: writing 10 rows" in m for m in stored["user_messages"])
+    assert any("secrets_summary: 10 rows from both partitions" in m for m in stored["user_messages"])
     assert materializations == 5  # raw, features, both partitions, summary
     scanner.assert_saw("materialization metadata", at_least=5 * 8)
     scanner.assert_saw("dagster home files", at_least=2, chars=10_000)
