@@ -239,12 +239,32 @@ def _row_to_label(row: Any) -> LabelRecord:
     )
 
 
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
 def _mask_secret(text: str, secret: str | None) -> str:
-    """``text`` with the secret replaced by ``***``, as is and in its URL-encoded forms."""
-    if secret:
-        for form in {secret, quote(secret, safe=""), quote(secret), quote_plus(secret)}:
-            text = text.replace(form, "***")
-    return text
+    """``text`` with the secret replaced by ``***``, as is and in its URL-encoded forms.
+
+    URL schemes are left alone, so a password that is a common word (``postgres``) does
+    not turn ``postgresql://`` into ``***ql://``; everything after them is masked.
+    """
+    if not secret:
+        return text
+    forms = sorted({secret, quote(secret, safe=""), quote(secret), quote_plus(secret)}, key=len, reverse=True)
+
+    def mask(part: str) -> str:
+        for form in forms:
+            part = part.replace(form, "***")
+        return part
+
+    if "://" in secret:
+        return mask(text)
+    out, pos = [], 0
+    for m in _SCHEME_RE.finditer(text):
+        out += [mask(text[pos:m.start()]), m.group()]
+        pos = m.end()
+    out.append(mask(text[pos:]))
+    return "".join(out)
 
 
 _URL_PASSWORD_RE = re.compile(r"(://[^:/@\s]*:)(\S*)@")

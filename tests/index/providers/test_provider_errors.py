@@ -193,3 +193,11 @@ def test_redis_operations_survive_the_server_closing_the_connection(redis_url, r
         assert p.get_entry(e.cid).name == "ds"
         p.put_entry(LocalDatasetEntry("ds2", e.schema_ref, ["/x/data--00000002--000000.tar"]))
         assert p.get_entry_by_name("ds2").name == "ds2"
+
+
+def test_a_password_that_is_a_common_word_is_masked_without_mangling_the_url_scheme(postgres_dsn):
+    dsn = make_url(postgres_dsn).set(username="postgres", password="postgres")  # trust auth accepts it
+    with PostgresProvider(dsn.render_as_string(hide_password=False)) as p:
+        text = p.describe()
+    assert text.startswith("postgresql+psycopg://***:***@127.0.0.1")
+    assert "postgres" not in text.split("://", 1)[1]
