@@ -18,6 +18,7 @@ kill is the last thing the writer did::
     EV <pid> COMMITTED <i>       shard i is under its final name (commit returned)
     EV <pid> COMMIT_STARTED <i>  shard i is completing in the background (start_commit returned)
     EV <pid> DURABLE <i>         a background commit finished (wait() returned)
+    EV <pid> SIDECAR <i> <sfx>   a manifest sidecar of shard i is being stored
     EV <pid> BLOCK <k>           the sample generator (user code) blocks before sample k
     EV <pid> HOLD                the provider commit of the entry is about to run; it blocks
     EV <pid> PUT_BEGIN / PUT_DONE   the provider commit of the entry runs / returned
@@ -52,6 +53,9 @@ def _emit(*words: object) -> None:
     os.write(1, line.encode("utf-8", "replace"))
 
 
+_SHARD_INDEX: dict[str, int] = {}  # shard URL -> shard number, for SIDECAR events
+
+
 class _SinkProbe:
     """Forwards everything to the real sink and reports commits."""
 
@@ -65,6 +69,7 @@ class _SinkProbe:
     def commit(self, index, sha256):
         _emit("COMMIT_BEGIN", self._index)
         url = self._sink.commit(index, sha256)
+        _SHARD_INDEX[url] = self._index
         _emit("COMMITTED", self._index)
         return url
 
@@ -77,6 +82,7 @@ class _SinkProbe:
             def start_commit(index, sha256):
                 _emit("COMMIT_BEGIN", self._index)
                 url = attr(index, sha256)
+                _SHARD_INDEX[url] = self._index
                 _emit("COMMIT_STARTED", self._index)
                 return url
             return start_commit
@@ -124,6 +130,14 @@ def run_job(job: dict) -> int:
         return _SinkProbe(sink, i)
 
     store.open_sink = open_sink
+
+    real_sidecar = store.put_sidecar
+
+    def put_sidecar(shard_url, suffix, data):
+        _emit("SIDECAR", _SHARD_INDEX.get(shard_url, -1), suffix)
+        return real_sidecar(shard_url, suffix, data)
+
+    store.put_sidecar = put_sidecar
 
     real_put = provider.put_entry
     hold = job.get("hold", False)

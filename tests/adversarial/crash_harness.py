@@ -311,6 +311,9 @@ class S3View:
                     out.others.append(url)
         return out
 
+    def delete(self, url: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=url[len(f"s3://{self.bucket}/"):])
+
     def multipart_uploads(self) -> list[str]:
         out = []
         for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket):
@@ -347,11 +350,15 @@ class S3View:
 
 
 def describe(listing: Listing, uploads: list[str], referenced: set[str]) -> dict[str, list[str]]:
-    """What gc should remove: temporary objects, unreferenced shards and sidecars, open uploads."""
+    """What gc should remove: temporary objects, unreferenced shards and their sidecars, open
+    uploads. ``stray_sidecars`` are sidecars whose shard does not exist at all."""
     return {
         "temps": sorted(listing.temps),
         "orphan_shards": sorted(u for u in listing.finals if u not in referenced),
-        "orphan_sidecars": sorted(u for u in listing.sidecars if sidecar_shard(u) not in referenced),
+        "orphan_sidecars": sorted(
+            u for u in listing.sidecars if sidecar_shard(u) not in referenced and sidecar_shard(u) in listing.finals
+        ),
+        "stray_sidecars": sorted(u for u in listing.sidecars if sidecar_shard(u) not in listing.finals),
         "uploads": sorted(uploads),
         "others": sorted(listing.others),
     }
