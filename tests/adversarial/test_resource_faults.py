@@ -419,7 +419,7 @@ def _stop_gateway(server) -> None:
 @pytest.mark.slow
 @pytest.mark.xdist_group("s3")
 @pytest.mark.parametrize("where", ["between_shards", "inside_a_shard"])
-def test_reading_a_multi_shard_s3_dataset_while_the_gateway_dies_fails_typed_then_reads_after_restart(
+def test_reading_a_multi_shard_s3_dataset_while_the_gateway_stops_fails_typed_then_reads_after_restart(
     s3_server_control, s3_bucket, tmp_path, where
 ):
     server = s3_server_control
@@ -449,10 +449,10 @@ def test_reading_a_multi_shard_s3_dataset_while_the_gateway_dies_fails_typed_the
 @pytest.mark.s3
 @pytest.mark.slow
 @pytest.mark.xdist_group("s3")
-def test_insert_dataset_copying_from_s3_while_the_gateway_dies_commits_nothing_and_succeeds_after_restart(
+def test_insert_dataset_copying_from_s3_while_the_gateway_stops_commits_nothing_and_succeeds_after_restart(
     s3_server_control, s3_bucket, tmp_path
 ):
-    """insert_dataset copies an S3 dataset into a disk store; radosgw dies after two source shards."""
+    """insert_dataset copies an S3 dataset into a disk store; radosgw stops as the third source shard opens."""
     from atdata_dagster.dataset import Dataset
 
     server = s3_server_control
