@@ -16,10 +16,13 @@ killed with SIGKILL at a random point. Kill points come from four methods in tur
 After every kill: every entry in the index verifies (checksums) and its shard sizes
 match its stats, every label resolves, and every object under a final shard name holds
 exactly the content its name is derived from (no partial shard is ever visible under a
-final name). Then the same write is re-run and must succeed (same CID as an
-uninterrupted write, same samples read back), and ``gc`` with zero grace must leave
-nothing but referenced shards and their sidecars: no temporary files or objects, no
-orphan shards or sidecars, no unfinished multipart uploads.
+final name). The killed write's entry and its label appear together or not at all, and
+never before the index-commit phase. Then the same write is re-run and must succeed
+(same CID as an uninterrupted write, same samples read back), and ``gc`` with zero grace
+must leave nothing but referenced shards and their sidecars: no temporary files or
+objects, no orphan shards or sidecars, no unfinished multipart uploads. Half the kills
+collect before the re-run, half after it (the re-run then reuses the killed write's
+shards).
 
 The random seed is fixed and printed; reproduce a failure with
 ``ATDATA_CRASH_SEED=<seed> .venv/bin/pytest tests/adversarial/test_crash.py -k <id>``.
@@ -163,7 +166,8 @@ class CrashRun:
         else:
             delay = self.rng.uniform(0.0, 1.25 * self.durations[big])
             detail = f"delay={delay * 1000:.0f}ms"
-        where = self.where(j, f"{method} {detail} {work}")
+        rerun_first = bool((j // 8 + j) % 2)  # every method, small and big, both ways round
+        where = self.where(j, f"{method} {detail} {'rerun-then-gc' if rerun_first else 'gc-then-rerun'} {work}")
 
         prev_label = self.label_cid(work.name)
         t0 = time.monotonic()
@@ -185,8 +189,8 @@ class CrashRun:
         self.phases[phase] += 1
         self.by_method[(method, phase)] += 1
         t1 = time.monotonic()
-        self.audit(j, work, job=job, phase=phase, where=where, prev_label=prev_label)
-        self.log.append(f"#{j:02d} {method:<14} {phase:<14} {detail:<14} n={work.n} maxcount={work.maxcount} "
+        self.audit(j, work, job=job, phase=phase, where=where, prev_label=prev_label, rerun_first=rerun_first)
+        self.log.append(f"#{j:02d} {method:<14} {phase:<14} {detail:<14} {'R' if rerun_first else 'G'} n={work.n} maxcount={work.maxcount} "
                         f"size={work.size} manifest={work.manifest} start={job.started_at - t0:.2f}s "
                         f"kill={t1 - job.started_at:.2f}s audit={time.monotonic() - t1:.2f}s left={self.last_leftovers}")
 
@@ -216,7 +220,8 @@ class CrashRun:
             provider.get_entry(label.cid)  # NotFoundError: a label points at a missing entry
         return listing
 
-    def audit(self, j: int | str, work: Workload, *, job, phase: str, prev_label: str | None, where: str = "") -> None:
+    def audit(self, j: int | str, work: Workload, *, job, phase: str, prev_label: str | None, where: str = "",
+              rerun_first: bool = False) -> None:
         where = where or self.where(j)
         listing = self.check_index(where + " after the kill")
         label_after_kill = self.label_cid(work.name)
@@ -227,10 +232,32 @@ class CrashRun:
                 self.leftovers[(phase, kind)] += 1
         self.last_leftovers = {kind: len(items) for kind, items in before.items() if items}
 
-        # gc with zero grace removes every leftover and nothing referenced
+        if rerun_first:  # the re-run meets the killed write's leftovers (reuses its shards)
+            entry = self.rerun(where, work)
+            self.collect(where)
+        else:
+            self.collect(where, before)
+            entry = self.rerun(where, work)
+        if job.cid:
+            assert entry.cid == job.cid, f"{where} the re-run's CID differs from the completed write's"
+        # the killed write's entry and its label appear together, in its commit, or not at all
+        committed = entry.cid in cids_after_kill
+        assert label_after_kill in (prev_label, entry.cid), f"{where} label moved to {label_after_kill}"
+        assert (label_after_kill == entry.cid) == committed, (
+            f"{where} entry committed={committed} but the label points at {label_after_kill}: not atomic"
+        )
+        if phase not in (IN_COMMIT, AFTER_COMMIT):
+            assert not committed, f"{where} an entry was committed before the index-commit phase"
+        if phase == AFTER_COMMIT:
+            assert committed, f"{where} the write completed but its entry is missing"
+
+    def collect(self, where: str, pending: dict | None = None) -> None:
+        """gc with zero grace removes every leftover and nothing referenced."""
         referenced = referenced_urls(self.index)
+        if pending is None:
+            pending = describe(self.view.listing(), self.view.multipart_uploads(), referenced)
         deleted = set(self.gc())
-        expected = set(before["temps"]) | set(before["orphan_shards"])
+        expected = set(pending["temps"]) | {u for u in pending["orphan_shards"] if u not in referenced}
         assert expected <= deleted, f"{where} gc did not report deleting {sorted(expected - deleted)}"
         assert not deleted & referenced, f"{where} gc deleted referenced shards {sorted(deleted & referenced)}"
         listing = self.view.listing()
@@ -248,22 +275,11 @@ class CrashRun:
         assert not left, f"{where} gc --grace 0 left {left}"
         assert referenced <= set(listing.finals), f"{where} gc removed referenced shards: {sorted(referenced - set(listing.finals))}"
 
-        # the same write again succeeds, gives the uninterrupted write's CID and samples
+    def rerun(self, where: str, work: Workload):
+        """The same write again succeeds, with the same samples read back."""
         entry = self.index.write(make_samples(work.seed, work.n, work.size), name=work.name,
                                  maxcount=work.maxcount, manifest=work.manifest)
         assert self.index.get_dataset(work.name).cid == entry.cid, f"{where} the label does not point at the re-run"
-        if job.cid:
-            assert entry.cid == job.cid, f"{where} the re-run's CID differs from the completed write's"
-        # the killed write's entry and its label appear together, in its commit, or not at all
-        committed = entry.cid in cids_after_kill
-        assert label_after_kill in (prev_label, entry.cid), f"{where} label moved to {label_after_kill}"
-        assert (label_after_kill == entry.cid) == committed, (
-            f"{where} entry committed={committed} but the label points at {label_after_kill}: not atomic"
-        )
-        if phase not in (IN_COMMIT, AFTER_COMMIT):
-            assert not committed, f"{where} an entry was committed before the index-commit phase"
-        if phase == AFTER_COMMIT:
-            assert committed, f"{where} the write completed but its entry is missing"
         stats = entry.metadata["stats"]
         assert (stats["num_samples"], stats["num_shards"]) == (work.n, work.num_shards), f"{where} {stats}"
         if work.size < MiB // 8:
@@ -271,6 +287,7 @@ class CrashRun:
             assert got == [(s.idx, s.payload) for s in make_samples(work.seed, work.n, work.size)], (
                 f"{where} the re-run reads back other samples"
             )
+        return entry
 
     def report(self) -> str:
         lines = [f"seed={SEED} {self.label}: phases {dict(self.phases)}",
