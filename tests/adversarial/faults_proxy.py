@@ -4,7 +4,8 @@
 with a RST, which is what a client sees from a server that has stopped. ``up()``
 forwards again. ``down_on(marker, nth)`` goes down by itself as soon as the ``nth``
 request whose bytes contain ``marker`` starts arriving (e.g. the second
-``uploadBlob``), so the fault lands in the middle of an operation.
+``uploadBlob``), so the fault lands in the middle of an operation; or runs an action
+there instead (e.g. freezing the server with SIGSTOP).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class StoppableProxy:
         self._live: list[socket.socket] = []
         self._marker: bytes | None = None
         self._nth = 0
+        self._action = None
         self.seen = 0
         self.refused = 0
         self._closed = False
@@ -43,8 +45,9 @@ class StoppableProxy:
     def up(self) -> None:
         self._up.set()
 
-    def down_on(self, marker: bytes, nth: int) -> None:
-        self._marker, self._nth, self.seen = marker, nth, 0
+    def down_on(self, marker: bytes, nth: int, action=None) -> None:
+        """Go down (or, with ``action``, call it and keep forwarding) at the ``nth`` request containing ``marker``."""
+        self._marker, self._nth, self.seen, self._action = marker, nth, 0, action
 
     def close(self) -> None:
         self._closed = True
@@ -80,8 +83,10 @@ class StoppableProxy:
                     self.seen += 1
                     if self.seen >= self._nth:
                         self._marker = None
-                        self.down()
-                        return
+                        if self._action is None:
+                            self.down()
+                            return
+                        self._action()
                 if not self._up.is_set():
                     return
                 dst.sendall(data)

@@ -535,9 +535,19 @@ def _blob_exists(pds: dict, did: str, cid: str) -> bool:
 @pytest.mark.pds
 @pytest.mark.slow
 @pytest.mark.xdist_group("pds")  # one PDS per worker: share the worker the other PDS tests use
+@pytest.mark.parametrize("how", ["gone", "frozen"])
 def test_pds_stopping_mid_blob_promotion_fails_typed_leaves_no_entry_record_and_a_retry_publishes_once(
-    pds, pds_account, tmp_path
+    pds, pds_account, tmp_path, how
 ):
+    """As shard 2 uploads, the PDS goes away ("gone": connections reset, new ones refused)
+    or hangs ("frozen": the server process is SIGSTOPped, requests time out).
+
+    (Not a restart of the PDS process: its PLC directory is in memory, so a restarted
+    server would no longer resolve the session's accounts; the proxy / SIGSTOP give the
+    client exactly what a stopped or hung server gives it.)
+    """
+    import signal
+
     from atdata_dagster.atmosphere import AtmosphereClient
     from atdata_dagster.errors import AtmosphereConnectionError, AtmosphereError
 
@@ -545,16 +555,28 @@ def test_pds_stopping_mid_blob_promotion_fails_typed_leaves_no_entry_record_and_
 
     proxy = StoppableProxy(int(pds["host_url"].rsplit(":", 1)[1]))
     try:
-        client = AtmosphereClient(proxy.url, handle=pds_account["handle"], password=pds_account["password"], timeout=10)
+        client = AtmosphereClient(proxy.url, handle=pds_account["handle"], password=pds_account["password"], timeout=3)
         index = Index(SqliteProvider(tmp_path / "index.db"), data_store=LocalDiskStore(tmp_path / "data"), atmosphere=client)
         sizes = [64 * KiB] * 16
         entry = index.write(blobs(sizes, seed=9), name="faults/promote", maxcount=4)
         assert len(entry.data_urls) == 4
         did = pds_account["did"]
 
-        proxy.down_on(b"com.atproto.repo.uploadBlob", nth=2)  # the PDS goes away as shard 2 uploads
-        with pytest.raises(AtmosphereError) as exc:
-            index.promote_entry("faults/promote")
+        frozen = []
+
+        def freeze():
+            os.kill(pds["pid"], signal.SIGSTOP)
+            frozen.append(True)
+
+        # the PDS goes away (or hangs) as shard 2 uploads
+        proxy.down_on(b"com.atproto.repo.uploadBlob", nth=2, action=freeze if how == "frozen" else None)
+        try:
+            with pytest.raises(AtmosphereError) as exc:
+                index.promote_entry("faults/promote")
+        finally:
+            if frozen:
+                os.kill(pds["pid"], signal.SIGCONT)
+        assert how != "frozen" or "did not answer" in str(exc.value), str(exc.value)
         assert isinstance(exc.value, AtmosphereConnectionError), f"{type(exc.value).__name__}: {exc.value}"
         msg = str(exc.value)
         assert proxy.url in msg and pds_account["password"] not in msg, msg
@@ -565,7 +587,7 @@ def test_pds_stopping_mid_blob_promotion_fails_typed_leaves_no_entry_record_and_
         assert "atmosphere" not in (index.get_dataset("faults/promote").metadata or {})
         assert set(index.verify(entry).values()) == {"ok"}
 
-        proxy.up()  # the PDS is back
+        proxy.up()  # the PDS is back (and thawed)
         uri = index.promote_entry("faults/promote")
         records = _pds_records(pds, did)
         assert [len(records[c]) for c in _COLLECTIONS] == [1, 1, 1], "the retry did not publish exactly one set of records"
