@@ -227,6 +227,7 @@ def collect_garbage(index, *, grace: float = 3600.0, dry_run: bool = False, prog
         for store in stores:
             if hasattr(store, "abort_stale_uploads"):  # S3 multipart uploads left by crashed writers
                 store.abort_stale_uploads(older_than=grace)
+    candidates = list(dict.fromkeys(candidates))  # a store may list sidecars itself too
     for store, url in (progress(candidates) if progress is not None else candidates):
         if not dry_run:
             store.delete(url)
