@@ -78,7 +78,8 @@ class ForkServer:
         assert self.proc.stdin is not None
         self.proc.stdin.write((json.dumps(job) + "\n").encode())
         self.proc.stdin.flush()
-        return Job(self)
+        self.current = Job(self)
+        return self.current
 
     def warm(self, job: dict) -> None:
         """Have the server open and close the job's provider once, so writers fork warm."""
@@ -90,6 +91,9 @@ class ForkServer:
             raise RuntimeError(f"crash_child could not warm up for {job} (got {line!r}):\n{self.log_tail()}")
 
     def close(self) -> None:
+        current = getattr(self, "current", None)
+        if current is not None and current.status is None:
+            current.abandon()
         if self.proc.poll() is None:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
@@ -147,12 +151,27 @@ class Job:
                 raise AssertionError(f"writer {self.pid} failed: {self.events[-1][1]}\n{self.server.log_tail()}")
 
     def kill(self) -> None:
-        """SIGKILL the writer (by its pid; it may have exited already)."""
+        """SIGKILL the writer by its pid, unless the server already reported its exit."""
         assert self.pid is not None
         self.killed_at = time.monotonic()
+        while self.status is None and not self.server.lines.empty():
+            self._pump(1.0)  # an EXIT already queued: the pid is reaped, never signal it
+        if self.status is not None:
+            return
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
+            pass
+
+    def abandon(self) -> None:
+        """After a failure: make sure the writer is dead and reaped, so the server can go on."""
+        try:
+            if self.pid is None:
+                self._pump(30)  # its PID line
+            if self.status is None:
+                self.kill()
+                self.finish(timeout=30)
+        except Exception:  # the original failure is what matters
             pass
 
     def finish(self, timeout: float = 120.0) -> None:

@@ -172,15 +172,19 @@ class CrashRun:
         prev_label = self.label_cid(work.name)
         t0 = time.monotonic()
         job = self.server.run(job_spec)
-        job.wait_for("START")
-        if method in ("block_mid", "block_boundary"):
-            job.wait_for("BLOCK")
-        elif method == "hold":
-            job.wait_for("HOLD")
-        else:
-            time.sleep(max(0.0, job.started_at + delay - time.monotonic()))
-        job.kill()
-        job.finish()
+        try:
+            job.wait_for("START")
+            if method in ("block_mid", "block_boundary"):
+                job.wait_for("BLOCK")
+            elif method == "hold":
+                job.wait_for("HOLD")
+            else:
+                time.sleep(max(0.0, job.started_at + delay - time.monotonic()))
+            job.kill()
+            job.finish()
+        except BaseException:
+            job.abandon()  # never leave a blocked writer behind
+            raise
         assert job.error is None, f"{where} the writer failed instead of being killed: {job.error}"
         phase = classify(job.events, work.num_shards)
         assert job.was_killed or phase == AFTER_COMMIT, f"{where} exit status {job.status}, events {job.events}"
