@@ -73,7 +73,7 @@ BIG_SIZE = 400 * 1024  # a 16-sample shard is one full 5 MiB part + a last one: 
 BIG_MAXCOUNT = 16
 BIG_N = 18
 BIG_MULTIPART_FROM = 13  # 12 samples (4.9 MB) reach the sink: its multipart upload has been started
-BIG_SETTLE = 0.3  # the blocked generator waits this long before signalling: the upload is under way
+BIG_SETTLE = 0.1  # the blocked generator waits this long before signalling: parts upload meanwhile
 # ShardWriter stores a shard's manifest sidecar right after start_commit(), before the S3
 # shard is durable: a kill in between leaves a sidecar whose shard never appears, which gc
 # (it finds sidecars through their shards) never removes. Until the writer is fixed, the S3
@@ -139,6 +139,12 @@ class CrashRun:
             assert self.index.get_dataset(work.name).cid == job.cid
             self.audit(f"calibrate-{big}", work, job=job, phase=AFTER_COMMIT, prev_label=None)
 
+    def wait_for_upload(self, timeout: float = 10.0) -> None:
+        """Until the writer's multipart upload is visible on the server (then the kill leaves one)."""
+        deadline = time.monotonic() + timeout
+        while not self.view.multipart_uploads() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     def label_cid(self, name: str) -> str | None:
         try:
             return self.index.provider.get_label(name).cid
@@ -176,6 +182,8 @@ class CrashRun:
             job.wait_for("START")
             if method in ("block_mid", "block_boundary"):
                 job.wait_for("BLOCK")
+                if big and method == "block_mid":
+                    self.wait_for_upload()
             elif method == "hold":
                 job.wait_for("HOLD")
             else:
@@ -299,6 +307,7 @@ class CrashRun:
     def report(self) -> str:
         lines = [f"seed={SEED} {self.label}: phases {dict(self.phases)}",
                  f"  leftovers seen (phase, kind -> kills): {dict(self.leftovers)}",
+                 f"  (method, phase) -> kills: {dict(self.by_method)}",
                  f"  stray sidecars (known S3 writer bug) removed by hand: {self.strays}",
                  f"  write durations: { {('big' if k else 'small'): round(v, 3) for k, v in self.durations.items()} }"]
         return "\n".join(lines + ["  " + line for line in self.log])
