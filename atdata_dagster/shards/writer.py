@@ -10,6 +10,7 @@ Readers (stdlib ``tarfile``, ``webdataset``, atdata) see ordinary tar files.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import struct
@@ -287,7 +288,8 @@ class ShardWriter:
         self._check_key = _validate_copied_key if _copy_keys else validate_sample_key
         self._shards: list[ShardInfo] = []
         self._sink: ShardSink | None = None
-        self._pending: list[Any] = []  # sinks still committing in the background
+        # (sink, shard position, manifest builder or None) of shards committing in the background
+        self._pending: list[tuple[Any, int, Any]] = []
         self._enc: TarStreamEncoder | None = None
         self._builder = None
         self._count = 0  # samples in the current shard
@@ -353,7 +355,7 @@ class ShardWriter:
         self._closed = True
         sink, self._sink, self._enc = self._sink, None, None
         pending, self._pending = self._pending, []
-        for s in ([sink] if sink is not None else []) + pending:
+        for s in ([sink] if sink is not None else []) + [p[0] for p in pending]:
             try:
                 s.abort()  # a background commit is let finish: no thread outlives the writer
             except Exception:  # pragma: no cover - abort must not mask the original error
@@ -416,31 +418,35 @@ class ShardWriter:
         enc, sink = self._enc, self._sink
         assert enc is not None and sink is not None
         sha = enc.finish()
+        builder, self._builder = self._builder, None
         start = getattr(sink, "start_commit", None)
+        manifest_url = None
         if start is not None:  # the store finishes it in the background: encode on meanwhile
             url = start(len(self._shards), sha)
-            self._pending.append(sink)
+            self._pending.append((sink, len(self._shards), builder))
         else:
             url = sink.commit(len(self._shards), sha)
+            if builder is not None:
+                manifest_url = builder.write(self.store, url)
         self._sink = self._enc = None
-        manifest_url = None
-        if self._builder is not None:
-            manifest_url = self._builder.write(self.store, url)
-            self._builder = None
         self._shards.append(ShardInfo(url=url, sha256=sha, size=enc.size, num_samples=self._count, manifest_url=manifest_url))
         self._done_bytes += enc.size
         self._count = 0
         self._settle(block=False)
 
     def _settle(self, block: bool) -> None:
-        """Raise the error of a failed background commit; with ``block``, wait for all of them."""
-        pending = []
-        for sink in self._pending:
-            if block or sink.done():
-                sink.wait()
-            else:
-                pending.append(sink)
-        self._pending = pending
+        """Raise the error of a failed background commit; with ``block``, wait for all of them.
+
+        A shard's manifest sidecar is stored only once the shard itself is durable, so
+        nothing ever sits under a final name next to a shard that never appears.
+        """
+        while self._pending and (block or self._pending[0][0].done()):
+            sink, position, builder = self._pending[0]
+            sink.wait()
+            if builder is not None:
+                info = self._shards[position]
+                self._shards[position] = dataclasses.replace(info, manifest_url=builder.write(self.store, info.url))
+            self._pending.pop(0)
 
     def _report(self, force: bool = False) -> None:
         if self._progress is None:
