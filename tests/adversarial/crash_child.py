@@ -22,11 +22,13 @@ kill is the last thing the writer did::
     EV <pid> BLOCK <k>           the sample generator (user code) blocks before sample k
     EV <pid> HOLD                the provider commit of the entry is about to run; it blocks
     EV <pid> PUT_BEGIN / PUT_DONE   the provider commit of the entry runs / returned
+    EV <pid> IN_TX               SQL: the entry's statements ran, COMMIT is about to be sent; it blocks
     EV <pid> DONE <cid>          Index.write returned
     EV <pid> ERROR <repr>        Index.write raised
 
 The hooks are instrumentation around the real objects (the real store, sinks and
-provider do all the work); ``BLOCK`` and ``HOLD`` let the parent kill at an exact point.
+provider do all the work); ``BLOCK``, ``HOLD`` and ``IN_TX`` let the parent kill at an
+exact point.
 """
 
 from __future__ import annotations
@@ -141,12 +143,30 @@ def run_job(job: dict) -> int:
 
     real_put = provider.put_entry
     hold = job.get("hold", False)
+    in_put = [False]
+    if job.get("hold_in_tx"):
+        # SQL providers: block inside the entry's transaction, its statements run, just
+        # before COMMIT is sent (SQLAlchemy's "commit" event, or SQLite's literal COMMIT).
+        from sqlalchemy import event
+
+        def before_commit(*_args):
+            if in_put[0]:
+                _emit("IN_TX")
+                time.sleep(FOREVER)
+
+        def before_statement(_conn, _cursor, statement, *_args):
+            if statement.strip().upper() == "COMMIT":  # SQLite's explicit BEGIN IMMEDIATE .. COMMIT
+                before_commit()
+
+        event.listen(provider._engine, "commit", before_commit)
+        event.listen(provider._engine, "before_cursor_execute", before_statement)
 
     def put_entry(entry, *, label=None):
         if hold:
             _emit("HOLD")
             time.sleep(FOREVER)
         _emit("PUT_BEGIN")
+        in_put[0] = True
         real_put(entry, label=label)
         _emit("PUT_DONE")
 

@@ -330,9 +330,6 @@ class S3View:
                     out.others.append(url)
         return out
 
-    def delete(self, url: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=url[len(f"s3://{self.bucket}/"):])
-
     def multipart_uploads(self) -> list[str]:
         out = []
         for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket):

@@ -2,7 +2,7 @@
 
 A forked writer (``crash_child``) runs ``Index.write`` against the real provider
 (SQLite, PostgreSQL, Redis) and the real store (local disk, or Ceph RGW over S3) and is
-killed with SIGKILL at a random point. Kill points come from four methods in turn:
+killed with SIGKILL at a random point. Kill points come from five methods in turn:
 
 - ``block_mid``: the sample generator (user code) blocks at a random sample inside a
   shard and signals; the parent kills it there (a shard is half written);
@@ -10,6 +10,8 @@ killed with SIGKILL at a random point. Kill points come from four methods in tur
   committed, shard i+1 not opened);
 - ``hold``: a wrapper around the provider's entry commit signals and blocks, so the kill
   lands exactly between the last shard and the index commit;
+- ``in_tx`` (SQLite, PostgreSQL): a SQLAlchemy ``commit`` listener blocks inside the
+  entry's transaction, after its statements, just before COMMIT (Redis: ``random``);
 - ``random``: a random wall-clock delay after the write starts (any phase, including
   inside the provider commit or after it).
 
@@ -66,19 +68,14 @@ from .crash_samples import CrashSample, Workload, make_samples
 
 SEED = int(os.environ.get("ATDATA_CRASH_SEED", "20261126"))
 KILLS = int(os.environ.get("ATDATA_CRASH_KILLS", "18"))
-METHODS = ("block_mid", "block_boundary", "hold", "random")
-EXPECTED_PHASE = {"block_mid": MID_SHARD, "block_boundary": BETWEEN_SHARDS, "hold": BEFORE_COMMIT}
+METHODS = ("block_mid", "block_boundary", "hold", "in_tx", "random")
+EXPECTED_PHASE = {"block_mid": MID_SHARD, "block_boundary": BETWEEN_SHARDS, "hold": BEFORE_COMMIT, "in_tx": IN_COMMIT}
 MiB = 1024 * 1024
 BIG_SIZE = 400 * 1024  # a 16-sample shard is one full 5 MiB part + a last one: a real multipart upload
 BIG_MAXCOUNT = 16
 BIG_N = 18
 BIG_MULTIPART_FROM = 13  # 12 samples (4.9 MB) reach the sink: its multipart upload has been started
 BIG_SETTLE = 0.1  # the blocked generator waits this long before signalling: parts upload meanwhile
-# ShardWriter stores a shard's manifest sidecar right after start_commit(), before the S3
-# shard is durable: a kill in between leaves a sidecar whose shard never appears, which gc
-# (it finds sidecars through their shards) never removes. Until the writer is fixed, the S3
-# crash test counts such sidecars instead of failing; the xfail test below pins the bug.
-S3_SIDECAR_BEFORE_SHARD_BUG = True
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +99,7 @@ class CrashRun:
     gc: Callable[[], list[str]]
     rng: random.Random
     big_every: bool = False  # alternate small and multipart-sized workloads (S3)
+    sql: bool = False  # SQL provider: in_tx kills inside the entry's transaction (else random)
     phases: Counter = field(default_factory=Counter)
     by_method: Counter = field(default_factory=Counter)
     leftovers: Counter = field(default_factory=Counter)
@@ -109,7 +107,6 @@ class CrashRun:
     durations: dict = field(default_factory=dict)
     log: list = field(default_factory=list)
     last_leftovers: dict = field(default_factory=dict)
-    strays: int = 0  # sidecars without their shard, left by the S3 writer bug
 
     def where(self, j: int | str, extra: str = "") -> str:
         return f"[seed={SEED} {self.label} kill #{j}{' ' + extra if extra else ''}]"
@@ -153,6 +150,8 @@ class CrashRun:
 
     def kill_point(self, j: int) -> None:
         method = METHODS[j % len(METHODS)]
+        if method == "in_tx" and not self.sql:
+            method = "random"  # Redis sends MULTI..EXEC in one write: there is no "inside"
         big = self.big_every and (j // len(METHODS)) % 2 == 1
         work = self.workload(j, big)
         job_spec: dict[str, Any] = {**self.job_base, "work": work.to_dict()}
@@ -169,6 +168,8 @@ class CrashRun:
             detail = f"k={k}"
         elif method == "hold":
             job_spec["hold"] = True
+        elif method == "in_tx":
+            job_spec["hold_in_tx"] = True
         else:
             delay = self.rng.uniform(0.0, 1.25 * self.durations[big])
             detail = f"delay={delay * 1000:.0f}ms"
@@ -186,6 +187,8 @@ class CrashRun:
                     self.wait_for_upload()
             elif method == "hold":
                 job.wait_for("HOLD")
+            elif method == "in_tx":
+                job.wait_for("IN_TX")
             else:
                 time.sleep(max(0.0, job.started_at + delay - time.monotonic()))
             job.kill()
@@ -243,6 +246,9 @@ class CrashRun:
             if items:
                 self.leftovers[(phase, kind)] += 1
         self.last_leftovers = {kind: len(items) for kind, items in before.items() if items}
+        assert not before["stray_sidecars"], (
+            f"{where} sidecars under a final name whose shard does not exist: {before['stray_sidecars']}"
+        )
 
         if rerun_first:  # the re-run meets the killed write's leftovers (reuses its shards)
             entry = self.rerun(where, work)
@@ -262,6 +268,8 @@ class CrashRun:
             assert not committed, f"{where} an entry was committed before the index-commit phase"
         if phase == AFTER_COMMIT:
             assert committed, f"{where} the write completed but its entry is missing"
+        if any(name == "IN_TX" for name, _ in job.events):
+            assert not committed, f"{where} killed before COMMIT was sent, yet the entry is in the index"
 
     def collect(self, where: str, pending: dict | None = None) -> None:
         """gc with zero grace removes every leftover and nothing referenced."""
@@ -275,15 +283,6 @@ class CrashRun:
         listing = self.view.listing()
         after = describe(listing, self.view.multipart_uploads(), referenced)
         left = {k: v for k, v in after.items() if v}
-        stray = left.pop("stray_sidecars", [])
-        if stray and self.view.kind == "s3" and S3_SIDECAR_BEFORE_SHARD_BUG:
-            # Known bug (see test_manifest_sidecar_is_stored_only_after_its_shard_is_durable):
-            # counted, then removed by hand so they do not pile up.
-            self.strays += len(stray)
-            for url in stray:
-                self.view.delete(url)
-        elif stray:
-            left["stray_sidecars"] = stray
         assert not left, f"{where} gc --grace 0 left {left}"
         assert referenced <= set(listing.finals), f"{where} gc removed referenced shards: {sorted(referenced - set(listing.finals))}"
 
@@ -308,7 +307,6 @@ class CrashRun:
         lines = [f"seed={SEED} {self.label}: phases {dict(self.phases)}",
                  f"  leftovers seen (phase, kind -> kills): {dict(self.leftovers)}",
                  f"  (method, phase) -> kills: {dict(self.by_method)}",
-                 f"  stray sidecars (known S3 writer bug) removed by hand: {self.strays}",
                  f"  write durations: { {('big' if k else 'small'): round(v, 3) for k, v in self.durations.items()} }"]
         return "\n".join(lines + ["  " + line for line in self.log])
 
@@ -316,7 +314,7 @@ class CrashRun:
         where = self.where("end")
         self.verified.clear()  # re-hash every entry once more after all the gc runs
         self.check_index(where)
-        for phase in (MID_SHARD, BETWEEN_SHARDS, BEFORE_COMMIT):
+        for phase in (MID_SHARD, BETWEEN_SHARDS, BEFORE_COMMIT) + ((IN_COMMIT,) if self.sql else ()):
             assert self.phases[phase] >= 3, f"{where} phase {phase} hit only {self.phases[phase]} times: {dict(self.phases)}"
         # the kills left real debris for gc to remove
         orphan_kills = sum(n for (ph, kind), n in self.leftovers.items() if kind == "orphan_shards" and ph in (BETWEEN_SHARDS, BEFORE_COMMIT))
@@ -352,7 +350,7 @@ def test_sigkill_anywhere_in_write_leaves_disk_store_and_index_consistent(provid
     run = CrashRun(
         label=f"disk/{provider_kind}", server=fork_server, index=index, view=DiskView(store.root),
         job_base={"store": "disk", "root": str(store.root), "provider_url": provider_url}, gc=gc,
-        rng=random.Random(f"{SEED}-disk-{provider_kind}"),
+        rng=random.Random(f"{SEED}-disk-{provider_kind}"), sql=provider_kind != "redis",
     )
     try:
         _run(run, (False,))
@@ -378,6 +376,7 @@ def test_sigkill_anywhere_in_write_leaves_s3_store_and_index_consistent(provider
         label=f"s3/{provider_kind}", server=fork_server, index=index, view=S3View(boto3_client(cfg), s3_bucket),
         job_base={"store": "s3", "s3": {**cfg, "bucket": s3_bucket}, "provider_url": provider_url},
         gc=lambda: collect_garbage(index, grace=0), rng=random.Random(f"{SEED}-s3-{provider_kind}"), big_every=True,
+        sql=provider_kind != "redis",
     )
     try:
         _run(run, (False, True))
@@ -417,18 +416,13 @@ def test_gc_deletes_the_manifest_sidecars_of_orphan_shards(tmp_path):
 
 @pytest.mark.parametrize("store_kind", [
     "disk",
-    pytest.param("s3", marks=[
-        pytest.mark.s3, pytest.mark.xdist_group("s3"),
-        pytest.mark.xfail(strict=True, reason=(
-            "ShardWriter._finish_shard stores the manifest sidecar right after sink.start_commit(), "
-            "before the S3 shard is durable (wait()); a kill in between leaves a sidecar under a final "
-            "name whose shard never appears, and gc never removes it"
-        )),
-    ]),
+    pytest.param("s3", marks=[pytest.mark.s3, pytest.mark.xdist_group("s3")]),
 ])
 def test_manifest_sidecar_is_stored_only_after_its_shard_is_durable(store_kind, tmp_path, request, fork_server):
     """Nothing is visible under a shard's final name before the shard itself: the writer puts a
-    shard's manifest sidecar only after the shard's commit has finished (COMMITTED / DURABLE)."""
+    shard's manifest sidecar only after the shard's commit has finished (COMMITTED / DURABLE).
+    (The S3 writer used to store it right after start_commit(); a kill in between left a
+    sidecar whose shard never appeared, which gc never removed. Fixed in 86fe0be.)"""
     url = f"sqlite:///{tmp_path / 'index.db'}"
     if store_kind == "disk":
         job = {"store": "disk", "root": str(tmp_path / "data"), "provider_url": url}
