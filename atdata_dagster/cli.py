@@ -210,7 +210,9 @@ def collect_garbage(index, *, grace: float = 3600.0, dry_run: bool = False, prog
     now = time.time()
     candidates: list[tuple[Any, str]] = []
     for store in stores:
+        listed = set()
         for url in store.iter_shard_urls():
+            listed.add(url)
             if url in referenced or _sidecar_of(url, referenced):
                 continue
             age = store.age_seconds(url, now)
@@ -223,6 +225,13 @@ def collect_garbage(index, *, grace: float = 3600.0, dry_run: bool = False, prog
                     if store.age_seconds(side, now) is not None:
                         candidates.append((store, side))
             candidates.append((store, url))
+        for side in store.iter_sidecar_urls():  # sidecars whose shard is gone (or never came)
+            shard = side.split(".manifest.", 1)[0] + ".tar"
+            if shard in referenced or shard in listed:
+                continue  # kept with its shard, or removed with it above
+            age = store.age_seconds(side, now)
+            if age is None or age >= grace:
+                candidates.append((store, side))
     if not dry_run:
         for store in stores:
             if hasattr(store, "abort_stale_uploads"):  # S3 multipart uploads left by crashed writers

@@ -90,6 +90,23 @@ def test_gc_never_deletes_referenced_shards_and_removes_orphans(setup):
     assert all(Path(u).exists() for u in entry.data_urls)
 
 
+def test_gc_removes_sidecars_whose_shard_is_gone_and_keeps_those_of_referenced_shards(setup):
+    args, entry, tmp_path = setup
+    kept = [Path(entry.data_urls[0][:-4] + ".manifest.json")]
+    for side in kept:
+        side.write_text("{}")
+    stray = tmp_path / "data" / "items" / "data--feedface--000003.manifest.json"  # its shard never came
+    stray.write_text("{}")
+    young = tmp_path / "data" / "items" / "data--c0ffee00--000004.manifest.json"
+    young.write_text("{}")
+    old = 1_000_000_000
+    for p in kept + [stray]:
+        os.utime(p, (old, old))
+    code, text = run(args + ["--json", "gc"])
+    assert code == 0 and json.loads(text)["deleted"] == [str(stray)]
+    assert not stray.exists() and young.exists() and all(p.exists() for p in kept)
+
+
 def test_errors_are_reported_without_a_traceback(setup):
     args, _, _ = setup
     err = subprocess.run([sys.executable, "-m", "atdata_dagster.cli", *args, "show", "missing"],

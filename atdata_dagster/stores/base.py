@@ -108,6 +108,10 @@ class DataStore(ABC):
     def iter_shard_urls(self) -> Iterator[str]:
         """Every shard URL (and leftover temporary object) in the store, for ``gc``."""
 
+    def iter_sidecar_urls(self) -> Iterator[str]:
+        """Every sidecar (``<shard stem>.manifest.*``) in the store, for ``gc``'s orphan check."""
+        return iter(())
+
     def age_seconds(self, url: str, now: float | None = None) -> float | None:
         """Seconds since ``url`` was written, ``None`` if unknown; ``gc`` spares young objects."""
         return None

@@ -274,6 +274,14 @@ class LocalDiskStore(DataStore):
                 if name.endswith(".tar") or _TMP_RE.match(name):
                     yield os.path.join(dirpath, name)
 
+    def iter_sidecar_urls(self) -> Iterator[str]:
+        """Every ``<shard stem>.manifest.*`` file."""
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if ".manifest." in name and not name.startswith("."):
+                    yield os.path.join(dirpath, name)
+
     def delete(self, url: str) -> None:
         path = self._path(url)
         try:

@@ -1001,17 +1001,26 @@ class S3DataStore(DataStore):
     # -- listing / gc
     def iter_shard_urls(self, prefix: str | None = None) -> Iterator[str]:
         """Every ``.tar`` shard and every leftover temporary object under the store (or ``prefix``)."""
+        self._mtimes = {}
+        yield from self._list(prefix, lambda key: key.endswith(".tar") or f"/{TMP_DIR}/" in key)
+
+    def iter_sidecar_urls(self, prefix: str | None = None) -> Iterator[str]:
+        """Every ``<shard stem>.manifest.*`` object under the store (or ``prefix``)."""
+        yield from self._list(prefix, lambda key: ".manifest." in key and f"/{TMP_DIR}/" not in key)
+
+    def _list(self, prefix: str | None, want) -> Iterator[str]:
+        """URLs of the objects under the store (or ``prefix``) whose key ``want`` accepts; notes their ages."""
         base = self._key(prefix.strip("/")) + "/" if prefix else (self.prefix + "/" if self.prefix else "")
         paginator = self.client.get_paginator("list_objects_v2")
-        self._mtimes = {}
+        mtimes = self.__dict__.setdefault("_mtimes", {})
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=base):
                 for obj in page.get("Contents", ()):
                     key = obj["Key"]
-                    if key.endswith(".tar") or f"/{TMP_DIR}/" in key:
+                    if want(key):
                         url = self.url_for_key(key)
                         if obj.get("LastModified") is not None:
-                            self._mtimes[url] = obj["LastModified"].timestamp()
+                            mtimes[url] = obj["LastModified"].timestamp()
                         yield url
         except Exception as exc:
             if isinstance(exc, StoreError):

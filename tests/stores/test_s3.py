@@ -259,6 +259,26 @@ def test_leftovers_are_listed_and_gc_aborts_uploads(rgw_server, s3_store, s3_cli
     assert keys_under(s3_client, s3_bucket) == []
 
 
+def test_gc_removes_s3_sidecars_whose_shard_is_gone(tmp_path, rgw_server, s3_bucket, s3_client):
+    from atdata_dagster import local
+    from atdata_dagster.cli import collect_garbage
+
+    store = S3DataStore(rgw_server.credentials, bucket=s3_bucket)
+    index = local.Index(path=str(tmp_path / "i.db"), data_store=store, atmosphere=None)
+    try:
+        entry = index.write(embs(20), name="kept", maxcount=10, manifest=True)
+        s3_client.put_object(Bucket=s3_bucket, Key="kept/data--feedface--000007.manifest.json", Body=b"{}")
+        assert sorted(store.iter_sidecar_urls())[-1] == f"s3://{s3_bucket}/kept/data--feedface--000007.manifest.json"
+        assert collect_garbage(index, grace=0) == [f"s3://{s3_bucket}/kept/data--feedface--000007.manifest.json"]
+        left = keys_under(s3_client, s3_bucket)
+        assert "kept/data--feedface--000007.manifest.json" not in left
+        for url in entry.data_urls:  # referenced shards and their manifests stay
+            key = s3mod.parse_s3_url(url)[1]
+            assert key in left and key[:-4] + ".manifest.json" in left
+    finally:
+        index.close()
+
+
 def test_abort_is_idempotent_and_closes_the_sink(s3_store, s3_client, s3_bucket):
     sink = s3_store.open_sink("aborted")
     sink.write(b"y" * (9 * MiB))
