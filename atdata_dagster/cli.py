@@ -64,9 +64,11 @@ def _open_index(args: argparse.Namespace):
         if not password:
             raise SystemExit("set ATDATA_APP_PASSWORD to the app password of --handle")
         atmosphere = AtmosphereClient(args.service, handle=args.handle, password=password)
-    if url:
-        return Index(provider_from_url(url), data_store=store, atmosphere=atmosphere)
-    return Index(data_store=store, atmosphere=atmosphere)
+    index = Index(provider_from_url(url), data_store=store, atmosphere=atmosphere) if url else Index(
+        data_store=store, atmosphere=atmosphere
+    )
+    args.opened_index = index  # main() closes it
+    return index
 
 
 def _entry_summary(entry) -> dict[str, Any]:
@@ -324,6 +326,10 @@ def main(argv: list[str] | None = None, out=None) -> int:
     except AtdataError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    finally:
+        index = getattr(args, "opened_index", None)
+        if index is not None:
+            index.close()  # connections and S3 upload threads, also when main() runs in-process
 
 
 if __name__ == "__main__":  # pragma: no cover

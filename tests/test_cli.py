@@ -119,3 +119,16 @@ def test_console_script_is_installed():
     assert exe.exists()
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "verify" in out.stdout
+
+
+def test_every_command_closes_the_index_it_opened(setup, monkeypatch):
+    from atdata_dagster.index.index import Index
+
+    args, _, _ = setup
+    closed = []
+    real_close = Index.close
+    monkeypatch.setattr(Index, "close", lambda self: (closed.append(self), real_close(self))[1])
+    for command in (["list"], ["show", "items"], ["verify", "items"], ["gc", "--dry-run"], ["show", "missing"]):
+        before = len(closed)
+        run(args + command)
+        assert len(closed) == before + 1, command
