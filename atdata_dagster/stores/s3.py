@@ -135,17 +135,8 @@ class _Uploads:
         self._lock = threading.Lock()
 
     def submit(self, fn, *args) -> Future:
-        self._slots.acquire()
-        try:
-            with self._lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self.limit, thread_name_prefix="s3-upload")
-                fut = self._pool.submit(fn, *args)
-        except BaseException:
-            self._slots.release()
-            raise
-        fut.add_done_callback(lambda _f: self._slots.release())
-        return fut
+        """Upload one part in the background (blocks while ``limit`` are in flight)."""
+        return self._bounded(self._slots, "_pool", self.limit, "s3-upload", fn, args)
 
     def commit(self, fn, *args) -> Future:
         """Run a shard's completion (finish upload, move to the final key) in the background.
@@ -154,16 +145,21 @@ class _Uploads:
         fast encoder never piles up unfinished shards (a small shard's pending PutObject
         holds its body, at most one part).
         """
-        self._commit_slots.acquire()
+        return self._bounded(self._commit_slots, "_cmt", COMMITS_IN_FLIGHT, "s3-commit", fn, args)
+
+    def _bounded(self, slots: threading.BoundedSemaphore, attr: str, threads: int, name: str, fn, args) -> Future:
+        slots.acquire()
         try:
             with self._lock:
-                if self._cmt is None:
-                    self._cmt = ThreadPoolExecutor(COMMITS_IN_FLIGHT, thread_name_prefix="s3-commit")
-                fut = self._cmt.submit(fn, *args)
+                pool = getattr(self, attr)
+                if pool is None:
+                    pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
+                    setattr(self, attr, pool)
+                fut = pool.submit(fn, *args)
         except BaseException:
-            self._commit_slots.release()
+            slots.release()
             raise
-        fut.add_done_callback(lambda _f: self._commit_slots.release())
+        fut.add_done_callback(lambda _f: slots.release())
         return fut
 
     def control(self, fn, *args) -> Future:
