@@ -293,8 +293,12 @@ def test_concurrent_writer_processes_lose_nothing(tmp_path):
     db, data = str(tmp_path / "index.db"), str(tmp_path / "data")
     local.Index(path=db, atmosphere=None).close()
     ctx = mp.get_context("forkserver")
-    with ctx.Pool(4) as pool:
+    pool = ctx.Pool(4)
+    try:
         assert sorted(pool.map(_write_many, [(db, data, w) for w in range(4)])) == [0, 1, 2, 3]
+    finally:  # close+join, not Pool.__exit__'s terminate(): that relies on SIGTERM reaching idle workers
+        pool.close()
+        pool.join()
     idx = local.Index(path=db, data_store=local.LocalDiskStore(data), atmosphere=None)
     names = [e.name for e in idx.list_entries()]
     assert len([n for n in names if n.startswith("w")]) == 40
