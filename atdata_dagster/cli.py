@@ -52,10 +52,9 @@ class _Progress:
 def _open_index(args: argparse.Namespace):
     from .index.index import Index
     from .index.providers import provider_from_url
-    from .stores.disk import LocalDiskStore
 
     url = args.index or os.environ.get("ATDATA_INDEX")
-    store = LocalDiskStore(args.data_root) if args.data_root else None
+    store = _store_from(args.store or os.environ.get("ATDATA_STORE") or args.data_root)
     atmosphere = None
     if getattr(args, "handle", None):
         from .atmosphere import AtmosphereClient
@@ -69,6 +68,28 @@ def _open_index(args: argparse.Namespace):
     )
     args.opened_index = index  # main() closes it
     return index
+
+
+def _store_from(spec: str | None):
+    """The shard store named on the command line: a directory, or ``s3://bucket[/prefix]``.
+
+    S3 takes its endpoint from ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``), its
+    region from ``AWS_REGION`` and its credentials from boto3's default chain
+    (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``~/.aws``): never from arguments,
+    which other users of the machine could read.
+    """
+    if not spec:
+        return None
+    if spec.startswith("s3://"):
+        from .stores.s3 import S3DataStore
+
+        bucket, _, prefix = spec[len("s3://"):].partition("/")
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+        return S3DataStore(bucket=bucket, prefix=prefix.strip("/"), endpoint_url=endpoint,
+                           region_name=os.environ.get("AWS_REGION") or None)
+    from .stores.disk import LocalDiskStore
+
+    return LocalDiskStore(spec)
 
 
 def _entry_summary(entry) -> dict[str, Any]:
@@ -283,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``atdata-dagster``."""
     p = argparse.ArgumentParser(prog="atdata-dagster", description=__doc__.split("\n\n")[0])
     p.add_argument("--index", help="index URL: sqlite:///path, postgresql://..., redis://... (env ATDATA_INDEX)")
-    p.add_argument("--data-root", help="local shard directory (default ~/.atdata/data)")
+    p.add_argument("--store", help="shard store: a directory or s3://bucket[/prefix]; S3 endpoint and "
+                   "credentials come from AWS_ENDPOINT_URL / AWS_* or ~/.aws (env ATDATA_STORE)")
+    p.add_argument("--data-root", help="local shard directory (default ~/.atdata/data); same as --store DIR")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     sub = p.add_subparsers(dest="command", required=True)
 

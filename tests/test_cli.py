@@ -132,3 +132,29 @@ def test_every_command_closes_the_index_it_opened(setup, monkeypatch):
         before = len(closed)
         run(args + command)
         assert len(closed) == before + 1, command
+
+
+@pytest.mark.s3
+@pytest.mark.xdist_group("s3")
+def test_verify_and_gc_work_on_an_s3_store_named_by_url(tmp_path, rgw_server, s3_bucket, s3_client, monkeypatch):
+    from atdata_dagster.stores.s3 import S3DataStore
+
+    store = S3DataStore(bucket=s3_bucket, prefix="team", **rgw_server.config)
+    idx = local.Index(path=str(tmp_path / "index.db"), data_store=store, atmosphere=None)
+    entry = idx.write([Item(label=i, x=np.ones(3, np.float32)) for i in range(20)], name="items", maxcount=10)
+    idx.close()
+    s3_client.put_object(Bucket=s3_bucket, Key="team/items/data--deadbeef--000009.tar", Body=b"\0" * 1024)
+    # credentials and endpoint from the environment only, as the help text says
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", rgw_server.config["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", rgw_server.config["aws_secret_access_key"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", rgw_server.endpoint_url)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    args = ["--index", f"sqlite:///{tmp_path / 'index.db'}", "--store", f"s3://{s3_bucket}/team"]
+    code, text = run(args + ["--json", "verify", "items"])
+    doc = json.loads(text)
+    assert code == 0 and doc["ok"] and doc["shards"] == {u: "ok" for u in entry.data_urls}
+    code, text = run(args + ["--json", "gc", "--grace", "0"])
+    assert code == 0 and json.loads(text)["deleted"] == [f"s3://{s3_bucket}/team/items/data--deadbeef--000009.tar"]
+    left = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])}
+    assert {u.split("/", 3)[3] for u in entry.data_urls} <= left
+    assert "team/items/data--deadbeef--000009.tar" not in left
