@@ -551,7 +551,7 @@ def test_pds_stopping_mid_blob_promotion_fails_typed_leaves_no_entry_record_and_
     from atdata_dagster.atmosphere import AtmosphereClient
     from atdata_dagster.errors import AtmosphereConnectionError, AtmosphereError
 
-    from .faults_proxy import StoppableProxy
+    from tests.tcp_proxy import StoppableProxy
 
     proxy = StoppableProxy(int(pds["host_url"].rsplit(":", 1)[1]))
     try:

@@ -7,7 +7,6 @@ mocked.
 """
 
 import json
-import socket
 import sqlite3
 import threading
 import time
@@ -28,6 +27,8 @@ from atdata_dagster.promotion import (
 )
 from atdata_dagster.resources import AtdataIndexResource, LocalDiskStoreConfig, RepositoryConfig
 from atdata_dagster.samples.packable import packable
+
+from tests.tcp_proxy import StoppableProxy
 
 from .helpers import rows
 
@@ -518,60 +519,9 @@ def test_job_reports_a_shard_the_pds_refuses_and_still_promotes_the_rest(tmp_pat
 
 
 # --------------------------------------------------------------------------- PDS down, then back
-class SwitchableProxy:
-    """A TCP proxy on 127.0.0.1 to the PDS that can be switched off (connections reset) and on."""
-
-    def __init__(self, target_port: int):
-        self.target = ("127.0.0.1", target_port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.up = threading.Event()
-        self.refused = 0
-        self.forwarded = 0
-        self.on_refused = None
-        self._stop = False
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while not self._stop:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.up.is_set():
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                conn.close()  # RST: what a client sees from a crashed service
-                self.refused += 1
-                if self.on_refused:
-                    self.on_refused()
-                continue
-            self.forwarded += 1
-            upstream = socket.create_connection(self.target)
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._stop = True
-        self.listener.close()
-
-
 @pytest.fixture
 def proxy(pds):
-    p = SwitchableProxy(int(pds["host_url"].rsplit(":", 1)[1]))
+    p = StoppableProxy(int(pds["host_url"].rsplit(":", 1)[1]), start_up=False)
     yield p
     p.close()
 
@@ -583,7 +533,7 @@ def test_pds_down_on_the_first_attempt_is_retried_and_publishes_once(tmp_path, p
     materialize([marked("ds")], res, test_instance)
     cid = entry_named(res, "ds").cid
     # the PDS comes back 0.3 s after the first refused connection; the retry waits 1 s
-    proxy.on_refused = lambda: threading.Timer(0.3, proxy.up.set).start()
+    proxy.on_refused = lambda: threading.Timer(0.3, proxy.up).start()
     job = build_promotion_job(retry_policy=dg.RetryPolicy(max_retries=2, delay=1))
 
     result = run_job(job, [cid], res, test_instance)

@@ -1,4 +1,4 @@
-"""A TCP proxy to a local server that can go down at a chosen moment and come back.
+"""A TCP proxy to a local test server that can go down at a chosen moment and come back.
 
 ``down()`` stops forwarding: every live connection is reset and new ones are refused
 with a RST, which is what a client sees from a server that has stopped. ``up()``
@@ -17,13 +17,18 @@ _RST = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # SO_LINGER on, 0 s: close() sends R
 
 
 class StoppableProxy:
-    def __init__(self, target_port: int, host: str = "127.0.0.1"):
+    """``start_up=False`` starts it down; ``on_refused`` is called after each refused connection."""
+
+    def __init__(self, target_port: int, host: str = "127.0.0.1", *, start_up: bool = True):
         self.target = (host, target_port)
         self.listener = socket.create_server((host, 0))
         self.port = self.listener.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
         self._up = threading.Event()
-        self._up.set()
+        if start_up:
+            self._up.set()
+        self.on_refused = None
+        self.forwarded = 0
         self._lock = threading.Lock()
         self._live: list[socket.socket] = []
         self._marker: bytes | None = None
@@ -64,6 +69,8 @@ class StoppableProxy:
             if not self._up.is_set():
                 self.refused += 1
                 _reset(conn)
+                if self.on_refused is not None:
+                    self.on_refused()
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -71,6 +78,7 @@ class StoppableProxy:
             except OSError:
                 _reset(conn)
                 continue
+            self.forwarded += 1
             with self._lock:
                 self._live += [conn, upstream]
             threading.Thread(target=self._pump, args=(conn, upstream, True), daemon=True).start()
