@@ -157,22 +157,10 @@ def dagster_pg_url(_postgres_admin):
 @pytest.fixture(scope="module")
 def index_dsn(_postgres_database):
     """A fresh schema for the dataset index, alone on the DSN's search_path (as ``postgres_dsn``, per module)."""
-    import psycopg
+    from tests.fixtures.services import scratch_schema
 
-    from tests.fixtures.services import service_missing
-
-    url, reason = _postgres_database
-    if url is None:
-        service_missing("postgres", reason)
-    schema = f"scale_{uuid.uuid4().hex[:12]}"
-    plain = url.render_as_string(hide_password=False)
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with scratch_schema(_postgres_database, "scale") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="module")
