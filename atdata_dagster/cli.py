@@ -233,33 +233,35 @@ def collect_garbage(index, *, grace: float = 3600.0, dry_run: bool = False, prog
     now = time.time()
     candidates: list[tuple[Any, str]] = []
     for store in stores:
-        listed = set()
+        listed: set[str] = set()
+        doomed: list[str] = []
         for url in store.iter_shard_urls():
             listed.add(url)
-            if url in referenced or _sidecar_of(url, referenced):
+            if url in referenced:
                 continue
             age = store.age_seconds(url, now)
             if age is not None and age < grace:
                 continue  # could belong to a write that has not committed yet
-            if url.endswith(".tar"):
-                # Its manifest sidecars first (a writer puts them after the shard, and
-                # iter_shard_urls lists only shards): never leave a sidecar without a shard.
-                for side in _sidecars_of(url):
-                    if store.age_seconds(side, now) is not None:
-                        candidates.append((store, side))
-            candidates.append((store, url))
-        for side in store.iter_sidecar_urls():  # sidecars whose shard is gone (or never came)
+            doomed.append(url)
+        # Sidecars before their shards (never leave a sidecar without a shard), and
+        # sidecars whose shard is gone or never came.
+        doomed_set = set(doomed)
+        for side in store.iter_sidecar_urls():
             shard = side.split(".manifest.", 1)[0] + ".tar"
-            if shard in referenced or shard in listed:
-                continue  # kept with its shard, or removed with it above
+            if side in referenced or shard in referenced:
+                continue
+            if shard in listed:
+                if shard in doomed_set:
+                    candidates.append((store, side))
+                continue
             age = store.age_seconds(side, now)
             if age is None or age >= grace:
                 candidates.append((store, side))
+        candidates += [(store, url) for url in doomed]
     if not dry_run:
         for store in stores:
             if hasattr(store, "abort_stale_uploads"):  # S3 multipart uploads left by crashed writers
                 store.abort_stale_uploads(older_than=grace)
-    candidates = list(dict.fromkeys(candidates))  # a store may list sidecars itself too
     for store, url in (progress(candidates) if progress is not None else candidates):
         if not dry_run:
             store.delete(url)
@@ -284,20 +286,6 @@ def cmd_gc(args: argparse.Namespace, out) -> int:
             out.write(f"{'would delete' if args.dry_run else 'deleted'} {u}\n")
         out.write(f"{len(urls)} unreferenced object(s) {'found' if args.dry_run else 'removed'}\n")
     return 0
-
-
-SIDECAR_SUFFIXES = (".manifest.json", ".manifest.parquet")
-
-
-def _sidecars_of(shard_url: str) -> list[str]:
-    """The URLs of a shard's sidecars (``put_sidecar``: ``<shard without .tar><suffix>``)."""
-    return [shard_url[:-4] + suffix for suffix in SIDECAR_SUFFIXES]
-
-
-def _sidecar_of(url: str, referenced: set[str]) -> bool:
-    if ".manifest." in url:
-        return url.split(".manifest.", 1)[0] + ".tar" in referenced
-    return False
 
 
 def build_parser() -> argparse.ArgumentParser:

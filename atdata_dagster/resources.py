@@ -279,13 +279,14 @@ class AtdataIndexResource(dg.ConfigurableResource):
         """
         from .index.index import Index
 
-        missing = [v for v in _env_vars(self) if os.environ.get(v) is None]
+        env_vars = set(_env_vars(self))
+        missing = sorted(v for v in env_vars if os.environ.get(v) is None)
         if missing:
             raise ConfigurationError(
-                f"AtdataIndexResource: environment variable(s) {', '.join(sorted(set(missing)))} "
+                f"AtdataIndexResource: environment variable(s) {', '.join(missing)} "
                 "(configured as dagster.EnvVar) are not set; export them before building the index"
             )
-        if any(True for _ in _env_vars(self)):
+        if env_vars:
             with self.process_config_and_initialize_cm() as resolved:
                 return resolved.build_index()
         provider = _build_provider(self.path, self.dsn, self.redis_url, "AtdataIndexResource")
