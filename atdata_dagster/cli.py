@@ -17,6 +17,7 @@ import time
 from typing import Any, Iterable, Iterator, TypeVar
 
 from .errors import AtdataError
+from .redact import redact
 
 T = TypeVar("T")
 
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None, out=None) -> int:
     try:
         return args.func(args, out)
     except AtdataError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {redact(exc)}\n")  # errors are redacted already; env secrets too
         return 2
     finally:
         index = getattr(args, "opened_index", None)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, TypeVar
-from urllib.parse import urlsplit
 
 import msgpack
 import redis as redis_lib
@@ -38,6 +37,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from ...errors import ConfigurationError, NotFoundError, ProviderError
+from ...redact import leaks, redact, secrets_in
 from ..entry import LabelRecord, LocalDatasetEntry
 from .base import IndexProvider, decode_entry_columns
 
@@ -313,16 +313,23 @@ class RedisProvider(IndexProvider):
             )
             kwargs.setdefault("socket_connect_timeout", 5)
             kwargs.setdefault("socket_timeout", 30)
+            failure: ValueError | None = None
             try:
                 if url is not None:
                     redis = redis_lib.Redis.from_url(url, **kwargs)
                 else:
                     redis = redis_lib.Redis(**kwargs)
             except ValueError as e:
-                shown = _mask_url(url) if url else "redis kwargs"
-                raise ConfigurationError(
-                    f"invalid Redis URL {shown!r}: {e}. Expected redis://[user:password@]host:6379/0"
-                ) from e
+                failure = e
+            if failure is not None:  # raised here: the parser's message may quote the URL
+                secrets = secrets_in(url or "") + [str(redis_kwargs.get("password") or "")]
+                error = ConfigurationError(
+                    f"invalid Redis URL {redact(url, *secrets) if url else 'redis kwargs'!r}: "
+                    f"{redact(failure, *secrets)}. Expected redis://[user:password@]host:6379/0"
+                )
+                if leaks(failure, *secrets):
+                    raise error
+                raise error from failure
             self._owns_client = True
         else:
             self._owns_client = False
@@ -368,9 +375,7 @@ class RedisProvider(IndexProvider):
         return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
 
     def _clean(self, text: str) -> str:
-        if isinstance(self._password, str) and self._password:
-            text = text.replace(self._password, "***")
-        return text
+        return redact(text, self._password if isinstance(self._password, str) else None)
 
     def _call(self, fn: Callable[..., T], *args: Any, what: str, keys: Iterable[tuple[str, str]] = (), **kwargs: Any) -> T:
         """Run one Redis call, translating failures into :class:`ProviderError`.
@@ -383,9 +388,13 @@ class RedisProvider(IndexProvider):
         try:
             return fn(*args, **kwargs)
         except redis_lib.ResponseError as e:
-            raise self._response_error(e, what, keys) from e
+            failure, error = e, self._response_error(e, what, keys)
         except redis_lib.RedisError as e:
-            raise self._connection_error(e, what) from e
+            failure, error = e, self._connection_error(e, what)
+        # raised outside the except block: a reply that quotes the password must not ride along
+        if leaks(failure, self._password if isinstance(self._password, str) else None):
+            raise error
+        raise error from failure
 
     def _response_error(self, e: Exception, what: str, keys: Iterable[tuple[str, str]]) -> ProviderError:
         msg = str(e)
@@ -831,14 +840,3 @@ def _pack_metadata(metadata: dict, what: str) -> bytes:
             f"metadata of {what!r} is not msgpack-encodable ({e}); use plain str/int/float/"
             "bool/None/list/dict values (convert numpy scalars with .item(), arrays with .tolist())"
         ) from e
-
-
-def _mask_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
