@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 from typing import Iterator
-from urllib.parse import quote, quote_plus, unquote
+from urllib.parse import unquote, unquote_plus
 
 __all__ = [
     "MASK",
@@ -113,26 +114,38 @@ def secrets_in(text: str) -> list[str]:
         if value[:1] in "'\"":
             value = re.sub(r"\\(.)", r"\1", value[1:-1] if value[-1:] == value[:1] and len(value) > 1 else value[1:])
         else:
-            value = unquote(value)
+            value = unquote_plus(value)  # a '+' that was a literal plus still matches: see _pattern
         found.append(value)
     for m in _MAPPING_RE.finditer(text):
         found.append(re.sub(r"\\(.)", r"\1", m.group(4).lstrip("b")[1:-1]))
     return [s for s in dict.fromkeys(found) if s and s != MASK]
 
 
-def _forms(secret: str) -> Iterator[str]:
-    yield from {secret, quote(secret, safe=""), quote(secret), quote_plus(secret)}
+@lru_cache(maxsize=256)
+def _pattern(secret: str) -> re.Pattern[str]:
+    """The secret as is or URL-encoded in any mix (each character literal or ``%XX``,
+    a space also ``+``, a quote or backslash also libpq-escaped): drivers and URL
+    renderers encode different character sets."""
+    parts = []
+    for ch in secret:
+        hexes = (f"{b:02X}" for b in ch.encode("utf-8"))
+        encoded = "".join("%" + "".join(f"[{d}{d.lower()}]" if d.isalpha() else d for d in h) for h in hexes)
+        alternatives = [re.escape(ch), encoded] + (["\\+"] if ch == " " else [])
+        if ch in "'\\":  # libpq's quoting inside '...'
+            alternatives.append(re.escape("\\" + ch))
+        parts.append(f"(?:{'|'.join(alternatives)})")
+    return re.compile("".join(parts))
 
 
 def _mask_literals(text: str, secrets: list[str]) -> str:
-    """Replace each secret (and its URL-encoded forms) outside URL schemes."""
-    forms = sorted({f for s in secrets for f in _forms(s)}, key=len, reverse=True)
-    if not forms:
+    """Replace each secret (in any URL encoding) outside URL schemes."""
+    patterns = [_pattern(s) for s in sorted(set(secrets), key=len, reverse=True)]
+    if not patterns:
         return text
 
     def mask(part: str) -> str:
-        for form in forms:
-            part = part.replace(form, MASK)
+        for pattern in patterns:
+            part = pattern.sub(MASK, part)
         return part
 
     out, pos = [], 0
