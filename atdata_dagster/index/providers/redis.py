@@ -419,13 +419,13 @@ class RedisProvider(IndexProvider):
         return ProviderError(f"Redis at {self._address()} failed to {what}: {self._clean(msg)}")
 
     def _wrongtype(self, key: str, actual: str, expected: str, what: str) -> ProviderError:
-        return ProviderError(
+        return ProviderError(self._clean(
             f"Redis key {key!r} on {self._address()} (db "
             f"{self._r.connection_pool.connection_kwargs.get('db', 0)}) is a {actual}, but the "
             f"index layout needs a {expected} there (while trying to {what}). It was not "
             "written by atdata or atdata_dagster: rename or delete it (DEL), or use another "
             "Redis database for the index."
-        )
+        ))
 
     def _connection_error(self, e: Exception, what: str) -> ProviderError:
         detail = self._clean(" ".join(str(e).split()))
