@@ -169,7 +169,7 @@ def redact(text: object, *secrets: str | None) -> str:
     s = _mask_literals(s, list(dict.fromkeys(known)))
     s = _USERINFO_RE.sub(rf"\1{MASK}@", s)
     s = _MAPPING_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}'{MASK}'", s)
-    return _KV_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", s)
+    return _KV_RE.sub(lambda m: m.group() if m.group(3).strip("'\"") == MASK else f"{m.group(1)}{m.group(2)}{MASK}", s)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

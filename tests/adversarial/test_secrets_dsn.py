@@ -159,7 +159,7 @@ def test_driver_error_with_the_password_is_raised_without_the_raw_driver_excepti
     ("postgresql://u:pw%2F1@h/db", None, "postgresql://u:***@h/db"),
     ("postgresql://u@h/db?sslmode=require&password=pw1&application_name=a", None,
      "postgresql://u@h/db?sslmode=require&password=***&application_name=a"),
-    ("host=h password='a b\\'c' dbname=d", None, "host=h password=*** dbname=d"),
+    ("host=h password='a b\\'c' dbname=d", None, "host=h password='***' dbname=d"),
     ("host=h sslpassword=k1 dbname=d", None, "host=h sslpassword=*** dbname=d"),
     ("{'host': 'h', 'password': 'pw1'}", None, "{'host': 'h', 'password': '***'}"),
     ("postgresql://postgres:postgres@h/postgres", None, "postgresql://***:***@h/***"),
