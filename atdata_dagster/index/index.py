@@ -20,8 +20,8 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Mapping, TypeVar, cast
 
 from ..errors import (
+    AtdataError,
     AtmosphereUnavailableError,
-    UnknownOptionError,
     ConfigurationError,
     ConfigurationTypeError,
     EmptyDatasetError,
@@ -29,6 +29,7 @@ from ..errors import (
     NotFoundError,
     NotPackableError,
     SchemaError,
+    UnknownOptionError,
 )
 from ..stores.base import DataStore, ShardWriteResult
 from .entry import LabelRecord, LocalDatasetEntry, LocalSchemaRecord
@@ -70,8 +71,6 @@ def create_repository(provider: str | IndexProvider = "sqlite", *, data_store: D
 
 _INDEX_OPTIONS = ("provider", "path", "dsn", "redis", "data_store", "repos", "atmosphere", "auto_stubs", "stub_dir")
 _PROVIDER_OPTION = {"sqlite": "path", "postgres": "dsn", "postgresql": "dsn", "redis": "redis"}
-
-
 _INSERT_OPTIONS = ("name", "schema_ref", "metadata", "prefix", "data_store", "maxcount", "maxsize", "manifest",
                    "cache_local", "description", "tags", "license")
 
@@ -139,6 +138,8 @@ def _redis_provider(redis: Any) -> IndexProvider:
         try:
             return create_provider("redis", **options)
         except TypeError as e:  # redis.Redis(**options) rejected a keyword (its message names only the key)
+            if isinstance(e, AtdataError):
+                raise
             raise UnknownOptionError(
                 f"Index(redis={{...}}): redis.Redis does not accept one of the options {sorted(options)}: {e}. "
                 "Use redis.Redis keyword arguments (host, port, db, username, password, ...) or 'url'."
