@@ -173,14 +173,14 @@ def expand_patterns(
                 size = _measure(url)
             except ValueError as exc:  # unbalanced braces
                 raise _refuse(url, f"is malformed ({exc})") from None
-        if size.longest > max_url_length:
-            raise _refuse(url, f"yields URLs of up to {size.longest} characters (limit {max_url_length})")
         count += size.count
         chars += size.chars
         if count > max_urls:
-            raise _refuse(url, f"expands to {count} shard URLs, with the patterns before it (limit {max_urls})")
+            raise _refuse(url, f"expands to {_num(count)} shard URLs, with the patterns before it (limit {max_urls})")
+        if size.longest > max_url_length:
+            raise _refuse(url, f"yields URLs of up to {_num(size.longest)} characters (limit {max_url_length})")
         if chars > max_chars:
-            raise _refuse(url, f"expands to {chars} characters of URLs, with the patterns before it (limit {max_chars})")
+            raise _refuse(url, f"expands to {_num(chars)} characters of URLs, with the patterns before it (limit {max_chars})")
     out: list[str] = []
     for url in given:
         if "{" not in url:
@@ -191,6 +191,10 @@ def expand_patterns(
         except ValueError as exc:  # braceexpand.UnbalancedBracesError
             raise _refuse(url, f"is malformed ({exc})") from None
     return out
+
+
+def _num(n: int) -> str:
+    return str(n) if n < _CAP else f"more than {_CAP - 1}"
 
 
 def _refuse(url: str, why: str) -> InvalidRefError:
