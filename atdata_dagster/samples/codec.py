@@ -355,6 +355,7 @@ def _check_keys(obj: dict) -> dict:
 #: Payloads with longer arrays are first checked by :func:`_check_lengths`.
 _FAST_ARRAY_LEN = 64
 
+
 def _check_lengths(data: bytes | bytearray | memoryview) -> None:
     """Refuse a payload whose arrays declare more elements than it holds, before allocating.
 

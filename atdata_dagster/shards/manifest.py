@@ -5,11 +5,11 @@ gets a manifest (including the last), ``shard_id`` is the shard's own file stem,
 ``__offset__`` is the real tar offset of the member header, and the JSON is standard
 (numeric aggregates over zero values are ``null``, never ``Infinity``).
 
-Aggregates are computed incrementally, with bounded memory and recursion: list values
-nested deeper than ``MAX_VALUE_DEPTH`` are left out of the ``set`` aggregate. ``value_counts`` (categorical) and
+Aggregates are computed incrementally. ``value_counts`` (categorical) and
 ``all_values`` (set) keep one entry per distinct value, capped at
 ``MAX_DISTINCT_VALUES`` per field; past the cap new values are not counted and the
-aggregate carries ``"truncated": true``.
+aggregate carries ``"truncated": true``, as it does when a list value is nested deeper
+than ``MAX_VALUE_DEPTH`` (left out, so nothing recurses without bound).
 
 The per-sample ``.manifest.parquet`` (which atdata's manifest queries read) is written
 with ``pyarrow``, a dependency; an environment without it gets the JSON header only. Its rows are held until
