@@ -581,11 +581,11 @@ class RedisProvider(IndexProvider):
                 while True:
                     try:
                         pipe.watch(key)
-                        kind = _s(pipe.type(key))
-                        if kind == "none":
+                        key_type = _s(pipe.type(key))
+                        if key_type == "none":
                             raise NotFoundError(f"no dataset entry with CID {cid!r} in {self.describe()}")
-                        if kind != "hash":
-                            raise self._wrongtype(key, kind, "hash", what)
+                        if key_type != "hash":
+                            raise self._wrongtype(key, key_type, "hash", what)
                         where = f"Redis key {key!r} on {self._address()}"
                         current = decode_metadata(pipe.hget(key, "metadata"), where)
                         merged = merge_metadata(current, patch)
@@ -627,7 +627,7 @@ class RedisProvider(IndexProvider):
         wins, entries without it rank oldest), which is then recorded in the name index.
         """
         zkey = NAMES_PREFIX + name
-        exists, flat = self._run_script(
+        _, flat = self._run_script(
             self._newest, [zkey], [ENTRY_PREFIX, "", name], what=f"look up dataset {name!r}"
         )
         if flat:
@@ -821,7 +821,7 @@ class RedisProvider(IndexProvider):
                 raise NotFoundError(f"no label {name!r} version {version!r} in {self.describe()}")
             return self._label_from_hash(raw)
         zkey = LABELS_PREFIX + name
-        exists, flat = self._run_script(
+        _, flat = self._run_script(
             self._newest, [zkey], [f"{LABEL_PREFIX}{name}@", "", name], what=f"read label {name!r}"
         )
         if flat:
