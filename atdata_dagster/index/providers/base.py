@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, overload
 
 import msgpack
 
@@ -41,6 +41,14 @@ class ProviderKind(StrEnum):
 def pack_urls(urls: Iterable[str]) -> bytes:
     """``data_urls`` as atdata stores it: a msgpack array of str."""
     return msgpack.packb([str(u) for u in urls])
+
+
+@overload
+def pack_metadata(metadata: Mapping[str, Any], *, what: str = ...) -> bytes: ...
+@overload
+def pack_metadata(metadata: None, *, what: str = ...) -> None: ...
+@overload
+def pack_metadata(metadata: Mapping[str, Any] | None, *, what: str = ...) -> bytes | None: ...
 
 
 def pack_metadata(metadata: Mapping[str, Any] | None, *, what: str = "entry") -> bytes | None:

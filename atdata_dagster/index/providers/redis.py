@@ -592,7 +592,7 @@ class RedisProvider(IndexProvider):
                         packed = pack_metadata(merged, what=f"entry {cid}")
                         pipe.multi()
                         if merged != current:
-                            pipe.hset(key, "metadata", packed)  # type: ignore[arg-type]  # bytes: never None here
+                            pipe.hset(key, "metadata", packed)
                         pipe.execute()
                         return merged
                     except redis_lib.WatchError:
