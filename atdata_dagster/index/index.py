@@ -640,14 +640,10 @@ class Index:
             raise ConfigurationError(f"entry {entry.name!r} has no data URLs to promote")
         schema = self.get_schema(entry.schema_ref)
         result = backend.promote(entry, schema, shard_sources=self._shard_sources(entry), **kwargs)
-        meta = dict(entry.metadata or {})
-        meta["atmosphere"] = {
-            "uri": result.entry_uri,
-            "schema_uri": result.schema_uri,
-            "label_uri": result.label_uri,
-        }
-        if meta != (entry.metadata or {}):
-            repo.provider.update_entry_metadata(entry.cid, meta)
+        atmosphere = {"uri": result.entry_uri, "schema_uri": result.schema_uri, "label_uri": result.label_uri}
+        # merged inside the provider's write transaction: `entry` was read before the
+        # (slow) publish, and writing back that copy would undo concurrent metadata writes
+        repo.provider.merge_entry_metadata(entry.cid, {"atmosphere": atmosphere})
         return result.entry_uri
 
     def _shard_sources(self, entry: LocalDatasetEntry) -> list[Any]:
