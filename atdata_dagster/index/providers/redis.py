@@ -380,7 +380,7 @@ class RedisProvider(IndexProvider):
         return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
 
     def _clean(self, text: str) -> str:
-        return redact(text, self._password if isinstance(self._password, str) else None)
+        return redact(text, self._password)  # redact ignores a password that is not a str (bytes)
 
     def _call(self, fn: Callable[..., T], *args: Any, what: str, keys: Iterable[tuple[str, str]] = (), **kwargs: Any) -> T:
         """Run one Redis call, translating failures into :class:`ProviderError`.
@@ -397,7 +397,7 @@ class RedisProvider(IndexProvider):
         except redis_lib.RedisError as e:
             failure, error = e, self._connection_error(e, what)
         # raised outside the except block: a reply that quotes the password must not ride along
-        if leaks(failure, self._password if isinstance(self._password, str) else None):
+        if leaks(failure, self._password):
             raise error
         raise error from failure
 
@@ -872,5 +872,3 @@ class RedisProvider(IndexProvider):
 
     def __repr__(self) -> str:
         return f"RedisProvider({self.describe()!r})"
-
-
