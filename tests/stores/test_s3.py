@@ -261,7 +261,7 @@ def test_leftovers_are_listed_and_gc_aborts_uploads(rgw_server, s3_store, s3_cli
 
 def test_gc_removes_s3_sidecars_whose_shard_is_gone(tmp_path, rgw_server, s3_bucket, s3_client):
     from atdata_dagster import local
-    from atdata_dagster.cli import collect_garbage
+    from atdata_dagster.gc import collect_garbage
 
     store = S3DataStore(rgw_server.credentials, bucket=s3_bucket)
     index = local.Index(path=str(tmp_path / "i.db"), data_store=store, atmosphere=None)
