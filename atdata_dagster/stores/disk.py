@@ -292,9 +292,13 @@ class LocalDiskStore(DataStore):
     def _walk(self, want) -> Iterator[str]:
         """Regular files (no symlinks) under the root whose name ``want`` accepts, sorted per directory.
 
-        Symlinked directories are not followed, so nothing outside the root is listed."""
+        Symlinked directories are not followed, so nothing outside the root is listed; files
+        at the root itself and the ownership markers are never shards (datasets live in folders)."""
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames.sort()
+            if dirpath == str(self.root):
+                dirnames[:] = [d for d in dirnames if d != RESERVED_SEGMENT]
+                continue
             for name in sorted(filenames):
                 if want(name):
                     path = os.path.join(dirpath, name)

@@ -319,3 +319,17 @@ def test_write_samples_into_a_folder_with_a_percent_sign(tmp_path):
     many = write_samples(rows(5), folder / "many.tar", maxcount=2)
     assert sorted(p.name for p in folder.glob("many-*.tar")) == [f"many-{k:06d}.tar" for k in range(3)]
     assert [s.i for s in many.ordered()] == list(range(5))
+
+
+def test_gc_on_a_fresh_index_of_any_provider_refuses_and_deletes_nothing(provider_kind, provider_url, tmp_path, capsys):
+    """A typo in ``--index`` opens a new, empty index (PostgreSQL and Redis create it on
+    connect): gc must refuse instead of deleting every shard of the store."""
+    with sqlite_index(tmp_path / "real.db", LocalDiskStore(tmp_path / "data")) as index:
+        entry = index.write(rows(6), name="kept", maxcount=3)
+    for url in entry.data_urls:
+        aged(Path(url))
+    code = cli_main(["--index", provider_url, "--data-root", str(tmp_path / "data"), "gc", "--grace", "0"],
+                    out=io.StringIO())
+    err = capsys.readouterr().err
+    assert code == 2 and "--force" in err and ("does not exist" in err or "no entries" in err)
+    assert all(Path(u).exists() for u in entry.data_urls)
