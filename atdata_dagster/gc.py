@@ -17,8 +17,9 @@ aborts the S3 multipart uploads such writers left. It is safe by construction:
   (``data--<id>--<n>.tar``, its ``.manifest.*`` sidecars, their temporary names); gc never
   touches anything else, nor aborts uploads to other keys.
 - **Re-checked before each delete.** The object's age is read again (not from the listing)
-  and the references are re-read whenever the number of entries changed or a second has
-  passed, so an entry committed while gc runs keeps its shards, and a write that reuses an
+  and the references are re-read whenever an entry was written (the entry count; Redis: its
+  write sequence), and otherwise every
+  second (or every ten load times on an index so big that reading it takes longer), so an entry committed while gc runs keeps its shards, and a write that reuses an
   existing shard (which refreshes its age) keeps it too.
 """
 
@@ -31,6 +32,7 @@ from typing import Any, Callable, Iterable
 from .dataset import _expand
 from .errors import GcRefusedError, InvalidRefError
 from .index.identity import index_id
+from .index.providers.redis import SEQ_KEY, RedisProvider
 from .index.providers.sql import DEFAULT_SQLITE_PATH, SqlProvider
 from .stores.base import OWNER_DIR, DataStore
 from .stores.disk import DEFAULT_ROOT, LocalDiskStore
@@ -144,16 +146,22 @@ class _References:
         self.interval = interval
         self.load()
 
-    def _count(self) -> int | None:
-        total = 0
+    def _count(self) -> tuple | None:
+        """A cheap signature that changes when entries are written: Redis's write sequence
+        (O(1)), else the number of entries; ``None`` if a provider offers neither."""
+        out = []
         for p in self.providers:
+            if isinstance(p, RedisProvider):
+                out.append(p.redis.get(SEQ_KEY))
+                continue
             count = getattr(p, "count_entries", None)
             if count is None:
                 return None
-            total += count()
-        return total
+            out.append(count())
+        return tuple(out)
 
     def load(self) -> None:
+        started = time.monotonic()
         urls: set[str] = set()
         for provider in self.providers:
             for entry in provider.iter_entries():
@@ -172,11 +180,13 @@ class _References:
         self.urls = urls
         self.count = self._count()
         self.loaded_at = time.monotonic()
+        # a full re-read at most every `interval` seconds, and at most 10% of gc's time on a big index
+        self.period = max(self.interval, 10 * (self.loaded_at - started))
         self._per_store: dict[int, set[str]] = {}
 
     def refresh(self) -> None:
-        """Re-read the references if an entry was added or removed, or ``interval`` has passed."""
-        if time.monotonic() - self.loaded_at >= self.interval or self._count() != self.count:
+        """Re-read the references if the number of entries changed, or every ``period`` seconds."""
+        if self._count() != self.count or time.monotonic() - self.loaded_at >= self.period:
             self.load()
 
     def of(self, store: DataStore) -> set[str]:

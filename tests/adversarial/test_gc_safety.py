@@ -231,9 +231,9 @@ def test_gc_on_a_shared_bucket_without_prefix_touches_only_its_own_objects_and_u
 
 
 # ------------------------------------------------------------------ no check/delete gap
-def test_an_entry_committed_while_gc_runs_keeps_its_shards(tmp_path):
+def test_an_entry_committed_while_gc_runs_keeps_its_shards(provider_url, tmp_path):
     root = tmp_path / "data"
-    with sqlite_index(tmp_path / "index.db", LocalDiskStore(root)) as index:
+    with Index(provider_from_url(provider_url), data_store=LocalDiskStore(root), atmosphere=None) as index:
         anchor = index.write(rows(3), name="anchor")
         first, late = orphan(root, "late", "0000000a", 1), orphan(root, "late", "0000000b", 2)
 
