@@ -200,15 +200,12 @@ class _References:
         return got
 
     def keeps(self, store: DataStore, url: str) -> bool:
-        """Whether ``url`` (a shard, or a sidecar of a referenced shard) is referenced."""
+        """Whether ``url`` (a shard or sidecar from the store's own listing, hence already in
+        its canonical form) is referenced, or is the sidecar of a referenced shard."""
         referenced = self.of(store)
-        forms = store.locations(url) | {url}
-        if forms & referenced:
+        if url in referenced:
             return True
-        if ".manifest." in url:
-            shard = url.split(".manifest.", 1)[0] + ".tar"
-            return bool((store.locations(shard) | {shard}) & referenced)
-        return False
+        return ".manifest." in url and url.split(".manifest.", 1)[0] + ".tar" in referenced
 
 
 def collect_garbage(

@@ -316,14 +316,22 @@ class LocalDiskStore(DataStore):
         """Every ``data--<hex>--<n>.manifest.json|.parquet`` file (temp sidecars are listed as shards)."""
         return self._walk(lambda name: bool(_SIDECAR_RE.match(name)))
 
+    def _inside(self, path: str) -> bool:
+        root = str(self.root)
+        return path == root or path.startswith(root.rstrip("/") + "/")
+
     def is_own_name(self, url: str) -> bool:
         """Whether ``url`` is inside the root and named like a shard, sidecar or temp file of this store."""
-        if not self.owns(url):
+        if not isinstance(url, str) or ("://" in url and not url.startswith("file://")):
             return False
-        path = self._path(url)
-        if path.parent == self.root or RESERVED_SEGMENT in path.relative_to(self.root).parts:
+        path = os.path.normpath(os.path.expanduser(url[len("file://"):] if url.startswith("file://") else url))
+        if not os.path.isabs(path) or not self._inside(path):
+            return False
+        parts = os.path.relpath(path, self.root).split(os.sep)
+        if len(parts) < 2 or parts[0] == RESERVED_SEGMENT:
             return False  # shards live in a dataset directory, never at the root or among markers
-        return bool(_SHARD_RE.match(path.name) or _SIDECAR_RE.match(path.name) or _TMP_RE.match(path.name))
+        name = parts[-1]
+        return bool(_SHARD_RE.match(name) or _SIDECAR_RE.match(name) or _TMP_RE.match(name))
 
     def locations(self, url: str) -> set[str]:
         """The paths under the root that reference ``url`` may denote (see :meth:`DataStore.locations`).
@@ -348,7 +356,7 @@ class LocalDiskStore(DataStore):
             for base in bases:
                 base = "/" + base.lstrip("/")  # POSIX keeps a leading '//' in normpath
                 for form in (os.path.normpath(base), os.path.realpath(base)):
-                    if Path(form).is_relative_to(self.root):
+                    if self._inside(form):
                         out.add(form)
         return out
 
