@@ -169,6 +169,7 @@ class _References:
                 manifests = meta.get("manifests")
                 extra = [m for m in manifests if isinstance(m, str)] if isinstance(manifests, list) else []
                 for url in [*entry.data_urls, *extra]:
+                    urls.add(url)  # also literally: a dataset folder may itself contain braces
                     try:
                         urls.update(_expand(url))
                     except InvalidRefError as exc:

@@ -176,6 +176,17 @@ def test_gc_compares_references_as_locations_not_strings(tmp_path, monkeypatch):
     assert all(p.exists() for p in shards + ranged) and all(Path(u).exists() for u in anchor.data_urls)
 
 
+def test_gc_keeps_a_shard_whose_own_path_contains_braces(tmp_path):
+    """A brace pattern is expanded, but the literal URL is a reference too: a dataset named
+    ``x{1,2}`` has a folder with braces in its name."""
+    with sqlite_index(tmp_path / "index.db", LocalDiskStore(tmp_path / "data")) as index:
+        entry = index.write(rows(3), name="x{1,2}")
+        for url in entry.data_urls:
+            aged(Path(url))
+        assert collect_garbage(index, grace=0) == []
+    assert all(Path(u).exists() for u in entry.data_urls)
+
+
 # ------------------------------------------------------------------ only its own names
 def test_gc_touches_only_the_stores_own_names_on_disk(tmp_path):
     root = tmp_path / "data"
