@@ -33,6 +33,7 @@ from ..errors import (
 )
 from ..stores.base import DataStore, ShardWriteResult
 from .entry import LabelRecord, LocalDatasetEntry, LocalSchemaRecord
+from .identity import claim_store
 from .names import ATMOSPHERE, LOCAL, resolve_ref, split_repo_prefix, validate_dataset_name
 from .providers.base import IndexProvider
 
@@ -608,6 +609,7 @@ class Index:
             return self._index_urls(repo, ds, name=bare, schema_ref=schema_ref, metadata=metadata)
         prefix = prefix or bare
         validate_dataset_name(prefix)
+        claim_store(store, repo.provider)  # gc: this index writes into the store
         if schema_ref is None:
             schema_ref = self._implicit_schema_ref(_dataset_sample_type(ds), repo)
         result = store.write_shards(ds, prefix=prefix, maxcount=maxcount, maxsize=maxsize, manifest=manifest)
@@ -646,6 +648,7 @@ class Index:
             )
         assert repo is not None
         store = self._store_for(repo)
+        claim_store(store, repo.provider)  # gc: this index writes into the store
         result, schema_ref = self._write_shards(
             samples, store, prefix=bare, repo=repo, schema_ref=schema_ref, maxcount=maxcount,
             maxsize=maxsize, manifest=manifest, progress=progress,
