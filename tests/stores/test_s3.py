@@ -18,7 +18,7 @@ from atdata_dagster.shards.reader import verify_shards
 from atdata_dagster.stores import default_opener
 from atdata_dagster.shards.writer import ShardWriter, write_samples_to_store
 from atdata_dagster.stores import s3 as s3mod
-from atdata_dagster.stores.s3 import S3DataStore, S3ObjectNotFoundError
+from atdata_dagster.stores.s3 import S3DataStore, S3ObjectNotFoundError, S3Opener
 
 pytestmark = [pytest.mark.s3, pytest.mark.xdist_group("s3")]
 
@@ -100,9 +100,10 @@ def test_roundtrip_layout_and_checksums(s3_store, s3_client, s3_bucket):
     assert keys_under(s3_client, s3_bucket) == sorted(s3mod.parse_s3_url(u)[1] for u in result)  # no .tmp leftovers
     assert open_uploads(s3_client, s3_bucket) == []
 
-    # read back through Dataset with the store's opener, and through the reader registry
+    # read back through Dataset with the store's opener, and with an S3Opener (what the Index
+    # builds; changed: there is no process-wide bucket registry a bare Dataset could use)
     assert_same(list(Dataset[Emb](list(result), opener=s3_store.open_read)), samples)
-    assert_same(list(Dataset[Emb](list(result))), samples)
+    assert_same(list(Dataset[Emb](list(result), opener=S3Opener(s3_store))), samples)
     assert verify_shards(list(result), result.checksums, opener=s3_store.open_read) == {u: "ok" for u in result}
 
 
