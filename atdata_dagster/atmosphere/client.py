@@ -83,7 +83,7 @@ class ReadLimits:
 
 
 def _origin(url: Any) -> tuple[str, str, int | None]:
-    import httpx
+    import httpx  # lazy: the SDK/httpx load on first network use
 
     u = httpx.URL(str(url))
     return u.scheme, (u.host or "").lower(), u.port or {"http": 80, "https": 443}.get(u.scheme)
@@ -108,7 +108,7 @@ _HOOKS = {"response": [_refuse_cross_host_redirect]}
 
 def _sdk_request(timeout: float) -> Any:
     """The SDK's HTTP layer with our redirect rule (it follows every redirect by default)."""
-    from atproto_client.request import Request
+    from atproto_client.request import Request  # lazy: the SDK/httpx load on first network use
 
     return Request(timeout=timeout, event_hooks=_HOOKS)
 
@@ -703,7 +703,7 @@ class AtmosphereClient:
 
     def _http_send(self, method: str, url: str, op: str, **kwargs: Any) -> Any:
         """A streamed response (the caller reads it within a cap and closes it); same-host redirects only."""
-        import httpx
+        import httpx  # lazy: the SDK/httpx load on first network use
 
         http = self._http_client()
         try:
@@ -716,7 +716,7 @@ class AtmosphereClient:
     @staticmethod
     def _read_capped(resp: Any, cap: int, what: str, knob: str) -> bytes:
         """The body of a streamed response, refusing more than ``cap`` bytes (announced or sent)."""
-        import httpx
+        import httpx  # lazy: the SDK/httpx load on first network use
 
         length = resp.headers.get("content-length")
         if length and length.isdigit() and int(length) > cap:

@@ -776,7 +776,7 @@ class S3DataStore(DataStore):
             s3={"addressing_style": "path"} if self.endpoint_url else {},
         )
         if getattr(self, "_unsigned", False):
-            from botocore import UNSIGNED
+            from botocore import UNSIGNED  # lazy: boto3/botocore load on first S3 use, as above
 
             cfg = cfg.merge(Config(signature_version=UNSIGNED))
             session = boto3.session.Session(region_name=self.region_name or "us-east-1")
