@@ -6,11 +6,13 @@ raw XRPC calls, so unknown lexicons are not reshaped), blobs are streamed both w
 and every SDK / HTTP failure becomes an :class:`AtmosphereError` subclass whose message
 names the service and the operation (never the password).
 
-Everything read from the network is bounded (:class:`ReadLimits`): paging through
+Reads that a hostile PDS, PLC directory or DID host could stretch are bounded
+(:class:`ReadLimits`): paging through
 ``listRecords`` stops with :class:`AtmosphereLimitError` after a page, record or time
 budget (never a silent truncation: a partial listing would resolve the wrong label);
 blob and DID-document bodies are streamed with a byte cap; a redirect to another host
-(scheme, host or port) is refused, for the SDK's XRPC calls as well.
+(scheme, host or port) is refused, for the SDK's XRPC calls as well. (One XRPC JSON
+response is still read whole by the SDK.)
 """
 
 from __future__ import annotations

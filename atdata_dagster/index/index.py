@@ -32,7 +32,7 @@ from ..errors import (
 from ..stores.base import DataStore, ShardWriteResult
 from ..stores.http import HttpOpener
 from ..stores.openers import RoutingOpener, store_opener
-from ..stores.s3 import AnonymousS3Opener, DefaultChainS3Opener, S3DataStore
+from ..stores.s3 import AnonymousS3Opener, S3DataStore, default_chain_opener
 from .entry import LabelRecord, LocalDatasetEntry, LocalSchemaRecord
 from .names import ATMOSPHERE, LOCAL, resolve_ref, split_repo_prefix, validate_dataset_name
 from .providers.base import IndexProvider
@@ -641,7 +641,7 @@ class Index:
                 http=HttpOpener(), schemes=schemes, local=False,
                 origin=f"atmosphere record {getattr(entry, 'uri', '') or entry.name}",
             )
-        return RoutingOpener(routes, s3=DefaultChainS3Opener(), http=HttpOpener(), schemes=schemes)
+        return RoutingOpener(routes, s3=default_chain_opener(), http=HttpOpener(), schemes=schemes)
 
     def dataset(self, ref: str, sample_type: type[T] | None = None) -> "Dataset[T]":
         """A lazy :class:`Dataset` over the entry ``ref`` resolves to, typed by ``sample_type`` or its schema."""
@@ -801,8 +801,8 @@ def _from_atmosphere(entry: Any) -> bool:
 def recorded_shard_sizes(entry: LocalDatasetEntry) -> dict[str, int]:
     """URL -> byte size recorded for an entry's shards (``stats.shard_bytes``); empty when not recorded.
 
-    For an atmosphere entry without per-shard sizes, the record's total ``size.bytes``
-    bounds every shard (no shard can be larger than the whole dataset).
+    A one-shard atmosphere entry without per-shard sizes uses the record's ``size.bytes``
+    (the whole dataset is that shard).
     """
     meta = entry.metadata or {}
     stats = meta.get("stats") if isinstance(meta.get("stats"), dict) else {}

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Iterable, Mapping
 from ..errors import StoreError
 from ..shards.reader import LocalOpener, ShardOpener, url_scheme
 from .http import HttpOpener
-from .s3 import DefaultChainS3Opener, S3DataStore, S3Opener
+from .s3 import S3DataStore, S3Opener, default_chain_opener
 
 __all__ = ["RoutingOpener", "StoreOpener", "default_opener", "store_opener"]
 
@@ -118,6 +118,6 @@ def default_opener() -> RoutingOpener:
     """Local paths, ``file://``, ``http(s)://`` and ``s3://`` (boto3's default credential chain)."""
     global _DEFAULT
     if _DEFAULT is None:
-        _DEFAULT = RoutingOpener(s3=DefaultChainS3Opener(), http=HttpOpener())
+        _DEFAULT = RoutingOpener(s3=default_chain_opener(), http=HttpOpener())
     return _DEFAULT
 

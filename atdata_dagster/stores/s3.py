@@ -33,7 +33,7 @@ from .base import DataStore, ShardSink
 from .disk import validate_dataset_prefix
 
 __all__ = ["AnonymousS3Opener", "DefaultChainS3Opener", "S3DataStore", "S3ObjectNotFoundError", "S3Opener",
-           "S3ShardSink", "open_s3_url", "parse_s3_url"]
+           "S3ShardSink", "default_chain_opener", "open_s3_url", "parse_s3_url"]
 
 log = logging.getLogger(__name__)
 
@@ -1218,6 +1218,11 @@ class DefaultChainS3Opener(_PerBucketOpener):
 
 
 _DEFAULT_CHAIN = DefaultChainS3Opener()
+
+
+def default_chain_opener() -> DefaultChainS3Opener:
+    """The process's shared :class:`DefaultChainS3Opener` (its per-bucket clients are reused)."""
+    return _DEFAULT_CHAIN
 
 
 def open_s3_url(url: str) -> BinaryIO:

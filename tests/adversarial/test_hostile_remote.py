@@ -47,7 +47,7 @@ from atdata_dagster.errors import AtmosphereLimitError, ConfigurationTypeError, 
 from atdata_dagster.index.entry import LocalDatasetEntry
 from atdata_dagster.index.index import Index
 from atdata_dagster.samples import DictSample, packable
-from atdata_dagster.stores import AnonymousS3Opener, S3Opener
+from atdata_dagster.stores import AnonymousS3Opener, HttpOpener, S3Opener
 from atdata_dagster.stores.s3 import S3DataStore
 from tests.atmosphere.conftest import SCHEMA, tar_bytes
 from tests.fixtures.s3 import boto3_client
@@ -451,3 +451,25 @@ def test_http_shards_do_not_follow_redirects_to_other_hosts(tmp_path):
             with pytest.raises(StoreError, match="redirects .* to another host"):
                 list(Dataset(f"{server.url}/away.tar"))
         assert elsewhere.hits == []
+
+
+def test_an_http_opener_with_a_byte_limit_refuses_longer_bodies():
+    def announced(h: _Handler, path: str, q: dict) -> None:
+        if path == "/announced.tar":
+            h.send_response(200)
+            h.send_header("Content-Length", str(1 << 40))
+            h.end_headers()
+            h.wfile.write(b"x" * 1024)
+        else:
+            send_endless(h)
+
+    with serve(announced) as server:
+        opener = HttpOpener(max_bytes=1 << 20)
+        assert pickle.loads(pickle.dumps(opener)) == opener
+        with pytest.raises(StoreError, match=f"announces {1 << 40} bytes, over the limit"):
+            opener.open(f"{server.url}/announced.tar")
+        with pytest.raises(StoreError, match="longer than the limit of 1048576 bytes"):
+            with opener.open(f"{server.url}/endless.tar") as f:
+                while f.read(1 << 16):
+                    pass
+        assert server.sent < BOUNDED
