@@ -473,3 +473,10 @@ def test_an_http_opener_with_a_byte_limit_refuses_longer_bodies():
                 while f.read(1 << 16):
                     pass
         assert server.sent < BOUNDED
+
+
+@pytest.mark.parametrize("bad", [{"max_pages": 0}, {"max_records": -1}, {"max_blob_bytes": True},
+                                 {"max_list_seconds": 0}, {"max_did_document_bytes": 1.5}])
+def test_read_limits_refuse_budgets_that_would_disable_the_bound(bad):
+    with pytest.raises(ValueError, match="ReadLimits.max_"):
+        ReadLimits(**bad)
