@@ -179,7 +179,7 @@ def cmd_show(args: argparse.Namespace, out) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, out) -> int:
-    from .index.index import recorded_shard_sizes
+    from .index.index import recorded_shard_sizes  # lazy: commands load only the engine parts they use
     from .shards.reader import verify_shards
 
     index = _open_index(args)
