@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Callable, Generic, Iterable, Iterator, Sequenc
 import numpy as np
 
 from .errors import ConfigurationTypeError, EmptyDatasetError, InvalidRefError, NotFoundError, ShardError
+from .shards.patterns import expand_patterns
 from .shards.reader import ShardOpener, iter_samples
 from .stores.openers import default_opener
 
@@ -36,106 +37,6 @@ def _default_sample_type() -> type | None:
     except ImportError:  # pragma: no cover - samples package missing
         return None
     return DictSample
-
-
-#: Most shard URLs one brace pattern may expand to. Patterns can come from records of a
-#: PDS; ``braceexpand`` materializes whole ranges, so ``{0..99999999999}`` would exhaust
-#: memory: the size is computed first and refused above this.
-MAX_PATTERN_SHARDS = 1_000_000
-#: Deepest brace nesting accepted (parsing nested groups rescans them).
-MAX_PATTERN_DEPTH = 8
-
-
-def _expand(url: str) -> list[str]:
-    if "{" not in url:
-        return [url]
-    from braceexpand import braceexpand
-
-    def refuse(why: str) -> InvalidRefError:
-        return InvalidRefError(
-            f"dataset URL pattern {url[:200]!r} {why}; list the shard URLs, or use several smaller "
-            "patterns ({000000..000099})"
-        )
-
-    depth = deepest = 0
-    for ch in url:
-        if ch == "{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch == "}":
-            depth -= 1
-    if deepest > MAX_PATTERN_DEPTH:
-        raise refuse(f"nests braces {deepest} deep (limit {MAX_PATTERN_DEPTH})")
-    try:
-        size = _pattern_size(url)
-    except ValueError as exc:  # unbalanced braces, a number too long to convert
-        raise refuse(f"is malformed ({exc})") from None
-    if size > MAX_PATTERN_SHARDS:
-        raise refuse(f"expands to {size} shard URLs (limit {MAX_PATTERN_SHARDS})")
-    try:
-        return list(braceexpand(url))
-    except ValueError as exc:  # braceexpand.UnbalancedBracesError
-        raise refuse(f"is malformed ({exc})") from None
-
-
-def _pattern_size(pattern: str) -> int:
-    """How many strings ``braceexpand(pattern)`` yields, without expanding (mirrors its parser)."""
-    total, start, pos, depth = 1, 0, 0, 0
-    n = len(pattern)
-    while pos < n:
-        ch = pattern[pos]
-        if ch == "\\":
-            pos += 2
-            continue
-        if ch == "{":
-            if depth == 0:
-                start = pos
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                total *= _expression_size(pattern[start + 1 : pos])
-                if total > MAX_PATTERN_SHARDS:
-                    return total
-        pos += 1
-    if depth != 0:
-        raise ValueError("unbalanced braces")
-    return total
-
-
-def _expression_size(expr: str) -> int:
-    from braceexpand import alphabet, char_range_re, int_range_re
-
-    m = int_range_re.match(expr)
-    if m:
-        first, last, step = m.groups()
-        if max(len(first), len(last)) > 30:
-            return MAX_PATTERN_SHARDS + 1
-        stride = abs(int(step or 1) or 1) if step is None or len(step) <= 30 else MAX_PATTERN_SHARDS + 1
-        return abs(int(last) - int(first)) // stride + 1
-    m = char_range_re.match(expr)
-    if m:
-        return len(alphabet)  # an upper bound: at most the whole alphabet
-    # a sequence: items split at top-level commas, else a literal group around a pattern
-    items, start, depth = [], 0, 0
-    pos = 0
-    while pos < len(expr):
-        ch = expr[pos]
-        if ch == "\\":
-            pos += 2
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            items.append(expr[start:pos])
-            start = pos + 1
-        pos += 1
-    if depth != 0 or not items:
-        return _pattern_size(expr)
-    items.append(expr[start:])
-    return sum(_pattern_size(item) for item in items)
 
 
 class SampleBatch(Generic[T]):
@@ -233,14 +134,14 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
     ):
         if isinstance(url, (str, os.PathLike)):
             self.url = os.fspath(url)
-            self._shards = _expand(self.url)
+            self._shards = expand_patterns([self.url])
         else:
             # Each element may itself be a brace pattern: atdata indexes ``ds.url``
             # verbatim when inserting without a store, and expands it on read.
             given = [os.fspath(u) for u in url]
             if not given:
                 raise EmptyDatasetError("a Dataset needs at least one shard URL; got an empty list")
-            self._shards = [s for u in given for s in _expand(u)]
+            self._shards = expand_patterns(given)  # one budget for all patterns
             if len(given) == 1:
                 self.url = given[0]
             else:

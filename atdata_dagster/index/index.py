@@ -701,14 +701,10 @@ class Index:
             raise ConfigurationError(f"entry {entry.name!r} has no data URLs to promote")
         schema = self.get_schema(entry.schema_ref)
         result = backend.promote(entry, schema, shard_sources=self._shard_sources(entry), **kwargs)
-        meta = dict(entry.metadata or {})
-        meta["atmosphere"] = {
-            "uri": result.entry_uri,
-            "schema_uri": result.schema_uri,
-            "label_uri": result.label_uri,
-        }
-        if meta != (entry.metadata or {}):
-            repo.provider.update_entry_metadata(entry.cid, meta)
+        atmosphere = {"uri": result.entry_uri, "schema_uri": result.schema_uri, "label_uri": result.label_uri}
+        # merged inside the provider's write transaction: `entry` was read before the
+        # (slow) publish, and writing back that copy would undo concurrent metadata writes
+        repo.provider.merge_entry_metadata(entry.cid, {"atmosphere": atmosphere})
         return result.entry_uri
 
     def _shard_sources(self, entry: LocalDatasetEntry) -> list[Any]:
@@ -838,8 +834,11 @@ def _version_key(v: str) -> tuple:
 
 
 def _authority_of(ref: str) -> str:
-    if ref.startswith("atdata://"):
-        return ref[len("atdata://"):].split("/", 1)[0].replace(":", "_") or "local"
+    """The stub namespace of a schema ref: its ``atdata://`` authority, or the DID of an
+    ``at://`` ref (so atmosphere schemas never share stub files with local ones)."""
+    for scheme in ("atdata://", "at://"):
+        if ref.startswith(scheme):
+            return ref[len(scheme):].split("/", 1)[0] or "local"
     return "local"
 
 
