@@ -20,9 +20,10 @@ from typing import Any, BinaryIO, Callable, Generic, Iterable, Iterator, Sequenc
 
 import numpy as np
 
-from .errors import EmptyDatasetError, InvalidRefError, NotFoundError, ShardError
+from .errors import ConfigurationTypeError, EmptyDatasetError, InvalidRefError, NotFoundError, ShardError
 from .shards.patterns import expand_patterns
-from .shards.reader import iter_samples, open_url
+from .shards.reader import ShardOpener, iter_samples
+from .stores.openers import default_opener
 
 __all__ = ["Dataset", "SampleBatch", "load_dataset"]
 
@@ -98,8 +99,12 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
 
     ``Dataset[T](url)`` decodes samples as ``T`` (``T.from_bytes``); plain
     ``Dataset(url)`` yields :class:`~atdata_dagster.samples.packable.DictSample`.
-    ``opener(url) -> BinaryIO`` opens shards (default: local paths, ``file://`` and
-    registered schemes).
+    ``opener`` opens shards: a :class:`~atdata_dagster.shards.reader.ShardOpener` (the
+    ``Index`` builds one that carries the right credentials) or a plain
+    ``opener(url) -> BinaryIO``; default: :func:`~atdata_dagster.stores.default_opener`
+    (local paths, ``file://``, ``http(s)://``, ``s3://`` on the default AWS credential chain).
+    A Dataset pickles with its opener (e.g. into DataLoader workers); an opener that
+    cannot be pickled makes pickling raise :class:`ConfigurationTypeError`.
     """
 
     sample_type: Any = None  # set on the Dataset[T] subclasses
@@ -125,7 +130,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         url: str | os.PathLike | Sequence[str],
         *,
         metadata: dict | None = None,
-        opener: Opener | None = None,
+        opener: ShardOpener | Opener | None = None,
     ):
         if isinstance(url, (str, os.PathLike)):
             self.url = os.fspath(url)
@@ -160,8 +165,9 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         return list(self._shards)
 
     @property
-    def opener(self) -> Opener:
-        return self._opener or open_url
+    def opener(self) -> ShardOpener | Opener:
+        """What opens this dataset's shards (callable as ``opener(url)``)."""
+        return self._opener if self._opener is not None else default_opener()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r}, shards={len(self._shards)})"
@@ -171,8 +177,13 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         if opener is not None:
             try:
                 pickle.dumps(opener)
-            except Exception:
-                opener = None  # e.g. a bound Index method: fall back to the default opener
+            except Exception as exc:  # never fall back silently: another opener may lack the credentials
+                raise ConfigurationTypeError(
+                    f"{type(self).__name__}({self.url!r}) cannot be pickled: its shard opener {opener!r} cannot "
+                    f"({type(exc).__name__}: {exc}). Build the dataset with a picklable opener (index.dataset(...) "
+                    "gives one; S3 stores must be configured with credentials, not client=), or open it in the "
+                    "worker process"
+                ) from None
         return (_rebuild, (type(self), self._shards, self.url, self.metadata, opener))
 
     def as_type(self, sample_type: type[Any]) -> "Dataset[Any]":
@@ -314,7 +325,7 @@ def _reduce_dataset_class(cls: type) -> Any:
 copyreg.pickle(_DatasetMeta, _reduce_dataset_class)
 
 
-def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, opener: Opener | None) -> Dataset:
+def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, opener: Any) -> Dataset:
     # ``cls`` itself pickles as ``Dataset[T]`` (see _reduce_dataset_class)
     ds = cls(shards, metadata=metadata, opener=opener)
     ds.url = url
@@ -389,6 +400,6 @@ def load_dataset(
         index = Index()
     entry = index.get_dataset(ref)
     cls_t = sample_type or index.decode_schema(entry.schema_ref)
-    return Dataset[cls_t](  # type: ignore[valid-type]
-        list(entry.data_urls), metadata=entry.metadata, opener=getattr(index, "open_url", None)
-    )
+    shard_opener = getattr(index, "shard_opener", None)
+    opener = shard_opener(entry) if shard_opener is not None else getattr(index, "open_url", None)
+    return Dataset[cls_t](list(entry.data_urls), metadata=entry.metadata, opener=opener)  # type: ignore[valid-type]

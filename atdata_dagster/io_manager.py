@@ -739,4 +739,4 @@ def _dataset_over(index: "Index", entries: list["LocalDatasetEntry"], sample_typ
         "checksums": checksums,
         "entries": [{"partition": pk, "cid": e.cid, "name": e.name} for pk, e in zip(partitions, entries)],
     }
-    return Dataset[sample_type](urls, metadata=meta, opener=index.open_url)  # type: ignore[valid-type]
+    return Dataset[sample_type](urls, metadata=meta, opener=index.shard_opener())  # type: ignore[valid-type]
