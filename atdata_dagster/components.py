@@ -50,7 +50,6 @@ import keyword
 import re
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Callable, Literal, Optional, Union
-from urllib.parse import urlsplit
 
 import dagster as dg
 from pydantic import BaseModel, BeforeValidator, Field, WrapValidator
@@ -58,6 +57,7 @@ from pydantic import BaseModel, BeforeValidator, Field, WrapValidator
 from .checks import DATASET_CHECKS, build_dataset_checks
 from .errors import ConfigurationError, ConfigurationTypeError, InvalidNameError
 from .io_manager import AtdataIOManager
+from .redact import redact, secrets_in
 from .resources import AtdataIndexResource, LocalDiskStoreConfig, RepositoryConfig, S3DataStoreConfig
 
 try:  # the conventions recommend marking new integration components as preview
@@ -168,15 +168,11 @@ def _check_secret(where: str, value: Optional[str], *, url: bool = False, litera
         raise ConfigurationTypeError(f"{where} must be a string or '{{{{ env.NAME }}}}', got {type(value).__name__}")
     if "{{" in value or "{%" in value:
         raise ConfigurationError(
-            f"{where} is the template {value!r}; a secret must be exactly '{{{{ env.NAME }}}}' (one environment "
+            f"{where} is the template {redact(value)!r}; a secret must be exactly '{{{{ env.NAME }}}}' (one environment "
             "variable holding the whole value) so it becomes dagster.EnvVar and is never resolved into the definitions"
         )
     if url:
-        try:
-            password = urlsplit(value).password
-        except ValueError:
-            password = None
-        if password:
+        if secrets_in(value):  # user:pw@, ?password=, password= (libpq key/value)
             raise ConfigurationError(
                 f"{where} holds a password in plain text; put the whole URL in an environment variable and "
                 "write '{{ env.INDEX_DSN }}' (or pass dagster.EnvVar('INDEX_DSN') in Python)"

@@ -18,6 +18,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from .errors import ConfigurationError
+from .redact import redact
 
 if TYPE_CHECKING:  # pragma: no cover
     from .index.index import Index, Repository
@@ -52,12 +53,10 @@ except Exception:  # pragma: no cover - never let registration break an import
 
 
 def _masked_repr_args(model: Any, pairs: Any) -> Any:
-    """``__repr_args__`` with the password of a ``dsn`` / ``redis_url`` URL masked (``***``)."""
-    from .index.providers.sql import mask_url_text
-
+    """``__repr_args__`` with the password of a ``dsn`` / ``redis_url`` masked (``***``)."""
     for name, value in pairs:
         if name in ("dsn", "redis_url") and isinstance(value, str):
-            value = mask_url_text(value)
+            value = redact(value)
         yield name, value
 
 
