@@ -10,6 +10,7 @@ network or the disk at definition time: the engine ``Index`` is built in
 """
 
 
+import importlib.metadata
 import os
 import threading
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
@@ -33,22 +34,31 @@ __all__ = [
 
 def _library_version() -> str:
     try:
-        from importlib.metadata import version
-
-        return version("atdata-dagster")
-    except Exception:  # pragma: no cover - not installed as a distribution
+        return importlib.metadata.version("atdata-dagster")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed as a distribution
         return "0+unknown"
 
 
-try:  # announce the library in the code location's "libraries" list (private API)
+def _register_library() -> None:
+    """Announce the library in the code location's "libraries" list (a private Dagster API).
+
+    Optional: a Dagster without the registry (ImportError) or with another signature
+    (AttributeError, TypeError) must never break importing this module.
+    """
     try:
         from dagster_shared.libraries import DagsterLibraryRegistry
     except ImportError:  # pragma: no cover - older dagster
-        from dagster._core.libraries import DagsterLibraryRegistry  # type: ignore[no-redef]
+        try:
+            from dagster._core.libraries import DagsterLibraryRegistry  # type: ignore[no-redef]
+        except ImportError:
+            return
+    try:
+        DagsterLibraryRegistry.register("atdata-dagster", _library_version(), is_dagster_package=False)
+    except (AttributeError, TypeError):  # pragma: no cover - a registry with another API
+        return
 
-    DagsterLibraryRegistry.register("atdata-dagster", _library_version(), is_dagster_package=False)
-except Exception:  # pragma: no cover - never let registration break an import
-    pass
+
+_register_library()
 
 
 def _masked_repr_args(model: Any, pairs: Any) -> Any:
