@@ -9,7 +9,7 @@ and stream over its shards one at a time, in bounded memory.
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 import dagster as dg
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["DATASET_CHECKS", "DatasetCheck", "build_dataset_checks"]
 
 
-class DatasetCheck(str, Enum):
+class DatasetCheck(StrEnum):
     """The checks :func:`build_dataset_checks` can build (plain strings are accepted too)."""
 
     CHECKSUMS = "checksums"

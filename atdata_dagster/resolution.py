@@ -30,6 +30,7 @@ __all__ = [
     "WriteDefaults",
     "asset_settings",
     "meta_value",
+    "positive_int",
     "recorded_cids",
     "resolve_entry",
 ]
@@ -49,9 +50,10 @@ def _where(asset_key: dg.AssetKey) -> str:
     return f"asset {asset_key.to_user_string()!r}"
 
 
-def _positive_int(where: str, key: str, value: Any) -> Optional[int]:
+def positive_int(where: str, label: str, value: Any) -> Optional[int]:
+    """``value`` if it is ``None`` or an int >= 1, else :class:`ConfigurationError` naming ``label``."""
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise ConfigurationError(f"{where}: '{key}' must be a positive integer, got {value!r}")
+        raise ConfigurationError(f"{where}: {label} must be a positive integer or null, got {value!r}")
     return value
 
 
@@ -104,8 +106,8 @@ class OutputSettings:
             asset_key=asset_key,
             name=name,
             repo=repo,
-            maxcount=_positive_int(where, "atdata/maxcount", m.get("atdata/maxcount", defaults.maxcount)),
-            maxsize=_positive_int(where, "atdata/maxsize", m.get("atdata/maxsize", defaults.maxsize)),
+            maxcount=positive_int(where, "'atdata/maxcount'", m.get("atdata/maxcount", defaults.maxcount)),
+            maxsize=positive_int(where, "'atdata/maxsize'", m.get("atdata/maxsize", defaults.maxsize)),
             manifest=bool(m.get("atdata/manifest", defaults.manifest)),
             promote=bool(m.get("atdata/promote", False)),
         )

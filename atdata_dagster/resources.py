@@ -29,6 +29,8 @@ __all__ = [
     "LocalDiskStoreConfig",
     "RepositoryConfig",
     "S3DataStoreConfig",
+    "check_atmosphere_login",
+    "check_index_choice",
 ]
 
 
@@ -162,14 +164,35 @@ def _env_vars(value: Any):
             yield from _env_vars(v)
 
 
-def _build_provider(path: str | None, dsn: str | None, redis_url: str | None, where: str):
-    from .index.providers import create_provider
+def check_index_choice(
+    where: str, path: str | None, dsn: str | None, redis_url: str | None, *, required: bool = False,
+) -> None:
+    """At most one of ``path``, ``dsn`` and ``redis_url`` (exactly one when ``required``).
 
+    Raises :class:`ConfigurationError` naming ``where`` and the fields to set.
+    """
     given = [n for n, v in (("path", path), ("dsn", dsn), ("redis_url", redis_url)) if v]
     if len(given) > 1:
         raise ConfigurationError(
             f"{where}: set only one of path (SQLite), dsn (PostgreSQL) or redis_url (Redis); got {', '.join(given)}"
         )
+    if required and not given:
+        raise ConfigurationError(f"{where} needs an index: set path (SQLite), dsn (PostgreSQL) or redis_url (Redis)")
+
+
+def check_atmosphere_login(where: str, handle: str | None, password: str | None) -> None:
+    """Both or neither of an atmosphere handle and app password (:class:`ConfigurationError`)."""
+    if bool(handle) != bool(password):
+        raise ConfigurationError(
+            f"{where}: set both atmosphere_handle and atmosphere_password (the password as dagster.EnvVar, "
+            "'{{ env.NAME }}' in YAML) to publish, or neither for read-only access"
+        )
+
+
+def _build_provider(path: str | None, dsn: str | None, redis_url: str | None, where: str) -> Any:
+    from .index.providers import create_provider
+
+    check_index_choice(where, path, dsn, redis_url)
     if dsn:
         return create_provider("postgres", dsn=dsn)
     if redis_url:
@@ -199,10 +222,7 @@ class RepositoryConfig(dg.Config):
     def build(self, name: str) -> "Repository":
         from .index.index import Repository
 
-        if not (self.path or self.dsn or self.redis_url):
-            raise ConfigurationError(
-                f"repository {name!r} needs an index: set path (SQLite), dsn (PostgreSQL) or redis_url (Redis)"
-            )
+        check_index_choice(f"repository {name!r}", self.path, self.dsn, self.redis_url, required=True)
         provider = _build_provider(self.path, self.dsn, self.redis_url, f"repos[{name!r}]")
         return Repository(provider=provider, data_store=self.data_store.build())
 
@@ -315,12 +335,7 @@ class AtdataIndexResource(dg.ConfigurableResource):
     def _atmosphere_arg(self) -> Any:
         if not self.atmosphere:
             return None
-        if self.atmosphere_handle or self.atmosphere_password:
-            if not (self.atmosphere_handle and self.atmosphere_password):
-                raise ConfigurationError(
-                    "AtdataIndexResource: set both atmosphere_handle and atmosphere_password "
-                    "(as dagster.EnvVar) to publish, or neither for read-only access"
-                )
+        check_atmosphere_login("AtdataIndexResource", self.atmosphere_handle, self.atmosphere_password)
         if not (self.atmosphere_handle or self.atmosphere_service_url):
             from .index.index import _ATMOSPHERE_DEFAULT
 
