@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .index.entry import LocalDatasetEntry
     from .index.index import Index
 
-__all__ = ["DATASET_CHECKS", "DatasetCheck", "build_dataset_checks"]
+__all__ = ["DATASET_CHECKS", "DatasetCheck", "ShardStatus", "build_dataset_checks"]
 
 
 class DatasetCheck(StrEnum):
@@ -161,31 +161,49 @@ def _entries(context: dg.AssetCheckExecutionContext, index: "Index", settings: O
 
 
 # --------------------------------------------------------------------------- the checks
+class ShardStatus(StrEnum):
+    """The kind of one ``Index.verify`` result (the text before any ``:`` detail)."""
+
+    OK = "ok"
+    MISMATCH = "mismatch"
+    MISSING = "missing"
+    SKIPPED = "skipped"  # no recorded checksum: cannot be verified
+    ERROR = "error"
+
+    @classmethod
+    def of(cls, status: str) -> "ShardStatus":
+        """The kind of a verify status text; an unknown kind counts as an error."""
+        head = status.split(":", 1)[0]
+        return cls(head) if head in cls._value2member_map_ else cls.ERROR
+
+
 def _check_checksums(index: "Index", targets: Targets) -> dg.AssetCheckResult:
     started = time.monotonic()
-    counts: dict[str, int] = {}
+    counts = dict.fromkeys(ShardStatus, 0)
     bad: list[dict[str, Any]] = []
+    hard: list[dict[str, Any]] = []  # failures other than "no recorded checksum"
     nbytes = 0
     for pk, entry in targets:
         result = index.verify(entry)
         stats = (entry.metadata or {}).get("stats") or {}
         nbytes += int(stats.get("total_bytes") or 0)
         for url, status in result.items():
-            kind = status.split(":", 1)[0]
-            counts[kind] = counts.get(kind, 0) + 1
-            if kind != "ok":
+            kind = ShardStatus.of(status)
+            counts[kind] += 1
+            if kind is not ShardStatus.OK:
                 bad.append({"partition": pk, "url": url, "status": status})
+                if kind is not ShardStatus.SKIPPED:
+                    hard.append(bad[-1])
     seconds = time.monotonic() - started
     total = sum(counts.values())
-    ok = counts.get("ok", 0)
-    hard = [b for b in bad if not b["status"].startswith("skipped")]
+    ok = counts[ShardStatus.OK]
     passed = total > 0 and not bad
     metadata: dict[str, Any] = {
         "shards_checked": total,
         "shards_ok": ok,
-        "shards_mismatch": counts.get("mismatch", 0),
-        "shards_missing": counts.get("missing", 0),
-        "shards_unverifiable": counts.get("skipped", 0),
+        "shards_mismatch": counts[ShardStatus.MISMATCH],
+        "shards_missing": counts[ShardStatus.MISSING],
+        "shards_unverifiable": counts[ShardStatus.SKIPPED],
         "entries_checked": len(targets),
         "bytes_hashed": nbytes,
         "seconds": round(seconds, 3),
