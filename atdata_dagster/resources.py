@@ -326,28 +326,27 @@ class AtdataIndexResource(dg.ConfigurableResource):
                 provider,
                 data_store=self.data_store.build(),
                 repos=repos,
-                atmosphere=self._atmosphere_arg(),
+                **self._atmosphere_kwargs(),
             )
         except BaseException:
             provider.close()
             raise
 
-    def _atmosphere_arg(self) -> Any:
+    def _atmosphere_kwargs(self) -> dict[str, Any]:
+        """The ``atmosphere`` argument of ``Index``: left out for its anonymous default."""
         if not self.atmosphere:
-            return None
+            return {"atmosphere": None}
         check_atmosphere_login("AtdataIndexResource", self.atmosphere_handle, self.atmosphere_password)
         if not (self.atmosphere_handle or self.atmosphere_service_url):
-            from .index.index import _ATMOSPHERE_DEFAULT
-
-            return _ATMOSPHERE_DEFAULT
+            return {}
         from .atmosphere import AtmosphereClient
 
         kwargs: dict[str, Any] = {}
         if self.atmosphere_handle:
             kwargs.update(handle=self.atmosphere_handle, password=self.atmosphere_password)
         if self.atmosphere_service_url:
-            return AtmosphereClient(self.atmosphere_service_url, **kwargs)
-        return AtmosphereClient(**kwargs)
+            return {"atmosphere": AtmosphereClient(self.atmosphere_service_url, **kwargs)}
+        return {"atmosphere": AtmosphereClient(**kwargs)}
 
     def describe(self) -> str:
         """Where the index lives, for logs (never includes a secret)."""
