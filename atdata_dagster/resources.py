@@ -13,16 +13,16 @@ network or the disk at definition time: the engine ``Index`` is built in
 import importlib.metadata
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from .errors import ConfigurationError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .index.index import Index, Repository
-    from .stores.base import DataStore
+from .index.index import Index, Repository
+from .index.providers import IndexProvider, create_provider, provider_from_url
+from .stores.base import DataStore
+from .stores.disk import LocalDiskStore
 
 __all__ = [
     "AtdataIndexResource",
@@ -47,10 +47,10 @@ def _register_library() -> None:
     Optional: a Dagster without the registry (ImportError) or with another signature
     (AttributeError, TypeError) must never break importing this module.
     """
-    try:
+    try:  # lazy: an optional, private Dagster API
         from dagster_shared.libraries import DagsterLibraryRegistry
     except ImportError:  # pragma: no cover - older dagster
-        try:
+        try:  # lazy: an optional, private Dagster API (older location)
             from dagster._core.libraries import DagsterLibraryRegistry  # type: ignore[no-redef]
         except ImportError:
             return
@@ -83,9 +83,7 @@ class LocalDiskStoreConfig(dg.Config):
         description="Directory holding the shards; default ~/.atdata/data, as for Index.",
     )
 
-    def build(self) -> "DataStore":
-        from .stores.disk import LocalDiskStore
-
+    def build(self) -> DataStore:
         return LocalDiskStore(self.root)
 
     def describe(self) -> str:
@@ -118,8 +116,8 @@ class S3DataStoreConfig(dg.Config):
     )
     prefix: str = Field(default="", description="Key prefix inside the bucket under which every dataset lives.")
 
-    def build(self) -> "DataStore":
-        from .stores.s3 import S3DataStore
+    def build(self) -> DataStore:
+        from .stores.s3 import S3DataStore  # lazy: boto3 is imported only when an S3 store is configured
 
         return S3DataStore(
             bucket=self.bucket,
@@ -189,15 +187,11 @@ def check_atmosphere_login(where: str, handle: str | None, password: str | None)
         )
 
 
-def _build_provider(path: str | None, dsn: str | None, redis_url: str | None, where: str) -> Any:
-    from .index.providers import create_provider
-
+def _build_provider(path: str | None, dsn: str | None, redis_url: str | None, where: str) -> IndexProvider:
     check_index_choice(where, path, dsn, redis_url)
     if dsn:
         return create_provider("postgres", dsn=dsn)
     if redis_url:
-        from .index.providers import provider_from_url
-
         return provider_from_url(redis_url)
     return create_provider("sqlite", path=path or None)
 
@@ -219,9 +213,7 @@ class RepositoryConfig(dg.Config):
     def __repr_args__(self) -> Any:  # the DSN / Redis URL may hold a password
         return _masked_repr_args(self, super().__repr_args__())
 
-    def build(self, name: str) -> "Repository":
-        from .index.index import Repository
-
+    def build(self, name: str) -> Repository:
         check_index_choice(f"repository {name!r}", self.path, self.dsn, self.redis_url, required=True)
         provider = _build_provider(self.path, self.dsn, self.redis_url, f"repos[{name!r}]")
         return Repository(provider=provider, data_store=self.data_store.build())
@@ -293,7 +285,7 @@ class AtdataIndexResource(dg.ConfigurableResource):
             index.close()
 
     # -- the engine object
-    def get_index(self) -> "Index":
+    def get_index(self) -> Index:
         """The engine ``Index`` for this configuration (built on first use outside a run)."""
         if self._index is None:
             with self._lock:
@@ -301,14 +293,12 @@ class AtdataIndexResource(dg.ConfigurableResource):
                     self._index = self.build_index()
         return self._index
 
-    def build_index(self) -> "Index":
+    def build_index(self) -> Index:
         """A new engine ``Index`` for this configuration (the caller closes it).
 
         Outside a run, ``dagster.EnvVar`` fields are read from the environment here (a
         missing variable raises :class:`ConfigurationError` naming it).
         """
-        from .index.index import Index
-
         env_vars = set(_env_vars(self))
         missing = sorted(v for v in env_vars if os.environ.get(v) is None)
         if missing:
@@ -339,7 +329,7 @@ class AtdataIndexResource(dg.ConfigurableResource):
         check_atmosphere_login("AtdataIndexResource", self.atmosphere_handle, self.atmosphere_password)
         if not (self.atmosphere_handle or self.atmosphere_service_url):
             return {}
-        from .atmosphere import AtmosphereClient
+        from .atmosphere import AtmosphereClient  # lazy: atproto is imported only when the atmosphere is configured
 
         kwargs: dict[str, Any] = {}
         if self.atmosphere_handle:
