@@ -11,9 +11,13 @@ import sqlite3
 import dagster as dg
 import numpy as np
 import pytest
+from sqlalchemy.engine import make_url
 
 from atdata_dagster.dataset import Dataset
 from atdata_dagster.errors import ConfigurationTypeError, InvalidRefError, ProviderError
+from atdata_dagster.io_manager import AtdataIOManager
+from atdata_dagster.resources import AtdataIndexResource, LocalDiskStoreConfig
+from tests.tcp_proxy import StoppableProxy
 
 from .helpers import Row, materialization, md, rows
 
@@ -76,6 +80,30 @@ def test_a_corrupt_index_row_for_the_recorded_cid_fails_the_load_with_a_provider
     with pytest.raises(ProviderError, match="not valid msgpack"):
         _load_down(assets, io_manager, instance)
     assert "labels" not in assets[2]
+
+
+@pytest.mark.postgres
+def test_an_index_that_goes_down_while_the_recorded_cid_is_read_fails_the_load_with_a_provider_error(
+    assets, instance, postgres_dsn, tmp_path,
+):
+    url = make_url(postgres_dsn)
+    proxy = StoppableProxy(url.port or 5432)
+    try:
+        resource = AtdataIndexResource(
+            dsn=url.set(port=proxy.port).render_as_string(hide_password=False),
+            data_store=LocalDiskStoreConfig(root=str(tmp_path / "data")), atmosphere=False,
+        )
+        io_manager = AtdataIOManager(index=resource)
+        up = assets[0]
+        recorded = md(materialization(dg.materialize([up], resources={"io_manager": io_manager}, instance=instance), "up"), "atdata/cid")
+        proxy.down_on(recorded.encode(), 1)  # PostgreSQL becomes unreachable as the recorded entry is read
+
+        with pytest.raises(ProviderError, match=f"read entry {recorded}"):
+            _load_down(assets, io_manager, instance)
+        assert proxy.seen >= 1, "the recorded CID was never looked up"
+        assert "labels" not in assets[2]
+    finally:
+        proxy.close()
 
 
 def test_the_recorded_entry_is_read_even_when_the_name_points_elsewhere(assets, io_manager, instance, index):
