@@ -627,7 +627,8 @@ class Index:
             return self._index_urls(repo, ds, name=bare, schema_ref=schema_ref, metadata=metadata)
         prefix = prefix or bare
         validate_dataset_name(prefix)
-        claim_store(store, repo.provider)  # gc: this index writes into the store
+        # gc: this index writes into the store
+        claim_store(store, repo.provider, what=f"record the index identity before inserting {name!r}")
         if schema_ref is None:
             schema_ref = self._implicit_schema_ref(_dataset_sample_type(ds), repo)
         result = store.write_shards(ds, prefix=prefix, maxcount=maxcount, maxsize=maxsize, manifest=manifest)
@@ -666,7 +667,8 @@ class Index:
             )
         assert repo is not None
         store = self._store_for(repo)
-        claim_store(store, repo.provider)  # gc: this index writes into the store
+        # gc: this index writes into the store
+        claim_store(store, repo.provider, what=f"record the index identity before writing {name!r}")
         result, schema_ref = self._write_shards(
             samples, store, prefix=bare, repo=repo, schema_ref=schema_ref, maxcount=maxcount,
             maxsize=maxsize, manifest=manifest, progress=progress,

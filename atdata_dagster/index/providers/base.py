@@ -185,6 +185,18 @@ class IndexProvider(ABC):
         not msgpack-encodable.
         """
 
+    #: where the index identity is kept, outside atdata's tables and keys (atdata never reads it)
+    IDENTITY_TABLE: ClassVar[str] = "atdata_dagster_meta"
+    IDENTITY_KEY: ClassVar[str] = "atdata_dagster:index_id"
+
+    def index_identity(self, create: str | None = None, *, what: str = "read the index identity") -> str | None:
+        """This index's identity (``gc`` ownership marks); ``None`` if it has none yet.
+
+        With ``create`` (a fresh uuid hex), store it first unless one exists: concurrent
+        creators agree on one value. Providers that cannot keep one return ``None``.
+        """
+        return None
+
     @abstractmethod
     def delete_entry(self, cid: str) -> None:
         """Remove an entry and the labels that point at it (missing is not an error)."""

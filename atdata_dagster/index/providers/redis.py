@@ -573,6 +573,14 @@ class RedisProvider(IndexProvider):
         if not found:
             raise NotFoundError(f"no dataset entry with CID {cid!r} in {self.describe()}")
 
+    def index_identity(self, create: str | None = None, *, what: str = "read the index identity") -> str | None:
+        """Kept in the string key ``atdata_dagster:index_id`` (a namespace atdata's SCANs never match)."""
+        key = self.IDENTITY_KEY
+        if create is not None:
+            self._call(self.redis.set, key, create, nx=True, what=what, keys=[(key, "string")])
+        value = self._call(self.redis.get, key, what=what, keys=[(key, "string")])
+        return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+
     def merge_entry_metadata(self, cid: str, patch: Mapping[str, Any]) -> dict:
         """Read, merge and write the ``metadata`` field in one optimistic transaction.
 

@@ -48,7 +48,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy import exc as sa_exc
+from sqlalchemy import exc as sa_exc, text as sql_text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
@@ -639,6 +639,35 @@ class SqlProvider(IndexProvider):
         if updated == 0:
             raise NotFoundError(f"no dataset entry with CID {cid!r} in {self.describe()}")
 
+    def index_identity(self, create: str | None = None, *, what: str = "read the index identity") -> str | None:
+        """Kept in the table ``atdata_dagster_meta`` (row ``key = 'index_id'``); read and
+        created in one retried write transaction (a lost connection is retried like any write)."""
+        table = self.IDENTITY_TABLE
+        select = sql_text(f"SELECT value FROM {table} WHERE key = 'index_id'")
+
+        def read(conn: Connection) -> str | None:
+            return conn.execute(select).scalar() if self._has_table(conn, table) else None
+
+        found = self._reading(read, what=what)
+        if found is not None or create is None:
+            return found
+
+        def run(conn: Connection) -> str | None:
+            self._lock_identity(conn)
+            conn.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute(sql_text(f"INSERT INTO {table} (key, value) VALUES ('index_id', :v) "
+                              "ON CONFLICT (key) DO NOTHING"), {"v": create})
+            return conn.execute(select).scalar()
+
+        return self._writing(run, what=what)
+
+    @abstractmethod
+    def _has_table(self, conn: Connection, table: str) -> bool:
+        """Whether ``table`` exists (in the provider's schema)."""
+
+    def _lock_identity(self, conn: Connection) -> None:
+        """Serialize concurrent creation of the identity table (SQLite's write lock already does)."""
+
     def merge_entry_metadata(self, cid: str, patch: Mapping[str, Any]) -> dict:
         """Read, merge and write the metadata in one write transaction (SQLite: BEGIN
         IMMEDIATE, so no other writer runs in between; PostgreSQL: the row is read FOR
@@ -836,6 +865,10 @@ def _install_idle_ping(engine: Engine, idle_after: float) -> None:
 _SQLITE_NOW = func.strftime("%Y-%m-%d %H:%M:%f", "now")
 
 
+#: advisory lock key serializing concurrent creation of the identity table ("atme")
+_PG_IDENTITY_LOCK = 0x61746D65
+
+
 # -- SQLite -------------------------------------------------------------------------------
 class SqliteProvider(SqlProvider):
     """atdata's default index: a SQLite file (``~/.atdata/index.db`` unless ``path``).
@@ -905,6 +938,10 @@ class SqliteProvider(SqlProvider):
                 cur.close()
 
         return engine, engine
+
+    def _has_table(self, conn: Connection, table: str) -> bool:
+        return conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                    (table,)).first() is not None
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -1164,6 +1201,13 @@ class PostgresProvider(SqlProvider):
         self._check_open()
         with self._engine.begin() as conn:
             yield conn
+
+    def _has_table(self, conn: Connection, table: str) -> bool:
+        return conn.exec_driver_sql("SELECT to_regclass(%(t)s)", {"t": table}).scalar() is not None
+
+    def _lock_identity(self, conn: Connection) -> None:
+        # CREATE TABLE IF NOT EXISTS races on PostgreSQL's catalog: one creator at a time
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": _PG_IDENTITY_LOCK})
 
     def _is_transient(self, e: sa_exc.DBAPIError) -> bool:
         if e.connection_invalidated:
