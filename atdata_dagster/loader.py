@@ -18,8 +18,10 @@ The plan, per epoch
    samples, so DDP never waits on a rank that ran out. A rank's positions are numbered
    ``q = 0 .. L-1``: its **canonical sequence**, which does not depend on workers.
 3. **Workers.** The rank's *remaining* positions (all of them, unless resuming) are cut
-   into ``num_workers`` contiguous parts of equal length (±1); worker ``w`` streams part
-   ``w`` shard range by shard range. With ``shuffle=True`` each worker passes its stream
+   into ``num_workers`` contiguous parts of equal length (±1 block; a block is
+   ``batch_size`` positions when ``Dataset.torch(batch_size=...)`` batches, so only the
+   rank's last batch can be short and the batch count does not depend on the worker
+   count); worker ``w`` streams part ``w`` shard range by shard range. With ``shuffle=True`` each worker passes its stream
    through a shuffle buffer bounded in **bytes** (``shuffle_buffer_bytes``; sample sizes
    are the per-shard means recorded in the index, so the bound and the order are the same
    on every machine), with its own random stream seeded from
@@ -172,7 +174,10 @@ class Loader:
         shuffle_buffer_bytes: int = DEFAULT_SHUFFLE_BUFFER_BYTES,
         cache_dir: str | os.PathLike | None = None,
         cache_limit_bytes: int | None = None,
+        block: int = 1,
     ):
+        if not isinstance(block, int) or block < 1:
+            raise ValueError(f"block must be a positive integer, got {block!r}")
         if not isinstance(world_size, int) or world_size < 1:
             raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
         if not isinstance(rank, int) or not 0 <= rank < world_size:
@@ -189,6 +194,7 @@ class Loader:
         self.verify = bool(verify)
         self.fields = None if fields is None else list(fields)
         self.shuffle_buffer_bytes = shuffle_buffer_bytes
+        self.block = block
         self.cache = ShardCache(cache_dir, cache_limit_bytes) if cache_dir is not None else None
         self.identity = dataset.identity()
         self.num_samples = sum(s.num_samples for s in self.specs)
@@ -209,6 +215,17 @@ class Loader:
         self._consumed = 0
         # a resume waiting for the next iter_worker: ("worker", state) or ("global", plan)
         self._pending: tuple[str, dict] | None = None
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers started by spawn/forkserver get a pickled copy: the decoder is
+        # a closure, so it is rebuilt on the other side.
+        state = dict(self.__dict__)
+        state["_decode"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._decode = self.dataset._projector(self.fields)
 
     # ------------------------------------------------------------ epochs
     def set_epoch(self, epoch: int) -> None:
@@ -276,9 +293,13 @@ class Loader:
         return {"intervals": [(0, self.rank_length)], "num_workers": num_workers, "gen": 0, "epoch": self.epoch}
 
     def _part(self, plan: dict, worker: int) -> list[Interval]:
+        """Worker ``worker``'s contiguous share of the plan: whole blocks of ``block`` positions."""
         intervals, w_count = plan["intervals"], plan["num_workers"]
         m = _total(intervals)
-        return _slice(intervals, worker * m // w_count, (worker + 1) * m // w_count)
+        b = self.block
+        blocks = -(-m // b)
+        lo, hi = worker * blocks // w_count * b, min((worker + 1) * blocks // w_count * b, m)
+        return _slice(intervals, lo, hi)
 
     def output_order(self, plan: dict, worker: int) -> list[int] | None:
         """Positions in the order worker ``worker`` yields them, or ``None`` when it is the part's order."""
@@ -493,6 +514,7 @@ def _header(loader: Loader) -> dict:
         "drop_last": loader.drop_last,
         "num_samples": loader.num_samples,
         "shuffle_buffer_bytes": loader.shuffle_buffer_bytes,
+        "block": loader.block,
     }
 
 
@@ -506,7 +528,7 @@ def _plan_of(raw: dict) -> dict:
             "gen": int(raw["gen"]), "epoch": int(raw["epoch"])}
 
 
-_MUST_MATCH = ("seed", "shuffle", "rank", "world_size", "drop_last", "num_samples", "shuffle_buffer_bytes")
+_MUST_MATCH = ("seed", "shuffle", "rank", "world_size", "drop_last", "num_samples", "shuffle_buffer_bytes", "block")
 
 
 def check_state(loader: Loader, state: Any) -> dict:

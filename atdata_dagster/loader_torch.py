@@ -80,7 +80,7 @@ class TorchDataset(IterableDataset):
         rank, world_size = _dist_defaults(rank, world_size)
         self.dataset = dataset
         self.batch_size = batch_size
-        self.loader = Loader(dataset, rank=rank, world_size=world_size, **options)
+        self.loader = Loader(dataset, rank=rank, world_size=world_size, block=batch_size or 1, **options)
 
     # -- what DDP and the trainer see
     @property
@@ -108,11 +108,7 @@ class TorchDataset(IterableDataset):
         n = self.loader.rank_len()
         if self.batch_size is None:
             return n
-        info = get_worker_info()
-        workers = info.num_workers if info is not None else 1
-        b = self.batch_size
-        # each worker batches its own part: parts differ by at most one sample
-        return sum(-(-((w + 1) * n // workers - w * n // workers) // b) for w in range(workers))
+        return -(-n // self.batch_size)  # workers' parts are whole batches: only the last can be short
 
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
