@@ -1,368 +1,167 @@
-"""Dataset.torch(): exactly-once over ranks and DataLoader workers, epochs, resume, verified reads, S3 cache.
+"""The torch-free loader plan: exactly once over ranks and workers, equal rank lengths, exact resume.
 
-Everything runs on real PyTorch (CPU) and torchdata's StatefulDataLoader; the S3 test
-uses the real RGW started by the suite.
+Property-based over shard layouts, rank and worker counts, drop_last, shuffling and the
+points where a run stops; every case reads real shards written to a temp directory.
 """
 
 from __future__ import annotations
 
 import collections
-import os
-import socket
-from pathlib import Path
+import tempfile
 
 import numpy as np
 import pytest
-from numpy.typing import NDArray
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-torch = pytest.importorskip("torch")
-stateful = pytest.importorskip("torchdata.stateful_dataloader")
-
-from torch.utils.data import DataLoader  # noqa: E402
-
-from atdata_dagster import local, packable  # noqa: E402
-from atdata_dagster.dataset import Dataset  # noqa: E402
-from atdata_dagster.errors import ChecksumMismatchError, LoaderStateError, ShardError  # noqa: E402
-from atdata_dagster.loader_torch import collate  # noqa: E402
-
-StatefulDataLoader = stateful.StatefulDataLoader
+from atdata_dagster import packable
+from atdata_dagster.dataset import Dataset
+from atdata_dagster.errors import LoaderStateError
+from atdata_dagster.loader import Loader, global_state, load_state, make_state, merge_states
+from atdata_dagster.shards.writer import write_samples
 
 
 @packable
-class Item:
+class Num:
     idx: int
-    vec: NDArray[np.float32]
+    pad: bytes
 
 
-N = 103  # not a multiple of any rank or worker count used below
+_LAYOUTS: dict[tuple[int, ...], Dataset] = {}
+_ROOT = tempfile.mkdtemp(prefix="atdata-loader-plan-")
 
 
-def items(n: int = N):
-    return (Item(idx=i, vec=np.full(4, i, np.float32)) for i in range(n))
+def dataset(counts: tuple[int, ...]) -> Dataset:
+    """Real shards holding ``counts[i]`` samples each, numbered 0..N-1 in order (cached per layout)."""
+    ds = _LAYOUTS.get(counts)
+    if ds is None:
+        urls, start = [], 0
+        for s, n in enumerate(counts):
+            path = f"{_ROOT}/{'-'.join(map(str, counts))}-{s}.tar"
+            write_samples((Num(idx=start + i, pad=bytes((start + i) % 50)) for i in range(n)), path)
+            urls.append(path)
+            start += n
+        ds = _LAYOUTS[counts] = Dataset[Num](urls, metadata={"stats": {"shard_samples": list(counts)}})
+    return ds
 
 
-@pytest.fixture
-def index(tmp_path: Path):
-    idx = local.Index(path=str(tmp_path / "index.db"), data_store=local.LocalDiskStore(tmp_path / "data"), atmosphere=None)
-    yield idx
-    idx.close()
-
-
-@pytest.fixture
-def ds(index):
-    """103 items in 11 shards of at most 10, opened through the index (counts and checksums known)."""
-    index.write(items(), name="items", maxcount=10)
-    return index.dataset("items", Item)
-
-
-def ids(batches) -> list[int]:
-    out: list[int] = []
-    for b in batches:
-        out.extend(int(x) for x in b["idx"])
-    return out
-
-
-def exactly_once(seen: list[int], n: int = N) -> None:
-    counts = collections.Counter(seen)
-    assert sorted(counts) == list(range(n)), f"missing {sorted(set(range(n)) - set(counts))[:10]}"
-    assert max(counts.values()) == 1, f"repeated {[k for k, c in counts.items() if c > 1][:10]}"
-
-
-# ------------------------------------------------------------------ exactly once
-
-
-@pytest.mark.parametrize("num_workers", [0, 2, 3])
-def test_dataloader_workers_yield_every_sample_exactly_once(ds, num_workers):
-    tds = ds.torch()
-    assert len(tds) == N
-    loader = DataLoader(tds, batch_size=8, num_workers=num_workers, collate_fn=collate)
-    exactly_once(ids(loader))
-
-
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_shuffled_epoch_is_still_exactly_once_and_batches_collate_to_tensors(ds, num_workers):
-    tds = ds.torch(shuffle=True, seed=3, batch_size=5, shuffle_buffer_bytes=2000)
-    batches = list(DataLoader(tds, batch_size=None, num_workers=num_workers))
-    assert isinstance(batches[0]["vec"], torch.Tensor) and batches[0]["vec"].shape[1:] == (4,)
-    assert len(batches) == len(tds)
-    seen = ids(batches)
-    exactly_once(seen)
-    assert seen != sorted(seen)
-
-
-def test_three_ranks_of_two_workers_split_one_epoch_into_equal_parts(ds):
-    per_rank = []
-    for rank in range(3):
-        tds = ds.torch(rank=rank, world_size=3, drop_last=True, shuffle=True, seed=1)
-        got = ids(DataLoader(tds, batch_size=4, num_workers=2, collate_fn=collate))
-        assert len(got) == len(tds) == N // 3
-        per_rank.append(got)
-    seen = [i for got in per_rank for i in got]
-    counts = collections.Counter(seen)
-    assert len(seen) == 3 * (N // 3) and max(counts.values()) == 1  # the remainder of 1 is dropped
-
-
-def test_padding_gives_every_rank_the_same_length_and_covers_every_sample(ds):
-    per_rank = [ids(DataLoader(ds.torch(rank=r, world_size=3, drop_last=False), batch_size=7, num_workers=2,
-                               collate_fn=collate)) for r in range(3)]
-    assert [len(p) for p in per_rank] == [35, 35, 35]  # ceil(103 / 3)
-    counts = collections.Counter(i for p in per_rank for i in p)
-    assert sorted(counts) == list(range(N))
-    assert sum(c - 1 for c in counts.values()) == 3 * 35 - N  # only the padding repeats
-
-
-def test_few_shards_are_split_into_sample_ranges_across_ranks(index):
-    index.write(items(40), name="one", maxcount=1000)  # a single shard
-    ds1 = index.dataset("one", Item)
-    parts = [ids(DataLoader(ds1.torch(rank=r, world_size=4), batch_size=3, num_workers=2, collate_fn=collate))
-             for r in range(4)]
-    assert [len(p) for p in parts] == [10, 10, 10, 10]
-    exactly_once([i for p in parts for i in p], 40)
-
-
-def _gloo_worker(rank: int, world: int, port: int, db: str, data: str, out: str) -> None:
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        idx = local.Index(path=db, data_store=local.LocalDiskStore(data), atmosphere=None)
-        tds = idx.dataset("items", Item).torch(shuffle=True, seed=7)  # rank/world from torch.distributed
-        assert (tds.rank, tds.world_size) == (rank, world)
-        got = ids(DataLoader(tds, batch_size=4, num_workers=2, collate_fn=collate))
-        n = torch.tensor([len(got)])
-        dist.all_reduce(n, op=dist.ReduceOp.MAX)  # would block if a rank had fewer batches to train on
-        Path(out, f"rank{rank}.txt").write_text(",".join(map(str, got)))
-        idx.close()
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_torch_distributed_gloo_two_processes_share_one_epoch(ds, tmp_path):
-    import torch.multiprocessing as mp
-
-    out = tmp_path / "out"
-    out.mkdir()
-    mp.spawn(_gloo_worker, args=(2, _free_port(), str(tmp_path / "index.db"), str(tmp_path / "data"), str(out)),
-             nprocs=2, join=True)
-    parts = [[int(x) for x in (out / f"rank{r}.txt").read_text().split(",")] for r in range(2)]
-    assert len(parts[0]) == len(parts[1]) == 52  # ceil(103 / 2): one sample repeated as padding
-    counts = collections.Counter(parts[0] + parts[1])
-    assert sorted(counts) == list(range(N)) and sum(counts.values()) == 104
-
-
-# ------------------------------------------------------------------ epochs
-
-
-def test_set_epoch_gives_a_deterministic_new_order(ds):
-    def order(epoch: int) -> list[int]:
-        tds = ds.torch(shuffle=True, seed=11, shuffle_buffer_bytes=4000)
-        tds.set_epoch(epoch)
-        return ids(DataLoader(tds, batch_size=10, num_workers=2, collate_fn=collate))
-
-    first, again, second = order(0), order(0), order(1)
-    assert first == again
-    assert first != second
-    exactly_once(second)
-
-
-# ------------------------------------------------------------------ resume
-
-
-def _take(it, k: int) -> list[int]:
+def run(loader: Loader, worker: int, workers: int, take: int | None = None) -> tuple[list[int], dict]:
     got = []
-    for _ in range(k):
-        got.extend(int(x) for x in next(it)["idx"])
-    return got
+    it = loader.iter_worker(worker, workers)
+    for _, sample in it:
+        got.append(sample.idx)
+        if take is not None and len(got) >= take:
+            break
+    return got, make_state(loader, worker, workers)
 
 
-@pytest.mark.parametrize("shuffle", [False, True])
-@pytest.mark.parametrize("before,after", [(2, 2), (2, 3), (3, 1), (2, 0), (0, 2)])
-def test_resume_mid_epoch_onto_the_same_or_another_worker_count_is_exact(ds, shuffle, before, after):
-    opts = dict(shuffle=shuffle, seed=5, shuffle_buffer_bytes=3000)
-    tds = ds.torch(**opts)
-    loader = StatefulDataLoader(tds, batch_size=4, num_workers=before, collate_fn=collate)
-    it = iter(loader)
-    first = _take(it, 7)  # the workers have prefetched more than this: it must not count
-    state = loader.state_dict()
-    del it, loader  # "killed"
+layouts = st.lists(st.integers(1, 12), min_size=1, max_size=5).map(tuple)
 
-    fresh = ds.torch(**opts)
-    if after == before:
-        resumed = StatefulDataLoader(fresh, batch_size=4, num_workers=after, collate_fn=collate)
-        resumed.load_state_dict(state)
+
+@settings(max_examples=40, deadline=None)
+@given(counts=layouts, world=st.integers(1, 4), workers=st.integers(1, 3), drop_last=st.booleans(),
+       shuffle=st.booleans(), buffer=st.sampled_from([0, 40, 400]), seed=st.integers(0, 3))
+def test_every_rank_gets_the_same_length_and_the_epoch_is_covered_once(counts, world, workers, drop_last, shuffle,
+                                                                        buffer, seed):
+    ds = dataset(counts)
+    n = sum(counts)
+    if drop_last and n < world:
+        return
+    seen = []
+    lengths = []
+    for rank in range(world):
+        loader = Loader(ds, rank=rank, world_size=world, drop_last=drop_last, shuffle=shuffle, seed=seed,
+                        shuffle_buffer_bytes=buffer)
+        got = [i for w in range(workers) for i in run(loader, w, workers)[0]]
+        assert len(got) == loader.rank_len()
+        lengths.append(len(got))
+        seen += got
+    assert len(set(lengths)) == 1
+    counts_seen = collections.Counter(seen)
+    if drop_last:
+        assert len(seen) == n // world * world and max(counts_seen.values()) == 1
     else:
-        fresh.load_state_dict(state)  # the whole DataLoader state, onto another worker count
-        resumed = StatefulDataLoader(fresh, batch_size=4, num_workers=after, collate_fn=collate)
-    rest = ids(resumed)
-    exactly_once(first + rest)
+        assert sorted(counts_seen) == list(range(n))
+        assert len(seen) - n == -(-n // world) * world - n < world
 
 
-def test_resume_with_the_same_workers_continues_the_uninterrupted_order(ds):
-    opts = dict(shuffle=True, seed=9, shuffle_buffer_bytes=3000)
-    whole = ids(StatefulDataLoader(ds.torch(**opts), batch_size=4, num_workers=2, collate_fn=collate))
-    loader = StatefulDataLoader(ds.torch(**opts), batch_size=4, num_workers=2, collate_fn=collate)
-    it = iter(loader)
-    first = _take(it, 5)
-    state = loader.state_dict()
-    del it, loader
-    resumed = StatefulDataLoader(ds.torch(**opts), batch_size=4, num_workers=2, collate_fn=collate)
-    resumed.load_state_dict(state)
-    assert first + ids(resumed) == whole
+@settings(max_examples=40, deadline=None)
+@given(counts=layouts, workers=st.integers(1, 3), after=st.integers(1, 4), shuffle=st.booleans(),
+       fraction=st.floats(0, 1), seed=st.integers(0, 3))
+def test_resume_from_any_stopping_point_onto_any_worker_count_is_exact(counts, workers, after, shuffle, fraction, seed):
+    ds = dataset(counts)
+    opts = dict(shuffle=shuffle, seed=seed, shuffle_buffer_bytes=64)
+    first, states = [], []
+    for w in range(workers):
+        loader = Loader(ds, **opts)
+        part = len(run(Loader(ds, **opts), w, workers)[0])
+        got, state = run(loader, w, workers, take=int(part * fraction))
+        if int(part * fraction) == 0:
+            got, state = [], make_state(Loader(ds, **opts), w, workers)
+        first += got
+        states.append(state)
+    resumed = Loader(ds, **opts)
+    plan = merge_states(resumed, states)
+    rest = []
+    for w in range(after):
+        loader = Loader(ds, **opts)
+        load_state(loader, global_state(loader, plan))
+        rest += run(loader, w, after)[0]
+    assert sorted(first + rest) == list(range(sum(counts)))
 
 
-def test_resume_twice_across_worker_counts_is_exact(ds):
-    opts = dict(shuffle=True, seed=2)
-    loader = StatefulDataLoader(ds.torch(**opts), batch_size=3, num_workers=3, collate_fn=collate)
-    it = iter(loader)
-    seen = _take(it, 4)
-    state = loader.state_dict()
-    del it, loader
-    tds = ds.torch(**opts)
-    tds.load_state_dict(state)
-    loader = StatefulDataLoader(tds, batch_size=3, num_workers=2, collate_fn=collate)
-    it = iter(loader)
-    seen += _take(it, 6)
-    state = loader.state_dict()
-    del it, loader
-    tds = ds.torch(**opts)
-    tds.load_state_dict(state)
-    seen += ids(StatefulDataLoader(tds, batch_size=3, num_workers=0, collate_fn=collate))
-    exactly_once(seen)
+def test_same_worker_count_resume_continues_the_same_order():
+    ds = dataset((7, 5, 9))
+    whole = run(Loader(ds, shuffle=True, seed=4, shuffle_buffer_bytes=100), 1, 2)[0]
+    loader = Loader(ds, shuffle=True, seed=4, shuffle_buffer_bytes=100)
+    head, state = run(loader, 1, 2, take=4)
+    again = Loader(ds, shuffle=True, seed=4, shuffle_buffer_bytes=100)
+    load_state(again, state)
+    assert head + run(again, 1, 2)[0] == whole
 
 
-def test_a_state_of_another_dataset_version_is_refused(index, ds):
-    loader = StatefulDataLoader(ds.torch(), batch_size=4, num_workers=0, collate_fn=collate)
-    it = iter(loader)
-    next(it)
-    state = loader.state_dict()
-    index.write(items(50), name="items", maxcount=10)  # a new version under the same name
-    other = index.dataset("items", Item)
-    assert other.cid != ds.cid
-    with pytest.raises(LoaderStateError, match=ds.cid):
-        other.torch().load_state_dict(state)
-    with pytest.raises(LoaderStateError, match="seed"):
-        ds.torch(seed=1).load_state_dict(state)
+def test_a_worker_state_loaded_into_another_worker_is_refused():
+    ds = dataset((7, 5, 9))
+    _, state = run(Loader(ds), 0, 2, take=3)
+    loader = Loader(ds)
+    load_state(loader, state)
+    with pytest.raises(LoaderStateError, match="load the whole"):
+        next(loader.iter_worker(1, 2))
 
 
-def test_state_is_plain_json_and_names_the_cid(ds):
-    import json
+def test_set_epoch_reorders_deterministically_and_drops_a_resume_of_another_epoch():
+    ds = dataset((7, 5, 9))
 
-    tds = ds.torch()
-    it = iter(tds)
-    [next(it) for _ in range(3)]
-    state = tds.state_dict()
-    assert json.loads(json.dumps(state)) == state
-    assert state["dataset"] == ds.cid and state["consumed"] == 3
+    def order(epoch: int) -> list[int]:
+        loader = Loader(ds, shuffle=True, seed=1)
+        loader.set_epoch(epoch)
+        return run(loader, 0, 1)[0]
 
-
-# ------------------------------------------------------------------ verified reads
-
-
-def _shard_path(ds: Dataset, i: int) -> Path:
-    return Path(ds.list_shards()[i])
+    assert order(3) == order(3) != order(4)
+    loader = Loader(ds, shuffle=True, seed=1)
+    _, state = run(loader, 0, 1, take=5)
+    load_state(loader, state)
+    loader.set_epoch(1)
+    assert sorted(run(loader, 0, 1)[0]) == list(range(21))  # a whole new epoch, not the rest of epoch 0
 
 
-def _drain(tds) -> tuple[list[int], Exception | None]:
-    got: list[int] = []
-    try:
-        for sample in tds:
-            got.append(sample.idx)
-    except Exception as exc:  # noqa: BLE001 - the test inspects it
-        return got, exc
-    return got, None
+def test_a_state_of_other_shards_is_refused():
+    _, state = run(Loader(dataset((7, 5, 9))), 0, 1, take=2)
+    with pytest.raises(LoaderStateError, match="belongs to dataset"):
+        load_state(Loader(dataset((7, 5, 8))), state)
+    with pytest.raises(LoaderStateError, match="format"):
+        load_state(Loader(dataset((7, 5, 9))), {"epoch": 0})
 
 
-def test_a_flipped_byte_stops_the_shard_before_any_of_its_samples(ds):
-    path = _shard_path(ds, 4)  # samples 40..49
-    data = bytearray(path.read_bytes())
-    data[700] ^= 0x01  # inside sample 40's payload: the tar still parses
-    path.write_bytes(bytes(data))
-    got, exc = _drain(ds.torch())
-    assert isinstance(exc, ChecksumMismatchError) and str(path) in str(exc)
-    assert got == list(range(40))  # shards 0..3, nothing of shard 4
-    # without verification the corrupt sample is read as if it were good
-    got, exc = _drain(ds.torch(verify=False))
-    assert 40 in got or exc is not None
-
-
-def test_a_truncated_shard_is_refused_by_its_checksum(ds):
-    path = _shard_path(ds, 0)
-    path.write_bytes(path.read_bytes()[:1500])
-    got, exc = _drain(ds.torch())
-    assert isinstance(exc, ChecksumMismatchError) and str(path) in str(exc) and got == []
-
-
-def test_a_missing_shard_names_the_shard(ds):
-    path = _shard_path(ds, 2)
-    path.unlink()
-    got, exc = _drain(ds.torch())
-    assert isinstance(exc, ShardError) and str(path) in str(exc) and "does not exist" in str(exc)
-    assert got == list(range(20))
-
-
-def test_a_corrupt_shard_fails_a_worker_of_a_dataloader_too(ds):
-    path = _shard_path(ds, 7)
-    data = bytearray(path.read_bytes())
-    data[-2000] ^= 0xFF
-    path.write_bytes(bytes(data))
-    with pytest.raises(ChecksumMismatchError, match=str(path)):
-        list(DataLoader(ds.torch(), batch_size=4, num_workers=2, collate_fn=collate))
-
-
-# ------------------------------------------------------------------ projection and S3 cache
-
-
-def test_torch_fields_decodes_only_the_named_fields(ds):
-    batch = next(iter(DataLoader(ds.torch(fields=["idx"]), batch_size=4, collate_fn=collate)))
-    assert batch["idx"].tolist() == [0, 1, 2, 3]
-    assert batch["vec"] == [None] * 4
-
-
-@pytest.mark.s3
-@pytest.mark.xdist_group("s3")
-def test_s3_shards_are_cached_verified_and_not_downloaded_again(s3_store, tmp_path):
-    idx = local.Index(path=str(tmp_path / "i.db"), data_store=s3_store, atmosphere=None)
-    idx.write(items(), name="items", maxcount=25)
-    ds3 = idx.dataset("items", Item)
-    gets: list[str] = []
-    s3_store.client.meta.events.register("before-send.s3.GetObject", lambda request, **kw: gets.append(request.url))
-    tds = ds3.torch(shuffle=True, cache_dir=tmp_path / "cache")
-    tds.set_epoch(0)
-    exactly_once(ids(DataLoader(tds, batch_size=8, collate_fn=collate)))
-    first = len(gets)
-    assert first == len(ds3.list_shards()) == 5  # one GET per shard, verified as it entered the cache
-    tds.set_epoch(1)
-    exactly_once(ids(DataLoader(tds, batch_size=8, collate_fn=collate)))
-    assert len(gets) == first  # epoch 2 makes no GET
-    assert sorted(os.listdir(tmp_path / "cache")) == sorted(f"{c}.tar" for c in idx.get_dataset("items").checksums.values())
-    idx.close()
-
-
-@pytest.mark.s3
-@pytest.mark.xdist_group("s3")
-def test_s3_cache_refuses_a_corrupt_object_and_keeps_its_byte_limit(s3_store, s3_client, tmp_path):
-    idx = local.Index(path=str(tmp_path / "i.db"), data_store=s3_store, atmosphere=None)
-    idx.write(items(), name="items", maxcount=25)
-    ds3 = idx.dataset("items", Item)
-    sizes = [len(s3_client.get_object(Bucket=s3_store.bucket, Key=u.split("/", 3)[3])["Body"].read())
-             for u in ds3.list_shards()]
-    limit = max(sizes) * 2
-    exactly_once([s.idx for s in ds3.torch(cache_dir=tmp_path / "c", cache_limit_bytes=limit)])
-    assert sum(p.stat().st_size for p in (tmp_path / "c").glob("*.tar")) <= limit
-    url = ds3.list_shards()[3]
-    key = url.split("/", 3)[3]
-    body = bytearray(s3_client.get_object(Bucket=s3_store.bucket, Key=key)["Body"].read())
-    body[800] ^= 1
-    s3_client.put_object(Bucket=s3_store.bucket, Key=key, Body=bytes(body))
-    got, exc = _drain(ds3.torch(cache_dir=tmp_path / "c2"))
-    assert isinstance(exc, ChecksumMismatchError) and url in str(exc)
-    assert got == list(range(75))
-    assert not [p for p in (tmp_path / "c2").iterdir() if p.name.startswith(idx.get_dataset("items").checksums[url])]
-    idx.close()
+def test_shuffle_buffer_is_bounded_in_bytes():
+    ds = Dataset[Num](dataset((30, 30)).list_shards(),
+                      metadata={"stats": {"shard_samples": [30, 30], "shard_bytes": [30 * 1000, 30 * 1000]}})
+    small = Loader(ds, shuffle=True, shuffle_buffer_bytes=3000)  # about 3 samples of ~1000 bytes
+    order = small.output_order(small.full_plan(1), 0)
+    assert order is not None
+    # positions are read in order; with 3 samples held, the one read q-th is yielded no earlier than (q-3)-th
+    displacement = [order.index(q) - q for q in range(60)]
+    assert min(displacement) >= -3
+    big = Loader(ds, shuffle=True, shuffle_buffer_bytes=60_000)
+    assert max(abs(d) for d in (big.output_order(big.full_plan(1), 0).index(q) - q for q in range(60))) > 3
+    np.testing.assert_array_equal(sorted(order), np.arange(60))
