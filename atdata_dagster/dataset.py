@@ -24,10 +24,12 @@ import numpy as np
 from .errors import EmptyDatasetError, FieldMismatchError, InvalidRefError, NotFoundError, ShardError
 from .loader import ShardSpec
 from .shards.manifest import manifest_url_for, read_manifest
-from .shards.offsets import ShardOffsets, locate, offsets_from_manifest, read_sample_bytes, sample_at, scan_offsets
+from .shards.cache import is_local_url
+from .shards.offsets import ShardOffsets, locate, offsets_from_manifest, sample_at, scan_offsets
 from .shards.reader import iter_samples, open_url
 from .samples.codec import unpack_payload
 from .samples.packable import _plan
+from .stores.base import read_span
 
 __all__ = ["Dataset", "SampleBatch", "load_dataset"]
 
@@ -232,6 +234,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         metadata: dict | None = None,
         opener: Opener | None = None,
         cid: str | None = None,
+        range_reader: Callable[[str, int, int | None], bytes] | None = None,
     ):
         if isinstance(url, (str, os.PathLike)):
             self.url = os.fspath(url)
@@ -257,6 +260,8 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         self._opener = opener
         #: CID of the index entry this dataset was opened from (``None`` for bare URLs).
         self.cid = cid
+        #: ``(url, start, stop) -> bytes`` for random access (an Index passes its stores' ranged reads).
+        self._range_reader = range_reader
         self._specs: list | None = None
         self._offsets: dict[int, ShardOffsets] = {}
         self._key_map: dict[str, tuple[int, int]] | None = None
@@ -284,11 +289,18 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                 pickle.dumps(opener)
             except Exception:
                 opener = None  # e.g. a bound Index method: fall back to the default opener
-        return (_rebuild, (type(self), self._shards, self.url, self.metadata, opener, self.cid))
+        range_reader = self._range_reader
+        if range_reader is not None:
+            try:
+                pickle.dumps(range_reader)
+            except Exception:
+                range_reader = None  # a bound Index method: the opener's stream is used instead
+        return (_rebuild, (type(self), self._shards, self.url, self.metadata, opener, self.cid, range_reader))
 
     def as_type(self, sample_type: type[Any]) -> "Dataset[Any]":
         """The same shards decoded as ``sample_type`` (payloads are re-read, not converted)."""
-        ds = Dataset[sample_type](self._shards, metadata=self.metadata, opener=self._opener, cid=self.cid)  # type: ignore[valid-type]
+        ds = Dataset[sample_type](self._shards, metadata=self.metadata, opener=self._opener, cid=self.cid,  # type: ignore[valid-type]
+                                  range_reader=self._range_reader)
         ds.url = self.url
         return ds
 
@@ -517,17 +529,14 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
     def _sample_in_shard(self, shard: int, i: int, key: str | None = None) -> Any:
         url = self._shards[shard]
         offsets = self.shard_offsets(shard)
-        with closing(self._open(url)) as f:
-            try:
-                seekable = f.seekable()
-            except (AttributeError, ValueError):
-                seekable = False
-            if seekable:
-                data = read_sample_bytes(f, offsets, i)
-            else:  # a stream without seek (e.g. http): read up to the sample, then only its bytes
-                start, stop = offsets.span(i)
-                _discard(f, start)
-                data = (f.read() if stop < 0 else f.read(stop - start)) + bytes(1024)
+        start, stop = offsets.span(i)
+        end = None if stop < 0 else stop
+        if self._range_reader is not None and not is_local_url(url):
+            data = self._range_reader(url, start, end)  # S3: one ranged GET
+        else:
+            with closing(self._open(url)) as f:
+                data = read_span(f, start, end)  # a seek, for local files
+        data += bytes(1024)  # an end-of-archive marker after the sample
         k, payload = sample_at(data, url, key if key is not None else offsets.keys[i])
         return self._decoder()(url, k, payload)
 
@@ -598,14 +607,6 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         )
 
 
-def _discard(f: BinaryIO, n: int) -> None:
-    while n > 0:
-        chunk = f.read(min(n, 1 << 20))
-        if not chunk:
-            return
-        n -= len(chunk)
-
-
 def _projection(st: type, fields: Sequence[str]) -> Callable[[bytes], Any]:
     """``payload -> sample`` decoding only ``fields`` of ``st``; its other fields are ``None``."""
     if isinstance(fields, str) or not all(isinstance(f, str) for f in fields):
@@ -665,9 +666,9 @@ copyreg.pickle(_DatasetMeta, _reduce_dataset_class)
 
 
 def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, opener: Opener | None,
-             cid: str | None = None) -> Dataset:
+             cid: str | None = None, range_reader: Any = None) -> Dataset:
     # ``cls`` itself pickles as ``Dataset[T]`` (see _reduce_dataset_class)
-    ds = cls(shards, metadata=metadata, opener=opener, cid=cid)
+    ds = cls(shards, metadata=metadata, opener=opener, cid=cid, range_reader=range_reader)
     ds.url = url
     return ds
 

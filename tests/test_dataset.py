@@ -364,3 +364,27 @@ def test_fields_projection_on_dict_samples(indexed):
 def test_dataset_from_an_index_names_its_cid_and_pickles_it(indexed):
     assert indexed.cid and indexed.identity() == indexed.cid
     assert pickle.loads(pickle.dumps(indexed)).cid == indexed.cid
+
+
+@pytest.mark.s3
+@pytest.mark.xdist_group("s3")
+def test_random_access_on_s3_is_one_ranged_get_per_lookup(s3_store, tmp_path):
+    from atdata_dagster import local
+
+    idx = local.Index(path=str(tmp_path / "i.db"), data_store=s3_store, atmosphere=None)
+    idx.write(_digits(30), name="digits", maxcount=10, manifest=True)
+    ds = idx.dataset("digits", Digit)
+    expected = [d.label for d in ds.ordered()]
+    requests: list[tuple[str, str | None]] = []
+    s3_store.client.meta.events.register(
+        "before-send.s3.GetObject", lambda request, **kw: requests.append((request.url, request.headers.get("Range")))
+    )
+    assert [ds[i].label for i in range(30)] == expected
+    shard_gets = [r for r in requests if r[0].split("?")[0].endswith(".tar")]
+    sidecar_gets = [r for r in requests if ".manifest.parquet" in r[0]]
+    ranges = [rng.decode("ascii") if isinstance(rng, bytes) else rng for _, rng in shard_gets]
+    assert len(shard_gets) == 30 and all(rng and rng.startswith("bytes=") for rng in ranges)
+    assert len(sidecar_gets) == 3  # the offsets of each shard are read once, from its manifest sidecar
+    requests.clear()
+    assert ds[12].label == 12 and len(requests) == 1
+    idx.close()

@@ -29,7 +29,7 @@ from ..errors import (
     NotPackableError,
     SchemaError,
 )
-from ..stores.base import DataStore, ShardWriteResult
+from ..stores.base import DataStore, ShardWriteResult, read_span
 from .entry import LabelRecord, LocalDatasetEntry, LocalSchemaRecord
 from .names import ATMOSPHERE, LOCAL, resolve_ref, split_repo_prefix, validate_dataset_name
 from .providers.base import IndexProvider
@@ -588,6 +588,15 @@ class Index:
 
         return open_url(url)
 
+    def read_range(self, url: str, start: int, stop: int | None) -> bytes:
+        """Bytes ``[start, stop)`` of a shard, through the store that owns it (S3: one ranged GET)."""
+        for repo in self._repos.values():
+            store = repo.data_store
+            if store is not None and store.owns(url):
+                return store.read_range(url, start, stop)
+        with self.open_url(url) as f:
+            return read_span(f, start, stop)
+
     def dataset(self, ref: str, sample_type: type[T] | None = None) -> "Dataset[T]":
         """A lazy :class:`Dataset` over the entry ``ref`` resolves to, typed by ``sample_type`` or its schema."""
         entry = self.get_dataset(ref)
@@ -598,7 +607,8 @@ class Index:
         from ..dataset import Dataset
 
         cls = sample_type or self.decode_schema(entry.schema_ref)
-        return Dataset[cls](list(entry.data_urls), metadata=entry.metadata, opener=self.open_url, cid=entry.cid)  # type: ignore[valid-type]
+        return Dataset[cls](list(entry.data_urls), metadata=entry.metadata, opener=self.open_url, cid=entry.cid,  # type: ignore[valid-type]
+                           range_reader=self.read_range)
 
     def verify(self, ref_or_entry: str | LocalDatasetEntry) -> dict[str, str]:
         """Re-hash every shard of an entry: URL -> ``ok`` / ``mismatch`` / ``missing`` / ``skipped`` / ``error:...``."""

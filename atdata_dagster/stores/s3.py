@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import closing
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -993,6 +994,21 @@ class S3DataStore(DataStore):
                 raise StoreError(f"{url!r} is not an s3:// URL nor an object URL of endpoint {self.endpoint_display}")
         raw = _S3RawReader(self, bucket, key)
         return io.BufferedReader(raw, buffer_size=READ_BUFFER)
+
+    def read_range(self, url: str, start: int, stop: int | None) -> bytes:
+        """Bytes ``[start, stop)`` of an object with one ranged GetObject (random access to one sample)."""
+        if url.startswith("s3://"):
+            bucket, key = parse_s3_url(url)
+        else:
+            bucket, key = self._split_own(url)
+            if bucket is None:
+                raise StoreError(f"{url!r} is not an s3:// URL nor an object URL of endpoint {self.endpoint_display}")
+        if stop is not None and stop <= start:
+            return b""
+        rng = f"bytes={start}-" if stop is None else f"bytes={start}-{stop - 1}"
+        resp = self._call("GetObject", key, self.client.get_object, Bucket=bucket, Key=key, Range=rng, _bucket=bucket)
+        with closing(resp["Body"]) as body:
+            return body.read()
 
     # -- listing / gc
     def iter_shard_urls(self, prefix: str | None = None) -> Iterator[str]:
