@@ -67,6 +67,7 @@ import os
 import random
 import tempfile
 from bisect import bisect_right
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
@@ -383,19 +384,43 @@ class Loader:
             yield q, sample
 
     def _read(self, part: Sequence[Interval], wanted: set[int] | None = None) -> Iterator[tuple[int, Any]]:
+        """``(position, sample)`` for ``part`` in order, each shard verified before any of its samples.
+
+        Consecutive ranges of one shard share one open file. The next shard is verified
+        (hashed, or downloaded into the cache) on a background thread while this one is
+        decoded: hashlib and file reads release the GIL, so verification overlaps decoding.
+        """
+        runs = list(self._runs(part))
+        if wanted is not None:  # only the shard ranges that hold a wanted position are read
+            runs = [r for r in runs if any(x in wanted for x in range(r[0], r[0] + r[3] - r[2]))]
+        groups: list[tuple[int, list[tuple[int, int, int, int]]]] = []
+        for run in runs:
+            if groups and groups[-1][0] == run[1]:
+                groups[-1][1].append(run)
+            else:
+                groups.append((run[1], [run]))
         decode = self._decode
-        for q, shard, a, b in self._runs(part):
-            if wanted is not None:
-                # only the shard ranges that hold a wanted position are read
-                if not any(x in wanted for x in range(q, q + b - a)):
-                    continue
-            url = self.specs[shard].url
-            with closing(self._open_verified(shard)) as f:
-                offsets = self._offsets_for(shard, f) if a > 0 else None
-                for i, (key, payload) in enumerate(iter_range(f, url, offsets, a, b)):
-                    if wanted is not None and q + i not in wanted:
-                        continue
-                    yield q + i, decode(url, key, payload)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atdata-verify")
+        opened: dict[int, Future] = {}
+        try:
+            for g, (shard, shard_runs) in enumerate(groups):
+                for k in (g, g + 1):  # this shard, and the next one ahead
+                    if k < len(groups) and k not in opened:
+                        opened[k] = pool.submit(self._open_verified, groups[k][0])
+                url = self.specs[shard].url
+                with closing(opened.pop(g).result()) as f:
+                    for j, (q, _, a, b) in enumerate(shard_runs):
+                        offsets = self._offsets_for(shard, f) if a > 0 else None
+                        if j and a == 0:
+                            f.seek(0)  # a second range of this shard starting at its first sample
+                        for i, (key, payload) in enumerate(iter_range(f, url, offsets, a, b)):
+                            if wanted is not None and q + i not in wanted:
+                                continue
+                            yield q + i, decode(url, key, payload)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            for fut in opened.values():  # a shard opened ahead and never read
+                fut.add_done_callback(_close_result)
 
     # ------------------------------------------------------------ verified opening
     def _offsets_for(self, shard: int, f: BinaryIO) -> ShardOffsets | None:
@@ -406,9 +431,8 @@ class Loader:
                     return None
             except (AttributeError, ValueError):
                 return None
-            pos = f.tell()
+            f.seek(0)  # iter_range seeks to the first wanted sample afterwards
             got = self._offsets[shard] = scan_offsets(f, self.specs[shard].url)
-            f.seek(pos)
         return got
 
     def _open_verified(self, shard: int) -> BinaryIO:
@@ -434,6 +458,11 @@ class Loader:
         if self.cache is not None:
             return open(self.cache.fetch(url, expected, self.dataset._open), "rb")
         return _spool(self.dataset._open, url, expected)
+
+
+def _close_result(fut: Future) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        fut.result().close()
 
 
 def _sha256(f: BinaryIO) -> str:
