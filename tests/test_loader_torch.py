@@ -366,3 +366,19 @@ def test_s3_cache_refuses_a_corrupt_object_and_keeps_its_byte_limit(s3_store, s3
     assert got == list(range(75))
     assert not [p for p in (tmp_path / "c2").iterdir() if p.name.startswith(idx.get_dataset("items").checksums[url])]
     idx.close()
+
+
+@pytest.mark.slow
+def test_the_readme_training_example_runs_and_resumes_exactly(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Training"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    first, last = out.stdout.split("\n")[:2]
+    assert first.startswith("1000 0.1 bafyrei") and last == "1000"
