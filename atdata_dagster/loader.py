@@ -235,6 +235,8 @@ class Loader:
             raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
         if self._pending is not None and self._pending[1]["epoch"] != epoch:
             self._pending = None
+        if epoch != self.epoch:
+            self._plan = None  # state_dict() now describes the start of the new epoch
         self.epoch = epoch
 
     def _units(self) -> tuple[list[tuple[int, int, int]], list[int]]:
