@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any, Iterable, Iterator, TypeVar
 
-from .errors import AtdataError
+from .errors import AtdataError, CorruptEntryError
 
 T = TypeVar("T")
 
@@ -93,9 +93,14 @@ def _store_from(spec: str | None):
 
 
 def _entry_summary(entry) -> dict[str, Any]:
-    meta = entry.metadata or {}
-    stats = meta.get("stats") or {}
-    return {
+    """One row of ``list``; an entry with malformed metadata gets an ``error`` instead of its stats."""
+    meta = entry.metadata if isinstance(entry.metadata, dict) else {}
+    try:
+        stats, error = entry.stats, None
+    except CorruptEntryError as exc:
+        stats, error = {}, str(exc)
+    atmosphere = meta.get("atmosphere")
+    row = {
         "name": entry.name,
         "cid": entry.cid,
         "schema_ref": entry.schema_ref,
@@ -103,8 +108,11 @@ def _entry_summary(entry) -> dict[str, Any]:
         "shards": len(entry.data_urls),
         "bytes": stats.get("total_bytes"),
         "created_at": entry.created_at,
-        "promoted": (meta.get("atmosphere") or {}).get("uri"),
+        "promoted": atmosphere.get("uri") if isinstance(atmosphere, dict) else None,
     }
+    if error is not None:
+        row["error"] = error
+    return row
 
 
 def _fmt_bytes(n: int | None) -> str:
@@ -132,6 +140,9 @@ def cmd_list(args: argparse.Namespace, out) -> int:
     for r in rows:
         samples = "?" if r["samples"] is None else str(r["samples"])
         out.write(f"{r['name']:<32} {samples:>9} {r['shards']:>6} {_fmt_bytes(r['bytes']):>10}  {r['cid']}\n")
+    for r in rows:
+        if "error" in r:
+            sys.stderr.write(f"error: {r['error']}\n")
     return 0
 
 
@@ -142,19 +153,26 @@ def cmd_show(args: argparse.Namespace, out) -> int:
         schema = index.get_schema(entry.schema_ref)
     except AtdataError as exc:
         schema = {"error": str(exc)}
-    meta = entry.metadata or {}
+    meta = entry.metadata if isinstance(entry.metadata, dict) else {}
+    summary = _entry_summary(entry)
+    try:
+        checksums = entry.checksums
+    except CorruptEntryError as exc:
+        checksums = {}
+        summary.setdefault("error", str(exc))
+    lineage = meta.get("lineage") if isinstance(meta.get("lineage"), dict) else None
     doc = {
-        **_entry_summary(entry),
+        **summary,
         "data_urls": entry.data_urls,
-        "checksums": entry.checksums,
+        "checksums": checksums,
         "schema": schema,
-        "lineage": meta.get("lineage"),
+        "lineage": lineage,
         "metadata": {k: v for k, v in meta.items() if k not in ("checksums", "lineage")},
     }
     if args.json:
         json.dump(doc, out, indent=2, default=str)
         out.write("\n")
-        return 0
+        return 0 if "error" not in doc else 1
     out.write(f"{entry.name}  ({entry.cid})\n")
     out.write(f"  schema    {entry.schema_ref}\n")
     for f in schema.get("fields", []):
@@ -164,8 +182,7 @@ def cmd_show(args: argparse.Namespace, out) -> int:
     out.write(f"  samples   {doc['samples'] if doc['samples'] is not None else '?'}\n")
     out.write(f"  size      {_fmt_bytes(doc['bytes'])} in {len(entry.data_urls)} shard(s)\n")
     for url in entry.data_urls:
-        out.write(f"    {url}  sha256={entry.checksums.get(url, '-')[:16]}\n")
-    lineage = meta.get("lineage")
+        out.write(f"    {url}  sha256={checksums.get(url, '-')[:16]}\n")
     if lineage:
         out.write("  lineage\n")
         for k in ("asset_key", "partition", "run_id", "code_version"):
@@ -175,6 +192,9 @@ def cmd_show(args: argparse.Namespace, out) -> int:
             out.write(f"    upstream     {up.get('asset_key')} {up.get('partition') or ''} {up.get('cid')}\n")
     if doc["promoted"]:
         out.write(f"  atmosphere {doc['promoted']}\n")
+    if "error" in doc:
+        sys.stderr.write(f"error: {doc['error']}\n")
+        return 1
     return 0
 
 
@@ -183,10 +203,11 @@ def cmd_verify(args: argparse.Namespace, out) -> int:
 
     index = _open_index(args)
     entry = index.get_dataset(args.name)
+    checksums = entry.checksums  # CorruptEntryError (exit 2) if this entry's checksums are malformed
     bar = _Progress(len(entry.data_urls), "verify", enabled=None if not args.json else False)
     results: dict[str, str] = {}
     for url in bar.wrap(entry.data_urls):
-        results.update(verify_shards([url], entry.checksums, opener=index.open_url))
+        results.update(verify_shards([url], checksums, opener=index.open_url))
     bad = {u: s for u, s in results.items() if s not in ("ok", "skipped")}
     if args.json:
         json.dump({"name": entry.name, "cid": entry.cid, "ok": not bad, "shards": results}, out, indent=2)

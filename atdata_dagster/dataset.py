@@ -21,11 +21,12 @@ from typing import Any, BinaryIO, Callable, Generic, Iterable, Iterator, Sequenc
 
 import numpy as np
 
-from .errors import EmptyDatasetError, FieldMismatchError, InvalidRefError, NotFoundError, ShardError
+from .errors import CorruptEntryError, EmptyDatasetError, FieldMismatchError, InvalidRefError, NotFoundError, ShardError
 from .loader import ShardSpec
-from .shards.manifest import manifest_url_for, read_manifest
 from .shards.cache import is_local_url
+from .shards.manifest import manifest_url_for, read_manifest
 from .shards.offsets import ShardOffsets, locate, offsets_from_manifest, sample_at, scan_offsets
+from .shards.patterns import expand_patterns
 from .shards.reader import iter_samples, open_url
 from .samples.codec import unpack_payload
 from .samples.packable import _plan
@@ -43,106 +44,6 @@ def _default_sample_type() -> type | None:
     except ImportError:  # pragma: no cover - samples package missing
         return None
     return DictSample
-
-
-#: Most shard URLs one brace pattern may expand to. Patterns can come from records of a
-#: PDS; ``braceexpand`` materializes whole ranges, so ``{0..99999999999}`` would exhaust
-#: memory: the size is computed first and refused above this.
-MAX_PATTERN_SHARDS = 1_000_000
-#: Deepest brace nesting accepted (parsing nested groups rescans them).
-MAX_PATTERN_DEPTH = 8
-
-
-def _expand(url: str) -> list[str]:
-    if "{" not in url:
-        return [url]
-    from braceexpand import braceexpand
-
-    def refuse(why: str) -> InvalidRefError:
-        return InvalidRefError(
-            f"dataset URL pattern {url[:200]!r} {why}; list the shard URLs, or use several smaller "
-            "patterns ({000000..000099})"
-        )
-
-    depth = deepest = 0
-    for ch in url:
-        if ch == "{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch == "}":
-            depth -= 1
-    if deepest > MAX_PATTERN_DEPTH:
-        raise refuse(f"nests braces {deepest} deep (limit {MAX_PATTERN_DEPTH})")
-    try:
-        size = _pattern_size(url)
-    except ValueError as exc:  # unbalanced braces, a number too long to convert
-        raise refuse(f"is malformed ({exc})") from None
-    if size > MAX_PATTERN_SHARDS:
-        raise refuse(f"expands to {size} shard URLs (limit {MAX_PATTERN_SHARDS})")
-    try:
-        return list(braceexpand(url))
-    except ValueError as exc:  # braceexpand.UnbalancedBracesError
-        raise refuse(f"is malformed ({exc})") from None
-
-
-def _pattern_size(pattern: str) -> int:
-    """How many strings ``braceexpand(pattern)`` yields, without expanding (mirrors its parser)."""
-    total, start, pos, depth = 1, 0, 0, 0
-    n = len(pattern)
-    while pos < n:
-        ch = pattern[pos]
-        if ch == "\\":
-            pos += 2
-            continue
-        if ch == "{":
-            if depth == 0:
-                start = pos
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                total *= _expression_size(pattern[start + 1 : pos])
-                if total > MAX_PATTERN_SHARDS:
-                    return total
-        pos += 1
-    if depth != 0:
-        raise ValueError("unbalanced braces")
-    return total
-
-
-def _expression_size(expr: str) -> int:
-    from braceexpand import alphabet, char_range_re, int_range_re
-
-    m = int_range_re.match(expr)
-    if m:
-        first, last, step = m.groups()
-        if max(len(first), len(last)) > 30:
-            return MAX_PATTERN_SHARDS + 1
-        stride = abs(int(step or 1) or 1) if step is None or len(step) <= 30 else MAX_PATTERN_SHARDS + 1
-        return abs(int(last) - int(first)) // stride + 1
-    m = char_range_re.match(expr)
-    if m:
-        return len(alphabet)  # an upper bound: at most the whole alphabet
-    # a sequence: items split at top-level commas, else a literal group around a pattern
-    items, start, depth = [], 0, 0
-    pos = 0
-    while pos < len(expr):
-        ch = expr[pos]
-        if ch == "\\":
-            pos += 2
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            items.append(expr[start:pos])
-            start = pos + 1
-        pos += 1
-    if depth != 0 or not items:
-        return _pattern_size(expr)
-    items.append(expr[start:])
-    return sum(_pattern_size(item) for item in items)
 
 
 class SampleBatch(Generic[T]):
@@ -238,14 +139,14 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
     ):
         if isinstance(url, (str, os.PathLike)):
             self.url = os.fspath(url)
-            self._shards = _expand(self.url)
+            self._shards = expand_patterns([self.url])
         else:
             # Each element may itself be a brace pattern: atdata indexes ``ds.url``
             # verbatim when inserting without a store, and expands it on read.
             given = [os.fspath(u) for u in url]
             if not given:
                 raise EmptyDatasetError("a Dataset needs at least one shard URL; got an empty list")
-            self._shards = [s for u in given for s in _expand(u)]
+            self._shards = expand_patterns(given)  # one budget for all patterns
             if len(given) == 1:
                 self.url = given[0]
             else:
@@ -461,18 +362,24 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         shard's ``.manifest.json``; raises ``TypeError`` if neither is available.
         """
         if self._specs is None:
-            meta = self.metadata or {}
+            meta = self.metadata if isinstance(self.metadata, dict) else {}
             checksums = meta.get("checksums") or {}
-            stats = meta.get("stats") or {}
-            counts = stats.get("shard_samples")
-            sizes = stats.get("shard_bytes")
-            if not (isinstance(counts, list) and len(counts) == len(self._shards)):
+            if not (isinstance(checksums, dict) and all(isinstance(v, str) for v in checksums.values())):
+                raise CorruptEntryError(
+                    f"{self!r}: metadata['checksums'] is {type(checksums).__name__} {checksums!r:.80}, expected a map "
+                    "of shard URL -> SHA-256 hex; repair the entry's metadata or read with verify=False",
+                    cid=self.cid, field="checksums",
+                )
+            stats = meta.get("stats") if isinstance(meta.get("stats"), dict) else {}
+            n = len(self._shards)
+            counts, sizes = stats.get("shard_samples"), stats.get("shard_bytes")
+            if not _ints(counts, n):  # absent or malformed: the manifests may still know
                 counts = self._manifest_counts()
-            if not (isinstance(sizes, list) and len(sizes) == len(self._shards)):
-                sizes = [None] * len(self._shards)
+            if not _ints(sizes, n):
+                sizes = [None] * n
             self._specs = [
-                ShardSpec(url=u, num_samples=int(n), sha256=checksums.get(u), nbytes=b)
-                for u, n, b in zip(self._shards, counts, sizes)
+                ShardSpec(url=u, num_samples=c, sha256=checksums.get(u), nbytes=b)
+                for u, c, b in zip(self._shards, counts, sizes)
             ]
         return list(self._specs)
 
@@ -482,8 +389,11 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             try:
                 with closing(self.opener(manifest_url_for(url))) as f:
                     manifest = read_manifest(f)
-                n = manifest.get("num_samples", (manifest.get("header") or {}).get("num_samples"))
-                counts.append(int(n))
+                header = manifest.get("header") if isinstance(manifest.get("header"), dict) else manifest
+                n = header.get("num_samples")
+                if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                    raise ValueError(f"num_samples {n!r}")
+                counts.append(n)
             except Exception:
                 raise TypeError(
                     f"len() of {self!r} is unknown: its index entry records no per-shard sample counts and "
@@ -605,6 +515,12 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             drop_last=drop_last, verify=verify, fields=fields, shuffle_buffer_bytes=shuffle_buffer_bytes,
             cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes,
         )
+
+
+def _ints(values: Any, n: int) -> bool:
+    """``values`` is a list of ``n`` non-negative ints (bools excluded)."""
+    return (isinstance(values, list) and len(values) == n
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values))
 
 
 def _projection(st: type, fields: Sequence[str]) -> Callable[[bytes], Any]:

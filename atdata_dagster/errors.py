@@ -167,6 +167,27 @@ __all__ += [
 ]
 
 
+# -- index entries; appended by the entry layer --------------------------------------------
+
+
+class CorruptEntryError(AtdataError, ValueError):
+    """An index entry's stored metadata has the wrong shape (``stats``, ``checksums`` or
+    ``manifests`` of the wrong type, e.g. written by another tool).
+
+    Raised lazily, when that part of that entry is used, so listing and verifying the
+    other entries keeps working. ``name`` and ``cid`` identify the entry, ``field`` the key.
+    """
+
+    def __init__(self, message: str, *, name: str | None = None, cid: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.name, self.cid, self.field = name, cid, field
+
+
+__all__.append("CorruptEntryError")
+
+
 class LoaderStateError(AtdataError, ValueError):
     """A training loader's resume state does not belong to this dataset version or loader configuration."""
+
+
 __all__.append("LoaderStateError")

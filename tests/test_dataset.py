@@ -388,3 +388,14 @@ def test_random_access_on_s3_is_one_ranged_get_per_lookup(s3_store, tmp_path):
     requests.clear()
     assert ds[12].label == 12 and len(requests) == 1
     idx.close()
+
+
+def test_malformed_entry_metadata_is_a_typed_error_or_ignored(indexed):
+    from atdata_dagster.errors import CorruptEntryError
+
+    bad = Dataset[Digit](indexed.list_shards(), metadata={"checksums": ["not", "a", "map"]})
+    with pytest.raises(CorruptEntryError, match="checksums"):
+        len(bad)
+    wrong_counts = Dataset[Digit](indexed.list_shards(), metadata={"stats": {"shard_samples": ["5", 5, 5, 5, 3]}})
+    with pytest.raises(TypeError, match="unknown"):  # not trusted; no manifests either
+        len(wrong_counts)

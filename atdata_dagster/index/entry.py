@@ -13,6 +13,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import CorruptEntryError
+from ..shards.manifest import manifest_url_for
+
 __all__ = [
     "LabelRecord",
     "LocalDatasetEntry",
@@ -115,10 +118,76 @@ class LocalDatasetEntry:
         """Legacy accessor: the schema ref."""
         return self.schema_ref
 
+    def _meta_field(self, key: str, want: type, what: str) -> Any:
+        """``metadata[key]`` if absent/None (-> None) or of type ``want``; else CorruptEntryError."""
+        meta = self.metadata
+        if meta is None:
+            return None
+        if not isinstance(meta, dict):
+            raise CorruptEntryError(
+                f"index entry {self.name!r} ({self._cid}) has metadata of type {type(meta).__name__}, expected a "
+                "map; it was written by another tool or is corrupt: repair or delete the entry",
+                name=self.name, cid=self._cid, field="metadata",
+            )
+        value = meta.get(key)
+        if value is None:
+            return None
+        ok = isinstance(value, want)
+        if ok and want is dict:
+            ok = all(isinstance(k, str) for k in value)
+        if ok and key == "checksums":
+            ok = all(isinstance(v, str) for v in value.values())
+        if ok and want is list:
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            raise CorruptEntryError(
+                f"index entry {self.name!r} ({self._cid}): metadata[{key!r}] is {type(value).__name__} "
+                f"{value!r:.80}, expected {what}; it was written by another tool or is corrupt: repair the "
+                "entry's metadata (Index.provider.update_entry_metadata) or delete the entry",
+                name=self.name, cid=self._cid, field=key,
+            )
+        return value
+
     @property
     def checksums(self) -> dict[str, str]:
-        """Shard URL -> SHA-256 hex, as recorded in ``metadata["checksums"]``."""
-        return dict((self.metadata or {}).get("checksums") or {})
+        """Shard URL -> SHA-256 hex, as recorded in ``metadata["checksums"]``.
+
+        Raises :class:`~atdata_dagster.errors.CorruptEntryError` if that is not a map of str to str.
+        """
+        return dict(self._meta_field("checksums", dict, "a map of shard URL -> SHA-256 hex") or {})
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Shard statistics (``num_samples``, ``total_bytes``, ...) from ``metadata["stats"]``, or ``{}``.
+
+        Raises :class:`~atdata_dagster.errors.CorruptEntryError` if that is not a map.
+        """
+        return dict(self._meta_field("stats", dict, "a map of statistic -> value") or {})
+
+    @property
+    def manifest_urls(self) -> list[str]:
+        """URLs of the shards' manifest sidecars, from ``metadata["manifests"]``, or ``[]``.
+
+        Raises :class:`~atdata_dagster.errors.CorruptEntryError` if that is not a list of str.
+        """
+        return list(self._meta_field("manifests", list, "a list of manifest URLs") or [])
+
+    def referenced_urls(self) -> list[str]:
+        """Every URL this entry may reference: its shards and their manifest sidecars. Never raises.
+
+        For ``gc``: with a malformed ``manifests`` field the sidecar URLs next to every
+        shard (and any str in the field) are returned instead, so nothing this entry
+        might use is taken for garbage.
+        """
+        urls = list(self.data_urls)
+        try:
+            urls += self.manifest_urls
+        except CorruptEntryError:
+            urls += [manifest_url_for(u) for u in self.data_urls]
+            raw = self.metadata.get("manifests") if isinstance(self.metadata, dict) else None
+            if isinstance(raw, (list, tuple)):
+                urls += [u for u in raw if isinstance(u, str)]
+        return urls
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (for JSON output and Dagster metadata)."""

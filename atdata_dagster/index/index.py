@@ -761,8 +761,11 @@ def _version_key(v: str) -> tuple:
 
 
 def _authority_of(ref: str) -> str:
-    if ref.startswith("atdata://"):
-        return ref[len("atdata://"):].split("/", 1)[0].replace(":", "_") or "local"
+    """The stub namespace of a schema ref: its ``atdata://`` authority, or the DID of an
+    ``at://`` ref (so atmosphere schemas never share stub files with local ones)."""
+    for scheme in ("atdata://", "at://"):
+        if ref.startswith(scheme):
+            return ref[len(scheme):].split("/", 1)[0] or "local"
     return "local"
 
 

@@ -348,29 +348,72 @@ def _check_keys(obj: dict) -> dict:
     return obj
 
 
+#: Arrays up to this many elements decode straight away. msgpack allocates a list of
+#: the declared length when it reads an array header, before the elements, so nested
+#: headers that lie about their length (a few bytes each, up to msgpack's 1024 levels)
+#: would allocate ``1024 x declared x 8`` bytes; with this cap that is at most 512 KiB.
+#: Payloads with longer arrays are first checked by :func:`_check_lengths`.
+_FAST_ARRAY_LEN = 64
+
+
+def _check_lengths(data: bytes | bytearray | memoryview) -> None:
+    """Refuse a payload whose arrays declare more elements than it holds, before allocating.
+
+    ``Unpacker.skip`` walks the whole payload in C without building objects; it fails
+    on the first container that claims elements that are not there. A payload that
+    passes has at most one element per byte, so msgpack's up-front list allocations stay
+    within 8 bytes per payload byte.
+    """
+    n = len(data)
+    unpacker = msgpack.Unpacker(max_buffer_size=max(n, 1), max_str_len=n, max_bin_len=n, max_array_len=n,
+                                max_map_len=n // 2, max_ext_len=n)
+    unpacker.feed(data)
+    try:
+        unpacker.skip()
+    except msgpack.OutOfData:
+        raise DecodeError(
+            f"sample payload ({n} bytes) declares more values than it holds (an array or map "
+            "length larger than the data that follows); the payload is truncated, corrupt or hostile"
+        ) from None
+
+
+def _unpackb(data: Any, n: int, array_len: int) -> Any:
+    return msgpack.unpackb(
+        data,
+        raw=False,
+        strict_map_key=True,
+        object_hook=_check_keys,
+        ext_hook=_reject_ext,
+        max_ext_len=0,  # also refuses timestamps (-1), which never reach ext_hook
+        max_str_len=n,
+        max_bin_len=n,
+        max_array_len=array_len,
+        max_map_len=n // 2,  # maps are not allocated ahead of their entries
+    )
+
+
 def unpack_payload(data: bytes | bytearray | memoryview) -> dict[str, Any]:
     """Strictly decode a msgpack sample payload into a dict.
 
     Rejects (with :class:`DecodeError`): non-map top level, non-str map keys, ext
     types (including timestamps), invalid UTF-8 in str values, truncated or trailing
-    bytes, lengths larger than the payload, and nesting deeper than msgpack's stack.
+    bytes, lengths larger than the payload, containers declaring more elements than
+    bytes remain, and nesting deeper than msgpack's stack. Decoding holds at most a
+    small multiple of the payload in Python objects (about 64 bytes per payload byte,
+    for a payload made only of empty lists).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"a sample payload must be bytes, got {type(data).__name__}")
     n = len(data)
+    fast = min(n, _FAST_ARRAY_LEN)
     try:
-        obj = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            object_hook=_check_keys,
-            ext_hook=_reject_ext,
-            max_ext_len=0,  # also refuses timestamps (-1), which never reach ext_hook
-            max_str_len=n,
-            max_bin_len=n,
-            max_array_len=n,
-            max_map_len=n // 2,
-        )
+        try:
+            obj = _unpackb(data, n, fast)
+        except ValueError as exc:
+            if "exceeds max_array_len" not in str(exc) or fast == n:
+                raise
+            _check_lengths(data)  # a long array: check the declared lengths first
+            obj = _unpackb(data, n, n)
     except DecodeError:
         raise
     except Exception as exc:  # msgpack's ValueError family, StackError, UnicodeDecodeError...

@@ -8,7 +8,8 @@ gets a manifest (including the last), ``shard_id`` is the shard's own file stem,
 Aggregates are computed incrementally. ``value_counts`` (categorical) and
 ``all_values`` (set) keep one entry per distinct value, capped at
 ``MAX_DISTINCT_VALUES`` per field; past the cap new values are not counted and the
-aggregate carries ``"truncated": true``.
+aggregate carries ``"truncated": true``, as it does when a list value is nested deeper
+than ``MAX_VALUE_DEPTH`` (left out, so nothing recurses without bound).
 
 The per-sample ``.manifest.parquet`` (which atdata's manifest queries read) is written
 with ``pyarrow``, a dependency; an environment without it gets the JSON header only. Its rows are held until
@@ -28,14 +29,15 @@ import os
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
-import msgpack
-
-from ..errors import ShardError
+from ..errors import AtdataError, ShardError
+from ..samples.codec import unpack_payload
 
 __all__ = ["ManifestBuilder", "read_manifest", "MANIFEST_VERSION", "MAX_DISTINCT_VALUES"]
 
-#: Largest manifest JSON read (a manifest holds per-shard aggregates, not per-sample rows).
-MAX_MANIFEST_SIZE = 64 << 20
+#: Largest manifest JSON read (a manifest holds per-shard aggregates, not per-sample rows:
+#: at most MAX_DISTINCT_VALUES values per field). JSON parses into at most ~25 bytes of
+#: Python objects per byte (a run of ``[],`` or ``{}``), so this also bounds the parsed manifest.
+MAX_MANIFEST_SIZE = 16 << 20
 
 MANIFEST_VERSION = "1.0.0"
 MAX_DISTINCT_VALUES = 10_000
@@ -49,11 +51,23 @@ def _finite(x: Any) -> Any:
     return x
 
 
-def _hashable(v: Any) -> Any:
-    if isinstance(v, list):
-        return tuple(_hashable(x) for x in v)
-    if isinstance(v, dict):
-        return tuple(sorted((str(k), _hashable(x)) for k, x in v.items()))
+#: Deepest nesting of a list value the ``set`` aggregate records; deeper values (msgpack
+#: allows 1024 levels) are left out and mark the aggregate ``truncated``, so neither the
+#: aggregate nor the JSON it becomes can recurse without bound.
+MAX_VALUE_DEPTH = 32
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _hashable(v: Any, depth: int = 0) -> Any:
+    if isinstance(v, (list, tuple, dict)):
+        if depth >= MAX_VALUE_DEPTH:
+            raise _TooDeep
+        if isinstance(v, dict):
+            return tuple(sorted((str(k), _hashable(x, depth + 1)) for k, x in v.items()))
+        return tuple([_hashable(x, depth + 1) for x in v])
     return v
 
 
@@ -125,7 +139,11 @@ class _Set:
     def add(self, v: Any) -> None:
         items = v if isinstance(v, (list, tuple)) else [v]
         for item in items:
-            h = _hashable(item)
+            try:
+                h = _hashable(item)
+            except _TooDeep:
+                self.truncated = True
+                continue
             if h in self.values:
                 continue
             if len(self.values) < MAX_DISTINCT_VALUES:
@@ -228,10 +246,10 @@ class ManifestBuilder:
     def add(self, key: str, offset: int, size: int, payload: bytes | bytearray | memoryview) -> None:
         """Record one sample: its key, tar offset, payload size and field values."""
         try:
-            fields = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-        except Exception:
-            fields = None
-        self.add_fields(key, offset, size, fields if isinstance(fields, dict) else {})
+            fields = unpack_payload(payload)
+        except AtdataError:  # not a sample payload: counted, with no field values
+            fields = {}
+        self.add_fields(key, offset, size, fields)
 
     def add_fields(self, key: str, offset: int, size: int, fields: dict) -> None:
         self.num_samples += 1

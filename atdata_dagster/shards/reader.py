@@ -4,7 +4,8 @@
 the current member, reads the stream in large chunks, and rejects hostile input
 (truncation, bad header checksums, absolute or ``..`` member names, absurd sizes)
 with a :class:`ShardError` naming the URL and the member. It understands ustar,
-POSIX pax (``x`` and ``g`` headers: ``path`` and ``size``), GNU long names (``L``)
+POSIX pax (``x`` and ``g`` headers: only ``path`` and ``size`` are kept, records and
+global headers are counted and bounded), GNU long names (``L``)
 and GNU base-256 sizes; directories, links and other special members are skipped.
 
 URLs are opened through a small registry of openers: local paths and ``file://``
@@ -63,13 +64,28 @@ def _parse_size(field: bytes) -> int:
     return _parse_octal(field)
 
 
+#: Most records one pax header may hold (real ones have a handful).
+MAX_PAX_RECORDS = 4096
+#: Most global ('g') pax headers one shard may hold (tar tools write at most one).
+MAX_GLOBAL_PAX = 64
+#: The only pax keywords kept; every other record is checked for framing and dropped, so
+#: a header of a million tiny records costs no memory and global headers cannot pile up.
+_PAX_KEYWORDS = (b"path", b"size")
+
+
 def _parse_pax(data: bytes, url: str, offset: int) -> dict[str, str]:
     records: dict[str, str] = {}
-    pos, n = 0, len(data)
+    pos, n, count = 0, len(data), 0
     while pos < n:
         if data[pos] == 0:  # trailing NUL padding
             break
-        sp = data.find(b" ", pos)
+        count += 1
+        if count > MAX_PAX_RECORDS:
+            raise ShardError(
+                f"shard {url}: pax header at offset {offset} holds more than {MAX_PAX_RECORDS} records; "
+                "the shard is corrupt or hostile"
+            )
+        sp = data.find(b" ", pos, pos + 21)
         try:
             length = int(data[pos:sp]) if sp > pos else -1
         except ValueError:
@@ -77,13 +93,15 @@ def _parse_pax(data: bytes, url: str, offset: int) -> dict[str, str]:
         end = pos + length
         if length <= 0 or end > n or data[end - 1 : end] != b"\n":
             raise ShardError(f"shard {url}: malformed pax header at offset {offset}")
-        keyword, eq, value = data[sp + 1 : end - 1].partition(b"=")
-        if not eq:
+        eq = data.find(b"=", sp + 1, end)
+        if eq < 0:
             raise ShardError(f"shard {url}: malformed pax record at offset {offset}")
-        try:
-            records[keyword.decode("utf-8")] = value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ShardError(f"shard {url}: pax record at offset {offset} is not UTF-8") from None
+        keyword = data[sp + 1 : eq]
+        if keyword in _PAX_KEYWORDS:
+            try:
+                records[keyword.decode("ascii")] = data[eq + 1 : end - 1].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ShardError(f"shard {url}: pax record at offset {offset} is not UTF-8") from None
         pos = end
     return records
 
@@ -103,6 +121,7 @@ def iter_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str,
     pos = 0  # next unread byte in buf
     base = 0  # stream offset of buf[0]
     global_pax: dict[str, str] = {}
+    global_count = 0
     local_pax: dict[str, str] | None = None
     longname: str | None = None
     member = "<start>"
@@ -225,6 +244,12 @@ def iter_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str,
         elif typeflag == b"x":
             local_pax = _parse_pax(data, url, offset)
         elif typeflag == b"g":
+            global_count += 1
+            if global_count > MAX_GLOBAL_PAX:
+                raise ShardError(
+                    f"shard {url}: more than {MAX_GLOBAL_PAX} global pax headers (the last at offset "
+                    f"{offset}); the shard is corrupt or hostile"
+                )
             global_pax.update(_parse_pax(data, url, offset))
         elif typeflag == b"L":
             try:

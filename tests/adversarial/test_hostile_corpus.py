@@ -170,6 +170,35 @@ def pax_tar(records: dict[str, str] | list[bytes], data: bytes = b"\x80") -> byt
     return out.getvalue()
 
 
+def pax_records(records: dict[str, str]) -> bytes:
+    lines = []
+    for k, v in records.items():
+        rec = f" {k}={v}\n".encode()
+        n = len(rec) + len(str(len(rec)))
+        n = len(rec) + len(str(n))  # the length counts its own digits
+        lines.append(str(n).encode() + rec)
+    return b"".join(lines)
+
+
+def global_pax_tar(count: int, records: dict[str, str] | None = None, per_header=None) -> bytes:
+    """``count`` global ('g') pax headers (``per_header(i)`` gives header i's records), then one sample."""
+    out = io.BytesIO()
+    for i in range(count):
+        raw = pax_records(per_header(i) if per_header is not None else records or {})
+        ghdr = tarfile.TarInfo("././@PaxGlobalHeader")
+        ghdr.type = tarfile.XGLTYPE
+        ghdr.size = len(raw)
+        out.write(ghdr.tobuf(tarfile.USTAR_FORMAT))
+        out.write(raw + bytes(-len(raw) % 512))
+    data = good_payload()
+    member = tarfile.TarInfo("000000.msgpack")
+    member.size = len(data)
+    out.write(member.tobuf(tarfile.USTAR_FORMAT))
+    out.write(data + bytes(-len(data) % 512))
+    out.write(bytes(1024))
+    return out.getvalue()
+
+
 def gnu_longname_tar(name: bytes) -> bytes:
     longhdr = tarfile.TarInfo("././@LongLink")
     longhdr.type = tarfile.GNUTYPE_LONGNAME
@@ -371,6 +400,10 @@ CASES = [
     Case("tar-size-base256-negative", lambda t: read_shard(tampered_header(size=b"\xff" * 12), t),
          ShardError, "size"),
     Case("tar-size-not-octal", lambda t: read_shard(tampered_header(size=b"9zz"), t), ShardError, "size"),
+    Case("tar-pax-too-many-records", lambda t: read_shard(pax_tar({f"k{i}": "" for i in range(5000)}), t),
+         ShardError, "more than 4096 records"),
+    Case("tar-pax-many-global-headers", lambda t: read_shard(global_pax_tar(100, {"comment": "x"}), t),
+         ShardError, "more than 64 global pax headers"),
     Case("tar-pax-size-2^40", lambda t: read_shard(pax_tar({"size": str(1 << 40)}), t), ShardError, "claims .* bytes"),
     Case("tar-pax-size-negative", lambda t: read_shard(pax_tar({"size": "-512"}), t), ShardError, "claims -512 bytes"),
     Case("tar-pax-size-not-a-number", lambda t: read_shard(pax_tar({"size": "lots"}), t), ShardError, "bad pax size"),
@@ -395,6 +428,14 @@ CASES = [
         LocalDatasetEntry(name="x", schema_ref="atdata://local/schema/Row@1.0.0",
                           data_urls=entry_with_storage(http_storage("https://h.example/{0..9999999999}.tar")).storage.data_urls()),
         Row), InvalidRefError, "expands to"),
+    Case("pattern-list-shares-one-budget", lambda t: Dataset[Row]([f"{t}/a-{{0..599999}}.tar", f"{t}/b-{{0..599999}}.tar"]),
+         InvalidRefError, "expands to 1200000 shard URLs, with the patterns before it"),
+    Case("pattern-url-longer-than-4096-after-expansion", lambda t: Dataset[Row](
+        f"{t}/" + ("{" + "a" * 3000 + ",b}") * 3 + ".tar"), InvalidRefError, "characters \\(limit 4096\\)"),
+    Case("pattern-record-urls-share-one-budget", lambda t: Dataset[Row](entry_with_storage({
+        "$type": "science.alt.dataset.storageExternal",
+        "urls": [f"https://h.example/{p}-{{0..599999}}.tar" for p in "ab"]}).storage.data_urls()),
+         InvalidRefError, "expands to 1200000"),
     # ---- manifests next to shards ------------------------------------------------------------
     Case("manifest-not-json", lambda t: read_manifest_file(b"{'header': 1}", t), ShardError, "not valid JSON"),
     Case("manifest-not-utf8", lambda t: read_manifest_file(b'{"header": "\xff\xfe"}', t), ShardError, "not valid JSON"),
@@ -406,6 +447,9 @@ CASES = [
     Case("msgpack-empty", lambda t: read_payload(b"", t), ShardError, PAYLOAD, DecodeError),
     Case("msgpack-truncated", lambda t: read_payload(good_payload()[:-3], t), ShardError, PAYLOAD, DecodeError),
     Case("msgpack-trailing-bytes", lambda t: read_payload(good_payload() + b"\xc0", t), ShardError, PAYLOAD, DecodeError),
+    Case("msgpack-nested-lying-array-headers-16kib", lambda t: read_payload(
+        (b"\x82\xa5label\xa1x\xa1v" + b"\xdd\x00\x00\x40\x00" * 1000).ljust(16 << 10, b"\x00"), t),
+         ShardError, PAYLOAD, DecodeError),
     Case("msgpack-array32-2^32-1", lambda t: read_payload(b"\x81\xa1v\xdd\xff\xff\xff\xff", t),
          ShardError, "exceeds max_array_len", DecodeError),
     Case("msgpack-map32-2^32-1", lambda t: read_payload(b"\xdf\xff\xff\xff\xff", t),

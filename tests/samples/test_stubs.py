@@ -153,7 +153,8 @@ def test_authorities_do_not_collide(stubs: StubManager):
     a = stubs.load_type(RECORD)
     b = stubs.load_type(RECORD, authority="did:plc:xyz")
     assert a is not b
-    assert b.__module__ == "_atdata_generated_did_plc_xyz_MySample_1_0_0"
+    # "at_<authority>__<stem>": "__" never occurs in an authority directory, so no two collide
+    assert b.__module__ == "_atdata_generated_at_did_plc_xyz__MySample_1_0_0"
 
 
 # ----------------------------------------------------------------- hostile input
