@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 import os
 import random
 import tempfile
@@ -77,7 +78,10 @@ from .shards.cache import ShardCache, is_local_url, local_path
 from .shards.offsets import ShardOffsets, iter_range, scan_offsets
 from .shards.reader import READ_CHUNK
 
-__all__ = ["Loader", "ShardSpec", "STATE_FORMAT", "UNITS_PER_RANK", "DEFAULT_SHUFFLE_BUFFER_BYTES"]
+__all__ = [
+    "Loader", "ShardSpec", "STATE_FORMAT", "UNITS_PER_RANK", "DEFAULT_SHUFFLE_BUFFER_BYTES",
+    "make_state", "load_state", "merge_states", "global_state", "check_state",
+]
 
 STATE_FORMAT = "atdata-dagster/loader-state/1"
 #: Shards are cut into sample ranges when there are fewer than this many per rank.
@@ -140,8 +144,25 @@ def _to_intervals(positions: Sequence[int]) -> list[Interval]:
     return out
 
 
-def _expand(intervals: Sequence[Interval]) -> list[int]:
-    return [q for a, b in intervals for q in range(a, b)]
+def _mark(bitmap: bytearray, intervals: Sequence[Interval]) -> None:
+    for a, b in intervals:
+        bitmap[a:b] = b"\1" * (b - a)
+
+
+def _unmarked(bitmap: bytearray, intervals: Sequence[Interval]) -> list[Interval]:
+    """The parts of ``intervals`` whose positions are not set in ``bitmap``."""
+    out: list[Interval] = []
+    for a, b in intervals:
+        q = a
+        while q < b:
+            start = bitmap.find(0, q, b)
+            if start < 0:
+                break
+            stop = bitmap.find(1, start, b)
+            stop = b if stop < 0 else stop
+            out.append((start, stop))
+            q = stop
+    return out
 
 
 def _rng(*parts: Any) -> random.Random:
@@ -157,8 +178,8 @@ class Loader:
     """The torch-free core of :meth:`Dataset.torch`: plan, verified reads and resume state.
 
     One ``Loader`` serves one rank. :meth:`iter_worker` yields ``(position, sample)`` for
-    one worker of a given worker count and counts what it yields; :meth:`state_dict`
-    and :meth:`load_state_dict` save and restore that progress (see the module docstring).
+    one worker of a given worker count and counts what it yields; :func:`make_state` and
+    :func:`load_state` save and restore that progress (see the module docstring).
     """
 
     def __init__(
@@ -186,7 +207,10 @@ class Loader:
         if not isinstance(shuffle_buffer_bytes, int) or shuffle_buffer_bytes < 0:
             raise ValueError(f"shuffle_buffer_bytes must be a non-negative integer, got {shuffle_buffer_bytes!r}")
         self.dataset = dataset
-        self.specs: list[ShardSpec] = dataset.shard_specs()
+        try:
+            self.specs: list[ShardSpec] = dataset.shard_specs()
+        except TypeError as exc:
+            raise TypeError(f"Dataset.torch() plans from per-shard sample counts: {exc}") from None
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.rank = rank
@@ -280,7 +304,8 @@ class Loader:
                 yield q, shard, first, first + take
                 q += take
 
-    def _size_of(self, intervals: Sequence[Interval]) -> Callable[[int], int]:
+    def _size_of(self) -> Callable[[int], int]:
+        """Estimated bytes of the sample at rank position ``q``: its shard's mean (from the index)."""
         units, starts = self._units()
         n, base = self.num_samples, self.rank * self.rank_length
         means = [s.mean_sample_bytes for s in self.specs]
@@ -304,17 +329,17 @@ class Loader:
         lo, hi = worker * blocks // w_count * b, min((worker + 1) * blocks // w_count * b, m)
         return _slice(intervals, lo, hi)
 
-    def output_order(self, plan: dict, worker: int) -> list[int] | None:
+    def output_order(self, plan: dict, worker: int) -> Sequence[int] | None:
         """Positions in the order worker ``worker`` yields them, or ``None`` when it is the part's order."""
         part = self._part(plan, worker)
         if not self.shuffle or self.shuffle_buffer_bytes == 0:
             return None
         rng = _rng("buffer", self.seed, plan["epoch"], self.rank, plan["gen"], worker)
-        size = self._size_of(part)
+        size = self._size_of()
         cap = self.shuffle_buffer_bytes
         buf: list[int] = []
         held = 0
-        out: list[int] = []
+        out = array("q")  # 8 bytes per position
         randrange = rng.randrange
         for a, b in part:
             for q in range(a, b):
@@ -374,7 +399,11 @@ class Loader:
         rest = order[skip:]
         if not rest:
             return
-        wanted = set(rest)
+        wanted = None
+        if skip:  # only what is left to yield is read (a bitmap over the rank's positions)
+            wanted = bytearray(self.rank_length)
+            for q in rest:
+                wanted[q] = 1
         reading = self._read(self._part(plan, worker), wanted)
         held: dict[int, Any] = {}
         for q in rest:
@@ -385,7 +414,7 @@ class Loader:
             self._consumed += 1
             yield q, sample
 
-    def _read(self, part: Sequence[Interval], wanted: set[int] | None = None) -> Iterator[tuple[int, Any]]:
+    def _read(self, part: Sequence[Interval], wanted: bytearray | None = None) -> Iterator[tuple[int, Any]]:
         """``(position, sample)`` for ``part`` in order, each shard verified before any of its samples.
 
         Consecutive ranges of one shard share one open file. The next shard is verified
@@ -394,7 +423,7 @@ class Loader:
         """
         runs = list(self._runs(part))
         if wanted is not None:  # only the shard ranges that hold a wanted position are read
-            runs = [r for r in runs if any(x in wanted for x in range(r[0], r[0] + r[3] - r[2]))]
+            runs = [r for r in runs if wanted.find(1, r[0], r[0] + r[3] - r[2]) >= 0]
         groups: list[tuple[int, list[tuple[int, int, int, int]]]] = []
         for run in runs:
             if groups and groups[-1][0] == run[1]:
@@ -416,7 +445,7 @@ class Loader:
                         if j and a == 0:
                             f.seek(0)  # a second range of this shard starting at its first sample
                         for i, (key, payload) in enumerate(iter_range(f, url, offsets, a, b)):
-                            if wanted is not None and q + i not in wanted:
+                            if wanted is not None and not wanted[q + i]:
                                 continue
                             yield q + i, decode(url, key, payload)
         finally:
@@ -605,13 +634,12 @@ def merge_states(loader: Loader, states: Sequence[dict]) -> dict:
     saved_epoch = loader.epoch
     loader.epoch = plan["epoch"]
     try:
-        done: set[int] = set()
+        done = bytearray(loader.rank_length)
         for w, k in by_worker.items():
-            done.update(_expand(loader.delivered(plan, w, k)))
+            _mark(done, loader.delivered(plan, w, k))
     finally:
         loader.epoch = saved_epoch
-    remaining = [q for q in _expand(plan["intervals"]) if q not in done]
-    return {"intervals": _to_intervals(remaining), "num_workers": plan["num_workers"],
+    return {"intervals": _unmarked(done, plan["intervals"]), "num_workers": plan["num_workers"],
             "gen": plan["gen"] + 1, "epoch": plan["epoch"]}
 
 
@@ -633,4 +661,3 @@ def global_state(loader: Loader, plan: dict) -> dict:
     return _header(loader) | {"kind": "global", "epoch": plan["epoch"], "plan": _jsonable_plan(plan)}
 
 
-__all__ += ["make_state", "load_state", "merge_states", "global_state", "check_state"]
