@@ -382,3 +382,58 @@ def test_the_readme_training_example_runs_and_resumes_exactly(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     first, last = out.stdout.split("\n")[:2]
     assert first.startswith("1000 0.1 bafyrei") and last == "1000"
+
+
+_CHILD = r"""
+import json, os, sys, time
+from torchdata.stateful_dataloader import StatefulDataLoader
+from atdata_dagster import local
+from tests.test_loader_torch import Item
+
+db, data, out, k = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+idx = local.Index(path=db, data_store=local.LocalDiskStore(data), atmosphere=None)
+tds = idx.dataset("items", Item).torch(shuffle=True, seed=8, batch_size=4)
+loader = StatefulDataLoader(tds, batch_size=None, num_workers=2)
+seen = []
+for step, batch in enumerate(loader):
+    seen += [int(i) for i in batch["idx"]]
+    with open(out + ".tmp", "w") as f:  # a checkpoint after every step, as a trainer would
+        json.dump({"seen": seen, "state": loader.state_dict()}, f)
+    os.replace(out + ".tmp", out)
+    if step + 1 == k:
+        print("checkpointed", flush=True)
+        time.sleep(600)  # killed here, mid-epoch, workers still prefetching
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers_after", [2, 3])
+def test_a_killed_training_process_resumes_from_its_checkpoint_exactly(ds, tmp_path, workers_after):
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "ckpt.json"
+    root = Path(__file__).resolve().parent.parent
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(tmp_path / "index.db"), str(tmp_path / "data"), str(ckpt), "6"],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+    )
+    try:
+        assert child.stdout.readline().strip() == "checkpointed", child.stderr.read()[-2000:]
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)  # the trainer and its DataLoader workers
+        child.wait(timeout=30)
+    saved = json.loads(ckpt.read_text())
+    assert len(saved["seen"]) == 24
+
+    tds = ds.torch(shuffle=True, seed=8, batch_size=4)
+    if workers_after == 2:
+        loader = StatefulDataLoader(tds, batch_size=None, num_workers=2)
+        loader.load_state_dict(saved["state"])
+    else:
+        tds.load_state_dict(saved["state"])
+        loader = StatefulDataLoader(tds, batch_size=None, num_workers=workers_after)
+    exactly_once(saved["seen"] + ids(loader))
