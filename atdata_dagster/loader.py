@@ -54,9 +54,11 @@ Verified reads
 With ``verify=True`` a shard whose SHA-256 is recorded (index entries record every
 shard's) is hashed in full before any of its samples is yielded; a mismatch raises
 :class:`~atdata_dagster.errors.ChecksumMismatchError` naming the shard. Local shards are
-hashed once per process (keyed by path, size and mtime); remote shards are verified as
+hashed once per loader and process (keyed by path, size and mtime); remote shards are verified as
 they enter the :class:`~atdata_dagster.shards.cache.ShardCache` (``cache_dir``) or, without
-a cache, while they are spooled to a temporary file (memory up to 64 MiB, then disk).
+a cache, while they are spooled to a temporary file (memory up to 64 MiB, then disk). The
+next shard is verified (or downloaded) on a background thread while the current one is
+decoded.
 """
 
 from __future__ import annotations
