@@ -12,7 +12,6 @@ from __future__ import annotations
 import copyreg
 import os
 import pickle
-import random
 import threading
 from contextlib import closing
 from itertools import islice
@@ -21,7 +20,10 @@ from typing import Any, BinaryIO, Callable, Generic, Iterable, Iterator, Sequenc
 import numpy as np
 
 from .errors import EmptyDatasetError, InvalidRefError, NotFoundError, ShardError
+from .samples.batch import BatchDecoder, column_of, rows_from_columns
+from .shards.fastread import ShardIndex, iter_payload_views, open_index, sample_key
 from .shards.reader import iter_samples, open_url
+from .shuffle import DEFAULT_BUFFER_BYTES, GLOBAL_SHUFFLE_MAX, ShuffleBuffer, epoch_rng, global_order
 
 __all__ = ["Dataset", "SampleBatch", "load_dataset"]
 
@@ -138,19 +140,38 @@ def _expression_size(expr: str) -> int:
 
 
 class SampleBatch(Generic[T]):
-    """A list of samples with per-field access: ``batch.label`` -> list, ``batch.image`` -> stacked array.
+    """A batch of samples with per-field access: ``batch.label`` -> list, ``batch.image`` -> stacked array.
 
-    A field whose values are all numpy arrays of one shape is ``np.stack``-ed into one
-    array with a leading batch dimension; any other field is a plain list.
+    A field whose values are all numpy arrays of one shape is one array with a leading
+    batch dimension; any other field is a plain list. Batches read through the batched
+    fast path hold only these columns; ``samples`` (and iteration, indexing) builds the
+    sample objects on first use.
     """
 
     def __init__(self, samples: Sequence[T], sample_type: type | None = None):
-        self.samples: list[T] = list(samples)
+        self._samples: list[T] | None = list(samples)
+        self._n = len(self._samples)
         self.sample_type = sample_type
         self._fields: dict[str, Any] = {}
 
+    @classmethod
+    def from_columns(cls, columns: dict[str, Any], n: int, sample_type: type) -> "SampleBatch[T]":
+        """A batch of ``n`` samples given as decoded columns ``{field: array or list}``."""
+        batch = cls.__new__(cls)
+        batch._samples = None
+        batch._n = n
+        batch.sample_type = sample_type
+        batch._fields = dict(columns)
+        return batch
+
+    @property
+    def samples(self) -> list[T]:
+        if self._samples is None:
+            self._samples = rows_from_columns(self.sample_type, self._fields, self._n)  # type: ignore[arg-type]
+        return self._samples
+
     def __len__(self) -> int:
-        return len(self.samples)
+        return self._n
 
     def __iter__(self) -> Iterator[T]:
         return iter(self.samples)
@@ -166,22 +187,19 @@ class SampleBatch(Generic[T]):
             raise AttributeError(name)
         if name in cache:
             return cache[name]
+        samples = self.__dict__.get("_samples")
         try:
-            values = [getattr(s, name) for s in self.samples]
+            if samples is None:
+                raise AttributeError(name)
+            values = [getattr(s, name) for s in samples]
         except AttributeError:
             type_name = getattr(self.sample_type, "__name__", "sample")
             raise AttributeError(f"{type_name} batch has no field {name!r}") from None
-        out: Any = values
-        if values and all(isinstance(v, np.ndarray) for v in values):
-            try:
-                out = np.stack(values)
-            except ValueError:  # ragged arrays: keep the list
-                out = values
-        cache[name] = out
+        out = cache[name] = column_of(values)
         return out
 
     def __repr__(self) -> str:
-        return f"SampleBatch[{getattr(self.sample_type, '__name__', '?')}](size={len(self.samples)})"
+        return f"SampleBatch[{getattr(self.sample_type, '__name__', '?')}](size={self._n})"
 
 
 class _DatasetMeta(type):
@@ -298,85 +316,178 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             with closing(self._open(url)) as f:
                 yield from iter_samples(f, url)
 
-    def _iter_with_url(self, shards: Iterable[str]) -> Iterator[tuple[str, str, bytes]]:
-        for url in shards:
-            with closing(self._open(url)) as f:
-                for key, payload in iter_samples(f, url):
-                    yield url, key, payload
-
-    def _decoder(self) -> Callable[[str, str, bytes], Any]:
-        st = self._require_type()
-        from_bytes = st.from_bytes
-
-        def decode(url: str, key: str, payload: bytes) -> Any:
-            try:
-                return from_bytes(payload)
-            except Exception as exc:
-                raise _decode_error(st, url, key, exc) from exc
-
-        return decode
-
     def _require_type(self) -> Any:
         st = self.sample_type
         if st is None:  # pragma: no cover - samples package missing
             raise ShardError("no sample type available to decode samples; use Dataset[YourSample]")
         return st
 
+    def _sources(self, shards: Iterable[str]) -> Iterator[tuple[Iterator[Any], Callable[[int], str], str]]:
+        """Per shard: (its payloads in order, position -> sample key, URL).
+
+        A local shard is memory-mapped and indexed in one pass over its headers
+        (payloads are zero-copy views); any other stream goes through the streaming
+        parser, so remote shards are never held in memory whole.
+        """
+        for url in shards:
+            with closing(self._open(url)) as f:
+                index = open_index(f, url)
+                if index is not None:
+                    yield iter_payload_views(index), _keys_of(index), url
+                    continue
+                keys: list[str] = []
+                yield _streamed(iter_samples(f, url), keys), keys.__getitem__, url
+
     def _samples(self, shards: Iterable[str]) -> Iterator[Any]:
         st = self._require_type()
         from_bytes = st.from_bytes
-        for url in shards:
-            with closing(self._open(url)) as f:
-                for key, payload in iter_samples(f, url):
-                    try:
-                        sample = from_bytes(payload)
-                    except Exception as exc:
-                        raise _decode_error(st, url, key, exc) from exc
-                    yield sample
+        for payloads, key_of, url in self._sources(shards):
+            i = -1
+            try:
+                for i, payload in enumerate(payloads):
+                    yield from_bytes(payload)
+            except ShardError:
+                raise
+            except Exception as exc:
+                raise _decode_error(st, url, key_of(i), exc) from exc
 
-    def _batched(self, it: Iterator[Any], batch_size: int) -> Iterator[SampleBatch[T]]:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        st = self.sample_type
+    def _decode_batch(self, dec: BatchDecoder | None, payloads: list[Any], where: Callable[[int], tuple[str, str]]) -> SampleBatch[T]:
+        """One batch: columns straight from the payloads, else sample by sample (same values or the error)."""
+        st = self._require_type()
+        if dec is not None:
+            columns = dec.decode(payloads)
+            if columns is not None:
+                return SampleBatch.from_columns(columns, len(payloads), st)
+        from_bytes = st.from_bytes
+        samples = []
+        for payload in payloads:
+            try:
+                samples.append(from_bytes(payload))
+            except Exception as exc:
+                url, key = where(len(samples))
+                raise _decode_error(st, url, key, exc) from exc
+        return SampleBatch(samples, st)
+
+    def _ordered_batches(self, shards: Iterable[str], batch_size: int) -> Iterator[SampleBatch[T]]:
+        _check_batch_size(batch_size)
+        dec = BatchDecoder.for_type(self._require_type())
+        pending: list[Any] = []
+        spans: list[tuple[int, str, Callable[[int], str], int]] = []  # (first pending pos, url, key_of, first i)
+
+        def where(pos: int) -> tuple[str, str]:
+            start, url, key_of, first = max((sp for sp in spans if sp[0] <= pos), key=lambda sp: sp[0])
+            return url, key_of(first + pos - start)
+
+        for payloads, key_of, url in self._sources(shards):
+            taken = 0
+            while True:
+                spans.append((len(pending), url, key_of, taken))
+                before = len(pending)
+                pending.extend(islice(payloads, batch_size - before))
+                taken += len(pending) - before
+                if len(pending) < batch_size:
+                    if len(pending) == before:
+                        spans.pop()
+                    break
+                yield self._decode_batch(dec, pending, where)
+                pending, spans = [], []
+        if pending:
+            yield self._decode_batch(dec, pending, where)
+
+    def ordered(self, batch_size: int | None = None) -> Iterator[Any]:
+        """Samples (or :class:`SampleBatch` es of ``batch_size``) in shard order.
+
+        Batches of ``@packable`` samples are decoded straight into per-field columns
+        (one preallocated array per fixed-shape ndarray field) without building sample
+        objects; see :mod:`atdata_dagster.samples.batch`.
+        """
+        if batch_size is None:
+            return self._samples(self._shards)
+        _check_batch_size(batch_size)
+        return self._ordered_batches(self._shards, batch_size)
+
+    def shuffled(
+        self,
+        buffer_size: int | None = None,
+        batch_size: int | None = None,
+        seed: int | None = None,
+        *,
+        buffer_bytes: int | None = None,
+        epoch: int = 0,
+    ) -> Iterator[Any]:
+        """Samples (or batches) in random order; the same ``(seed, epoch)`` gives the same order.
+
+        With neither ``buffer_size`` nor ``buffer_bytes`` and every shard a local file
+        (at most ``GLOBAL_SHUFFLE_MAX`` samples), the order is a uniform permutation of
+        all samples: shards are memory-mapped and read at random. Otherwise the shard
+        order is shuffled and samples pass through a shuffle buffer holding at most
+        ``buffer_size`` samples (default 10,000) and ``buffer_bytes`` payload bytes
+        (default 32 MiB), so memory stays bounded whatever the sample size.
+        """
+        for name, value in (("buffer_size", buffer_size), ("buffer_bytes", buffer_bytes)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if batch_size is not None:
+            _check_batch_size(batch_size)
+        it = self._shuffled_payloads(buffer_size, buffer_bytes, seed, epoch)
+        if batch_size is None:
+            return self._decode_tagged(it)
+        return self._shuffled_batches(it, batch_size)
+
+    def _shuffled_payloads(
+        self, buffer_size: int | None, buffer_bytes: int | None, seed: int | None, epoch: int
+    ) -> Iterator[tuple[Any, tuple[str, Callable[[int], str], int]]]:
+        """(payload, (url, key_of, position)) of every sample, shuffled."""
+        rng = epoch_rng(seed, epoch)
+        shards = [self._shards[i] for i in rng.permutation(len(self._shards)).tolist()]
+        if buffer_size is None and buffer_bytes is None:
+            indexes: list[ShardIndex] = []
+            for url in shards:
+                with closing(self._open(url)) as f:
+                    index = open_index(f, url)
+                if index is None:
+                    break
+                indexes.append(index)
+            else:
+                if sum(len(ix) for ix in indexes) <= GLOBAL_SHUFFLE_MAX:
+                    yield from _global_payloads(indexes, rng)
+                    return
+            del indexes
+        buffer = ShuffleBuffer(
+            rng,
+            max_bytes=buffer_bytes or DEFAULT_BUFFER_BYTES,
+            max_items=buffer_size or 10_000,
+        )
+        yield from buffer.shuffle(self._tagged(shards))
+
+    def _tagged(self, shards: Iterable[str]) -> Iterator[tuple[Any, tuple[str, Callable[[int], str], int]]]:
+        for payloads, key_of, url in self._sources(shards):
+            for i, payload in enumerate(payloads):
+                yield payload, (url, key_of, i)
+
+    def _decode_tagged(self, it: Iterator[tuple[Any, tuple[str, Callable[[int], str], int]]]) -> Iterator[Any]:
+        st = self._require_type()
+        from_bytes = st.from_bytes
+        for payload, (url, key_of, i) in it:
+            try:
+                sample = from_bytes(payload)
+            except Exception as exc:
+                raise _decode_error(st, url, key_of(i), exc) from exc
+            yield sample
+
+    def _shuffled_batches(self, it: Iterator[tuple[Any, Any]], batch_size: int) -> Iterator[SampleBatch[T]]:
+        dec = BatchDecoder.for_type(self._require_type())
         while True:
             chunk = list(islice(it, batch_size))
             if not chunk:
                 return
-            yield SampleBatch(chunk, st)
+            payloads = [p for p, _ in chunk]
 
-    def ordered(self, batch_size: int | None = None) -> Iterator[Any]:
-        """Samples (or :class:`SampleBatch` es of ``batch_size``) in shard order."""
-        it = self._samples(self._shards)
-        return it if batch_size is None else self._batched(it, batch_size)
+            def where(pos: int, chunk: list = chunk) -> tuple[str, str]:
+                url, key_of, i = chunk[pos][1]
+                return url, key_of(i)
 
-    def shuffled(self, buffer_size: int = 10_000, batch_size: int | None = None, seed: int | None = None) -> Iterator[Any]:
-        """Samples in random order: shuffled shard order plus a shuffle buffer of ``buffer_size``.
-
-        Memory is bounded by ``buffer_size`` raw payloads. The same ``seed`` gives the
-        same order.
-        """
-        if not isinstance(buffer_size, int) or buffer_size < 1:
-            raise ValueError(f"buffer_size must be a positive integer, got {buffer_size!r}")
-        it = self._shuffled(buffer_size, seed)
-        return it if batch_size is None else self._batched(it, batch_size)
-
-    def _shuffled(self, buffer_size: int, seed: int | None) -> Iterator[Any]:
-        rng = random.Random(seed)
-        shards = list(self._shards)
-        rng.shuffle(shards)
-        decode = self._decoder()
-        buf: list[tuple[str, str, bytes]] = []
-        randrange = rng.randrange
-        for item in self._iter_with_url(shards):
-            if len(buf) < buffer_size:
-                buf.append(item)
-                continue
-            j = randrange(buffer_size)
-            out, buf[j] = buf[j], item
-            yield decode(*out)
-        rng.shuffle(buf)
-        for item in buf:
-            yield decode(*item)
+            yield self._decode_batch(dec, payloads, where)
 
     def __iter__(self) -> Iterator[T]:
         return self.ordered()
@@ -389,6 +500,30 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
     def count(self) -> int:
         """Number of samples (streams every shard; nothing is decoded)."""
         return sum(1 for _ in self.iter_raw())
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _streamed(samples: Iterator[tuple[str, bytes]], keys: list[str]) -> Iterator[bytes]:
+    for key, payload in samples:
+        keys.append(key)
+        yield payload
+
+
+def _keys_of(index: ShardIndex) -> Callable[[int], str]:
+    return lambda i: sample_key(index, i)
+
+
+def _global_payloads(indexes: list[ShardIndex], rng: Any) -> Iterator[tuple[Any, tuple[str, Callable[[int], str], int]]]:
+    views = [memoryview(ix.buffer) for ix in indexes]
+    offsets = [ix.offsets.tolist() for ix in indexes]
+    ends = [(ix.offsets + ix.sizes).tolist() for ix in indexes]
+    keys = [_keys_of(ix) for ix in indexes]
+    for s, i in global_order(indexes, rng):
+        yield views[s][offsets[s][i] : ends[s][i]], (indexes[s].url, keys[s], i)
 
 
 def _decode_error(st: type, url: str, key: str, exc: Exception) -> ShardError:
