@@ -82,54 +82,146 @@ def map_file(stream: BinaryIO) -> mmap.mmap | None:
     return mm
 
 
-def _fast_scan(buf, n: int) -> tuple[list[int], list[int]] | None:
-    """(payload offsets, sizes) if every member is a plain ustar ``<key>.msgpack`` file, else None."""
-    offsets: list[int] = []
-    sizes: list[int] = []
-    add_off = offsets.append
-    add_size = sizes.append
+_END = -1
+_OCT11 = 8 ** np.arange(10, -1, -1, dtype=np.int64)
+_OCT6 = 8 ** np.arange(5, -1, -1, dtype=np.int64)
+_SUFFIX_ARR = np.frombuffer(_SUFFIX, np.uint8)
+_NAME_COLS = np.arange(100)
+_MAX_ROWS = 1024  # headers checked per numpy pass
+
+
+def _header_at(buf, pos: int, n: int, prev_name: bytes) -> tuple[int, bytes] | int | None:
+    """(size, name) of the plain ``<key>.msgpack`` member at ``pos``; _END at the end marker; else None."""
+    end = pos + BLOCK
+    if end > n:
+        return None  # truncated: let the careful parser explain it
+    header = buf[pos:end]
+    if header[156] != 48:  # typeflag '0'; anything else (pax, GNU, links, '\0') -> careful path
+        return _END if header == _ZERO else None
+    # checksum: the byte sum with the checksum field counted as spaces (adler32's low
+    # half is 1 + sum for an ASCII header); non-ASCII headers go the careful way
+    if not header.isascii():
+        return None
+    try:
+        stored = int(header[148:154], 8)
+        size = int(header[124:135], 8)
+    except ValueError:
+        return None
+    if stored != (adler32(header) & 0xFFFF) - 1 - sum(header[148:156]) + 256:
+        return None
+    nul = header.find(0, 0, 100)
+    name = header[: nul if nul >= 0 else 100]
+    if header[345] or not name.endswith(_SUFFIX):  # a ustar prefix, or not a msgpack member
+        return None
+    base = name.rfind(b"/") + 1
+    if (
+        name.find(b".", base) != len(name) - 8  # key must hold no '.', basename not '.msgpack'
+        or base == len(name) - 8
+        or name[:1] == b"/"
+        or b".." in name
+        or name == prev_name
+    ):
+        return None
+    if end + size + (-size % BLOCK) > n:
+        return None
+    return size, name
+
+
+_LANES = np.uint64(0x00FF00FF00FF00FF)
+_HIGH_BITS = np.uint64(0x8080808080808080)
+_EIGHT = np.uint64(8)
+
+
+def _run_length(arr: np.ndarray, first: int, stride: int, rows: int, prev_name: bytes) -> tuple[int, np.ndarray]:
+    """How many members from ``first`` on, every ``stride`` bytes, are plain msgpack members
+    whose data fills exactly ``stride - 512`` bytes (and their sizes): the numpy twin of
+    :func:`_header_at` for runs of equally padded samples (``stride`` is a multiple of 512,
+    so each header is also read as 64 aligned uint64 words)."""
+    h = np.lib.stride_tricks.as_strided(arr[first:], shape=(rows, BLOCK), strides=(stride, 1), writeable=False)
+    w = np.lib.stride_tricks.as_strided(
+        arr[first:].view(np.uint64), shape=(rows, BLOCK // 8), strides=(stride, 8), writeable=False
+    ) if first % 8 == 0 else h.astype(np.uint8).reshape(rows, -1).view(np.uint64)
+    ok = (w & _HIGH_BITS).max(1) == 0  # ASCII
+    ok &= h[:, 156] == 48
+    ok &= h[:, 345] == 0
+    digits = h[:, 124:136].astype(np.int64) - 48
+    ok &= (digits[:, :11] >= 0).all(1) & (digits[:, :11] < 8).all(1) & (digits[:, 11] == -48)
+    sizes = digits[:, :11] @ _OCT11
+    ok &= (sizes + 511) // BLOCK * BLOCK == stride - BLOCK
+    chk = h[:, 148:155].astype(np.int64) - 48
+    ok &= (chk[:, :6] >= 0).all(1) & (chk[:, :6] < 8).all(1) & (chk[:, 6] == -48)
+    # byte sums: pairs of bytes added in 16-bit lanes (no lane can overflow over 64 words)
+    lanes = ((w & _LANES) + ((w >> _EIGHT) & _LANES)).sum(1, dtype=np.uint64)
+    total = (lanes & np.uint64(0xFFFF)) + ((lanes >> np.uint64(16)) & np.uint64(0xFFFF))
+    total += ((lanes >> np.uint64(32)) & np.uint64(0xFFFF)) + (lanes >> np.uint64(48))
+    ok &= chk[:, :6] @ _OCT6 == total.astype(np.int64) - h[:, 148:156].sum(1, dtype=np.int64) + 256
+    names = h[:, :100]
+    nul = (names == 0).argmax(1)
+    idx = np.arange(rows)
+    ok &= (names[idx, nul] == 0) & (nul > 8)
+    ok &= (names[idx[:, None], nul[:, None] - 8 + np.arange(8)] == _SUFFIX_ARR).all(1)
+    inside = _NAME_COLS < nul[:, None]
+    masked = np.where(inside, names, 0)
+    ok &= (masked == 46).sum(1) == 1  # the suffix's dot only
+    ok &= ~(masked == 47).any(1)  # no directories in a run (the scalar path handles them)
+    prev = np.zeros(100, np.uint8)
+    prev[: len(prev_name)] = np.frombuffer(prev_name, np.uint8)[:100]
+    ok[0] &= bool((masked[0] != prev).any())
+    if rows > 1:
+        ok[1:] &= (masked[1:] != masked[:-1]).any(1)
+    bad = np.flatnonzero(~ok)
+    count = int(bad[0]) if len(bad) else rows
+    return count, sizes[:count]
+
+
+def _fast_scan(buf, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(payload offsets, sizes) if every member is a plain ustar ``<key>.msgpack`` file, else None.
+
+    Members are parsed one by one until a run of equally padded members shows up; such
+    runs (the usual case: samples of one type have near-equal sizes) are checked with
+    numpy, many headers per pass.
+    """
+    arr = np.frombuffer(buf, np.uint8)
+    offsets: list[np.ndarray] = []
+    sizes: list[np.ndarray] = []
+    one_off: list[int] = []
+    one_size: list[int] = []
     pos = 0
     prev_name = b""
+    scalar_left = 0
     while True:
-        end = pos + BLOCK
-        if end > n:
-            return None  # truncated: let the careful parser explain it
-        header = buf[pos:end]
-        if header[156] != 48:  # typeflag '0'; anything else (pax, GNU, links, '\0') -> careful path
-            if header == _ZERO:
-                return offsets, sizes
+        got = _header_at(buf, pos, n, prev_name)
+        if got is None:
             return None
-        # checksum: the byte sum with the checksum field counted as spaces (adler32's low
-        # half is 1 + sum for an ASCII header); non-ASCII headers go the careful way
-        if not header.isascii():
-            return None
-        try:
-            stored = int(header[148:154], 8)
-            size = int(header[124:135], 8)
-        except ValueError:
-            return None
-        if stored != (adler32(header) & 0xFFFF) - 1 - sum(header[148:156]) + 256:
-            return None
-        nul = header.find(0, 0, 100)
-        name = header[: nul if nul >= 0 else 100]
-        if header[345] or not name.endswith(_SUFFIX):  # a ustar prefix, or not a msgpack member
-            return None
-        base = name.rfind(b"/") + 1
-        if (
-            name.find(b".", base) != len(name) - 8  # key must hold no '.', basename not '.msgpack'
-            or base == len(name) - 8
-            or name[:1] == b"/"
-            or b".." in name
-            or name == prev_name
-        ):
-            return None
-        prev_name = name
-        start = end
-        pos = start + size + (-size % BLOCK)
-        if pos > n:
-            return None
-        add_off(start)
-        add_size(size)
+        if got == _END:
+            break
+        size, prev_name = got  # type: ignore[misc]
+        one_off.append(pos + BLOCK)
+        one_size.append(size)
+        stride = BLOCK + size + (-size % BLOCK)
+        pos += stride
+        if scalar_left:
+            scalar_left -= 1
+            continue
+        rows = min((n - pos - BLOCK) // stride + 1 if n - pos >= BLOCK else 0, _MAX_ROWS)
+        if rows < 8:
+            continue
+        count, run_sizes = _run_length(arr, pos, stride, rows, prev_name)
+        if count:
+            offsets.append(np.array(one_off, np.int64))
+            sizes.append(np.array(one_size, np.int64))
+            one_off, one_size = [], []
+            offsets.append(pos + BLOCK + stride * np.arange(count, dtype=np.int64))
+            sizes.append(run_sizes)
+            last = pos + stride * (count - 1)
+            nul = buf.find(b"\0", last, last + 100)
+            prev_name = buf[last : nul if nul >= 0 else last + 100]
+            pos += stride * count
+        if count < 8:
+            scalar_left = 32  # sizes vary here: parse one by one for a while
+    offsets.append(np.array(one_off, np.int64))
+    sizes.append(np.array(one_size, np.int64))
+    return np.concatenate(offsets), np.concatenate(sizes)
 
 
 def open_index(stream: BinaryIO, url: str = "<stream>") -> ShardIndex | None:
@@ -146,7 +238,7 @@ def open_index(stream: BinaryIO, url: str = "<stream>") -> ShardIndex | None:
         stream.seek(0)
         return None
     offsets, sizes = found
-    return ShardIndex(url, mm, np.array(offsets, np.int64), np.array(sizes, np.int64))
+    return ShardIndex(url, mm, offsets, sizes)
 
 
 def scan_shard(stream: BinaryIO, url: str = "<stream>") -> ShardIndex:
