@@ -42,8 +42,17 @@ start=$(date +%s)
 rm -rf "$VENV"
 mkdir -p "$(dirname "$VENV")"
 "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q "${PACKAGES[@]}"
+# pip's notes about absent local index mirrors are noise here; keep real errors
+pip_install() {
+  "$VENV/bin/python" -m pip install -q "$@" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+  return "${PIPESTATUS[0]}"
+}
+pip_install --upgrade pip
+pip_install "${PACKAGES[@]}"
+# mosaicml-streaming pulls torchvision, whose registry wheel is built against a CUDA torch and
+# cannot load next to the CPU torch; Mosaic only needs it for its vision datasets, which the
+# benchmark never uses (it stands in a stub module for that import).
+"$VENV/bin/python" -m pip uninstall -q -y torchvision
 "$VENV/bin/python" - <<'PYEOF'
 import importlib.metadata as md
 for name in ("torch", "mosaicml-streaming", "litdata", "datasets", "webdataset", "pylance"):
