@@ -10,6 +10,7 @@ annotation, with ``isinstance`` and with pickle.
 from __future__ import annotations
 
 import copyreg
+import hashlib
 import os
 import pickle
 import threading
@@ -19,9 +20,14 @@ from typing import Any, BinaryIO, Callable, Generic, Iterable, Iterator, Sequenc
 
 import numpy as np
 
-from .errors import EmptyDatasetError, InvalidRefError, NotFoundError, ShardError
+from .errors import EmptyDatasetError, FieldMismatchError, InvalidRefError, NotFoundError, ShardError
+from .loader import ShardSpec
 from .samples.batch import BatchDecoder, column_of, rows_from_columns
+from .samples.codec import unpack_payload
+from .samples.packable import _plan
 from .shards.fastread import ShardIndex, iter_payload_views, open_index, sample_key
+from .shards.manifest import manifest_url_for, read_manifest
+from .shards.offsets import ShardOffsets, locate, offsets_from_manifest, read_sample_bytes, sample_at, scan_offsets
 from .shards.reader import iter_samples, open_url
 from .shuffle import DEFAULT_BUFFER_BYTES, GLOBAL_SHUFFLE_MAX, ShuffleBuffer, epoch_rng, global_order
 
@@ -243,6 +249,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         *,
         metadata: dict | None = None,
         opener: Opener | None = None,
+        cid: str | None = None,
     ):
         if isinstance(url, (str, os.PathLike)):
             self.url = os.fspath(url)
@@ -266,6 +273,11 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         self.sample_type = st if st is not None else _default_sample_type()
         self.metadata = metadata
         self._opener = opener
+        #: CID of the index entry this dataset was opened from (``None`` for bare URLs).
+        self.cid = cid
+        self._specs: list | None = None
+        self._offsets: dict[int, ShardOffsets] = {}
+        self._key_map: dict[str, tuple[int, int]] | None = None
 
     # -------------------------------------------------------------- basics
     def list_shards(self) -> list[str]:
@@ -290,11 +302,11 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                 pickle.dumps(opener)
             except Exception:
                 opener = None  # e.g. a bound Index method: fall back to the default opener
-        return (_rebuild, (type(self), self._shards, self.url, self.metadata, opener))
+        return (_rebuild, (type(self), self._shards, self.url, self.metadata, opener, self.cid))
 
     def as_type(self, sample_type: type[Any]) -> "Dataset[Any]":
         """The same shards decoded as ``sample_type`` (payloads are re-read, not converted)."""
-        ds = Dataset[sample_type](self._shards, metadata=self.metadata, opener=self._opener)  # type: ignore[valid-type]
+        ds = Dataset[sample_type](self._shards, metadata=self.metadata, opener=self._opener, cid=self.cid)  # type: ignore[valid-type]
         ds.url = self.url
         return ds
 
@@ -316,11 +328,40 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             with closing(self._open(url)) as f:
                 yield from iter_samples(f, url)
 
+    def _decoder(self, fields: Sequence[str] | None = None) -> Callable[[str, str, bytes], Any]:
+        if fields is not None:
+            return self._projector(fields)
+        st = self._require_type()
+        from_bytes = st.from_bytes
+
+        def decode(url: str, key: str, payload: bytes) -> Any:
+            try:
+                return from_bytes(payload)
+            except Exception as exc:
+                raise _decode_error(st, url, key, exc) from exc
+
+        return decode
+
     def _require_type(self) -> Any:
         st = self.sample_type
         if st is None:  # pragma: no cover - samples package missing
             raise ShardError("no sample type available to decode samples; use Dataset[YourSample]")
         return st
+
+    def _projector(self, fields: Sequence[str] | None) -> Callable[[str, str, bytes], Any]:
+        """``decode(url, key, payload)`` decoding only ``fields`` (all when ``None``); the rest read as ``None``."""
+        if fields is None:
+            return self._decoder()
+        st = self._require_type()
+        project = _projection(st, fields)
+
+        def decode(url: str, key: str, payload: bytes) -> Any:
+            try:
+                return project(payload)
+            except Exception as exc:
+                raise _decode_error(st, url, key, exc) from exc
+
+        return decode
 
     def _sources(self, shards: Iterable[str]) -> Iterator[tuple[Iterator[Any], Callable[[int], str], str]]:
         """Per shard: (its payloads in order, position -> sample key, URL).
@@ -338,9 +379,14 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                 keys: list[str] = []
                 yield _streamed(iter_samples(f, url), keys), keys.__getitem__, url
 
-    def _samples(self, shards: Iterable[str]) -> Iterator[Any]:
+    def _payload_decoder(self, fields: Sequence[str] | None) -> Callable[[Any], Any]:
+        """``payload -> sample``: ``T.from_bytes``, or only ``fields`` decoded (the rest ``None``)."""
         st = self._require_type()
-        from_bytes = st.from_bytes
+        return st.from_bytes if fields is None else _projection(st, fields)
+
+    def _samples(self, shards: Iterable[str], fields: Sequence[str] | None = None) -> Iterator[Any]:
+        st = self._require_type()
+        from_bytes = self._payload_decoder(fields)
         for payloads, key_of, url in self._sources(shards):
             i = -1
             try:
@@ -351,14 +397,22 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             except Exception as exc:
                 raise _decode_error(st, url, key_of(i), exc) from exc
 
-    def _decode_batch(self, dec: BatchDecoder | None, payloads: list[Any], where: Callable[[int], tuple[str, str]]) -> SampleBatch[T]:
+    def _batch_decoder(self, fields: Sequence[str] | None) -> tuple[BatchDecoder | None, Callable[[Any], Any]]:
+        """(columns decoder or None, per-sample decoder) for batches; projections go sample by sample."""
+        st = self._require_type()
+        return (BatchDecoder.for_type(st) if fields is None else None), self._payload_decoder(fields)
+
+    def _decode_batch(
+        self, decoders: tuple[BatchDecoder | None, Callable[[Any], Any]], payloads: list[Any],
+        where: Callable[[int], tuple[str, str]],
+    ) -> SampleBatch[T]:
         """One batch: columns straight from the payloads, else sample by sample (same values or the error)."""
         st = self._require_type()
+        dec, from_bytes = decoders
         if dec is not None:
             columns = dec.decode(payloads)
             if columns is not None:
                 return SampleBatch.from_columns(columns, len(payloads), st)
-        from_bytes = st.from_bytes
         samples = []
         for payload in payloads:
             try:
@@ -368,9 +422,11 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                 raise _decode_error(st, url, key, exc) from exc
         return SampleBatch(samples, st)
 
-    def _ordered_batches(self, shards: Iterable[str], batch_size: int) -> Iterator[SampleBatch[T]]:
+    def _ordered_batches(
+        self, shards: Iterable[str], batch_size: int, fields: Sequence[str] | None = None
+    ) -> Iterator[SampleBatch[T]]:
         _check_batch_size(batch_size)
-        dec = BatchDecoder.for_type(self._require_type())
+        dec = self._batch_decoder(fields)
         pending: list[Any] = []
         spans: list[tuple[int, str, Callable[[int], str], int]] = []  # (first pending pos, url, key_of, first i)
 
@@ -394,17 +450,20 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         if pending:
             yield self._decode_batch(dec, pending, where)
 
-    def ordered(self, batch_size: int | None = None) -> Iterator[Any]:
+    def ordered(self, batch_size: int | None = None, *, fields: Sequence[str] | None = None) -> Iterator[Any]:
         """Samples (or :class:`SampleBatch` es of ``batch_size``) in shard order.
 
         Batches of ``@packable`` samples are decoded straight into per-field columns
         (one preallocated array per fixed-shape ndarray field) without building sample
-        objects; see :mod:`atdata_dagster.samples.batch`.
+        objects; see :mod:`atdata_dagster.samples.batch`. ``fields=[...]`` decodes only
+        the named fields; the others read as ``None``.
         """
+        if fields is not None:
+            _projection(self._require_type(), fields)  # unknown names fail now, not mid-epoch
         if batch_size is None:
-            return self._samples(self._shards)
+            return self._samples(self._shards, fields)
         _check_batch_size(batch_size)
-        return self._ordered_batches(self._shards, batch_size)
+        return self._ordered_batches(self._shards, batch_size, fields)
 
     def shuffled(
         self,
@@ -414,6 +473,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         *,
         buffer_bytes: int | None = None,
         epoch: int = 0,
+        fields: Sequence[str] | None = None,
     ) -> Iterator[Any]:
         """Samples (or batches) in random order; the same ``(seed, epoch)`` gives the same order.
 
@@ -423,16 +483,19 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         order is shuffled and samples pass through a shuffle buffer holding at most
         ``buffer_size`` samples (default 10,000) and ``buffer_bytes`` payload bytes
         (default 32 MiB), so memory stays bounded whatever the sample size.
+        ``fields=[...]`` decodes only the named fields (the others are ``None``).
         """
         for name, value in (("buffer_size", buffer_size), ("buffer_bytes", buffer_bytes)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if batch_size is not None:
             _check_batch_size(batch_size)
+        if fields is not None:
+            _projection(self._require_type(), fields)
         it = self._shuffled_payloads(buffer_size, buffer_bytes, seed, epoch)
         if batch_size is None:
-            return self._decode_tagged(it)
-        return self._shuffled_batches(it, batch_size)
+            return self._decode_tagged(it, fields)
+        return self._shuffled_batches(it, batch_size, fields)
 
     def _shuffled_payloads(
         self, buffer_size: int | None, buffer_bytes: int | None, seed: int | None, epoch: int
@@ -465,9 +528,11 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             for i, payload in enumerate(payloads):
                 yield payload, (url, key_of, i)
 
-    def _decode_tagged(self, it: Iterator[tuple[Any, tuple[str, Callable[[int], str], int]]]) -> Iterator[Any]:
+    def _decode_tagged(
+        self, it: Iterator[tuple[Any, tuple[str, Callable[[int], str], int]]], fields: Sequence[str] | None = None
+    ) -> Iterator[Any]:
         st = self._require_type()
-        from_bytes = st.from_bytes
+        from_bytes = self._payload_decoder(fields)
         for payload, (url, key_of, i) in it:
             try:
                 sample = from_bytes(payload)
@@ -475,8 +540,10 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                 raise _decode_error(st, url, key_of(i), exc) from exc
             yield sample
 
-    def _shuffled_batches(self, it: Iterator[tuple[Any, Any]], batch_size: int) -> Iterator[SampleBatch[T]]:
-        dec = BatchDecoder.for_type(self._require_type())
+    def _shuffled_batches(
+        self, it: Iterator[tuple[Any, Any]], batch_size: int, fields: Sequence[str] | None = None
+    ) -> Iterator[SampleBatch[T]]:
+        dec = self._batch_decoder(fields)
         while True:
             chunk = list(islice(it, batch_size))
             if not chunk:
@@ -500,6 +567,217 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
     def count(self) -> int:
         """Number of samples (streams every shard; nothing is decoded)."""
         return sum(1 for _ in self.iter_raw())
+
+    # -------------------------------------------------------------- sizes, random access
+    def __bool__(self) -> bool:
+        return True  # a Dataset always names shards; never fall back to len() for truth
+
+    def __len__(self) -> int:
+        """The number of samples, from the index entry's per-shard counts or the manifests.
+
+        Raises ``TypeError`` when neither records them (e.g. bare shard URLs without
+        manifest sidecars): :meth:`count` streams the shards to count them.
+        """
+        return sum(spec.num_samples for spec in self.shard_specs())
+
+    def shard_specs(self) -> list[Any]:
+        """Per-shard :class:`~atdata_dagster.loader.ShardSpec` (URL, sample count, checksum, bytes).
+
+        Counts come from the entry's ``stats.shard_samples`` or, failing that, from each
+        shard's ``.manifest.json``; raises ``TypeError`` if neither is available.
+        """
+        if self._specs is None:
+            meta = self.metadata or {}
+            checksums = meta.get("checksums") or {}
+            stats = meta.get("stats") or {}
+            counts = stats.get("shard_samples")
+            sizes = stats.get("shard_bytes")
+            if not (isinstance(counts, list) and len(counts) == len(self._shards)):
+                counts = self._manifest_counts()
+            if not (isinstance(sizes, list) and len(sizes) == len(self._shards)):
+                sizes = [None] * len(self._shards)
+            self._specs = [
+                ShardSpec(url=u, num_samples=int(n), sha256=checksums.get(u), nbytes=b)
+                for u, n, b in zip(self._shards, counts, sizes)
+            ]
+        return list(self._specs)
+
+    def _manifest_counts(self) -> list[int]:
+        counts = []
+        for url in self._shards:
+            try:
+                with closing(self.opener(manifest_url_for(url))) as f:
+                    manifest = read_manifest(f)
+                n = manifest.get("num_samples", (manifest.get("header") or {}).get("num_samples"))
+                counts.append(int(n))
+            except Exception:
+                raise TypeError(
+                    f"len() of {self!r} is unknown: its index entry records no per-shard sample counts and "
+                    f"shard {url} has no readable .manifest.json; use ds.count() (streams every shard) or "
+                    "open the dataset through its index (index.dataset(name))"
+                ) from None
+        return counts
+
+    def identity(self) -> str:
+        """The entry CID, or for bare URLs a fingerprint of the shard URLs and checksums."""
+        if self.cid:
+            return self.cid
+        checksums = (self.metadata or {}).get("checksums") or {}
+        h = hashlib.sha256()
+        for url in self._shards:
+            h.update(url.encode("utf-8") + b"\0" + str(checksums.get(url, "")).encode("ascii") + b"\n")
+        return "urls:" + h.hexdigest()[:32]
+
+    def _cumulative(self) -> list[int]:
+        cum = [0]
+        for spec in self.shard_specs():
+            cum.append(cum[-1] + spec.num_samples)
+        return cum
+
+    def shard_offsets(self, shard: int) -> ShardOffsets:
+        """Sample offsets of shard number ``shard``: from its manifest sidecar, else a header-only scan (cached)."""
+        got = self._offsets.get(shard)
+        if got is not None:
+            return got
+        url = self._shards[shard]
+        stem = url[:-4] if url.endswith(".tar") else url
+        try:
+            with closing(self.opener(stem + ".manifest.parquet")) as f:
+                got = offsets_from_manifest(f.read())
+        except Exception:  # no sidecar (or unreadable): scan the headers instead
+            got = None
+        if got is None:
+            with closing(self._open(url)) as f:
+                got = scan_offsets(f, url)
+        self._offsets[shard] = got
+        return got
+
+    def _sample_in_shard(self, shard: int, i: int, key: str | None = None) -> Any:
+        url = self._shards[shard]
+        offsets = self.shard_offsets(shard)
+        with closing(self._open(url)) as f:
+            try:
+                seekable = f.seekable()
+            except (AttributeError, ValueError):
+                seekable = False
+            if seekable:
+                data = read_sample_bytes(f, offsets, i)
+            else:  # a stream without seek (e.g. http): read up to the sample, then only its bytes
+                start, stop = offsets.span(i)
+                _discard(f, start)
+                data = (f.read() if stop < 0 else f.read(stop - start)) + bytes(1024)
+        k, payload = sample_at(data, url, key if key is not None else offsets.keys[i])
+        return self._decoder()(url, k, payload)
+
+    def __getitem__(self, i: int) -> T:
+        """The ``i``-th sample in :meth:`ordered` order (negative indices count from the end).
+
+        Uses per-shard sample offsets (manifest sidecar, else a header-only scan done once
+        per shard and cached), so each lookup reads only that sample's bytes.
+        """
+        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+            raise TypeError(f"dataset indices must be integers, got {type(i).__name__}")
+        n = len(self)
+        i = int(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"sample index {i} is out of range for a dataset of {n} samples")
+        shard, j = locate(self._cumulative(), i)
+        return self._sample_in_shard(shard, j)
+
+    def get(self, key: str) -> T:
+        """The sample whose key is ``key`` (a key map is built once from the offset indexes)."""
+        if self._key_map is None:
+            key_map: dict[str, tuple[int, int]] = {}
+            for s in range(len(self._shards)):
+                for j, k in enumerate(self.shard_offsets(s).keys):
+                    key_map.setdefault(k, (s, j))
+            self._key_map = key_map
+        where = self._key_map.get(key)
+        if where is None:
+            raise NotFoundError(f"no sample with key {key!r} in {self!r}")
+        return self._sample_in_shard(where[0], where[1], key)
+
+    def torch(
+        self,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        batch_size: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = False,
+        verify: bool = True,
+        fields: Sequence[str] | None = None,
+        shuffle_buffer_bytes: int = 64 << 20,
+        cache_dir: str | os.PathLike | None = None,
+        cache_limit_bytes: int | None = None,
+    ) -> Any:
+        """A ``torch.utils.data.IterableDataset`` over this dataset for training (``pip install atdata-dagster[torch]``).
+
+        Every sample is seen exactly once per epoch across ranks and DataLoader workers,
+        every rank gets the same number of samples (``drop_last`` drops the remainder,
+        otherwise it is padded by repeating from the start), ``set_epoch(n)`` reorders
+        deterministically from ``(seed, n)``, ``state_dict()``/``load_state_dict()``
+        resume mid-epoch (also onto another worker count), and with ``verify=True`` no
+        sample of a shard whose SHA-256 differs from the recorded one is yielded.
+        ``batch_size`` makes it yield collated batches (dicts of tensors); use the
+        DataLoader with ``batch_size=None`` then. ``rank``/``world_size`` default to
+        ``torch.distributed`` when it is initialised. Remote shards are cached under
+        ``cache_dir`` (LRU, ``cache_limit_bytes``). See docs/training.md.
+        """
+        from .loader_torch import TorchDataset  # torch is an optional extra: import it only when asked for
+
+        return TorchDataset(
+            self, shuffle=shuffle, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size,
+            drop_last=drop_last, verify=verify, fields=fields, shuffle_buffer_bytes=shuffle_buffer_bytes,
+            cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes,
+        )
+
+
+def _discard(f: BinaryIO, n: int) -> None:
+    while n > 0:
+        chunk = f.read(min(n, 1 << 20))
+        if not chunk:
+            return
+        n -= len(chunk)
+
+
+def _projection(st: type, fields: Sequence[str]) -> Callable[[bytes], Any]:
+    """``payload -> sample`` decoding only ``fields`` of ``st``; its other fields are ``None``."""
+    if isinstance(fields, str) or not all(isinstance(f, str) for f in fields):
+        raise TypeError(f"fields must be a list of field names, got {fields!r}")
+    wanted = frozenset(fields)
+    try:
+        plan = _plan(st)
+    except Exception:  # DictSample and duck-typed samples: the payload's own keys
+        plan = None
+    if plan is None:
+        from_data = st.from_data
+
+        def project_dict(payload: bytes) -> Any:
+            data = unpack_payload(payload)
+            return from_data({k: (v if k in wanted else None) for k, v in data.items()})
+
+        return project_dict
+    known = [d[0] for d in plan.decoders]
+    unknown = sorted(wanted - set(known))
+    if unknown:
+        raise FieldMismatchError(f"{st.__name__} has no field(s) {unknown}; its fields are {known}")
+    decoders = [(name, convert if name in wanted else None, name in wanted) for name, convert, *_ in plan.decoders]
+
+    def project(payload: bytes) -> Any:
+        data = unpack_payload(payload)
+        obj = st.__new__(st)
+        for name, convert, keep in decoders:
+            value = data.get(name) if keep else None
+            if convert is not None and value is not None:
+                value = convert(value)
+            object.__setattr__(obj, name, value)
+        return obj
+
+    return project
 
 
 def _check_batch_size(batch_size: Any) -> None:
@@ -548,9 +826,10 @@ def _reduce_dataset_class(cls: type) -> Any:
 copyreg.pickle(_DatasetMeta, _reduce_dataset_class)
 
 
-def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, opener: Opener | None) -> Dataset:
+def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, opener: Opener | None,
+             cid: str | None = None) -> Dataset:
     # ``cls`` itself pickles as ``Dataset[T]`` (see _reduce_dataset_class)
-    ds = cls(shards, metadata=metadata, opener=opener)
+    ds = cls(shards, metadata=metadata, opener=opener, cid=cid)
     ds.url = url
     return ds
 
@@ -624,5 +903,5 @@ def load_dataset(
     entry = index.get_dataset(ref)
     cls_t = sample_type or index.decode_schema(entry.schema_ref)
     return Dataset[cls_t](  # type: ignore[valid-type]
-        list(entry.data_urls), metadata=entry.metadata, opener=getattr(index, "open_url", None)
+        list(entry.data_urls), metadata=entry.metadata, opener=getattr(index, "open_url", None), cid=entry.cid
     )

@@ -165,3 +165,8 @@ __all__ += [
     "BlobTooLargeError",
     "PartialPublishError",
 ]
+
+
+class LoaderStateError(AtdataError, ValueError):
+    """A training loader's resume state does not belong to this dataset version or loader configuration."""
+__all__.append("LoaderStateError")

@@ -739,4 +739,12 @@ def _dataset_over(index: "Index", entries: list["LocalDatasetEntry"], sample_typ
         "checksums": checksums,
         "entries": [{"partition": pk, "cid": e.cid, "name": e.name} for pk, e in zip(partitions, entries)],
     }
+    # per-shard counts and sizes, concatenated like the URLs: len(), ds[i] and ds.torch() need them
+    stats = [(e.metadata or {}).get("stats") or {} for e in entries]
+    if all(len(st.get("shard_samples") or ()) == len(e.data_urls) for st, e in zip(stats, entries)):
+        meta["stats"] = {
+            "num_samples": sum(sum(st["shard_samples"]) for st in stats),
+            "shard_samples": [n for st in stats for n in st["shard_samples"]],
+            "shard_bytes": [b for st in stats for b in (st.get("shard_bytes") or [None] * len(st["shard_samples"]))],
+        }
     return Dataset[sample_type](urls, metadata=meta, opener=index.open_url)  # type: ignore[valid-type]

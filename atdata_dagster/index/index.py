@@ -598,7 +598,7 @@ class Index:
         from ..dataset import Dataset
 
         cls = sample_type or self.decode_schema(entry.schema_ref)
-        return Dataset[cls](list(entry.data_urls), metadata=entry.metadata, opener=self.open_url)  # type: ignore[valid-type]
+        return Dataset[cls](list(entry.data_urls), metadata=entry.metadata, opener=self.open_url, cid=entry.cid)  # type: ignore[valid-type]
 
     def verify(self, ref_or_entry: str | LocalDatasetEntry) -> dict[str, str]:
         """Re-hash every shard of an entry: URL -> ``ok`` / ``mismatch`` / ``missing`` / ``skipped`` / ``error:...``."""
