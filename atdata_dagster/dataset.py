@@ -278,6 +278,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         self._specs: list | None = None
         self._offsets: dict[int, ShardOffsets] = {}
         self._key_map: dict[str, tuple[int, int]] | None = None
+        self._mapped: dict[int, ShardIndex | None] = {}  # local shards indexed in memory maps, for ds[i]
 
     # -------------------------------------------------------------- basics
     def list_shards(self) -> list[str]:
@@ -652,8 +653,24 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         self._offsets[shard] = got
         return got
 
+    def _mapped_index(self, shard: int) -> ShardIndex | None:
+        """Shard ``shard`` memory-mapped and indexed (once), when it is a plain local file."""
+        if shard not in self._mapped:
+            url = self._shards[shard]
+            with closing(self._open(url)) as f:
+                self._mapped[shard] = open_index(f, url)
+        return self._mapped[shard]
+
     def _sample_in_shard(self, shard: int, i: int, key: str | None = None) -> Any:
         url = self._shards[shard]
+        if key is None:
+            index = self._mapped_index(shard)
+            if index is not None and i < len(index):  # a payload slice of the map: no open, no seek
+                payload = index.payload(i)
+                try:
+                    return self._require_type().from_bytes(payload)
+                except Exception as exc:
+                    raise _decode_error(self._require_type(), url, sample_key(index, i), exc) from exc
         offsets = self.shard_offsets(shard)
         with closing(self._open(url)) as f:
             try:

@@ -73,6 +73,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from .errors import ChecksumMismatchError, LoaderStateError, ShardError
 from .shards.cache import ShardCache, is_local_url, local_path
+from .shards.fastread import open_index, sample_key
 from .shards.offsets import ShardOffsets, iter_range, scan_offsets
 from .shards.reader import READ_CHUNK
 
@@ -208,6 +209,7 @@ class Loader:
         self._decode = dataset._projector(self.fields)
         self._verified: dict[Any, bool] = {}
         self._offsets: dict[int, ShardOffsets] = {}
+        self._mapped: dict[int, Any] = {}  # shard -> ShardIndex of a local shard (memory map); not pickled
         self._units_cache: tuple[int, list[tuple[int, int, int]], list[int]] | None = None
         # progress of the stream running in this process (None before the first)
         self._plan: dict | None = None
@@ -221,6 +223,7 @@ class Loader:
         # a closure, so it is rebuilt on the other side.
         state = dict(self.__dict__)
         state["_decode"] = None
+        state["_mapped"] = {}
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -339,8 +342,12 @@ class Loader:
         return self.rank_length
 
     # ------------------------------------------------------------ streaming
-    def iter_worker(self, worker: int = 0, num_workers: int = 1) -> Iterator[tuple[int, Any]]:
-        """Yield ``(position, sample)`` for worker ``worker`` of ``num_workers`` this epoch."""
+    def iter_worker(self, worker: int = 0, num_workers: int = 1, *, raw: bool = False) -> Iterator[tuple[int, Any]]:
+        """Yield ``(position, sample)`` for worker ``worker`` of ``num_workers`` this epoch.
+
+        ``raw=True`` yields ``(position, (payload, url, key_of, i))`` instead, undecoded, for
+        callers that decode whole batches at once (``key_of(i)`` names the sample in errors).
+        """
         if not 0 <= worker < num_workers:
             raise ValueError(f"worker {worker} is not in [0, {num_workers})")
         pending, self._pending = self._pending, None
@@ -364,7 +371,7 @@ class Loader:
         order = self.output_order(plan, worker)
         if order is None:
             part = _slice(self._part(plan, worker), skip, 1 << 62)
-            for q, sample in self._read(part):
+            for q, sample in self._read(part, raw=raw):
                 self._consumed += 1
                 yield q, sample
             return
@@ -372,7 +379,7 @@ class Loader:
         if not rest:
             return
         wanted = set(rest)
-        reading = self._read(self._part(plan, worker), wanted)
+        reading = self._read(self._part(plan, worker), wanted, raw=raw)
         held: dict[int, Any] = {}
         for q in rest:
             while q not in held:
@@ -382,20 +389,58 @@ class Loader:
             self._consumed += 1
             yield q, sample
 
-    def _read(self, part: Sequence[Interval], wanted: set[int] | None = None) -> Iterator[tuple[int, Any]]:
+    def _read(self, part: Sequence[Interval], wanted: set[int] | None = None, raw: bool = False) -> Iterator[tuple[int, Any]]:
         decode = self._decode
+        fast = self.dataset._payload_decoder(self.fields)
         for q, shard, a, b in self._runs(part):
             if wanted is not None:
                 # only the shard ranges that hold a wanted position are read
                 if not any(x in wanted for x in range(q, q + b - a)):
                     continue
             url = self.specs[shard].url
-            with closing(self._open_verified(shard)) as f:
-                offsets = self._offsets_for(shard, f) if a > 0 else None
-                for i, (key, payload) in enumerate(iter_range(f, url, offsets, a, b)):
-                    if wanted is not None and q + i not in wanted:
+            index = self._mapped.get(shard)
+            if index is None:
+                with closing(self._open_verified(shard)) as f:
+                    # a local plain shard: payloads are slices of a memory map; else the stream parser
+                    index = open_index(f, url)
+                    if index is None:
+                        yield from self._read_stream(f, shard, q, a, b, wanted, raw)
                         continue
-                    yield q + i, decode(url, key, payload)
+                if len(self._mapped) >= _MAPPED_SHARDS:
+                    self._mapped.pop(next(iter(self._mapped)))
+                self._mapped[shard] = index
+            if len(index) < b:
+                raise ShardError(f"shard {url} holds fewer samples than recorded (wanted samples {a}..{b - 1})")
+            view = memoryview(index.buffer)
+            key_of = _key_reader(index)
+            starts = index.offsets[a:b].tolist()
+            ends = (index.offsets[a:b] + index.sizes[a:b]).tolist()
+            for i, (start, end) in enumerate(zip(starts, ends)):
+                if wanted is not None and q + i not in wanted:
+                    continue
+                payload = view[start:end]
+                if raw:
+                    yield q + i, (payload, url, key_of, a + i)
+                    continue
+                try:
+                    sample = fast(payload)
+                except Exception:
+                    sample = decode(url, key_of(a + i), payload)  # raises the dataset's usual error
+                yield q + i, sample
+
+    def _read_stream(
+        self, f: BinaryIO, shard: int, q: int, a: int, b: int, wanted: set[int] | None, raw: bool
+    ) -> Iterator[tuple[int, Any]]:
+        url = self.specs[shard].url
+        decode = self._decode
+        offsets = self._offsets_for(shard, f) if a > 0 else None
+        for i, (key, payload) in enumerate(iter_range(f, url, offsets, a, b)):
+            if wanted is not None and q + i not in wanted:
+                continue
+            if raw:
+                yield q + i, (payload, url, _constant(key), a + i)
+                continue
+            yield q + i, decode(url, key, payload)
 
     # ------------------------------------------------------------ verified opening
     def _offsets_for(self, shard: int, f: BinaryIO) -> ShardOffsets | None:
@@ -434,6 +479,18 @@ class Loader:
         if self.cache is not None:
             return open(self.cache.fetch(url, expected, self.dataset._open), "rb")
         return _spool(self.dataset._open, url, expected)
+
+
+#: Local shards a loader keeps mapped (a shard split into several units is indexed once).
+_MAPPED_SHARDS = 4
+
+
+def _key_reader(index: Any) -> Callable[[int], str]:
+    return lambda i: sample_key(index, i)
+
+
+def _constant(key: str) -> Callable[[int], str]:
+    return lambda _i: key
 
 
 def _sha256(f: BinaryIO) -> str:
