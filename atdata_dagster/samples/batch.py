@@ -27,6 +27,8 @@ from .packable import PackableSample, _plan
 __all__ = ["BatchDecoder", "column_of", "rows_from_columns"]
 
 _NONE = type(None)
+#: Arrays at least this wide (bytes) are copied row by row into the batch instead of joined first.
+_ROW_COPY_WIDTH = 16384
 
 
 def column_of(values: list[Any]) -> Any:
@@ -136,12 +138,22 @@ class BatchDecoder:
         if set(map(len, col)) != {width}:
             return None
         n = len(col)
+        out = np.empty((n,) + proto.shape, proto.dtype)
+        if width >= _ROW_COPY_WIDTH:
+            # large arrays: copy each row's data straight into the batch (one copy, no join)
+            rows = out.reshape(n, -1).view(np.uint8) if out.nbytes else None
+            header = first[:head]
+            for i, v in enumerate(col):
+                if v[:head] != header:
+                    return None  # another dtype or shape: per-sample path
+                if rows is not None:
+                    rows[i] = np.frombuffer(v, np.uint8, width - head, head)
+            return out
         raw = np.frombuffer(b"".join(col), np.uint8).reshape(n, width)
         if n > 1 and not (raw[1:, :head] == raw[0, :head]).all():
             return None  # rows with another dtype or shape: per-sample path
-        out = np.empty((n,) + proto.shape, proto.dtype)
         if out.nbytes:
-            out.reshape(-1).view(np.uint8).reshape(n, width - head)[...] = raw[:, head:]
+            out.reshape(n, -1).view(np.uint8)[...] = raw[:, head:]
         return out
 
 

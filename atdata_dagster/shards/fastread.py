@@ -30,7 +30,8 @@ _ZERO = bytes(BLOCK)
 _SUFFIX = b".msgpack"
 #: Bytes a map must cover before pages already read are handed back to the kernel
 #: (``madvise(MADV_DONTNEED)``): keeps resident memory bounded while walking big shards.
-RELEASE_EVERY = 32 << 20
+RELEASE_EVERY = 16 << 20
+PAGE = mmap.PAGESIZE
 
 
 @dataclass
@@ -138,9 +139,9 @@ def _run_length(arr: np.ndarray, first: int, stride: int, rows: int, prev_name: 
     :func:`_header_at` for runs of equally padded samples (``stride`` is a multiple of 512,
     so each header is also read as 64 aligned uint64 words)."""
     h = np.lib.stride_tricks.as_strided(arr[first:], shape=(rows, BLOCK), strides=(stride, 1), writeable=False)
-    w = np.lib.stride_tricks.as_strided(
-        arr[first:].view(np.uint64), shape=(rows, BLOCK // 8), strides=(stride, 8), writeable=False
-    ) if first % 8 == 0 else h.astype(np.uint8).reshape(rows, -1).view(np.uint64)
+    # members start on 512-byte boundaries, so the words are aligned; the view stops at a whole word
+    words = arr[first : first + (len(arr) - first) // 8 * 8].view(np.uint64)
+    w = np.lib.stride_tricks.as_strided(words, shape=(rows, BLOCK // 8), strides=(stride, 8), writeable=False)
     ok = (w & _HIGH_BITS).max(1) == 0  # ASCII
     ok &= h[:, 156] == 48
     ok &= h[:, 345] == 0
