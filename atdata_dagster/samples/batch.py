@@ -133,6 +133,8 @@ class BatchDecoder:
         if first[:6] == b"\x93NUMPY":
             return None  # .npy payloads (maybe Fortran order): per-sample path
         proto = decode_ndarray(first, copy=False)  # validates dtype, shape and length once
+        if not proto.dtype.isnative:
+            return None  # np.stack would swap to native order while each sample keeps its own
         width = len(first)
         head = width - proto.nbytes
         if set(map(len, col)) != {width}:
@@ -165,9 +167,13 @@ def rows_from_columns(sample_type: type, columns: dict[str, Any], n: int) -> lis
     for i in range(n):
         kwargs = {}
         for name in names:
-            value = columns[name][i]
-            if isinstance(value, np.ndarray):
-                value = value.copy()
+            column = columns[name]
+            if isinstance(column, np.ndarray):
+                value = column[i, ...].copy()  # a 0-d array stays an array (column[i] is a scalar)
+            else:
+                value = column[i]
+                if isinstance(value, np.ndarray):
+                    value = value.copy()
             kwargs[name] = value
         if plan.noinit:
             late = {k: kwargs.pop(k) for k in plan.noinit if k in kwargs}
