@@ -36,7 +36,7 @@ def epoch_rng(seed: int | None, epoch: int = 0) -> np.random.Generator:
     """The generator for one epoch: fixed by ``(seed, epoch)``; fresh entropy when ``seed`` is None."""
     if seed is None:
         return np.random.default_rng()
-    return np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, int(epoch)])
+    return np.random.default_rng(np.random.SeedSequence(int(seed) & 0xFFFFFFFFFFFFFFFF, spawn_key=(int(epoch),)))
 
 
 def global_order(indexes: Sequence[ShardIndex], rng: np.random.Generator) -> Iterator[tuple[int, int]]:
