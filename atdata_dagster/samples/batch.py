@@ -16,6 +16,7 @@ that batch sample by sample, which yields the same values or raises the usual er
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Sequence
 
 import msgpack
@@ -41,10 +42,9 @@ def column_of(values: list[Any]) -> Any:
     return values
 
 
-def _unpack(payload: Any) -> Any:
-    return msgpack.unpackb(
-        payload, raw=False, strict_map_key=True, ext_hook=_reject_ext, max_ext_len=0
-    )
+# strict like unpack_payload: str map keys only (checked again by the field lookups), no ext
+# types or timestamps; unpackb refuses trailing bytes and lengths beyond the payload itself
+_unpack = partial(msgpack.unpackb, raw=False, strict_map_key=True, ext_hook=_reject_ext, max_ext_len=0)
 
 
 class BatchDecoder:
@@ -93,7 +93,7 @@ class BatchDecoder:
             return None  # the per-sample path raises the precise DecodeError
         nfields = self.nfields
         try:
-            if any(len(d) != nfields for d in dicts):  # also refuses non-dict tops
+            if set(map(len, dicts)) != {nfields}:  # a missing or extra key (non-dict tops fail below)
                 return None
             columns: dict[str, Any] = {}
             for name, kind, fast, check, convert in self._fields:

@@ -52,6 +52,12 @@ class ShardIndex:
         off = int(self.offsets[i])
         return memoryview(self.buffer)[off : off + int(self.sizes[i])]
 
+    def views(self, start: int, stop: int) -> list[memoryview]:
+        """Payloads ``start .. stop-1`` as zero-copy views onto the buffer."""
+        view = memoryview(self.buffer)
+        offs = self.offsets[start:stop]
+        return [view[a:b] for a, b in zip(offs.tolist(), (offs + self.sizes[start:stop]).tolist())]
+
     def release(self) -> None:
         """Give the pages read so far back to the kernel (a map stays valid and re-reads on demand)."""
         buf = self.buffer
@@ -128,48 +134,36 @@ def _header_at(buf, pos: int, n: int, prev_name: bytes) -> tuple[int, bytes] | i
     return size, name
 
 
-_LANES = np.uint64(0x00FF00FF00FF00FF)
 _HIGH_BITS = np.uint64(0x8080808080808080)
-_EIGHT = np.uint64(8)
 
 
 def _run_length(arr: np.ndarray, first: int, stride: int, rows: int, prev_name: bytes) -> tuple[int, np.ndarray]:
     """How many members from ``first`` on, every ``stride`` bytes, are plain msgpack members
     whose data fills exactly ``stride - 512`` bytes (and their sizes): the numpy twin of
-    :func:`_header_at` for runs of equally padded samples (``stride`` is a multiple of 512,
-    so each header is also read as 64 aligned uint64 words)."""
-    h = np.lib.stride_tricks.as_strided(arr[first:], shape=(rows, BLOCK), strides=(stride, 1), writeable=False)
-    # members start on 512-byte boundaries, so the words are aligned; the view stops at a whole word
-    words = arr[first : first + (len(arr) - first) // 8 * 8].view(np.uint64)
-    w = np.lib.stride_tricks.as_strided(words, shape=(rows, BLOCK // 8), strides=(stride, 8), writeable=False)
-    ok = (w & _HIGH_BITS).max(1) == 0  # ASCII
-    ok &= h[:, 156] == 48
-    ok &= h[:, 345] == 0
-    digits = h[:, 124:136].astype(np.int64) - 48
-    ok &= (digits[:, :11] >= 0).all(1) & (digits[:, :11] < 8).all(1) & (digits[:, 11] == -48)
-    sizes = digits[:, :11] @ _OCT11
+    :func:`_header_at` for runs of equally padded samples. For the run, a name field must be
+    NUL-padded (what every tar writer does); anything else ends the run."""
+    h = np.ascontiguousarray(
+        np.lib.stride_tricks.as_strided(arr[first:], shape=(rows, BLOCK), strides=(stride, 1), writeable=False)
+    )
+    ok = (np.bitwise_or.reduce(h.view(np.uint64), axis=1) & _HIGH_BITS) == 0  # ASCII
+    ok &= (h[:, 156] == 48) & (h[:, 345] == 0) & (h[:, 135] == 0) & (h[:, 154] == 0)
+    digits = h[:, 124:135].astype(np.int64) - 48
+    chk = h[:, 148:154].astype(np.int64) - 48
+    ok &= ((digits >= 0) & (digits < 8)).all(1) & ((chk >= 0) & (chk < 8)).all(1)
+    sizes = digits @ _OCT11
     ok &= (sizes + 511) // BLOCK * BLOCK == stride - BLOCK
-    chk = h[:, 148:155].astype(np.int64) - 48
-    ok &= (chk[:, :6] >= 0).all(1) & (chk[:, :6] < 8).all(1) & (chk[:, 6] == -48)
-    # byte sums: pairs of bytes added in 16-bit lanes (no lane can overflow over 64 words)
-    lanes = ((w & _LANES) + ((w >> _EIGHT) & _LANES)).sum(1, dtype=np.uint64)
-    total = (lanes & np.uint64(0xFFFF)) + ((lanes >> np.uint64(16)) & np.uint64(0xFFFF))
-    total += ((lanes >> np.uint64(32)) & np.uint64(0xFFFF)) + (lanes >> np.uint64(48))
-    ok &= chk[:, :6] @ _OCT6 == total.astype(np.int64) - h[:, 148:156].sum(1, dtype=np.int64) + 256
+    ok &= chk @ _OCT6 == h.sum(1, dtype=np.int64) - h[:, 148:156].sum(1, dtype=np.int64) + 256
     names = h[:, :100]
     nul = (names == 0).argmax(1)
-    idx = np.arange(rows)
-    ok &= (names[idx, nul] == 0) & (nul > 8)
-    ok &= (names[idx[:, None], nul[:, None] - 8 + np.arange(8)] == _SUFFIX_ARR).all(1)
-    inside = _NAME_COLS < nul[:, None]
-    masked = np.where(inside, names, 0)
-    ok &= (masked == 46).sum(1) == 1  # the suffix's dot only
-    ok &= ~(masked == 47).any(1)  # no directories in a run (the scalar path handles them)
+    ok &= (np.count_nonzero(names, axis=1) == nul) & (nul > 8)  # one name, NUL-padded after it
+    ok &= (names[np.arange(rows)[:, None], nul[:, None] - 8 + np.arange(8)] == _SUFFIX_ARR).all(1)
+    ok &= (names == 46).sum(1) == 1  # the suffix's dot only
+    ok &= ~(names == 47).any(1)  # no directories in a run (the scalar path handles them)
     prev = np.zeros(100, np.uint8)
     prev[: len(prev_name)] = np.frombuffer(prev_name, np.uint8)[:100]
-    ok[0] &= bool((masked[0] != prev).any())
+    ok[0] &= bool((names[0] != prev).any())
     if rows > 1:
-        ok[1:] &= (masked[1:] != masked[:-1]).any(1)
+        ok[1:] &= (names[1:] != names[:-1]).any(1)
     bad = np.flatnonzero(~ok)
     count = int(bad[0]) if len(bad) else rows
     return count, sizes[:count]
@@ -268,15 +262,15 @@ def _careful_index(stream: BinaryIO, url: str) -> ShardIndex:
     return ShardIndex(url, b"".join(parts), offsets, size_arr, keys)
 
 
-def iter_payload_views(index: ShardIndex) -> Iterator[memoryview]:
+def iter_payload_views(index: ShardIndex, chunk: int = 1024) -> Iterator[memoryview]:
     """Every payload of ``index`` in order, as views; releases pages as it goes."""
-    view = memoryview(index.buffer)
     released = 0
-    for off, size in zip(index.offsets.tolist(), index.sizes.tolist()):
-        yield view[off : off + size]
-        if off - released > RELEASE_EVERY:
+    for start in range(0, len(index), chunk):
+        yield from index.views(start, start + chunk)
+        end = int(index.offsets[min(start + chunk, len(index)) - 1])
+        if end - released > RELEASE_EVERY:
             index.release()
-            released = off
+            released = end
 
 
 def sample_key(index: ShardIndex, i: int) -> str:
