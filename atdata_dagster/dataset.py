@@ -279,6 +279,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         self._offsets: dict[int, ShardOffsets] = {}
         self._key_map: dict[str, tuple[int, int]] | None = None
         self._mapped: dict[int, ShardIndex | None] = {}  # local shards indexed in memory maps, for ds[i]
+        self._cum: list[int] | None = None
 
     # -------------------------------------------------------------- basics
     def list_shards(self) -> list[str]:
@@ -630,9 +631,12 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         return "urls:" + h.hexdigest()[:32]
 
     def _cumulative(self) -> list[int]:
-        cum = [0]
-        for spec in self.shard_specs():
-            cum.append(cum[-1] + spec.num_samples)
+        cum = self._cum
+        if cum is None:  # computed once: ds[i] looks it up on every call
+            cum = [0]
+            for spec in self.shard_specs():
+                cum.append(cum[-1] + spec.num_samples)
+            self._cum = cum
         return cum
 
     def shard_offsets(self, shard: int) -> ShardOffsets:
@@ -694,13 +698,14 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         """
         if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
             raise TypeError(f"dataset indices must be integers, got {type(i).__name__}")
-        n = len(self)
+        cum = self._cumulative()
+        n = cum[-1]
         i = int(i)
         if i < 0:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"sample index {i} is out of range for a dataset of {n} samples")
-        shard, j = locate(self._cumulative(), i)
+        shard, j = locate(cum, i)
         return self._sample_in_shard(shard, j)
 
     def get(self, key: str) -> T:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import mmap
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 from zlib import adler32
 
@@ -43,14 +43,18 @@ class ShardIndex:
     offsets: np.ndarray  # int64 payload start per sample
     sizes: np.ndarray  # int64 payload length per sample
     keys: list[str] | None = None  # only when the careful parser produced them
+    _spans: tuple | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.offsets)
 
     def payload(self, i: int) -> memoryview:
         """Sample ``i``'s msgpack payload, as a zero-copy view onto the buffer."""
-        off = int(self.offsets[i])
-        return memoryview(self.buffer)[off : off + int(self.sizes[i])]
+        spans = self._spans
+        if spans is None:  # plain lists and one view: a lookup is then two list reads and a slice
+            spans = self._spans = (memoryview(self.buffer), self.offsets.tolist(), (self.offsets + self.sizes).tolist())
+        view, starts, ends = spans
+        return view[starts[i] : ends[i]]
 
     def views(self, start: int, stop: int) -> list[memoryview]:
         """Payloads ``start .. stop-1`` as zero-copy views onto the buffer."""
