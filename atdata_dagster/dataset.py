@@ -1,8 +1,11 @@
 """``Dataset[T]``: a lazy, typed view over WebDataset shard URLs.
 
-Nothing is read until you iterate. Samples stream shard by shard through the
-streaming reader (bounded memory); ``shuffled`` shuffles the shard order and keeps a
-bounded buffer of raw payloads. ``Dataset[T]`` is a real (cached) subclass of
+Nothing is read until you iterate. Local shards are memory-mapped and indexed in one
+pass over their tar headers (:mod:`.shards.fastread`); remote shards stream through the
+streaming reader (bounded memory). Batches decode straight into per-field columns
+(:mod:`.samples.batch`). ``shuffled`` is a global sample-level permutation over mapped
+shards, or a shuffled shard order plus a byte-bounded buffer (:mod:`.shuffle`).
+``Dataset[T]`` is a real (cached) subclass of
 :class:`Dataset` rather than a typing alias, so it works as a Dagster input
 annotation, with ``isinstance`` and with pickle.
 """
