@@ -1,8 +1,11 @@
 """``Dataset[T]``: a lazy, typed view over WebDataset shard URLs.
 
-Nothing is read until you iterate. Samples stream shard by shard through the
-streaming reader (bounded memory); ``shuffled`` shuffles the shard order and keeps a
-bounded buffer of raw payloads. ``Dataset[T]`` is a real (cached) subclass of
+Nothing is read until you iterate. Local shards are memory-mapped and indexed in one
+pass over their tar headers (:mod:`.shards.fastread`); remote shards stream through the
+streaming reader (bounded memory). Batches decode straight into per-field columns
+(:mod:`.samples.batch`). ``shuffled`` is a global sample-level permutation over mapped
+shards, or a shuffled shard order plus a byte-bounded buffer (:mod:`.shuffle`).
+``Dataset[T]`` is a real (cached) subclass of
 :class:`Dataset` rather than a typing alias, so it works as a Dagster input
 annotation, with ``isinstance`` and with pickle.
 """
@@ -13,7 +16,6 @@ import copyreg
 import hashlib
 import os
 import pickle
-import random
 import threading
 from contextlib import closing
 from itertools import islice
@@ -23,13 +25,16 @@ import numpy as np
 
 from .errors import CorruptEntryError, EmptyDatasetError, FieldMismatchError, InvalidRefError, NotFoundError, ShardError
 from .loader import ShardSpec
+from .samples.batch import BatchDecoder, column_of, rows_from_columns
+from .samples.codec import unpack_payload
+from .samples.packable import _plan
 from .shards.cache import is_local_url
+from .shards.fastread import ShardIndex, iter_payload_views, open_index, sample_key
 from .shards.manifest import manifest_url_for, read_manifest
 from .shards.offsets import ShardOffsets, locate, offsets_from_manifest, sample_at, scan_offsets
 from .shards.patterns import expand_patterns
 from .shards.reader import iter_samples, open_url
-from .samples.codec import unpack_payload
-from .samples.packable import _plan
+from .shuffle import DEFAULT_BUFFER_BYTES, GLOBAL_SHUFFLE_MAX, ShuffleBuffer, epoch_rng, global_order
 from .stores.base import read_span
 
 __all__ = ["Dataset", "SampleBatch", "load_dataset"]
@@ -47,19 +52,38 @@ def _default_sample_type() -> type | None:
 
 
 class SampleBatch(Generic[T]):
-    """A list of samples with per-field access: ``batch.label`` -> list, ``batch.image`` -> stacked array.
+    """A batch of samples with per-field access: ``batch.label`` -> list, ``batch.image`` -> stacked array.
 
-    A field whose values are all numpy arrays of one shape is ``np.stack``-ed into one
-    array with a leading batch dimension; any other field is a plain list.
+    A field whose values are all numpy arrays of one shape is one array with a leading
+    batch dimension; any other field is a plain list. Batches read through the batched
+    fast path hold only these columns; ``samples`` (and iteration, indexing) builds the
+    sample objects on first use.
     """
 
     def __init__(self, samples: Sequence[T], sample_type: type | None = None):
-        self.samples: list[T] = list(samples)
+        self._samples: list[T] | None = list(samples)
+        self._n = len(self._samples)
         self.sample_type = sample_type
         self._fields: dict[str, Any] = {}
 
+    @classmethod
+    def from_columns(cls, columns: dict[str, Any], n: int, sample_type: type) -> "SampleBatch[T]":
+        """A batch of ``n`` samples given as decoded columns ``{field: array or list}``."""
+        batch = cls.__new__(cls)
+        batch._samples = None
+        batch._n = n
+        batch.sample_type = sample_type
+        batch._fields = dict(columns)
+        return batch
+
+    @property
+    def samples(self) -> list[T]:
+        if self._samples is None:
+            self._samples = rows_from_columns(self.sample_type, self._fields, self._n)  # type: ignore[arg-type]
+        return self._samples
+
     def __len__(self) -> int:
-        return len(self.samples)
+        return self._n
 
     def __iter__(self) -> Iterator[T]:
         return iter(self.samples)
@@ -75,22 +99,19 @@ class SampleBatch(Generic[T]):
             raise AttributeError(name)
         if name in cache:
             return cache[name]
+        samples = self.__dict__.get("_samples")
         try:
-            values = [getattr(s, name) for s in self.samples]
+            if samples is None:
+                raise AttributeError(name)
+            values = [getattr(s, name) for s in samples]
         except AttributeError:
             type_name = getattr(self.sample_type, "__name__", "sample")
             raise AttributeError(f"{type_name} batch has no field {name!r}") from None
-        out: Any = values
-        if values and all(isinstance(v, np.ndarray) for v in values):
-            try:
-                out = np.stack(values)
-            except ValueError:  # ragged arrays: keep the list
-                out = values
-        cache[name] = out
+        out = cache[name] = column_of(values)
         return out
 
     def __repr__(self) -> str:
-        return f"SampleBatch[{getattr(self.sample_type, '__name__', '?')}](size={len(self.samples)})"
+        return f"SampleBatch[{getattr(self.sample_type, '__name__', '?')}](size={self._n})"
 
 
 class _DatasetMeta(type):
@@ -166,6 +187,8 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         self._specs: list | None = None
         self._offsets: dict[int, ShardOffsets] = {}
         self._key_map: dict[str, tuple[int, int]] | None = None
+        self._mapped: dict[int, ShardIndex | None] = {}  # local shards indexed in memory maps, for ds[i]
+        self._cum: list[int] | None = None
 
     # -------------------------------------------------------------- basics
     def list_shards(self) -> list[str]:
@@ -223,12 +246,6 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             with closing(self._open(url)) as f:
                 yield from iter_samples(f, url)
 
-    def _iter_with_url(self, shards: Iterable[str]) -> Iterator[tuple[str, str, bytes]]:
-        for url in shards:
-            with closing(self._open(url)) as f:
-                for key, payload in iter_samples(f, url):
-                    yield url, key, payload
-
     def _decoder(self, fields: Sequence[str] | None = None) -> Callable[[str, str, bytes], Any]:
         if fields is not None:
             return self._projector(fields)
@@ -264,72 +281,198 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
 
         return decode
 
-    def _samples(self, shards: Iterable[str], fields: Sequence[str] | None = None) -> Iterator[Any]:
-        if fields is not None:
-            decode = self._projector(fields)
-            for url, key, payload in self._iter_with_url(shards):
-                yield decode(url, key, payload)
-            return
-        st = self._require_type()
-        from_bytes = st.from_bytes
+    def _sources(self, shards: Iterable[str]) -> Iterator[tuple[Iterator[Any], Callable[[int], str], str]]:
+        """Per shard: (its payloads in order, position -> sample key, URL).
+
+        A local shard is memory-mapped and indexed in one pass over its headers
+        (payloads are zero-copy views); any other stream goes through the streaming
+        parser, so remote shards are never held in memory whole.
+        """
         for url in shards:
             with closing(self._open(url)) as f:
-                for key, payload in iter_samples(f, url):
-                    try:
-                        sample = from_bytes(payload)
-                    except Exception as exc:
-                        raise _decode_error(st, url, key, exc) from exc
-                    yield sample
+                index = open_index(f, url)
+                if index is not None:
+                    yield iter_payload_views(index), _keys_of(index), url
+                    continue
+                keys: list[str] = []
+                yield _streamed(iter_samples(f, url), keys), keys.__getitem__, url
 
-    def _batched(self, it: Iterator[Any], batch_size: int) -> Iterator[SampleBatch[T]]:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        st = self.sample_type
-        while True:
-            chunk = list(islice(it, batch_size))
-            if not chunk:
-                return
-            yield SampleBatch(chunk, st)
+    def _payload_decoder(self, fields: Sequence[str] | None) -> Callable[[Any], Any]:
+        """``payload -> sample``: ``T.from_bytes``, or only ``fields`` decoded (the rest ``None``)."""
+        st = self._require_type()
+        return st.from_bytes if fields is None else _projection(st, fields)
+
+    def _samples(self, shards: Iterable[str], fields: Sequence[str] | None = None) -> Iterator[Any]:
+        st = self._require_type()
+        from_bytes = self._payload_decoder(fields)
+        for payloads, key_of, url in self._sources(shards):
+            i = -1
+            try:
+                for i, payload in enumerate(payloads):
+                    yield from_bytes(payload)
+            except ShardError:
+                raise
+            except Exception as exc:
+                raise _decode_error(st, url, key_of(i), exc) from exc
+
+    def _batch_decoder(self, fields: Sequence[str] | None) -> tuple[BatchDecoder | None, Callable[[Any], Any]]:
+        """(columns decoder or None, per-sample decoder) for batches; projections go sample by sample."""
+        st = self._require_type()
+        return (BatchDecoder.for_type(st) if fields is None else None), self._payload_decoder(fields)
+
+    def _decode_batch(
+        self, decoders: tuple[BatchDecoder | None, Callable[[Any], Any]], payloads: list[Any],
+        where: Callable[[int], tuple[str, str]],
+    ) -> SampleBatch[T]:
+        """One batch: columns straight from the payloads, else sample by sample (same values or the error)."""
+        st = self._require_type()
+        dec, from_bytes = decoders
+        if dec is not None:
+            columns = dec.decode(payloads)
+            if columns is not None:
+                return SampleBatch.from_columns(columns, len(payloads), st)
+        samples = []
+        for payload in payloads:
+            try:
+                samples.append(from_bytes(payload))
+            except Exception as exc:
+                url, key = where(len(samples))
+                raise _decode_error(st, url, key, exc) from exc
+        return SampleBatch(samples, st)
+
+    def _ordered_batches(
+        self, shards: Iterable[str], batch_size: int, fields: Sequence[str] | None = None
+    ) -> Iterator[SampleBatch[T]]:
+        _check_batch_size(batch_size)
+        dec = self._batch_decoder(fields)
+        pending: list[Any] = []
+        spans: list[tuple[int, str, Callable[[int], str], int]] = []  # (first pending pos, url, key_of, first i)
+
+        def where(pos: int) -> tuple[str, str]:
+            start, url, key_of, first = max((sp for sp in spans if sp[0] <= pos), key=lambda sp: sp[0])
+            return url, key_of(first + pos - start)
+
+        for payloads, key_of, url in self._sources(shards):
+            taken = 0
+            while True:
+                spans.append((len(pending), url, key_of, taken))
+                before = len(pending)
+                pending.extend(islice(payloads, batch_size - before))
+                taken += len(pending) - before
+                if len(pending) < batch_size:
+                    if len(pending) == before:
+                        spans.pop()
+                    break
+                yield self._decode_batch(dec, pending, where)
+                pending, spans = [], []
+        if pending:
+            yield self._decode_batch(dec, pending, where)
 
     def ordered(self, batch_size: int | None = None, *, fields: Sequence[str] | None = None) -> Iterator[Any]:
         """Samples (or :class:`SampleBatch` es of ``batch_size``) in shard order.
 
-        ``fields=[...]`` decodes only the named fields; the others read as ``None``.
+        Batches of ``@packable`` samples are decoded straight into per-field columns
+        (one preallocated array per fixed-shape ndarray field) without building sample
+        objects; see :mod:`atdata_dagster.samples.batch`. ``fields=[...]`` decodes only
+        the named fields; the others read as ``None``.
         """
-        it = self._samples(self._shards, fields)
-        return it if batch_size is None else self._batched(it, batch_size)
+        if fields is not None:
+            _projection(self._require_type(), fields)  # unknown names fail now, not mid-epoch
+        if batch_size is None:
+            return self._samples(self._shards, fields)
+        _check_batch_size(batch_size)
+        return self._ordered_batches(self._shards, batch_size, fields)
 
     def shuffled(
-        self, buffer_size: int = 10_000, batch_size: int | None = None, seed: int | None = None,
-        *, fields: Sequence[str] | None = None,
+        self,
+        buffer_size: int | None = None,
+        batch_size: int | None = None,
+        seed: int | None = None,
+        *,
+        buffer_bytes: int | None = None,
+        epoch: int = 0,
+        fields: Sequence[str] | None = None,
     ) -> Iterator[Any]:
-        """Samples in random order: shuffled shard order plus a shuffle buffer of ``buffer_size``.
+        """Samples (or batches) in random order; the same ``(seed, epoch)`` gives the same order.
 
-        Memory is bounded by ``buffer_size`` raw payloads. The same ``seed`` gives the
-        same order. ``fields=[...]`` decodes only the named fields (the others are ``None``).
+        With neither ``buffer_size`` nor ``buffer_bytes`` and every shard a local file
+        (at most ``GLOBAL_SHUFFLE_MAX`` samples), the order is a uniform permutation of
+        all samples: shards are memory-mapped and read at random. Otherwise the shard
+        order is shuffled and samples pass through a shuffle buffer holding at most
+        ``buffer_size`` samples (default 10,000) and ``buffer_bytes`` payload bytes
+        (default 32 MiB), so memory stays bounded whatever the sample size.
+        ``fields=[...]`` decodes only the named fields (the others are ``None``).
         """
-        if not isinstance(buffer_size, int) or buffer_size < 1:
-            raise ValueError(f"buffer_size must be a positive integer, got {buffer_size!r}")
-        it = self._shuffled(buffer_size, seed, fields)
-        return it if batch_size is None else self._batched(it, batch_size)
+        for name, value in (("buffer_size", buffer_size), ("buffer_bytes", buffer_bytes)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if batch_size is not None:
+            _check_batch_size(batch_size)
+        if fields is not None:
+            _projection(self._require_type(), fields)
+        it = self._shuffled_payloads(buffer_size, buffer_bytes, seed, epoch)
+        if batch_size is None:
+            return self._decode_tagged(it, fields)
+        return self._shuffled_batches(it, batch_size, fields)
 
-    def _shuffled(self, buffer_size: int, seed: int | None, fields: Sequence[str] | None = None) -> Iterator[Any]:
-        rng = random.Random(seed)
-        shards = list(self._shards)
-        rng.shuffle(shards)
-        decode = self._decoder(fields)
-        buf: list[tuple[str, str, bytes]] = []
-        randrange = rng.randrange
-        for item in self._iter_with_url(shards):
-            if len(buf) < buffer_size:
-                buf.append(item)
-                continue
-            j = randrange(buffer_size)
-            out, buf[j] = buf[j], item
-            yield decode(*out)
-        rng.shuffle(buf)
-        for item in buf:
-            yield decode(*item)
+    def _shuffled_payloads(
+        self, buffer_size: int | None, buffer_bytes: int | None, seed: int | None, epoch: int
+    ) -> Iterator[tuple[Any, tuple[str, Callable[[int], str], int]]]:
+        """(payload, (url, key_of, position)) of every sample, shuffled."""
+        rng = epoch_rng(seed, epoch)
+        shards = [self._shards[i] for i in rng.permutation(len(self._shards)).tolist()]
+        if buffer_size is None and buffer_bytes is None:
+            indexes: list[ShardIndex] = []
+            for url in shards:
+                with closing(self._open(url)) as f:
+                    index = open_index(f, url)
+                if index is None:
+                    break
+                indexes.append(index)
+            else:
+                if sum(len(ix) for ix in indexes) <= GLOBAL_SHUFFLE_MAX:
+                    yield from _global_payloads(indexes, rng)
+                    return
+            del indexes
+        buffer = ShuffleBuffer(
+            rng,
+            max_bytes=buffer_bytes or DEFAULT_BUFFER_BYTES,
+            max_items=buffer_size or 10_000,
+        )
+        yield from buffer.shuffle(self._tagged(shards))
+
+    def _tagged(self, shards: Iterable[str]) -> Iterator[tuple[Any, tuple[str, Callable[[int], str], int]]]:
+        for payloads, key_of, url in self._sources(shards):
+            for i, payload in enumerate(payloads):
+                yield payload, (url, key_of, i)
+
+    def _decode_tagged(
+        self, it: Iterator[tuple[Any, tuple[str, Callable[[int], str], int]]], fields: Sequence[str] | None = None
+    ) -> Iterator[Any]:
+        st = self._require_type()
+        from_bytes = self._payload_decoder(fields)
+        for payload, (url, key_of, i) in it:
+            try:
+                sample = from_bytes(payload)
+            except Exception as exc:
+                raise _decode_error(st, url, key_of(i), exc) from exc
+            yield sample
+
+    def _shuffled_batches(
+        self, it: Iterator[tuple[Any, Any]], batch_size: int, fields: Sequence[str] | None = None
+    ) -> Iterator[SampleBatch[T]]:
+        dec = self._batch_decoder(fields)
+        while True:
+            chunk = list(islice(it, batch_size))
+            if not chunk:
+                return
+            payloads = [p for p, _ in chunk]
+
+            def where(pos: int, chunk: list = chunk) -> tuple[str, str]:
+                url, key_of, i = chunk[pos][1]
+                return url, key_of(i)
+
+            yield self._decode_batch(dec, payloads, where)
 
     def __iter__(self) -> Iterator[T]:
         return self.ordered()
@@ -413,9 +556,12 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         return "urls:" + h.hexdigest()[:32]
 
     def _cumulative(self) -> list[int]:
-        cum = [0]
-        for spec in self.shard_specs():
-            cum.append(cum[-1] + spec.num_samples)
+        cum = self._cum
+        if cum is None:  # computed once: ds[i] looks it up on every call
+            cum = [0]
+            for spec in self.shard_specs():
+                cum.append(cum[-1] + spec.num_samples)
+            self._cum = cum
         return cum
 
     def shard_offsets(self, shard: int) -> ShardOffsets:
@@ -436,8 +582,24 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         self._offsets[shard] = got
         return got
 
+    def _mapped_index(self, shard: int) -> ShardIndex | None:
+        """Shard ``shard`` memory-mapped and indexed (once), when it is a plain local file."""
+        if shard not in self._mapped:
+            url = self._shards[shard]
+            with closing(self._open(url)) as f:
+                self._mapped[shard] = open_index(f, url)
+        return self._mapped[shard]
+
     def _sample_in_shard(self, shard: int, i: int, key: str | None = None) -> Any:
         url = self._shards[shard]
+        if key is None:
+            index = self._mapped_index(shard)
+            if index is not None and i < len(index):  # a payload slice of the map: no open, no seek
+                payload = index.payload(i)
+                try:
+                    return self._require_type().from_bytes(payload)
+                except Exception as exc:
+                    raise _decode_error(self._require_type(), url, sample_key(index, i), exc) from exc
         offsets = self.shard_offsets(shard)
         start, stop = offsets.span(i)
         end = None if stop < 0 else stop
@@ -458,13 +620,14 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         """
         if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
             raise TypeError(f"dataset indices must be integers, got {type(i).__name__}")
-        n = len(self)
+        cum = self._cumulative()
+        n = cum[-1]
         i = int(i)
         if i < 0:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"sample index {i} is out of range for a dataset of {n} samples")
-        shard, j = locate(self._cumulative(), i)
+        shard, j = locate(cum, i)
         return self._sample_in_shard(shard, j)
 
     def get(self, key: str) -> T:
@@ -557,6 +720,30 @@ def _projection(st: type, fields: Sequence[str]) -> Callable[[bytes], Any]:
         return obj
 
     return project
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _streamed(samples: Iterator[tuple[str, bytes]], keys: list[str]) -> Iterator[bytes]:
+    for key, payload in samples:
+        keys.append(key)
+        yield payload
+
+
+def _keys_of(index: ShardIndex) -> Callable[[int], str]:
+    return lambda i: sample_key(index, i)
+
+
+def _global_payloads(indexes: list[ShardIndex], rng: Any) -> Iterator[tuple[Any, tuple[str, Callable[[int], str], int]]]:
+    views = [memoryview(ix.buffer) for ix in indexes]
+    offsets = [ix.offsets.tolist() for ix in indexes]
+    ends = [(ix.offsets + ix.sizes).tolist() for ix in indexes]
+    keys = [_keys_of(ix) for ix in indexes]
+    for s, i in global_order(indexes, rng):
+        yield views[s][offsets[s][i] : ends[s][i]], (indexes[s].url, keys[s], i)
 
 
 def _decode_error(st: type, url: str, key: str, exc: Exception) -> ShardError:

@@ -77,6 +77,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from .errors import ChecksumMismatchError, LoaderStateError, ShardError
 from .shards.cache import ShardCache, is_local_url, local_path
+from .shards.fastread import open_index, sample_key
 from .shards.offsets import ShardOffsets, iter_range, scan_offsets
 from .shards.reader import READ_CHUNK
 
@@ -235,6 +236,7 @@ class Loader:
         self._decode = dataset._projector(self.fields)
         self._verified: dict[Any, bool] = {}
         self._offsets: dict[int, ShardOffsets] = {}
+        self._mapped: dict[int, Any] = {}  # shard -> ShardIndex of a local shard (memory map); not pickled
         self._units_cache: tuple[int, list[tuple[int, int, int]], list[int]] | None = None
         # progress of the stream running in this process (None before the first)
         self._plan: dict | None = None
@@ -248,6 +250,7 @@ class Loader:
         # a closure, so it is rebuilt on the other side.
         state = dict(self.__dict__)
         state["_decode"] = None
+        state["_mapped"] = {}
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -369,8 +372,12 @@ class Loader:
         return self.rank_length
 
     # ------------------------------------------------------------ streaming
-    def iter_worker(self, worker: int = 0, num_workers: int = 1) -> Iterator[tuple[int, Any]]:
-        """Yield ``(position, sample)`` for worker ``worker`` of ``num_workers`` this epoch."""
+    def iter_worker(self, worker: int = 0, num_workers: int = 1, *, raw: bool = False) -> Iterator[tuple[int, Any]]:
+        """Yield ``(position, sample)`` for worker ``worker`` of ``num_workers`` this epoch.
+
+        ``raw=True`` yields ``(position, (payload, url, key_of, i))`` instead, undecoded, for
+        callers that decode whole batches at once (``key_of(i)`` names the sample in errors).
+        """
         if not 0 <= worker < num_workers:
             raise ValueError(f"worker {worker} is not in [0, {num_workers})")
         pending, self._pending = self._pending, None
@@ -394,7 +401,7 @@ class Loader:
         order = self.output_order(plan, worker)
         if order is None:
             part = _slice(self._part(plan, worker), skip, 1 << 62)
-            for q, sample in self._read(part):
+            for q, sample in self._read(part, raw=raw):
                 self._consumed += 1
                 yield q, sample
             return
@@ -406,7 +413,7 @@ class Loader:
             wanted = bytearray(self.rank_length)
             for q in rest:
                 wanted[q] = 1
-        reading = self._read(self._part(plan, worker), wanted)
+        reading = self._read(self._part(plan, worker), wanted, raw=raw)
         held: dict[int, Any] = {}
         for q in rest:
             while q not in held:
@@ -416,12 +423,15 @@ class Loader:
             self._consumed += 1
             yield q, sample
 
-    def _read(self, part: Sequence[Interval], wanted: bytearray | None = None) -> Iterator[tuple[int, Any]]:
+    def _read(self, part: Sequence[Interval], wanted: bytearray | None = None, raw: bool = False) -> Iterator[tuple[int, Any]]:
         """``(position, sample)`` for ``part`` in order, each shard verified before any of its samples.
 
-        Consecutive ranges of one shard share one open file. The next shard is verified
-        (hashed, or downloaded into the cache) on a background thread while this one is
-        decoded: hashlib and file reads release the GIL, so verification overlaps decoding.
+        ``raw=True`` yields ``(position, (payload, url, key_of, i))`` instead (see
+        :meth:`iter_worker`). Consecutive ranges of one shard share one open file; a local
+        plain shard is memory-mapped and its payloads are slices of the map. The next shard
+        is verified (hashed, or downloaded into the cache) on a background thread while
+        this one is decoded: hashlib and file reads release the GIL, so verification
+        overlaps decoding.
         """
         runs = list(self._runs(part))
         if wanted is not None:  # only the shard ranges that hold a wanted position are read
@@ -432,28 +442,73 @@ class Loader:
                 groups[-1][1].append(run)
             else:
                 groups.append((run[1], [run]))
-        decode = self._decode
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atdata-verify")
         opened: dict[int, Future] = {}
         try:
             for g, (shard, shard_runs) in enumerate(groups):
-                for k in (g, g + 1):  # this shard, and the next one ahead
-                    if k < len(groups) and k not in opened:
+                for k in (g, g + 1):  # this shard, and the next one ahead (unless already mapped)
+                    if k < len(groups) and k not in opened and groups[k][0] not in self._mapped:
                         opened[k] = pool.submit(self._open_verified, groups[k][0])
-                url = self.specs[shard].url
-                with closing(opened.pop(g).result()) as f:
-                    for j, (q, _, a, b) in enumerate(shard_runs):
-                        offsets = self._offsets_for(shard, f) if a > 0 else None
-                        if j and a == 0:
-                            f.seek(0)  # a second range of this shard starting at its first sample
-                        for i, (key, payload) in enumerate(iter_range(f, url, offsets, a, b)):
-                            if wanted is not None and not wanted[q + i]:
-                                continue
-                            yield q + i, decode(url, key, payload)
+                index = self._mapped.get(shard)
+                if index is None:
+                    with closing(opened.pop(g).result()) as f:
+                        index = open_index(f, self.specs[shard].url)
+                        if index is None:  # not a local plain file: the stream parser
+                            for j, run in enumerate(shard_runs):
+                                if j and run[2] == 0:
+                                    f.seek(0)  # a second range of this shard starting at its first sample
+                                yield from self._read_stream(f, shard, run, wanted, raw)
+                            continue
+                    if len(self._mapped) >= _MAPPED_SHARDS:
+                        self._mapped.pop(next(iter(self._mapped)))
+                    self._mapped[shard] = index
+                for run in shard_runs:
+                    yield from self._read_mapped(index, shard, run, wanted, raw)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
             for fut in opened.values():  # a shard opened ahead and never read
                 fut.add_done_callback(_close_result)
+
+    def _read_mapped(
+        self, index: Any, shard: int, run: tuple[int, int, int, int], wanted: bytearray | None, raw: bool
+    ) -> Iterator[tuple[int, Any]]:
+        q, _, a, b = run
+        url = self.specs[shard].url
+        if len(index) < b:
+            raise ShardError(f"shard {url} holds fewer samples than recorded (wanted samples {a}..{b - 1})")
+        decode = self._decode
+        fast = self.dataset._payload_decoder(self.fields)
+        view = memoryview(index.buffer)
+        key_of = _key_reader(index)
+        starts = index.offsets[a:b].tolist()
+        ends = (index.offsets[a:b] + index.sizes[a:b]).tolist()
+        for i, (start, end) in enumerate(zip(starts, ends)):
+            if wanted is not None and not wanted[q + i]:
+                continue
+            payload = view[start:end]
+            if raw:
+                yield q + i, (payload, url, key_of, a + i)
+                continue
+            try:
+                sample = fast(payload)
+            except Exception:
+                sample = decode(url, key_of(a + i), payload)  # raises the dataset's usual error
+            yield q + i, sample
+
+    def _read_stream(
+        self, f: BinaryIO, shard: int, run: tuple[int, int, int, int], wanted: bytearray | None, raw: bool
+    ) -> Iterator[tuple[int, Any]]:
+        q, _, a, b = run
+        url = self.specs[shard].url
+        decode = self._decode
+        offsets = self._offsets_for(shard, f) if a > 0 else None
+        for i, (key, payload) in enumerate(iter_range(f, url, offsets, a, b)):
+            if wanted is not None and not wanted[q + i]:
+                continue
+            if raw:
+                yield q + i, (payload, url, _constant(key), a + i)
+                continue
+            yield q + i, decode(url, key, payload)
 
     # ------------------------------------------------------------ verified opening
     def _offsets_for(self, shard: int, f: BinaryIO) -> ShardOffsets | None:
@@ -491,6 +546,18 @@ class Loader:
         if self.cache is not None:
             return open(self.cache.fetch(url, expected, self.dataset._open), "rb")
         return _spool(self.dataset._open, url, expected)
+
+
+#: Local shards a loader keeps mapped (a shard split into several units is indexed once).
+_MAPPED_SHARDS = 4
+
+
+def _key_reader(index: Any) -> Callable[[int], str]:
+    return lambda i: sample_key(index, i)
+
+
+def _constant(key: str) -> Callable[[int], str]:
+    return lambda _i: key
 
 
 def _close_result(fut: Future) -> None:

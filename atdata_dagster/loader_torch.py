@@ -10,6 +10,7 @@ collation into tensors and the ``StatefulDataLoader`` protocol.
 from __future__ import annotations
 
 import dataclasses
+from itertools import islice
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -49,21 +50,20 @@ def collate(samples: Sequence[Any]) -> dict[str, Any]:
     Usable as a DataLoader ``collate_fn`` for ``Dataset.torch()`` without ``batch_size``.
     """
     rows = [_fields_of(s) for s in samples]
-    out: dict[str, Any] = {}
-    for name in rows[0] if rows else ():
-        values = [r.get(name) for r in rows]
-        first = values[0]
-        try:
-            if isinstance(first, np.ndarray) and all(isinstance(v, np.ndarray) and v.shape == first.shape for v in values):
-                out[name] = torch.from_numpy(np.stack(values))
-                continue
-            if all(isinstance(v, (bool, int, float, np.number)) for v in values):
-                out[name] = torch.as_tensor(values)
-                continue
-        except (TypeError, ValueError):  # dtypes torch has no tensor for (strings, objects): keep the list
-            pass
-        out[name] = values
-    return out
+    return {name: collate_values([r.get(name) for r in rows]) for name in (rows[0] if rows else ())}
+
+
+def collate_values(values: list[Any]) -> Any:
+    """One field's batch value: a stacked tensor for equal-shaped arrays and for numbers, else the list."""
+    first = values[0] if values else None
+    try:
+        if isinstance(first, np.ndarray) and all(isinstance(v, np.ndarray) and v.shape == first.shape for v in values):
+            return torch.from_numpy(np.stack(values))
+        if values and all(isinstance(v, (bool, int, float, np.number)) for v in values):
+            return torch.as_tensor(values)
+    except (TypeError, ValueError):  # dtypes torch has no tensor for (strings, objects): keep the list
+        pass
+    return values
 
 
 class TorchDataset(IterableDataset):
@@ -113,20 +113,37 @@ class TorchDataset(IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        stream = self.loader.iter_worker(worker, workers)
         if self.batch_size is None:
-            for _, sample in stream:
+            for _, sample in self.loader.iter_worker(worker, workers):
                 yield sample
             return
-        batch: list[Any] = []
+        # batches are decoded from the raw payloads at once (columns, no per-sample objects)
+        stream = self.loader.iter_worker(worker, workers, raw=True)
         b = self.batch_size
-        for _, sample in stream:
-            batch.append(sample)
-            if len(batch) == b:
-                yield collate(batch)
-                batch = []
-        if batch:
-            yield collate(batch)
+        while True:
+            items = [item for _, item in islice(stream, b)]
+            if not items:
+                return
+            yield self._collate_payloads(items)
+
+    def _collate_payloads(self, items: list[tuple[Any, str, Any, int]]) -> dict[str, Any]:
+        """What :func:`collate` gives for these samples, decoded as one batch when possible."""
+        ds = self.dataset
+        dec, from_bytes = ds._batch_decoder(self.loader.fields)
+        columns = dec.decode([p for p, *_ in items]) if dec is not None else None
+        if columns is None:
+            decode = self.loader._decode
+            return collate([decode(url, key_of(i), p) for p, url, key_of, i in items])
+        out: dict[str, Any] = {}
+        for name, values in columns.items():
+            if isinstance(values, np.ndarray):
+                try:
+                    out[name] = torch.from_numpy(values)
+                    continue
+                except TypeError:  # a dtype torch has no tensor for: the per-sample arrays, as collate()
+                    values = list(values)
+            out[name] = collate_values(values)
+        return out
 
     # -- resume
     def state_dict(self) -> dict:
