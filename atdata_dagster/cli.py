@@ -16,11 +16,12 @@ import sys
 import time
 from typing import Any, Iterable, Iterator, TypeVar
 
-from .errors import AtdataError, CorruptEntryError
+from .errors import AtdataError, CorruptEntryError, GcRefusedError
+from .gc import collect_garbage, sqlite_index_path
 
 T = TypeVar("T")
 
-__all__ = ["main", "build_parser", "collect_garbage"]
+__all__ = ["main", "build_parser"]
 
 
 class _Progress:
@@ -231,66 +232,16 @@ def cmd_promote(args: argparse.Namespace, out) -> int:
     return 0
 
 
-def collect_garbage(index, *, grace: float = 3600.0, dry_run: bool = False, progress=None) -> list[str]:
-    """Delete what no entry of any repository of ``index`` references; return those URLs.
-
-    Removes unreferenced shards and temporary leftovers of crashed writers from every
-    store of the index (``atdata-dagster gc``), and aborts S3 multipart uploads such
-    writers left unfinished. Objects younger than ``grace`` seconds are kept: they may
-    belong to a write that has not committed its entry yet. ``dry_run`` only lists.
-    ``progress`` optionally wraps the iterable of deletions (a progress bar).
-    """
-    referenced: set[str] = set()
-    for repo in index.repos.values():
-        for entry in repo.provider.iter_entries():
-            referenced.update(entry.data_urls)
-            meta = entry.metadata or {}
-            referenced.update(meta.get("manifests") or [])
-    stores = [r.data_store for r in index.repos.values() if r.data_store is not None]
-    if not stores:
-        from .stores.disk import LocalDiskStore
-
-        stores = [LocalDiskStore()]
-    now = time.time()
-    candidates: list[tuple[Any, str]] = []
-    for store in stores:
-        listed: set[str] = set()
-        doomed: list[str] = []
-        for url in store.iter_shard_urls():
-            listed.add(url)
-            if url in referenced:
-                continue
-            age = store.age_seconds(url, now)
-            if age is not None and age < grace:
-                continue  # could belong to a write that has not committed yet
-            doomed.append(url)
-        # Sidecars before their shards (never leave a sidecar without a shard), and
-        # sidecars whose shard is gone or never came.
-        doomed_set = set(doomed)
-        for side in store.iter_sidecar_urls():
-            shard = side.split(".manifest.", 1)[0] + ".tar"
-            if side in referenced or shard in referenced:
-                continue
-            if shard in listed:
-                if shard in doomed_set:
-                    candidates.append((store, side))
-                continue
-            age = store.age_seconds(side, now)
-            if age is None or age >= grace:
-                candidates.append((store, side))
-        candidates += [(store, url) for url in doomed]
-    if not dry_run:
-        for store in stores:
-            if hasattr(store, "abort_stale_uploads"):  # S3 multipart uploads left by crashed writers
-                store.abort_stale_uploads(older_than=grace)
-    for store, url in (progress(candidates) if progress is not None else candidates):
-        if not dry_run:
-            store.delete(url)
-    return [u for _, u in candidates]
-
-
 def cmd_gc(args: argparse.Namespace, out) -> int:
     """Delete shards (and temporary leftovers) that no entry of any repository references."""
+    url = args.index or os.environ.get("ATDATA_INDEX")
+    path = sqlite_index_path(url)
+    if path is not None and not path.exists() and not args.force:
+        # checked before opening: opening a SQLite index creates it, empty
+        raise GcRefusedError(
+            f"the index {path} does not exist (a typo in --index?); gc on a new, empty index would delete "
+            "every shard of the store. Pass --force if you really mean it"
+        )
     index = _open_index(args)
     bar = _Progress(0, "gc", enabled=None if not args.json else False)
 
@@ -298,14 +249,23 @@ def cmd_gc(args: argparse.Namespace, out) -> int:
         bar.total = max(len(candidates), 1)
         return bar.wrap(candidates)
 
-    urls = collect_garbage(index, grace=args.grace, dry_run=args.dry_run, progress=wrap)
+    result = collect_garbage(index, grace=args.grace, dry_run=args.dry_run, force=args.force, progress=wrap)
     if args.json:
-        json.dump({"deleted" if not args.dry_run else "would_delete": urls}, out, indent=2)
+        json.dump({"deleted" if not args.dry_run else "would_delete": list(result),
+                   "kept_young": result.kept_young, "kept_referenced": result.kept_referenced,
+                   "aborted_uploads": result.aborted_uploads}, out, indent=2)
         out.write("\n")
     else:
-        for u in urls:
+        for u in result:
             out.write(f"{'would delete' if args.dry_run else 'deleted'} {u}\n")
-        out.write(f"{len(urls)} unreferenced object(s) {'found' if args.dry_run else 'removed'}\n")
+        out.write(f"{len(result)} unreferenced object(s) {'found' if args.dry_run else 'removed'}\n")
+        if result.kept_young:
+            out.write(f"kept {len(result.kept_young)} unreferenced object(s) younger than --grace "
+                      f"{args.grace:g}s (writes that may still commit)\n")
+        if result.kept_referenced:
+            out.write(f"kept {len(result.kept_referenced)} object(s) referenced by entries committed while gc ran\n")
+        if result.aborted_uploads:
+            out.write(f"aborted {result.aborted_uploads} unfinished multipart upload(s)\n")
     return 0
 
 
@@ -345,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true")
     s.add_argument("--grace", type=float, default=3600.0,
                    help="keep unreferenced files younger than this many seconds (writes in progress); default 3600")
+    s.add_argument("--force", action="store_true",
+                   help="skip the ownership checks (index missing or empty, store unmarked or shared with other "
+                   "indexes, the shared default root); references are always checked")
     s.set_defaults(func=cmd_gc)
     return p
 

@@ -184,6 +184,19 @@ class CorruptEntryError(AtdataError, ValueError):
 
 
 __all__.append("CorruptEntryError")
+# -- garbage collection ---------------------------------------------------------------------
+
+
+class GcRefusedError(AtdataError):
+    """``gc`` cannot prove that it owns a store or that nothing else references its shards.
+
+    The message names the reason (the index did not exist, has no entries, the store
+    belongs to another index or is atdata's shared default root) and ``--force``
+    (``force=True``), which skips these ownership checks but never the reference checks.
+    """
+
+
+__all__.append("GcRefusedError")
 
 
 class LoaderStateError(AtdataError, ValueError):

@@ -84,7 +84,7 @@ def test_gc_never_deletes_referenced_shards_and_removes_orphans(setup):
     assert code == 0 and sorted(json.loads(text)["would_delete"]) == sorted([str(orphan), str(leftover)])
     assert orphan.exists()
     code, text = run(args + ["gc"])
-    assert code == 0
+    assert code == 0 and "kept 1 unreferenced object(s) younger than --grace 3600s" in text
     assert not orphan.exists() and not leftover.exists()
     assert fresh.exists()  # younger than the grace period: may belong to a running write
     assert all(Path(u).exists() for u in entry.data_urls)
@@ -105,6 +105,27 @@ def test_gc_removes_sidecars_whose_shard_is_gone_and_keeps_those_of_referenced_s
     code, text = run(args + ["--json", "gc"])
     assert code == 0 and json.loads(text)["deleted"] == [str(stray)]
     assert not stray.exists() and young.exists() and all(p.exists() for p in kept)
+
+
+def test_gc_refuses_a_root_the_index_never_wrote_to_unless_forced(setup, capsys):
+    args, entry, tmp_path = setup
+    foreign = tmp_path / "elsewhere" / "theirs" / "data--deadbeef--000001.tar"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_bytes(b"\0" * 1024)
+    index_args = args[:2] + ["--data-root", str(tmp_path / "elsewhere")]
+    code, text = run(index_args + ["gc", "--grace", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and text == "" and "no ownership marker" in err and "--force" in err
+    assert foreign.exists()
+    code, text = run(index_args + ["--json", "gc", "--grace", "0", "--force"])
+    assert code == 0 and json.loads(text)["deleted"] == [str(foreign)] and not foreign.exists()
+
+
+def test_gc_refuses_a_sqlite_index_that_does_not_exist_without_creating_it(setup, capsys):
+    args, entry, tmp_path = setup
+    code, _ = run(["--index", f"sqlite:///{tmp_path / 'typo.db'}", args[2], args[3], "gc"])
+    assert code == 2 and "does not exist" in capsys.readouterr().err and not (tmp_path / "typo.db").exists()
+    assert all(Path(u).exists() for u in entry.data_urls)
 
 
 def test_errors_are_reported_without_a_traceback(setup):

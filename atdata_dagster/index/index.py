@@ -31,6 +31,7 @@ from ..errors import (
 )
 from ..stores.base import DataStore, ShardWriteResult, read_span
 from .entry import LabelRecord, LocalDatasetEntry, LocalSchemaRecord
+from .identity import claim_store
 from .names import ATMOSPHERE, LOCAL, resolve_ref, split_repo_prefix, validate_dataset_name
 from .providers.base import IndexProvider
 
@@ -492,6 +493,7 @@ class Index:
         prefix = kwargs.pop("prefix", None) or bare
         validate_dataset_name(prefix)
         kwargs.pop("cache_local", None)
+        claim_store(store, repo.provider)  # gc: this index writes into the store
         if schema_ref is None:
             schema_ref = self._implicit_schema_ref(_dataset_sample_type(ds), repo)
         result = store.write_shards(
@@ -536,6 +538,7 @@ class Index:
             )
         assert repo is not None
         store = self._store_for(repo)
+        claim_store(store, repo.provider)  # gc: this index writes into the store
         result, schema_ref = self._write_shards(
             samples, store, prefix=bare, repo=repo, schema_ref=schema_ref, maxcount=maxcount,
             maxsize=maxsize, manifest=manifest, progress=progress,
@@ -650,14 +653,10 @@ class Index:
             raise ConfigurationError(f"entry {entry.name!r} has no data URLs to promote")
         schema = self.get_schema(entry.schema_ref)
         result = backend.promote(entry, schema, shard_sources=self._shard_sources(entry), **kwargs)
-        meta = dict(entry.metadata or {})
-        meta["atmosphere"] = {
-            "uri": result.entry_uri,
-            "schema_uri": result.schema_uri,
-            "label_uri": result.label_uri,
-        }
-        if meta != (entry.metadata or {}):
-            repo.provider.update_entry_metadata(entry.cid, meta)
+        atmosphere = {"uri": result.entry_uri, "schema_uri": result.schema_uri, "label_uri": result.label_uri}
+        # merged inside the provider's write transaction: `entry` was read before the
+        # (slow) publish, and writing back that copy would undo concurrent metadata writes
+        repo.provider.merge_entry_metadata(entry.cid, {"atmosphere": atmosphere})
         return result.entry_uri
 
     def _shard_sources(self, entry: LocalDatasetEntry) -> list[Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import struct
 import time
 import uuid
@@ -537,11 +538,14 @@ def copy_dataset_to_store(
 
 
 class _PathSink(DiskSink):
-    """A disk sink whose commit renames the shard onto a fixed path (``write_samples``)."""
+    """A disk sink whose commit renames the shard onto a fixed path (``write_samples``).
 
-    def __init__(self, pattern: str):
-        self.pattern = pattern
-        directory = os.path.dirname(pattern) or "."
+    ``pattern`` is a printf pattern (``%`` in folder names escaped as ``%%``) when
+    ``numbered``, else the literal path."""
+
+    def __init__(self, pattern: str, numbered: bool):
+        self.pattern, self.numbered = pattern, numbered
+        directory = os.path.dirname(pattern % 0 if numbered else pattern) or "."
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
@@ -549,7 +553,7 @@ class _PathSink(DiskSink):
         super().__init__(directory)
 
     def commit(self, index: int, sha256: str) -> str:
-        final = self.pattern % index if "%" in self.pattern else self.pattern
+        final = self.pattern % index if self.numbered else self.pattern
         if self._fd is None:
             raise StoreError(f"shard {self.tmp_path} is already committed or aborted")
         try:
@@ -566,11 +570,11 @@ class _PathSink(DiskSink):
 class _PathStore(DataStore):
     """Fixed-name shards at ``pattern % index`` (the plain ``write_samples`` layout)."""
 
-    def __init__(self, pattern: str):
-        self.pattern = pattern
+    def __init__(self, pattern: str, numbered: bool):
+        self.pattern, self.numbered = pattern, numbered
 
     def open_sink(self, prefix: str) -> _PathSink:
-        return _PathSink(self.pattern)
+        return _PathSink(self.pattern, self.numbered)
 
     def put_sidecar(self, shard_url: str, suffix: str, data: bytes) -> str:
         path = (shard_url[:-4] if shard_url.endswith(".tar") else shard_url) + suffix
@@ -617,6 +621,9 @@ def brace_list(urls: list[str]) -> str:
     return prefix + "{" + ",".join(middles) + "}" + suffix
 
 
+_NUMBERED_NAME = re.compile(r"%0?[0-9]*d")
+
+
 def write_samples(
     samples: Iterable[Any],
     path: str | os.PathLike,
@@ -629,21 +636,24 @@ def write_samples(
 
     Without limits one tar is written at ``path`` exactly. With ``maxcount`` or
     ``maxsize`` shards are written to ``<parent>/<stem>-%06d<suffix>`` (``out.tar`` ->
-    ``out-000000.tar``, ...), or to ``path`` itself if it contains ``%``. Each file is
-    written to a temp name and renamed into place when complete. The returned
-    dataset's ``url`` is the absolute path, or a brace list for several shards.
+    ``out-000000.tar``, ...), or to ``path`` itself if its file name has a ``%d``
+    pattern (a ``%`` in a folder name is just a character). Each file is written to a
+    temp name and renamed into place when complete. The returned dataset's ``url`` is
+    the absolute path, or a brace list for several shards.
     """
     from ..dataset import Dataset
 
     raw = os.fspath(path)
-    if "%" in raw:
-        pattern = str(Path(raw).expanduser().absolute())
+    p = Path(raw).expanduser()
+    # Only a %d conversion in the file name makes a pattern; a '%' in a folder name is literal.
+    folder = str(p.parent.resolve()).replace("%", "%%")
+    if _NUMBERED_NAME.search(p.name):
+        pattern, numbered = os.path.join(folder, p.name), True
     elif maxcount is None and maxsize is None:
-        pattern = str(Path(raw).expanduser().resolve())
+        pattern, numbered = str(p.parent.resolve() / p.name), False
     else:
-        p = Path(raw).expanduser().resolve()
-        pattern = str(p.parent / f"{p.stem}-%06d{p.suffix}")
-    store = _PathStore(pattern)
+        pattern, numbered = os.path.join(folder, f"{p.stem.replace('%', '%%')}-%06d{p.suffix.replace('%', '%%')}"), True
+    store = _PathStore(pattern, numbered)
     with ShardWriter(store, "", maxcount=maxcount, maxsize=maxsize, manifest=manifest) as writer:
         for sample in samples:
             writer.write_sample(sample)

@@ -9,6 +9,7 @@ leftovers that ``gc`` can remove.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Iterator, Protocol
@@ -16,7 +17,19 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator, Protocol
 if TYPE_CHECKING:  # pragma: no cover
     from ..dataset import Dataset
 
-__all__ = ["DataStore", "ShardSink", "ShardInfo", "ShardWriteResult"]
+__all__ = ["DataStore", "ShardSink", "ShardInfo", "ShardWriteResult", "OWNER_DIR", "valid_owner_id"]
+
+#: Directory (disk) / key prefix (S3) under a store root holding one marker per index that
+#: wrote there: ``<root>/.atdata-dagster/owners/<index id>``. Never a shard, never listed by
+#: readers (they list ``*.tar`` only); dataset names may not start with it.
+OWNER_DIR = ".atdata-dagster/owners"
+RESERVED_SEGMENT = OWNER_DIR.split("/", 1)[0]
+_OWNER_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def valid_owner_id(owner_id: object) -> bool:
+    """Whether ``owner_id`` is an index identity (32 lowercase hex digits, a uuid4)."""
+    return isinstance(owner_id, str) and bool(_OWNER_ID_RE.match(owner_id))
 
 
 class ShardSink(Protocol):
@@ -142,15 +155,52 @@ class DataStore(ABC):
 
     @abstractmethod
     def iter_shard_urls(self) -> Iterator[str]:
-        """Every shard URL (and leftover temporary object) in the store, for ``gc``."""
+        """Every shard (and leftover temporary object) of this store's own naming, for ``gc``.
+
+        Only names the store itself creates are listed (``data--<id>--<n>.tar`` and its
+        temporary names): ``backup.tar`` or another application's objects never are.
+        """
 
     def iter_sidecar_urls(self) -> Iterator[str]:
-        """Every sidecar (``<shard stem>.manifest.*``) in the store, for ``gc``'s orphan check."""
+        """Every sidecar (``<own shard stem>.manifest.json|.parquet``), for ``gc``'s orphan check."""
         return iter(())
 
-    def age_seconds(self, url: str, now: float | None = None) -> float | None:
-        """Seconds since ``url`` was written, ``None`` if unknown; ``gc`` spares young objects."""
+    def is_own_name(self, url: str) -> bool:
+        """Whether ``url`` is a shard, sidecar or temporary object of this store's own naming.
+
+        ``gc`` deletes nothing else. The default (a store without gc support) is False.
+        """
+        return False
+
+    def age_seconds(self, url: str, now: float | None = None, *, fresh: bool = False) -> float | None:
+        """Seconds since ``url`` was written or reused, ``None`` if unknown; ``gc`` spares young
+        objects. ``fresh=True`` asks the store itself (no cached listing): gc's last check
+        before a delete."""
         return None
+
+    def locations(self, url: str) -> set[str]:
+        """The URLs of this store that a reference ``url`` (from an index entry) may denote.
+
+        Empty when ``url`` is not in this store. References are compared as locations:
+        ``file://``, ``//``, ``/./``, symlinked folders and relative paths all denote the
+        same file, so gc compares these forms rather than strings.
+        """
+        return {url} if self.owns(url) else set()
+
+    # -- ownership (gc) ------------------------------------------------------------
+    def owner_ids(self) -> set[str]:
+        """The identities of every index that has written into this store (see :data:`OWNER_DIR`).
+
+        A store that cannot record ownership returns an empty set, and ``gc`` refuses it.
+        """
+        return set()
+
+    def claim(self, owner_id: str) -> None:
+        """Record that the index ``owner_id`` writes into this store (idempotent).
+
+        Called by the Index before its first write into the store, so ``gc`` can tell a
+        store that only its own index writes to from one shared with other indexes.
+        """
 
     @abstractmethod
     def delete(self, url: str) -> None:

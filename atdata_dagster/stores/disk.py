@@ -11,14 +11,18 @@ existing file; prefixes are validated so nothing can be written outside the root
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import stat
+import time
 import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
+from urllib.parse import unquote
 
 from ..errors import InvalidNameError, StoreError
-from .base import DataStore
+from .base import OWNER_DIR, RESERVED_SEGMENT, DataStore, valid_owner_id
 
 __all__ = ["LocalDiskStore", "DiskSink", "validate_dataset_prefix", "DEFAULT_ROOT"]
 
@@ -27,6 +31,10 @@ MAX_PREFIX_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 _TMP_RE = re.compile(r"^\.tmp-[0-9a-f]{32}\.(tar|sidecar)\.part$")
+#: This store's (and atdata's) shard names: ``data--<8, 16 or 64 hex>--<6 digits>.tar``.
+_SHARD_RE = re.compile(r"^data--(?:[0-9a-f]{8}|[0-9a-f]{16}|[0-9a-f]{64})--[0-9]{6}\.tar$")
+#: Sidecars of such a shard (manifests, as atdata names them).
+_SIDECAR_RE = re.compile(r"^data--(?:[0-9a-f]{8}|[0-9a-f]{16}|[0-9a-f]{64})--[0-9]{6}\.manifest\.(?:json|parquet)$")
 
 
 def validate_dataset_prefix(prefix: str) -> str:
@@ -59,6 +67,11 @@ def validate_dataset_prefix(prefix: str) -> str:
             raise InvalidNameError(
                 f"dataset prefix {shown!r} has a segment longer than {MAX_SEGMENT_BYTES} bytes; shorten it"
             )
+    if prefix.split("/", 1)[0] == RESERVED_SEGMENT:
+        raise InvalidNameError(
+            f"dataset prefix {shown!r} starts with {RESERVED_SEGMENT!r}, which stores reserve for their "
+            f"ownership markers; {fix}"
+        )
     return prefix
 
 
@@ -136,13 +149,22 @@ class DiskSink:
         # 8 hex digits as in atdata; on a clash with different content use longer names.
         for width in (8, 16, 64):
             final = os.path.join(self.directory, f"data--{sha256[:width]}--{index:06d}.tar")
-            if self._link(final):
-                return final
-            if os.path.getsize(final) == self._size and _file_sha256(final) == sha256:
+            for _attempt in range(3):
+                if self._link(final):
+                    return final
+                try:
+                    same = os.path.getsize(final) == self._size and _file_sha256(final) == sha256
+                    if same:
+                        # Refresh its mtime: gc spares recent files, and this one is about to
+                        # be referenced again.
+                        os.utime(final)
+                except FileNotFoundError:
+                    continue  # removed (by gc) since the link attempt: link ours instead
+                break
+            else:  # pragma: no cover - deleted three times in a row
+                raise StoreError(f"cannot place shard {index} in {self.directory}: {final} keeps disappearing")
+            if same:
                 os.unlink(self.tmp_path)  # same content already durable under this name
-                # Refresh its mtime: gc spares recent files, and this one is about to be
-                # referenced again.
-                os.utime(final)
                 return final
         raise StoreError(f"cannot place shard {index} ({sha256}) in {self.directory}: names taken by other content")
 
@@ -186,6 +208,7 @@ class LocalDiskStore(DataStore):
         except OSError as exc:
             raise StoreError(f"cannot create the store root {path}: {exc.strerror or exc}") from exc
         self.root = path.resolve()
+        self._claimed: set[str] = set()
 
     def __repr__(self) -> str:
         return f"LocalDiskStore({str(self.root)!r})"
@@ -247,10 +270,10 @@ class LocalDiskStore(DataStore):
         path = self._path(url)
         return open(path, "rb", buffering=0)
 
-    def age_seconds(self, url: str, now: float | None = None) -> float | None:
-        """Seconds since the file was last written or reused (its mtime); ``None`` if missing."""
-        import time
+    def age_seconds(self, url: str, now: float | None = None, *, fresh: bool = False) -> float | None:
+        """Seconds since the file was last written or reused (its mtime); ``None`` if missing.
 
+        Always read from the file system (``fresh`` changes nothing here)."""
         try:
             mtime = os.stat(self._path(url)).st_mtime
         except (OSError, StoreError):
@@ -266,21 +289,109 @@ class LocalDiskStore(DataStore):
             return False
         return True
 
-    def iter_shard_urls(self) -> Iterator[str]:
-        """Every ``.tar`` shard and leftover ``.tmp-*.tar.part`` file, sorted per directory."""
+    def _walk(self, want) -> Iterator[str]:
+        """Regular files (no symlinks) under the root whose name ``want`` accepts, sorted per directory.
+
+        Symlinked directories are not followed, so nothing outside the root is listed; files
+        at the root itself and the ownership markers are never shards (datasets live in folders)."""
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames.sort()
+            if dirpath == str(self.root):
+                dirnames[:] = [d for d in dirnames if d != RESERVED_SEGMENT]
+                continue
             for name in sorted(filenames):
-                if name.endswith(".tar") or _TMP_RE.match(name):
-                    yield os.path.join(dirpath, name)
+                if want(name):
+                    path = os.path.join(dirpath, name)
+                    try:
+                        if stat.S_ISREG(os.lstat(path).st_mode):
+                            yield path
+                    except FileNotFoundError:
+                        continue
+
+    def iter_shard_urls(self) -> Iterator[str]:
+        """Every ``data--<hex>--<n>.tar`` shard and leftover ``.tmp-*.tar.part`` file (own names only)."""
+        return self._walk(lambda name: bool(_SHARD_RE.match(name) or _TMP_RE.match(name)))
 
     def iter_sidecar_urls(self) -> Iterator[str]:
-        """Every ``<shard stem>.manifest.*`` file."""
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if ".manifest." in name and not name.startswith("."):
-                    yield os.path.join(dirpath, name)
+        """Every ``data--<hex>--<n>.manifest.json|.parquet`` file (temp sidecars are listed as shards)."""
+        return self._walk(lambda name: bool(_SIDECAR_RE.match(name)))
+
+    def _inside(self, path: str) -> bool:
+        root = str(self.root)
+        return path == root or path.startswith(root.rstrip("/") + "/")
+
+    def is_own_name(self, url: str) -> bool:
+        """Whether ``url`` is inside the root and named like a shard, sidecar or temp file of this store."""
+        if not isinstance(url, str) or ("://" in url and not url.startswith("file://")):
+            return False
+        path = os.path.normpath(os.path.expanduser(url[len("file://"):] if url.startswith("file://") else url))
+        if not os.path.isabs(path) or not self._inside(path):
+            return False
+        parts = os.path.relpath(path, self.root).split(os.sep)
+        if len(parts) < 2 or parts[0] == RESERVED_SEGMENT:
+            return False  # shards live in a dataset directory, never at the root or among markers
+        name = parts[-1]
+        return bool(_SHARD_RE.match(name) or _SIDECAR_RE.match(name) or _TMP_RE.match(name))
+
+    def locations(self, url: str) -> set[str]:
+        """The paths under the root that reference ``url`` may denote (see :meth:`DataStore.locations`).
+
+        ``file://`` (also percent-encoded), ``~``, duplicate slashes, ``.``/``..`` and
+        symlinked folders are resolved; a relative path is taken both from the current
+        directory and from the store root."""
+        if not isinstance(url, str) or ("://" in url and not url.startswith("file://")):
+            return set()
+        raws = {url}
+        if url.startswith("file://"):
+            rest = url[len("file://"):]
+            if rest.startswith("localhost/"):
+                rest = rest[len("localhost"):]
+            if not rest.startswith("/"):
+                return set()
+            raws = {rest, unquote(rest)}
+        out: set[str] = set()
+        for raw in raws:
+            path = os.path.expanduser(raw)
+            bases = [path] if os.path.isabs(path) else [os.path.join(os.getcwd(), path), os.path.join(self.root, path)]
+            for base in bases:
+                base = "/" + base.lstrip("/")  # POSIX keeps a leading '//' in normpath
+                for form in (os.path.normpath(base), os.path.realpath(base)):
+                    if self._inside(form):
+                        out.add(form)
+        return out
+
+    # ------------------------------------------------------------- ownership
+    def owner_ids(self) -> set[str]:
+        """The index identities recorded under ``<root>/.atdata-dagster/owners/``."""
+        try:
+            names = os.listdir(self.root / OWNER_DIR)
+        except FileNotFoundError:
+            return set()
+        except OSError as exc:
+            raise StoreError(f"cannot read the ownership markers in {self.root / OWNER_DIR}: {exc.strerror or exc}") from exc
+        return {n for n in names if valid_owner_id(n)}
+
+    def claim(self, owner_id: str) -> None:
+        """Write ``<root>/.atdata-dagster/owners/<owner_id>`` unless it exists (once per process)."""
+        if owner_id in self._claimed:
+            return
+        if not valid_owner_id(owner_id):
+            raise StoreError(f"index identity {owner_id!r} is not 32 hex digits; it cannot mark {self.root}")
+        directory = self.root / OWNER_DIR
+        marker = directory / owner_id
+        try:
+            if not marker.exists():
+                directory.mkdir(parents=True, exist_ok=True)
+                tmp = directory / f".tmp-{uuid.uuid4().hex}"
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump({"format": "atdata-dagster-store-owner", "version": 1, "index_id": owner_id}, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, marker)
+                _fsync_dir(str(directory))
+        except OSError as exc:
+            raise StoreError(f"cannot write the ownership marker {marker}: {exc.strerror or exc}") from exc
+        self._claimed.add(owner_id)
 
     def delete(self, url: str) -> None:
         path = self._path(url)

@@ -28,10 +28,10 @@ import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Mapping
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote
 
 from ..errors import ConfigurationError, InvalidNameError, ShardError, StoreError
-from .base import DataStore, ShardSink
+from .base import OWNER_DIR, RESERVED_SEGMENT, DataStore, ShardSink, valid_owner_id
 from .disk import validate_dataset_prefix
 
 __all__ = ["S3DataStore", "S3ObjectNotFoundError", "S3ShardSink", "open_s3_url", "parse_s3_url", "register_openers"]
@@ -50,6 +50,13 @@ COMMITS_IN_FLIGHT = 2
 TMP_DIR = ".tmp"
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_ID = r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{8}|[0-9a-f]{16}|[0-9a-f]{64})"
+# Own names, relative to the store prefix: always inside a dataset prefix (one or more
+# segments), never at the store root. Shards are data--<id>--<n>.tar (the id uuid-shaped
+# here, uuid4 in atdata); the .tmp segment is reserved for this store's uploads in progress.
+_OWN_SHARD_RE = re.compile(rf"^(?:[^/]+/)+data--{_ID}--[0-9]{{6}}\.tar$")
+_OWN_SIDECAR_RE = re.compile(rf"^(?:[^/]+/)+data--{_ID}--[0-9]{{6}}\.manifest\.(?:json|parquet)$")
+_OWN_TMP_RE = re.compile(rf"^(?:[^/]+/)+{re.escape(TMP_DIR)}/[^/]+\.tar$")
 _ENV_LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 
 # bucket name -> live store, so that a bare ``open_url("s3://bucket/...")`` reaches the
@@ -59,11 +66,19 @@ _STORES_BY_BUCKET: "weakref.WeakValueDictionary[str, S3DataStore]" = weakref.Wea
 
 # ---------------------------------------------------------------------- helpers
 def parse_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/key`` -> ``(bucket, key)``; raises StoreError for anything else."""
-    parts = urlsplit(url)
-    if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
+    """``s3://bucket/key`` -> ``(bucket, key)``; raises StoreError for anything else.
+
+    The key is everything after the bucket, verbatim: ``s3://`` URLs are not percent-encoded
+    (atdata writes raw keys), so ``#``, ``?``, ``%`` and spaces are part of the key (a URL
+    parser would cut the key at ``#`` or ``?`` and reach another object).
+    """
+    if not isinstance(url, str) or url[:5].lower() != "s3://":
         raise StoreError(f"not an S3 object URL: {url!r}; expected s3://<bucket>/<key>")
-    return parts.netloc, parts.path.lstrip("/")
+    bucket, _, key = url[5:].partition("/")
+    key = key.lstrip("/")
+    if not bucket or not key:
+        raise StoreError(f"not an S3 object URL: {url!r}; expected s3://<bucket>/<key>")
+    return bucket, key
 
 
 def _shard_id(sha256: str) -> str:
@@ -447,7 +462,8 @@ class S3ShardSink:
         if self._create is not None:  # created early for nothing: drop it in the background
             create, self._create = self._create, None
             st._uploads.control(self._abort_upload, create)
-        if st._same_content_exists(final_key, sha256):
+        size = st._same_content_exists(final_key, sha256)
+        if size is not None and st._refresh(final_key, size, sha256):
             log.debug("s3://%s/%s already holds this content", st.bucket, final_key)
             return
         st._call(
@@ -458,14 +474,14 @@ class S3ShardSink:
     def _complete_and_move(self, final_key: str, sha256: str) -> None:
         """Finish the multipart upload of the temporary key, then copy it server-side to the final key."""
         st = self._store
-        exists = st._same_content_exists(final_key, sha256)  # while the last parts upload
+        existing = st._same_content_exists(final_key, sha256)  # while the last parts upload
         for fut in self._parts:
             try:
                 fut.result()
             except BaseException:
                 pass
         self._raise_if_failed()
-        if exists:
+        if existing is not None and st._refresh(final_key, existing, sha256):
             log.debug("s3://%s/%s already holds this content; upload discarded", st.bucket, final_key)
             self._discard()
             return
@@ -590,7 +606,8 @@ class _StagedShardSink:
         final_key = st._key(f"{self._prefix}/data--{_shard_id(sha256)}--{int(index):06d}.tar")
         try:
             self._file.close()
-            if not st._same_content_exists(final_key, sha256):
+            existing = st._same_content_exists(final_key, sha256)
+            if existing is None or not st._refresh(final_key, existing, sha256):
                 cfg = TransferConfig(
                     multipart_threshold=st.part_size, multipart_chunksize=st.part_size,
                     max_concurrency=st.max_concurrency, use_threads=True,
@@ -833,6 +850,7 @@ class S3DataStore(DataStore):
         elif self.endpoint_url and url.startswith(self.endpoint_url + "/"):
             rest = url[len(self.endpoint_url) + 1:]
             bucket, _, key = rest.partition("/")
+            key = unquote(key)  # the read_url form is percent-encoded
         else:
             return None, ""
         if bucket != self.bucket or not key:
@@ -925,18 +943,32 @@ class S3DataStore(DataStore):
             return _StagedShardSink(self, prefix)
         return S3ShardSink(self, prefix)
 
-    def _same_content_exists(self, key: str, sha256: str) -> bool:
+    def _same_content_exists(self, key: str, sha256: str) -> int | None:
+        """The size of the object at ``key`` if it holds the shard ``sha256``, else ``None``."""
         from botocore import exceptions as bex
 
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key)
         except bex.ClientError as exc:
             if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return False
+                return None
             raise self._to_store_error(exc, "HeadObject", key) from None
         except (bex.BotoCoreError, OSError) as exc:
             raise self._to_store_error(exc, "HeadObject", key) from None
-        return (head.get("Metadata") or {}).get("sha256") == sha256
+        if (head.get("Metadata") or {}).get("sha256") != sha256:
+            return None
+        return int(head.get("ContentLength", 0))
+
+    def _refresh(self, key: str, size: int, sha256: str) -> bool:
+        """Reuse the existing shard at ``key``: copy it onto itself, which sets its LastModified
+        to now (as the disk store's ``utime``), so a concurrent gc sees a young object and keeps
+        it until the entry that reuses it is committed. False if it is gone (deleted meanwhile):
+        the caller then writes it again."""
+        try:
+            self._server_copy(key, key, size, sha256)
+        except S3ObjectNotFoundError:
+            return False
+        return True
 
     def _server_copy(self, src: str, dst: str, size: int, sha256: str) -> None:
         meta = {"ContentType": "application/x-tar", "Metadata": {"sha256": sha256}}
@@ -1011,14 +1043,84 @@ class S3DataStore(DataStore):
             return body.read()
 
     # -- listing / gc
+    def _rel(self, key: str) -> str | None:
+        """``key`` relative to the store prefix, ``None`` if outside it or among the ownership markers."""
+        if self.prefix:
+            if not key.startswith(self.prefix + "/"):
+                return None
+            key = key[len(self.prefix) + 1:]
+        if key.split("/", 1)[0] == RESERVED_SEGMENT:
+            return None
+        return key
+
+    def _own_kind(self, key: str) -> str | None:
+        """``"shard"``, ``"sidecar"`` or ``"tmp"`` for keys of this store's own naming, else ``None``."""
+        rel = self._rel(key)
+        if rel is None:
+            return None
+        if _OWN_TMP_RE.match(rel):
+            return "tmp"
+        if f"/{TMP_DIR}/" in f"/{rel}":
+            return None
+        if _OWN_SHARD_RE.match(rel):
+            return "shard"
+        if _OWN_SIDECAR_RE.match(rel):
+            return "sidecar"
+        return None
+
+    def is_own_name(self, url: str) -> bool:
+        """Whether ``url`` is a shard, sidecar or temporary object of this store's own naming."""
+        bucket, key = self._split_own(url) if isinstance(url, str) else (None, "")
+        return bucket is not None and self._own_kind(key) is not None
+
     def iter_shard_urls(self, prefix: str | None = None) -> Iterator[str]:
-        """Every ``.tar`` shard and every leftover temporary object under the store (or ``prefix``)."""
+        """Every own-named shard and leftover temporary object under the store (or ``prefix``)."""
         self._mtimes = {}
-        yield from self._list(prefix, lambda key: key.endswith(".tar") or f"/{TMP_DIR}/" in key)
+        yield from self._list(prefix, lambda key: self._own_kind(key) in ("shard", "tmp"))
 
     def iter_sidecar_urls(self, prefix: str | None = None) -> Iterator[str]:
-        """Every ``<shard stem>.manifest.*`` object under the store (or ``prefix``)."""
-        yield from self._list(prefix, lambda key: ".manifest." in key and f"/{TMP_DIR}/" not in key)
+        """Every own-named ``<shard stem>.manifest.json|.parquet`` object under the store (or ``prefix``)."""
+        yield from self._list(prefix, lambda key: self._own_kind(key) == "sidecar")
+
+    def locations(self, url: str) -> set[str]:
+        """The ``s3://`` URL a reference denotes in this store (``s3://`` or the endpoint form)."""
+        if not isinstance(url, str):
+            return set()
+        try:
+            bucket, key = self._split_own(url)
+        except StoreError:
+            return set()
+        return {self.url_for_key(key)} if bucket is not None else set()
+
+    # -- ownership
+    def owner_ids(self) -> set[str]:
+        """The index identities recorded under ``<prefix>/.atdata-dagster/owners/``."""
+        base = self._key(OWNER_DIR) + "/"
+        out: set[str] = set()
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
+                for obj in page.get("Contents", ()):
+                    name = obj["Key"][len(base):]
+                    if valid_owner_id(name):
+                        out.add(name)
+        except Exception as exc:
+            if isinstance(exc, StoreError):
+                raise
+            raise self._to_store_error(exc, "ListObjectsV2", base) from None
+        return out
+
+    def claim(self, owner_id: str) -> None:
+        """Put ``<prefix>/.atdata-dagster/owners/<owner_id>`` (once per process and store)."""
+        claimed = self.__dict__.setdefault("_claimed", set())
+        if owner_id in claimed:
+            return
+        if not valid_owner_id(owner_id):
+            raise StoreError(f"index identity {owner_id!r} is not 32 hex digits; it cannot mark s3://{self.bucket}")
+        key = self._key(f"{OWNER_DIR}/{owner_id}")
+        body = ('{"format": "atdata-dagster-store-owner", "version": 1, "index_id": "%s"}' % owner_id).encode()
+        self._call("PutObject", key, self.client.put_object, Bucket=self.bucket, Key=key, Body=body,
+                   ContentType="application/json")
+        claimed.add(owner_id)
 
     def _list(self, prefix: str | None, want) -> Iterator[str]:
         """URLs of the objects under the store (or ``prefix``) whose key ``want`` accepts; notes their ages."""
@@ -1039,12 +1141,13 @@ class S3DataStore(DataStore):
                 raise
             raise self._to_store_error(exc, "ListObjectsV2", base or None) from None
 
-    def age_seconds(self, url: str, now: float | None = None) -> float | None:
-        """Seconds since the object was written (from the last :meth:`iter_shard_urls` listing,
-        else a HEAD); ``None`` if it does not exist. ``gc`` uses it for its grace period, so
-        shards a running writer has committed but not yet indexed are kept."""
+    def age_seconds(self, url: str, now: float | None = None, *, fresh: bool = False) -> float | None:
+        """Seconds since the object was written or reused (from the last :meth:`iter_shard_urls`
+        listing, else, or with ``fresh=True``, a HEAD); ``None`` if it does not exist. ``gc``
+        uses it for its grace period, so shards a running writer has committed (or reused) but
+        not yet indexed are kept."""
         now = time.time() if now is None else now
-        mtime = getattr(self, "_mtimes", {}).get(url)
+        mtime = None if fresh else getattr(self, "_mtimes", {}).get(url)
         if mtime is None:
             from botocore import exceptions as bex
 
@@ -1067,7 +1170,9 @@ class S3DataStore(DataStore):
     def abort_stale_uploads(self, prefix: str | None = None, *, older_than: float = 0.0) -> int:
         """Abort this store's unfinished multipart uploads (under ``prefix``) started more than
         ``older_than`` seconds ago; return how many were aborted. Part of ``gc``: uploads left by
-        a crashed writer are invisible but their parts are billed until aborted."""
+        a crashed writer are invisible but their parts are billed until aborted. Only uploads to
+        this store's own temporary keys (``<dataset>/.tmp/<id>.tar``) are touched: never another
+        application's uploads in a shared bucket."""
         base = self._key(prefix.strip("/")) + "/" if prefix else (self.prefix + "/" if self.prefix else "")
         paginator = self.client.get_paginator("list_multipart_uploads")
         cutoff = time.time() - older_than
@@ -1076,7 +1181,7 @@ class S3DataStore(DataStore):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=base):
                 for up in page.get("Uploads", ()):
                     key = up["Key"]
-                    if not (f"/{TMP_DIR}/" in key or key.endswith(".tar")):
+                    if self._own_kind(key) != "tmp":
                         continue
                     initiated = up.get("Initiated")
                     if initiated is not None and older_than > 0 and initiated.timestamp() > cutoff:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from atdata_dagster.stores.base import OWNER_DIR
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Phases of Index.write a kill can hit.
@@ -267,6 +269,8 @@ class DiskView:
                     out.sidecars.append(path)
                 elif name.endswith(".tar"):
                     out.finals[path] = os.path.getsize(path)
+                elif os.path.relpath(path, self.root).startswith(OWNER_DIR + "/"):
+                    continue  # the index's ownership marker (gc's proof that it owns the store)
                 else:
                     out.others.append(path)
         return out
@@ -326,6 +330,8 @@ class S3View:
                 elif key.endswith(".tar"):
                     out.finals[url] = int(obj["Size"])
                     self._etags[url] = obj.get("ETag", "")
+                elif key.startswith(OWNER_DIR + "/"):
+                    continue  # the index's ownership marker (gc's proof that it owns the store)
                 else:
                     out.others.append(url)
         return out

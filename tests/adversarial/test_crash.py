@@ -44,7 +44,8 @@ from typing import Any, Callable
 
 import pytest
 
-from atdata_dagster.cli import collect_garbage, main as cli_main
+from atdata_dagster.cli import main as cli_main
+from atdata_dagster.gc import collect_garbage
 from atdata_dagster.errors import NotFoundError
 from atdata_dagster.index.index import Index
 from atdata_dagster.index.providers import provider_from_url

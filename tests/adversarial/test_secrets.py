@@ -445,12 +445,12 @@ def test_full_pipeline_leaks_no_secret_into_logs_metadata_index_records_or_cli(w
             for command in (["list"], ["show", "secrets_raw"], ["verify", "secrets_features"],
                             ["promote", "secrets_summary", "--handle", world.account["handle"],
                              "--service", world.pds["url"]],
-                            ["--data-root", str(world.tmp_path / "cli-data"), "gc", "--dry-run", "--grace", "0"]):
+                            ["--data-root", str(world.tmp_path / "cli-data"), "gc", "--dry-run", "--grace", "0", "--force"]):
                 code, text = _run_cli(scanner, [*index, *json_flag, *command])
                 assert code == 0, (command, text)
                 outputs[(command[0] if command[0] != "--data-root" else "gc", bool(json_flag))] = text
         code, text = _run_cli(scanner, [*index, "--json", "--data-root", str(world.tmp_path / "cli-data"), "gc",
-                                        "--grace", "0"])
+                                        "--grace", "0", "--force"])  # a scratch root this index never wrote to
         assert code == 0 and not stray.joinpath("data--00000000--000000.tar").exists(), text
         mp.setenv("ATDATA_INDEX", world.dsn)
         code, text = _run_cli(scanner, ["--json", "show", "no_such_dataset"])  # an error, through the env var

@@ -226,3 +226,72 @@ def test_all_names_taken_is_a_store_error_without_leftovers(tmp_path):
     with pytest.raises(StoreError, match="names taken"):
         sink.commit(0, sha)
     assert not os.path.exists(sink.tmp_path)
+
+
+# -- gc support: own names, locations, ownership markers ------------------------------
+def test_gc_listings_name_only_own_shards_sidecars_and_temp_files(tmp_path):
+    store = LocalDiskStore(tmp_path)
+    (shard,) = _write(store, "ds", n=2)
+    sidecar = store.put_sidecar(shard, ".manifest.json", b"{}")
+    temp = tmp_path / "ds" / (".tmp-" + "a" * 32 + ".tar.part")
+    temp.write_bytes(b"partial")
+    for foreign in ("backup.tar", "ds/backup.tar", "ds/notes.manifest.json", "ds/data--XYZ--000000.tar",
+                    "data--deadbeef--000000.tar", "ds/data--deadbeef--000000.tar.orig"):
+        (tmp_path / foreign).write_bytes(b"not ours")
+    os.symlink(shard, tmp_path / "ds" / "data--0badf00d--000000.tar")  # a link is never ours to delete
+    assert list(store.iter_shard_urls()) == sorted([shard, str(temp)])
+    assert list(store.iter_sidecar_urls()) == [sidecar]
+    assert store.is_own_name(shard) and store.is_own_name(sidecar) and store.is_own_name(str(temp))
+    assert not store.is_own_name(str(tmp_path / "ds" / "backup.tar"))
+    assert not store.is_own_name(str(tmp_path / "data--deadbeef--000000.tar"))  # shards live in dataset folders
+
+
+def test_locations_resolve_file_urls_duplicate_slashes_dot_segments_symlinks_and_relative_paths(tmp_path, monkeypatch):
+    store = LocalDiskStore(tmp_path / "root")
+    (shard,) = _write(store, "ds", n=2)
+    (tmp_path / "link").symlink_to(tmp_path / "root")
+    monkeypatch.chdir(tmp_path)
+    for ref in (shard, f"file://{shard}", f"file://localhost{shard}", shard.replace("/ds/", "//ds/"),
+                shard.replace("/ds/", "/./ds/"), shard.replace("/ds/", "/ds/../ds/"),
+                str(tmp_path / "link" / "ds" / os.path.basename(shard)), os.path.relpath(shard, tmp_path),
+                "ds/" + os.path.basename(shard), "file://" + shard.replace(" ", "%20")):
+        assert shard in store.locations(ref), ref
+    assert store.locations("s3://bucket/ds/x.tar") == set()
+    assert store.locations(str(tmp_path / "elsewhere.tar")) == set()
+
+
+def test_claim_writes_one_marker_per_index_that_readers_never_list_as_a_shard(tmp_path):
+    from atdata_dagster.dataset import load_dataset
+
+    store = LocalDiskStore(tmp_path)
+    assert store.owner_ids() == set()
+    store.claim("a" * 32)
+    store.claim("a" * 32)
+    LocalDiskStore(tmp_path).claim("b" * 32)
+    assert store.owner_ids() == {"a" * 32, "b" * 32}
+    with pytest.raises(StoreError, match="32 hex"):
+        store.claim("../../escape")
+    _write(store, "ds", n=3)
+    assert not any(".atdata-dagster" in u for u in [*store.iter_shard_urls(), *store.iter_sidecar_urls()])
+    assert len(list(load_dataset(str(tmp_path / "ds")).ordered())) == 3
+    with pytest.raises(InvalidNameError, match="reserve"):
+        validate_dataset_prefix(".atdata-dagster/owners")
+
+
+def test_reuse_survives_the_existing_shard_being_deleted_meanwhile(tmp_path, monkeypatch):
+    """gc may delete an old shard between a writer's failed link and its reuse: the writer
+    then links its own copy instead of failing."""
+    store = LocalDiskStore(tmp_path)
+    (url,) = _write(store, "ds", n=2)
+    real_getsize = os.path.getsize
+
+    def deleted_meanwhile(path):
+        if path == url and os.path.exists(url):
+            os.unlink(url)  # what a concurrent gc does
+        return real_getsize(path)
+
+    monkeypatch.setattr(disk_mod.os.path, "getsize", deleted_meanwhile)
+    (again,) = _write(store, "ds", n=2)
+    monkeypatch.undo()
+    assert again == url and os.path.exists(url)
+    assert hashlib.sha256(open(url, "rb").read()).hexdigest()[:8] == os.path.basename(url).split("--")[1]

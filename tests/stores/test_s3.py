@@ -6,6 +6,7 @@ import hashlib
 import pickle
 import re
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -261,7 +262,7 @@ def test_leftovers_are_listed_and_gc_aborts_uploads(rgw_server, s3_store, s3_cli
 
 def test_gc_removes_s3_sidecars_whose_shard_is_gone(tmp_path, rgw_server, s3_bucket, s3_client):
     from atdata_dagster import local
-    from atdata_dagster.cli import collect_garbage
+    from atdata_dagster.gc import collect_garbage
 
     store = S3DataStore(rgw_server.credentials, bucket=s3_bucket)
     index = local.Index(path=str(tmp_path / "i.db"), data_store=store, atmosphere=None)
@@ -482,3 +483,77 @@ def test_sink_commit_is_synchronous_for_direct_callers(s3_store, s3_client, s3_b
     url = sink.commit(0, hashlib.sha256(data).hexdigest())
     assert sink.done()
     assert get_bytes(s3_client, url) == data  # visible the moment commit() returns
+
+
+# -- gc support: reuse refreshes age, own uploads only, ownership markers, raw keys -----
+@pytest.mark.parametrize("size", [1024, 11 * MiB], ids=["put", "multipart"])
+def test_reusing_an_existing_shard_refreshes_its_last_modified(size, rgw_server, s3_bucket, s3_client):
+    """As the disk store's utime: a concurrent gc sees a young object and keeps it until the
+    entry that reuses it is committed."""
+    store = S3DataStore(rgw_server.credentials, bucket=s3_bucket, part_size=5 * MiB)
+    data = np.random.default_rng(size).bytes(size)
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        urls = []
+        for _ in range(2):
+            sink = store.open_sink("ds")
+            sink.write(data)
+            urls.append(sink.commit(0, sha))
+            if not urls[1:]:
+                key = s3mod.parse_s3_url(urls[0])[1]
+                before = s3_client.head_object(Bucket=s3_bucket, Key=key)["LastModified"]
+                time.sleep(2.1)  # LastModified has one-second resolution
+        after = s3_client.head_object(Bucket=s3_bucket, Key=key)
+        assert urls[0] == urls[1] and after["LastModified"] > before
+        assert after["Metadata"]["sha256"] == sha and after["ContentLength"] == size
+        assert store.age_seconds(urls[0], fresh=True) < 2
+        store.flush()
+        assert keys_under(s3_client, s3_bucket) == [key]
+    finally:
+        store.close()
+
+
+def test_abort_stale_uploads_leaves_uploads_to_other_keys(s3_store, s3_client, s3_bucket):
+    theirs = {k: s3_client.create_multipart_upload(Bucket=s3_bucket, Key=k)["UploadId"]
+              for k in ("backup.tar", "ds/export.tar", "ds/.tmpfoo/x.tar", ".tmp/x.tar")}
+    ours = s3_store.open_sink("ds")
+    ours.write(b"x" * (9 * MiB))
+    ours._parts[0].result()
+    try:
+        assert s3_store.abort_stale_uploads() == 1
+        assert {u["Key"]: u["UploadId"] for u in open_uploads(s3_client, s3_bucket)} == theirs
+    finally:
+        for key, upload in theirs.items():
+            s3_client.abort_multipart_upload(Bucket=s3_bucket, Key=key, UploadId=upload)
+
+
+def test_ownership_markers_live_under_the_store_prefix_and_are_never_shards(rgw_server, s3_bucket, s3_client):
+    team = S3DataStore(rgw_server.credentials, bucket=s3_bucket, prefix="team")
+    other = S3DataStore(rgw_server.credentials, bucket=s3_bucket, prefix="other")
+    try:
+        assert team.owner_ids() == set()
+        team.claim("a" * 32)
+        S3DataStore(rgw_server.credentials, bucket=s3_bucket, prefix="team").claim("b" * 32)
+        assert team.owner_ids() == {"a" * 32, "b" * 32} and other.owner_ids() == set()
+        assert f"team/.atdata-dagster/owners/{'a' * 32}" in keys_under(s3_client, s3_bucket)
+        write_samples_to_store(({"msgpack": b"\x80"} for _ in range(2)), team, "ds")
+        assert not any(".atdata-dagster" in u for u in [*team.iter_shard_urls(), *team.iter_sidecar_urls()])
+        with pytest.raises(InvalidNameError, match="reserve"):
+            team.open_sink(".atdata-dagster/owners")
+    finally:
+        team.close()
+        other.close()
+
+
+def test_keys_are_taken_verbatim_from_s3_urls_and_decoded_from_endpoint_urls(s3_store, s3_client, s3_bucket):
+    for key, body in (("a", b"neighbour"), ("a#b/x.tar", b"hash"), ("q?x=1/x.tar", b"query"), ("p%41/x.tar", b"percent"),
+                      ("with space/x.tar", b"space")):
+        s3_client.put_object(Bucket=s3_bucket, Key=key, Body=body)
+    for key, body in (("a#b/x.tar", b"hash"), ("q?x=1/x.tar", b"query"), ("p%41/x.tar", b"percent"), ("with space/x.tar", b"space")):
+        url = f"s3://{s3_bucket}/{key}"
+        with s3_store.open_read(url) as f:
+            assert f.read() == body
+        with s3_store.open_read(s3_store.read_url(url)) as f:
+            assert f.read() == body
+    s3_store.delete(f"s3://{s3_bucket}/a#b/x.tar")
+    assert keys_under(s3_client, s3_bucket) == ["a", "p%41/x.tar", "q?x=1/x.tar", "with space/x.tar"]

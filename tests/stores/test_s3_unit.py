@@ -20,6 +20,10 @@ CREDS = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEY", "AWS_SECRET_ACCESS_KEY": "very-s
 
 def test_parse_s3_url():
     assert parse_s3_url("s3://b/a/b/c.tar") == ("b", "a/b/c.tar")
+    # keys are verbatim: a URL parser would cut them at '#' or '?' (and reach another object)
+    assert parse_s3_url("s3://b/a#b/c.tar") == ("b", "a#b/c.tar")
+    assert parse_s3_url("s3://b/q?x=1/c.tar") == ("b", "q?x=1/c.tar")
+    assert parse_s3_url("s3://b/100%25 done/c.tar") == ("b", "100%25 done/c.tar")
     for bad in ("s3://b", "s3://b/", "http://b/k", "/local/k", "s3:///k"):
         with pytest.raises(StoreError):
             parse_s3_url(bad)

@@ -1,7 +1,8 @@
 """Index providers: where an index repository keeps its entries, schemas and labels.
 
-SQLite (the embedded default) and PostgreSQL share one SQLAlchemy implementation;
-Redis has its own. All three read and write exactly atdata's tables and keys.
+SQLite (the embedded default) and PostgreSQL share one SQLAlchemy implementation
+(``SqlProvider``) and differ in their subclasses; Redis has its own. All three read
+and write exactly atdata's tables and keys.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 from typing import Any
 
 from ...errors import ConfigurationError
-from .base import IndexProvider
+from .base import IndexProvider, ProviderKind
 from .redis import RedisProvider
 from .sql import DEFAULT_SQLITE_PATH, PostgresProvider, SqliteProvider, SqlProvider
 
@@ -18,6 +19,7 @@ __all__ = [
     "DEFAULT_SQLITE_PATH",
     "IndexProvider",
     "PostgresProvider",
+    "ProviderKind",
     "RedisProvider",
     "SqlProvider",
     "SqliteProvider",
@@ -41,18 +43,20 @@ def create_provider(
     ``postgresql`` (``dsn``, required). Names are case-insensitive.
     """
     key = str(name).strip().lower()
-    if key == "sqlite":
+    try:
+        kind = ProviderKind.POSTGRES if key == "postgresql" else ProviderKind(key)
+    except ValueError:
+        raise ConfigurationError(f"unknown index provider {name!r}: use one of {_NAMES}") from None
+    if kind is ProviderKind.SQLITE:
         return SqliteProvider(path, **kwargs)
-    if key == "redis":
+    if kind is ProviderKind.REDIS:
         return RedisProvider(redis, **kwargs)
-    if key in ("postgres", "postgresql"):
-        if not dsn:
-            raise ConfigurationError(
-                "the postgres provider needs a dsn, e.g. "
-                "create_provider('postgres', dsn='postgresql://user:password@host:5432/dbname')"
-            )
-        return PostgresProvider(dsn, **kwargs)
-    raise ConfigurationError(f"unknown index provider {name!r}: use one of {_NAMES}")
+    if not dsn:
+        raise ConfigurationError(
+            "the postgres provider needs a dsn, e.g. "
+            "create_provider('postgres', dsn='postgresql://user:password@host:5432/dbname')"
+        )
+    return PostgresProvider(dsn, **kwargs)
 
 
 def provider_from_url(url: str, **kwargs: Any) -> IndexProvider:

@@ -9,14 +9,98 @@ upserted by CID, schemas by (name, version), labels by (name, version) with
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from enum import StrEnum
+from typing import Any, ClassVar, Self, overload
 
 import msgpack
 
-from ...errors import NotFoundError, ProviderError
+from ...errors import ConfigurationError, NotFoundError, ProviderError
 from ..entry import LabelRecord, LocalDatasetEntry
 
-__all__ = ["IndexProvider", "decode_entry_columns"]
+__all__ = [
+    "IndexProvider",
+    "ProviderKind",
+    "decode_entry_columns",
+    "decode_metadata",
+    "merge_metadata",
+    "pack_metadata",
+    "pack_urls",
+]
+
+
+class ProviderKind(StrEnum):
+    """Which storage an index provider uses (a ``str``: ``kind == "sqlite"`` still works)."""
+
+    SQLITE = "sqlite"
+    POSTGRES = "postgres"
+    REDIS = "redis"
+
+
+# -- the msgpack columns / hash fields every provider shares ---------------------------
+def pack_urls(urls: Iterable[str]) -> bytes:
+    """``data_urls`` as atdata stores it: a msgpack array of str."""
+    return msgpack.packb([str(u) for u in urls])
+
+
+@overload
+def pack_metadata(metadata: Mapping[str, Any], *, what: str = ...) -> bytes: ...
+@overload
+def pack_metadata(metadata: None, *, what: str = ...) -> None: ...
+@overload
+def pack_metadata(metadata: Mapping[str, Any] | None, *, what: str = ...) -> bytes | None: ...
+
+
+def pack_metadata(metadata: Mapping[str, Any] | None, *, what: str = "entry") -> bytes | None:
+    """``metadata`` as atdata stores it: a msgpack map, or NULL / no field for ``None``."""
+    if metadata is None:
+        return None
+    try:
+        return msgpack.packb(metadata)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ConfigurationError(
+            f"metadata of {what} is not msgpack-encodable ({e}); use plain str/int/float/"
+            "bool/None/list/dict values (convert numpy scalars with .item(), arrays with "
+            ".tolist())"
+        ) from e
+
+
+def _unpack_strict(blob: Any, column: str, where: str) -> Any:
+    """One untrusted msgpack blob: lengths bounded by the blob, errors name the column."""
+    try:
+        raw = bytes(blob)
+        n = len(raw)
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False, max_str_len=n, max_bin_len=n,
+                               max_array_len=n, max_map_len=n, max_ext_len=n)
+    # ValueError covers msgpack's FormatError/StackError/ExtraData and UnicodeDecodeError;
+    # UnpackException its OutOfData/BufferFull; TypeError a value that is not bytes at all.
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ProviderError(
+            f"{where}: column {column} is not valid msgpack ({type(exc).__name__}: {exc}); the row was "
+            "written by another tool or is corrupt: repair or delete it"
+        ) from None
+
+
+def _wrong_shape(where: str, column: str, value: Any, expected: str) -> ProviderError:
+    return ProviderError(
+        f"{where}: column {column} holds {type(value).__name__} {value!r:.80}, expected {expected}; "
+        "the row was written by another tool or is corrupt: repair or delete it"
+    )
+
+
+def decode_metadata(blob: Any, where: str) -> dict | None:
+    """A stored ``metadata`` column / field, decoded strictly: a map, or ``None`` for NULL / nil.
+
+    Anything else raises :class:`ProviderError` naming ``where`` and the column.
+    """
+    if blob is None:
+        return None
+    value = _unpack_strict(blob, "metadata", where)
+    if value is None:  # msgpack nil: no metadata
+        return None
+    if not isinstance(value, dict):
+        raise _wrong_shape(where, "metadata", value, "a map")
+    return value
 
 
 def decode_entry_columns(urls: Any, metadata: Any, where: str) -> tuple[list[str], dict | None]:
@@ -27,39 +111,22 @@ def decode_entry_columns(urls: Any, metadata: Any, where: str) -> tuple[list[str
     ``metadata`` a map (or NULL). Anything else raises :class:`ProviderError` naming the
     entry and the column.
     """
-    out = []
-    for column, blob, want in (("data_urls", urls, list), ("metadata", metadata, dict)):
-        if blob is None and want is dict:
-            out.append(None)
-            continue
-        try:
-            raw = bytes(blob)
-            n = len(raw)
-            value = msgpack.unpackb(raw, raw=False, strict_map_key=False, max_str_len=n, max_bin_len=n,
-                                    max_array_len=n, max_map_len=n, max_ext_len=n)
-        except Exception as exc:  # msgpack's ValueError family, TypeError, UnicodeDecodeError
-            raise ProviderError(
-                f"{where}: column {column} is not valid msgpack ({type(exc).__name__}: {exc}); the row was "
-                "written by another tool or is corrupt: repair or delete it"
-            ) from None
-        if value is None and want is dict:  # msgpack nil: no metadata
-            out.append(None)
-            continue
-        if not isinstance(value, want) or (want is list and not all(isinstance(u, str) for u in value)):
-            expected = "an array of str" if want is list else "a map"
-            raise ProviderError(
-                f"{where}: column {column} holds {type(value).__name__} {value!r:.80}, expected {expected}; "
-                "the row was written by another tool or is corrupt: repair or delete it"
-            )
-        out.append(value)
-    return out[0], out[1]
+    data_urls = _unpack_strict(urls, "data_urls", where)
+    if not isinstance(data_urls, list) or not all(isinstance(u, str) for u in data_urls):
+        raise _wrong_shape(where, "data_urls", data_urls, "an array of str")
+    return data_urls, decode_metadata(metadata, where)
+
+
+def merge_metadata(current: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> dict:
+    """``current`` with the top-level keys of ``patch`` set (other keys kept as they are)."""
+    return {**(current or {}), **patch}
 
 
 class IndexProvider(ABC):
     """Abstract storage backend of one index repository."""
 
-    #: short name used in messages: "sqlite", "postgres", "redis"
-    kind: str = "abstract"
+    #: which storage this is; also the short name used in messages
+    kind: ClassVar[ProviderKind]
 
     # -- entries -------------------------------------------------------------
     @abstractmethod
@@ -100,7 +167,23 @@ class IndexProvider(ABC):
 
     @abstractmethod
     def update_entry_metadata(self, cid: str, metadata: dict | None) -> None:
-        """Replace the metadata of an existing entry (name, URLs and CID unchanged)."""
+        """Replace the metadata of an existing entry (name, URLs and CID unchanged).
+
+        The whole map is replaced: of two concurrent read-modify-write updates the
+        last one wins. To add or change some keys, use :meth:`merge_entry_metadata`.
+        """
+
+    @abstractmethod
+    def merge_entry_metadata(self, cid: str, patch: Mapping[str, Any]) -> dict:
+        """Set the top-level keys of ``patch`` in an entry's metadata, atomically; return the result.
+
+        The stored metadata is read, merged and written in one write transaction (one
+        optimistic transaction on Redis), so a concurrent merge of other keys, e.g. the
+        AT URI recorded by a promotion, is never lost. Keys not in ``patch`` are kept;
+        an entry without metadata gets ``patch``. :class:`NotFoundError` if no entry
+        has this CID; :class:`ConfigurationError` (nothing written) if the result is
+        not msgpack-encodable.
+        """
 
     @abstractmethod
     def delete_entry(self, cid: str) -> None:
@@ -142,10 +225,10 @@ class IndexProvider(ABC):
 
     def describe(self) -> str:
         """Where this provider stores data, for messages (passwords masked)."""
-        return self.kind
+        return str(self.kind)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()

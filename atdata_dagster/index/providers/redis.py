@@ -28,8 +28,9 @@ keys to the CID index. ``reindex()`` does the whole catch-up at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import msgpack
@@ -39,7 +40,15 @@ from redis.retry import Retry
 
 from ...errors import ConfigurationError, NotFoundError, ProviderError
 from ..entry import LabelRecord, LocalDatasetEntry
-from .base import IndexProvider, decode_entry_columns
+from .base import (
+    IndexProvider,
+    ProviderKind,
+    decode_entry_columns,
+    decode_metadata,
+    merge_metadata,
+    pack_metadata,
+    pack_urls,
+)
 
 __all__ = ["RedisProvider"]
 
@@ -268,10 +277,6 @@ def _glob_escape(text: str) -> str:
     return "".join(out)
 
 
-def _unpack(blob: bytes) -> Any:
-    return msgpack.unpackb(blob, raw=False, strict_map_key=False)
-
-
 def _pairs(flat: list) -> dict[bytes, bytes]:
     it = iter(flat)
     return {k if isinstance(k, bytes) else str(k).encode(): v for k, v in zip(it, it)}
@@ -290,7 +295,7 @@ class RedisProvider(IndexProvider):
     retry policy. Every write is one idempotent Lua script, so a retried write is safe.
     """
 
-    kind = "redis"
+    kind = ProviderKind.REDIS
 
     def __init__(
         self,
@@ -443,11 +448,11 @@ class RedisProvider(IndexProvider):
         fields: list = [
             "name", entry.name,
             "schema_ref", entry.schema_ref,
-            "data_urls", msgpack.packb([str(u) for u in entry.data_urls]),
+            "data_urls", pack_urls(entry.data_urls),
             "cid", entry.cid,
         ]
         if entry.metadata is not None:
-            fields += ["metadata", _pack_metadata(entry.metadata, entry.name)]
+            fields += ["metadata", pack_metadata(entry.metadata, what=f"dataset {entry.name!r}")]
         if entry._legacy_uuid is not None:
             fields += ["legacy_uuid", entry._legacy_uuid]
         fields += ["created_at", created_at]
@@ -553,10 +558,47 @@ class RedisProvider(IndexProvider):
 
     def update_entry_metadata(self, cid: str, metadata: dict | None) -> None:
         key = ENTRY_PREFIX + cid
-        args = ["1", _pack_metadata(metadata, cid)] if metadata is not None else ["0"]
+        packed = pack_metadata(metadata, what=f"entry {cid}")
+        args = ["1", packed] if packed is not None else ["0"]
         found = self._run_script(self._set_metadata, [key], args, what=f"update metadata of {cid}")
         if not found:
             raise NotFoundError(f"no dataset entry with CID {cid!r} in {self.describe()}")
+
+    def merge_entry_metadata(self, cid: str, patch: Mapping[str, Any]) -> dict:
+        """Read, merge and write the ``metadata`` field in one optimistic transaction.
+
+        The entry hash is WATCHed while it is read: if anything writes it before the
+        MULTI/EXEC (another merge, a re-put of the entry), EXEC is refused and the merge
+        runs again on the new value. (Not a Lua script: Redis's Lua msgpack would
+        re-encode the metadata in the old str-only format, not the bytes atdata reads.)
+        """
+        key = ENTRY_PREFIX + cid
+        patch = dict(patch)
+        what = f"merge metadata into entry {cid}"
+
+        def attempt() -> dict:
+            with self._r.pipeline() as pipe:
+                while True:
+                    try:
+                        pipe.watch(key)
+                        key_type = _s(pipe.type(key))
+                        if key_type == "none":
+                            raise NotFoundError(f"no dataset entry with CID {cid!r} in {self.describe()}")
+                        if key_type != "hash":
+                            raise self._wrongtype(key, key_type, "hash", what)
+                        where = f"Redis key {key!r} on {self._address()}"
+                        current = decode_metadata(pipe.hget(key, "metadata"), where)
+                        merged = merge_metadata(current, patch)
+                        packed = pack_metadata(merged, what=f"entry {cid}")
+                        pipe.multi()
+                        if merged != current:
+                            pipe.hset(key, "metadata", packed)
+                        pipe.execute()
+                        return merged
+                    except redis_lib.WatchError:
+                        continue  # the entry changed after it was read: merge again on the new value
+
+        return self._call(attempt, what=what)
 
     def delete_entry(self, cid: str) -> None:
         """Delete the entry and labels pointing at it (those written through this
@@ -585,21 +627,22 @@ class RedisProvider(IndexProvider):
         wins, entries without it rank oldest), which is then recorded in the name index.
         """
         zkey = NAMES_PREFIX + name
-        exists, flat = self._run_script(
+        _, flat = self._run_script(
             self._newest, [zkey], [ENTRY_PREFIX, "", name], what=f"look up dataset {name!r}"
         )
         if flat:
             raw = _pairs(flat)
             return self._entry_from_hash(raw, ENTRY_PREFIX + _s(raw.get(b"cid", b"")))
         found: list[tuple[str, str, bytes]] = []  # (created_at, cid, key)
-        for key, raw in self._scan_hashes(ENTRY_PREFIX + "*", fields=("name", "created_at"), what=f"look up dataset {name!r}"):
-            if raw[0] is not None and _s(raw[0]) == name:
-                found.append((_s(raw[1]) if raw[1] else "", _s(key)[len(ENTRY_PREFIX):], key))
+        for key, (ename, created) in self._scan_hashes(
+            ENTRY_PREFIX + "*", fields=("name", "created_at"), what=f"look up dataset {name!r}"
+        ):
+            if ename is not None and _s(ename) == name:
+                found.append((_s(created) if created else "", _s(key)[len(ENTRY_PREFIX):], key))
         if not found:
             raise NotFoundError(f"no dataset entry named {name!r} in {self.describe()}")
         self._call(self._r.zadd, zkey, {cid: 0 for _, cid, _ in found}, nx=True, what="index names")
-        created, cid, _ = max(found)
-        return self.get_entry(cid)
+        return self.get_entry(max(found)[1])
 
     def _scan_keys(self, pattern: str, *, what: str) -> Iterator[list[bytes]]:
         """SCAN MATCH in batches (large COUNT: one round trip per ~10k keys)."""
@@ -607,7 +650,7 @@ class RedisProvider(IndexProvider):
         while True:
             cursor, keys = self._call(self._r.scan, cursor, match=pattern, count=SCAN_COUNT, what=what)
             if keys:
-                yield keys
+                yield cast("list[bytes]", keys)  # decode_responses=False: bytes
             if int(cursor) == 0:
                 return
 
@@ -778,23 +821,22 @@ class RedisProvider(IndexProvider):
                 raise NotFoundError(f"no label {name!r} version {version!r} in {self.describe()}")
             return self._label_from_hash(raw)
         zkey = LABELS_PREFIX + name
-        exists, flat = self._run_script(
+        _, flat = self._run_script(
             self._newest, [zkey], [f"{LABEL_PREFIX}{name}@", "", name], what=f"read label {name!r}"
         )
         if flat:
             return self._label_from_hash(_pairs(flat))
-        found = []
+        found: list[tuple[str, str, bytes]] = []  # (created_at, version, key)
         pattern = f"{LABEL_PREFIX}{_glob_escape(name)}@*"
-        for key, (lname, lver, created) in self._scan_hashes(
+        for lkey, (lname, lver, created) in self._scan_hashes(
             pattern, fields=("name", "version", "created_at"), what=f"read label {name!r}"
         ):
             if lname is not None and _s(lname) == name:
-                found.append((_s(created) if created else "", _s(lver or b""), key))
+                found.append((_s(created) if created else "", _s(lver or b""), lkey))
         if not found:
             raise NotFoundError(f"no label {name!r} in {self.describe()}")
         self._call(self._r.zadd, zkey, {v: 0 for _, v, _ in found}, nx=True, what="index labels")
-        _, lver, key = max(found)
-        raw = self._call(self._r.hgetall, key, what=f"read label {name!r}")
+        raw = self._call(self._r.hgetall, max(found)[2], what=f"read label {name!r}")
         return self._label_from_hash(raw)
 
     def iter_labels(self) -> Iterator[LabelRecord]:
@@ -821,16 +863,6 @@ class RedisProvider(IndexProvider):
 
     def __repr__(self) -> str:
         return f"RedisProvider({self.describe()!r})"
-
-
-def _pack_metadata(metadata: dict, what: str) -> bytes:
-    try:
-        return msgpack.packb(metadata)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise ConfigurationError(
-            f"metadata of {what!r} is not msgpack-encodable ({e}); use plain str/int/float/"
-            "bool/None/list/dict values (convert numpy scalars with .item(), arrays with .tolist())"
-        ) from e
 
 
 def _mask_url(url: str) -> str:

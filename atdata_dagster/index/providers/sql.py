@@ -1,10 +1,15 @@
-"""SQL index providers: one SQLAlchemy Core implementation for SQLite and PostgreSQL.
+"""SQL index providers: SQLite (the embedded default) and PostgreSQL over SQLAlchemy Core.
 
 The tables, columns and blob encodings are exactly atdata's (compat reference 5.1 and
 5.3), so an index written here opens in atdata and the other way round. On top of that
 layout this module adds what atdata lacks: ordered "latest" lookups, retries on
 SQLite lock contention and PostgreSQL disconnects, keyset pagination, safe concurrent
 table creation, and errors that say which database failed and how to fix it.
+
+:class:`SqlProvider` holds the queries and the transaction and retry logic both
+databases share; :class:`SqliteProvider` and :class:`PostgresProvider` hold what
+differs (engines, write transactions and locks, DDL, "now" and "newest first",
+upserts, which errors are transient and what to tell the user).
 """
 
 from __future__ import annotations
@@ -14,20 +19,26 @@ import random
 import re
 import sqlite3
 import time
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, ClassVar, TypeVar, Unpack
 from urllib.parse import quote, quote_plus
 
-import msgpack
 from sqlalchemy import (
     Column,
-    bindparam,
+    ColumnElement,
+    Executable,
     LargeBinary,
     MetaData,
+    Row,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -44,12 +55,19 @@ from sqlalchemy.pool import StaticPool
 
 from ...errors import ConfigurationError, NotFoundError, ProviderError
 from ..entry import LabelRecord, LocalDatasetEntry
-from .base import IndexProvider, decode_entry_columns
+from .base import (
+    IndexProvider,
+    ProviderKind,
+    decode_entry_columns,
+    decode_metadata,
+    merge_metadata,
+    pack_metadata,
+    pack_urls,
+)
 
 __all__ = ["SqlProvider", "SqliteProvider", "PostgresProvider", "DEFAULT_SQLITE_PATH"]
 
 T = TypeVar("T")
-
 #: Where ``SqliteProvider()`` and atdata's ``Index()`` keep the index by default.
 DEFAULT_SQLITE_PATH = Path("~/.atdata/index.db")
 
@@ -173,30 +191,9 @@ _LABEL_COLS = (
 )
 
 
+
+
 # -- value helpers ------------------------------------------------------------------
-def pack_urls(urls: Iterable[str]) -> bytes:
-    """``data_urls`` as atdata stores it: a msgpack array of str."""
-    return msgpack.packb([str(u) for u in urls])
-
-
-def pack_metadata(metadata: dict | None, *, what: str = "entry") -> bytes | None:
-    """``metadata`` as atdata stores it: a msgpack map, or NULL for ``None``."""
-    if metadata is None:
-        return None
-    try:
-        return msgpack.packb(metadata)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise ConfigurationError(
-            f"metadata of {what} is not msgpack-encodable ({e}); use plain str/int/float/"
-            "bool/None/list/dict values (convert numpy scalars with .item(), arrays with "
-            ".tolist())"
-        ) from e
-
-
-def unpack(blob: Any) -> Any:
-    return msgpack.unpackb(bytes(blob), raw=False, strict_map_key=False)
-
-
 def iso_timestamp(value: Any) -> str | None:
     """Normalize a stored created_at (SQLite text or PostgreSQL datetime) to ISO 8601 UTC."""
     if value is None:
@@ -278,12 +275,111 @@ def mask_url_text(text: str) -> str:
     return _KW_PASSWORD_RE.sub(r"\1***", _URL_PASSWORD_RE.sub(r"\1***@", text))
 
 
-# -- the provider ---------------------------------------------------------------------
-class SqlProvider(IndexProvider):
-    """Index provider over a SQLAlchemy engine (SQLite or PostgreSQL).
 
-    Use :class:`SqliteProvider` / :class:`PostgresProvider` (or ``create_provider``);
-    this constructor takes an already-normalized SQLAlchemy URL.
+
+# -- prebuilt statements --------------------------------------------------------------
+@dataclass(frozen=True)
+class _Statements:
+    """Every statement a provider runs, built once per provider.
+
+    Constructing a select() per call cost more than running it on SQLite (~300 us of a
+    ~400 us lookup). Bind parameter names carry a ``b_`` prefix because names equal to
+    column names are reserved in INSERT/UPDATE statements.
+    """
+
+    upsert_entry: Executable
+    upsert_label: Executable
+    upsert_schema: Executable
+    upsert_lens: Executable
+    entry_by_cid: Executable
+    entry_by_name: Executable
+    entry_by_latest_label: Executable
+    entries_first: Executable
+    entries_after: Executable
+    count_entries: Executable
+    entry_metadata_for_update: Executable
+    update_metadata: Executable
+    delete_labels_of: Executable
+    delete_entry: Executable
+    schema: Executable
+    schemas: Executable
+    schema_versions: Executable
+    lens: Executable
+    lenses: Executable
+    label: Executable
+    latest_label: Executable
+    labels_first: Executable
+    labels_after: Executable
+
+    @classmethod
+    def build(cls, dialect: "SqlProvider") -> "_Statements":
+        """The statements with ``dialect``'s upserts and "newest first" ordering."""
+        e, lb, sc, ln = entries_t.c, labels_t.c, schemas_t.c, lenses_t.c
+        newest_first = dialect._newest_first
+        return cls(
+            upsert_entry=dialect._upsert(entries_t, ("cid",)),
+            upsert_label=dialect._upsert(labels_t, ("name", "version")),
+            upsert_schema=dialect._upsert(schemas_t, ("name", "version")),
+            upsert_lens=dialect._upsert(lenses_t, ("name", "version")),
+            entry_by_cid=select(*_ENTRY_COLS).where(e.cid == bindparam("b_cid")),
+            entry_by_name=select(*_ENTRY_COLS)
+            .where(e.name == bindparam("b_name"))
+            .order_by(*newest_first(entries_t))
+            .limit(1),
+            # a scalar subquery, not a join: both sides stay primary-key lookups for any planner
+            entry_by_latest_label=select(*_ENTRY_COLS).where(
+                e.cid
+                == select(lb.cid)
+                .where(lb.name == bindparam("b_name"))
+                .order_by(*newest_first(labels_t))
+                .limit(1)
+                .scalar_subquery()
+            ),
+            entries_first=select(*_ENTRY_COLS).order_by(e.cid).limit(bindparam("b_limit")),
+            entries_after=select(*_ENTRY_COLS)
+            .where(e.cid > bindparam("b_after"))
+            .order_by(e.cid)
+            .limit(bindparam("b_limit")),
+            count_entries=select(func.count()).select_from(entries_t),
+            # FOR UPDATE on PostgreSQL; SQLite has no row locks (its BEGIN IMMEDIATE
+            # already holds the database write lock) and SQLAlchemy leaves the clause out.
+            entry_metadata_for_update=select(e.name, e.metadata)
+            .where(e.cid == bindparam("b_cid"))
+            .with_for_update(),
+            update_metadata=update(entries_t)
+            .where(e.cid == bindparam("b_cid"))
+            .values(metadata=bindparam("b_metadata")),
+            delete_labels_of=delete(labels_t).where(lb.cid == bindparam("b_cid")),
+            delete_entry=delete(entries_t).where(e.cid == bindparam("b_cid")),
+            schema=select(sc.schema_json).where(
+                sc.name == bindparam("b_name"), sc.version == bindparam("b_version")
+            ),
+            schemas=select(sc.name, sc.version, sc.schema_json).order_by(sc.name, sc.version),
+            schema_versions=select(sc.version).where(sc.name == bindparam("b_name")).order_by(sc.version),
+            lens=select(ln.lens_json).where(ln.name == bindparam("b_name"), ln.version == bindparam("b_version")),
+            lenses=select(ln.name, ln.version, ln.lens_json).order_by(ln.name, ln.version),
+            label=select(*_LABEL_COLS).where(lb.name == bindparam("b_name"), lb.version == bindparam("b_version")),
+            latest_label=select(*_LABEL_COLS)
+            .where(lb.name == bindparam("b_name"))
+            .order_by(*newest_first(labels_t))
+            .limit(1),
+            labels_first=select(*_LABEL_COLS).order_by(lb.name, lb.version).limit(bindparam("b_limit")),
+            labels_after=select(*_LABEL_COLS)
+            .where(
+                tuple_(lb.name, lb.version)
+                > tuple_(bindparam("b_after_name"), bindparam("b_after_version"))
+            )
+            .order_by(lb.name, lb.version)
+            .limit(bindparam("b_limit")),
+        )
+
+
+# -- the shared provider ----------------------------------------------------------------
+class SqlProvider(IndexProvider):
+    """Index provider over a SQLAlchemy engine: what SQLite and PostgreSQL share.
+
+    Construct :class:`SqliteProvider` or :class:`PostgresProvider` (or use
+    ``create_provider`` / ``provider_from_url``); this class is abstract.
 
     Ordering: ``get_entry_by_name`` and ``get_label(name)`` return the most recently
     written row (``created_at DESC``, then ``rowid DESC`` on SQLite). atdata itself
@@ -295,106 +391,66 @@ class SqlProvider(IndexProvider):
     ``INSERT OR REPLACE``).
     """
 
-    kind = "sql"
+    #: the DDL creating atdata's tables and indexes (every statement IF NOT EXISTS)
+    _ddl: ClassVar[tuple[str, ...]]
 
-    def __init__(
-        self,
-        url: str | URL,
-        *,
-        retries: int = 8,
-        backoff: float = 0.05,
-        engine_kwargs: dict | None = None,
-    ) -> None:
-        self._url = make_url(url) if isinstance(url, str) else url
+    def __init__(self, url: URL, *, retries: int, backoff: float, engine_kwargs: dict | None) -> None:
+        self._url = url
         self._retries = max(0, int(retries))
         self._backoff = float(backoff)
         self._closed = False
         self._pid = os.getpid()
-        backend = self._url.get_backend_name()
-        if backend == "sqlite":
-            self.kind = "sqlite"
-        elif backend == "postgresql":
-            self.kind = "postgres"
-        else:
-            raise ConfigurationError(
-                f"unsupported SQL backend {backend!r} in {self.describe()}: use sqlite:///path "
-                "or postgresql://user:password@host:5432/dbname"
-            )
-        self._engine = self._make_engine(_copy_kwargs(engine_kwargs))
-        if self.kind == "postgres":
-            # Reads go through a second pool whose connections stay in autocommit:
-            # no BEGIN/ROLLBACK round trips and no per-checkout isolation toggling
-            # (toggling through execution_options doubled the lookup latency).
-            read_kwargs = _copy_kwargs(engine_kwargs)
-            read_kwargs["isolation_level"] = "AUTOCOMMIT"
-            self._read_engine = self._make_engine(read_kwargs)
-        else:
-            self._read_engine = self._engine
-        self._build_statements()
+        self._engine, self._read_engine = self._make_engines(engine_kwargs)
+        self._q = _Statements.build(self)
         try:
             self._retrying(self._ensure_tables, what="create the index tables")
         except BaseException:
             self._dispose()
             raise
 
-    # -- engine and transactions ------------------------------------------------
-    def _make_engine(self, kwargs: dict) -> Engine:
-        if self.kind == "sqlite":
-            database = self._url.database or ""
-            connect_args = kwargs.pop("connect_args", {})
-            # busy_timeout: let SQLite itself wait for the write lock first; our retry
-            # loop with backoff covers what is left (SQLITE_BUSY returned immediately).
-            connect_args.setdefault("timeout", getattr(self, "_busy_timeout", 30.0))
-            connect_args.setdefault("check_same_thread", False)
-            if database in ("", ":memory:"):
-                kwargs.setdefault("poolclass", StaticPool)
-            # We issue BEGIN IMMEDIATE / COMMIT ourselves: the sqlite3 module must not.
-            kwargs.setdefault("isolation_level", "AUTOCOMMIT")
-            engine = create_engine(self._url, connect_args=connect_args, **kwargs)
+    # -- what each dialect provides -------------------------------------------------
+    @abstractmethod
+    def _make_engines(self, engine_kwargs: dict | None) -> tuple[Engine, Engine]:
+        """The (write, read) engines; they may be the same engine."""
 
-            @event.listens_for(engine, "connect")
-            def _on_connect(dbapi_conn, _record):  # pragma: no cover - trivial
-                dbapi_conn.isolation_level = None
-                cur = dbapi_conn.cursor()
-                try:
-                    cur.execute(f"PRAGMA busy_timeout = {int(connect_args['timeout'] * 1000)}")
-                finally:
-                    cur.close()
-
-            return engine
-        connect_args = kwargs.pop("connect_args", {})
-        connect_args.setdefault("connect_timeout", 10)
-        connect_args.setdefault("application_name", "atdata_dagster")
-        ping_after = kwargs.pop("ping_idle_after", 1.0)
-        kwargs.setdefault("pool_size", 5)
-        kwargs.setdefault("max_overflow", 10)
-        engine = create_engine(self._url, connect_args=connect_args, **kwargs)
-        if ping_after is not None and not kwargs.get("pool_pre_ping"):
-            _install_idle_ping(engine, float(ping_after))
-        return engine
-
+    @abstractmethod
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        """One write transaction (SQLite: BEGIN IMMEDIATE, so no lock upgrade deadlocks)."""
-        self._check_open()
-        if self.kind == "sqlite":
-            with self._engine.connect() as conn:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.exec_driver_sql("COMMIT")
-                except BaseException:
-                    dbapi = conn.connection.dbapi_connection
-                    if dbapi is not None and dbapi.in_transaction:
-                        try:
-                            conn.exec_driver_sql("ROLLBACK")
-                        except Exception:
-                            pass
-                    raise
-        else:
-            with self._engine.begin() as conn:
-                yield conn
+        """One write transaction, committed when the block ends without an error."""
 
+    @abstractmethod
+    def _is_transient(self, e: sa_exc.DBAPIError) -> bool:
+        """Whether retrying the operation can succeed (lock contention, lost connection)."""
+
+    @abstractmethod
+    def _failure_message(self, detail: str, what: str) -> str:
+        """The message of a failure to do ``what`` (``detail``: the driver's message, masked)."""
+
+    @abstractmethod
+    def _existing_objects(self, conn: Connection) -> set[str]:
+        """Names of the tables and indexes that exist."""
+
+    @abstractmethod
+    def _newest_first(self, table: Table) -> list[ColumnElement[Any]]:
+        """ORDER BY clauses putting ``table``'s most recently written row first."""
+
+    @abstractmethod
+    def _upsert(self, table: Table, keys: tuple[str, ...]) -> Executable:
+        """Insert a row, replacing the one with the same ``keys``; ``created_at`` set to now."""
+
+    def _prepare_storage(self, conn: Connection) -> None:
+        """Per-database settings made before the tables are checked (none by default)."""
+
+    def _lock_for_ddl(self, conn: Connection) -> None:
+        """Serialize concurrent table creation within ``conn``'s transaction (no-op by default)."""
+
+    def _lock_names(self, conn: Connection, names: Iterable[str]) -> None:
+        """Hold the write locks of these dataset / label names until the transaction ends.
+
+        No-op by default: a database whose write transactions are serialized anyway needs none.
+        """
+
+    # -- transactions and retries ---------------------------------------------------
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         self._check_open()
@@ -411,6 +467,33 @@ class SqlProvider(IndexProvider):
             self._engine.dispose(close=False)
             if self._read_engine is not self._engine:
                 self._read_engine.dispose(close=False)
+
+    def _reading(self, run: Callable[[Connection], T], *, what: str) -> T:
+        """``run`` on a read connection, retried on transient errors."""
+
+        def attempt() -> T:
+            with self._read() as conn:
+                return run(conn)
+
+        return self._retrying(attempt, what=what)
+
+    def _writing(self, run: Callable[[Connection], T], *, what: str) -> T:
+        """``run`` in one write transaction, the whole transaction retried on transient errors."""
+
+        def attempt() -> T:
+            with self._write() as conn:
+                return run(conn)
+
+        return self._retrying(attempt, what=what)
+
+    def _first(self, stmt: Executable, params: Mapping[str, Any], *, what: str) -> Row[Unpack[tuple[Any, ...]]] | None:
+        return self._reading(lambda conn: conn.execute(stmt, params).first(), what=what)
+
+    def _scalar(self, stmt: Executable, params: Mapping[str, Any], *, what: str) -> Any:
+        return self._reading(lambda conn: conn.execute(stmt, params).scalar(), what=what)
+
+    def _all(self, stmt: Executable, params: Mapping[str, Any], *, what: str) -> Sequence[Row[Unpack[tuple[Any, ...]]]]:
+        return self._reading(lambda conn: conn.execute(stmt, params).all(), what=what)
 
     def _retrying(self, fn: Callable[[], T], *, what: str) -> T:
         attempt = 0
@@ -443,209 +526,29 @@ class SqlProvider(IndexProvider):
         text = f"{exc}\n{exc!r}\n{getattr(exc, 'orig', None)!r}"
         return _mask_secret(text, password) != text
 
-    def _is_transient(self, e: sa_exc.DBAPIError) -> bool:
-        orig = e.orig
-        if self.kind == "sqlite":
-            code = getattr(orig, "sqlite_errorcode", None)
-            if code is not None and (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                return True
-            msg = str(orig).lower()
-            return "locked" in msg or "busy" in msg
-        if e.connection_invalidated:
-            return True
-        sqlstate = getattr(orig, "sqlstate", None)
-        if sqlstate is not None:
-            # serialization failure, deadlock, admin shutdown, cannot connect now,
-            # connection exceptions.
-            return sqlstate in {
-                "40001", "40P01", "57P01", "57P02", "57P03",
-                "08000", "08003", "08006", "08001", "08004",
-            }
-        if isinstance(e, sa_exc.OperationalError):
-            return _pg_connect_problem(str(orig)) == "unreachable"
-        return False
-
     def _translate(self, e: Exception, what: str) -> ProviderError:
         error = self._translate_unmasked(e, what)
         masked = _mask_secret(str(error), self._password())
         return error if masked == str(error) else ProviderError(masked)
 
     def _translate_unmasked(self, e: Exception, what: str) -> ProviderError:
-        where = self.describe()
         password = self._password()
         orig = getattr(e, "orig", None) or e
         detail = _mask_secret(mask_url_text(" ".join(str(orig).split())), password)
-        if self.kind == "sqlite":
-            msg = f"SQLite index at {self.path} failed to {what}: {detail}."
-            low = detail.lower()
-            if "locked" in low or "busy" in low:
-                msg += (
-                    " Another process held the write lock for too long; retry later or "
-                    "raise the timeout (SqliteProvider(path, timeout=...))."
-                )
-            elif "disk is full" in low or "disk i/o error" in low:
-                msg += (
-                    f" The filesystem holding {self.path} is full, a file-size limit (ulimit -f) "
-                    "was reached or the disk failed; nothing was committed. Free space or raise "
-                    "the limit, then write again."
-                )
-            elif "not a database" in low or "malformed" in low:
-                msg += " The file is not a valid SQLite database: point the provider at another path."
-            elif "unable to open" in low or "readonly" in low or "read-only" in low:
-                msg += " Check that the directory exists and is writable by this user."
-            return ProviderError(msg)
-        problem = _pg_connect_problem(detail)
-        hint = {
-            "unreachable": (
-                f"Is PostgreSQL running and listening on {self._url.host or 'localhost'}:"
-                f"{self._url.port or 5432}? Start the server or fix host/port in the DSN."
-            ),
-            "auth": (
-                f"The server rejected user {self._url.username!r}: check the user name and "
-                "password in the DSN (and the server's pg_hba.conf)."
-            ),
-            "database": (
-                f"Database {self._url.database!r} does not exist: create it first "
-                f"(createdb {self._url.database} / CREATE DATABASE ...) or put an existing "
-                "database in the DSN."
-            ),
-            "dsn": "Expected a DSN like postgresql://user:password@host:5432/dbname.",
-        }.get(problem, "")
-        return ProviderError(f"PostgreSQL index at {where} failed to {what}: {detail}. {hint}".strip())
+        return ProviderError(self._failure_message(detail, what))
 
     # -- schema creation ----------------------------------------------------------
-    def _existing_objects(self, conn: Connection) -> set[str]:
-        if self.kind == "sqlite":
-            rows = conn.exec_driver_sql(
-                "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')"
-            )
-            return {r[0] for r in rows}
-        names = _TABLES + _INDEXES
-        rows = conn.exec_driver_sql(
-            "SELECT " + ", ".join(f"to_regclass('{n}') IS NOT NULL" for n in names)
-        ).one()
-        return {n for n, present in zip(names, rows) if present}
-
     def _ensure_tables(self) -> None:
         with self._read() as conn:
-            if self.kind == "sqlite":
-                # WAL (as atdata): readers never block the writer and vice versa.
-                mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
-                if str(mode).lower() != "wal" and self._url.database not in ("", ":memory:"):
-                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            self._prepare_storage(conn)
             if set(_TABLES + _INDEXES) <= self._existing_objects(conn):
                 return  # nothing to create: don't take any lock
         with self._write() as conn:
-            if self.kind == "postgres":
-                # Two processes racing CREATE TABLE IF NOT EXISTS can still collide on
-                # the catalog's unique index; the advisory lock serializes them.
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_DDL_LOCK_KEY})")
-            for stmt in _SQLITE_DDL if self.kind == "sqlite" else _PG_DDL:
+            self._lock_for_ddl(conn)
+            for stmt in self._ddl:
                 conn.exec_driver_sql(stmt)
 
-    # -- prebuilt statements ----------------------------------------------------------
-    # Built once: constructing a select() per call cost more than running it on SQLite
-    # (~300 us of a ~400 us lookup). Bind parameter names carry a ``b_`` prefix because
-    # names equal to column names are reserved in INSERT/UPDATE statements.
-    def _build_statements(self) -> None:
-        sqlite = self.kind == "sqlite"
-        now = func.strftime("%Y-%m-%d %H:%M:%f", "now") if sqlite else func.clock_timestamp()
-
-        def newest_first(table: Table) -> list:
-            if sqlite:
-                return [table.c.created_at.desc(), literal_column(f"{table.name}.rowid").desc()]
-            return [table.c.created_at.desc().nulls_last()]
-
-        def upsert(table: Table, keys: tuple[str, ...]):
-            """INSERT OR REPLACE (SQLite, as atdata) / INSERT ... ON CONFLICT DO UPDATE."""
-            if sqlite:
-                return insert(table).prefix_with("OR REPLACE").values(created_at=now)
-            # imported here: loading the PostgreSQL dialect costs ~0.25 s SQLite users needn't pay
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            stmt = pg_insert(table).values(created_at=now)
-            return stmt.on_conflict_do_update(
-                index_elements=list(keys),
-                set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys},
-            )
-
-        e, lb, sc, ln = entries_t.c, labels_t.c, schemas_t.c, lenses_t.c
-        self._q = {
-            "upsert_entry": upsert(entries_t, ("cid",)),
-            "upsert_label": upsert(labels_t, ("name", "version")),
-            "upsert_schema": upsert(schemas_t, ("name", "version")),
-            "upsert_lens": upsert(lenses_t, ("name", "version")),
-            "entry_by_cid": select(*_ENTRY_COLS).where(e.cid == bindparam("b_cid")),
-            "entry_by_name": select(*_ENTRY_COLS)
-            .where(e.name == bindparam("b_name"))
-            .order_by(*newest_first(entries_t))
-            .limit(1),
-            "entries_first": select(*_ENTRY_COLS).order_by(e.cid).limit(bindparam("b_limit")),
-            "entries_after": select(*_ENTRY_COLS)
-            .where(e.cid > bindparam("b_after"))
-            .order_by(e.cid)
-            .limit(bindparam("b_limit")),
-            "count_entries": select(func.count()).select_from(entries_t),
-            "update_metadata": update(entries_t)
-            .where(e.cid == bindparam("b_cid"))
-            .values(metadata=bindparam("b_metadata")),
-            "delete_labels_of": delete(labels_t).where(lb.cid == bindparam("b_cid")),
-            "delete_entry": delete(entries_t).where(e.cid == bindparam("b_cid")),
-            "schema": select(sc.schema_json).where(
-                sc.name == bindparam("b_name"), sc.version == bindparam("b_version")
-            ),
-            "schemas": select(sc.name, sc.version, sc.schema_json).order_by(sc.name, sc.version),
-            "schema_versions": select(sc.version)
-            .where(sc.name == bindparam("b_name"))
-            .order_by(sc.version),
-            "lens": select(ln.lens_json).where(
-                ln.name == bindparam("b_name"), ln.version == bindparam("b_version")
-            ),
-            "lenses": select(ln.name, ln.version, ln.lens_json).order_by(ln.name, ln.version),
-            "label": select(*_LABEL_COLS).where(
-                lb.name == bindparam("b_name"), lb.version == bindparam("b_version")
-            ),
-            # a scalar subquery, not a join: both sides stay primary-key lookups for any planner
-            "entry_by_latest_label": select(*_ENTRY_COLS).where(
-                e.cid
-                == select(lb.cid)
-                .where(lb.name == bindparam("b_name"))
-                .order_by(*newest_first(labels_t))
-                .limit(1)
-                .scalar_subquery()
-            ),
-            "latest_label": select(*_LABEL_COLS)
-            .where(lb.name == bindparam("b_name"))
-            .order_by(*newest_first(labels_t))
-            .limit(1),
-            "labels_first": select(*_LABEL_COLS)
-            .order_by(lb.name, lb.version)
-            .limit(bindparam("b_limit")),
-            "labels_after": select(*_LABEL_COLS)
-            .where(
-                tuple_(lb.name, lb.version)
-                > tuple_(bindparam("b_after_name"), bindparam("b_after_version"))
-            )
-            .order_by(lb.name, lb.version)
-            .limit(bindparam("b_limit")),
-        }
-
-    def _fetch(self, key: str, params: dict | None, *, what: str, mode: str = "first"):
-        """Run one prebuilt read statement with retries; ``mode`` picks the result shape."""
-
-        def run():
-            with self._read() as conn:
-                res = conn.execute(self._q[key], params or {})
-                if mode == "first":
-                    return res.first()
-                if mode == "scalar":
-                    return res.scalar()
-                if mode == "scalars":
-                    return res.scalars().all()
-                return res.all()
-
-        return self._retrying(run, what=what)
-
+    # -- statement parameters ---------------------------------------------------------
     @staticmethod
     def _entry_params(entry: LocalDatasetEntry) -> dict:
         return {
@@ -674,26 +577,15 @@ class SqlProvider(IndexProvider):
     def put_entry(self, entry: LocalDatasetEntry, *, label: LabelRecord | None = None) -> None:
         params = self._entry_params(entry)
         label_params = self._label_params(label) if label is not None else None
-
         names = {entry.name} | ({label_params["name"]} if label_params is not None else set())
 
-        def run() -> None:
-            with self._write() as conn:
-                self._lock_names(conn, names)
-                conn.execute(self._q["upsert_entry"], params)
-                if label_params is not None:
-                    conn.execute(self._q["upsert_label"], label_params)
+        def run(conn: Connection) -> None:
+            self._lock_names(conn, names)
+            conn.execute(self._q.upsert_entry, params)
+            if label_params is not None:
+                conn.execute(self._q.upsert_label, label_params)
 
-        self._retrying(run, what=f"write entry {entry.name!r} ({entry.cid})")
-
-    def _lock_names(self, conn: Connection, names: Iterable[str]) -> None:
-        """PostgreSQL: hold the per-name write locks (sorted: no deadlock) until this transaction ends."""
-        if self.kind != "postgres":
-            return
-        for name in sorted(names):
-            conn.exec_driver_sql(
-                "SELECT pg_advisory_xact_lock(%(ns)s, hashtext(%(name)s))", {"ns": _PG_NAME_LOCK_NS, "name": name}
-            )
+        self._writing(run, what=f"write entry {entry.name!r} ({entry.cid})")
 
     def put_entries_bulk(
         self,
@@ -716,13 +608,12 @@ class SqlProvider(IndexProvider):
                 {e.name: {"name": e.name, "cid": e.cid, "version": "", "description": None} for e in items}.values()
             )
 
-            def run() -> None:
-                with self._write() as conn:
-                    conn.execute(self._q["upsert_entry"], params)
-                    if with_labels:
-                        conn.execute(self._q["upsert_label"], labels)
+            def run(conn: Connection) -> None:
+                conn.execute(self._q.upsert_entry, params)
+                if with_labels:
+                    conn.execute(self._q.upsert_label, labels)
 
-            self._retrying(run, what=f"bulk-write {len(items)} entries")
+            self._writing(run, what=f"bulk-write {len(items)} entries")
 
         for e in entries:
             chunk.append(e)
@@ -736,7 +627,7 @@ class SqlProvider(IndexProvider):
         return count
 
     def get_entry(self, cid: str) -> LocalDatasetEntry:
-        row = self._fetch("entry_by_cid", {"b_cid": cid}, what=f"read entry {cid}")
+        row = self._first(self._q.entry_by_cid, {"b_cid": cid}, what=f"read entry {cid}")
         if row is None:
             raise NotFoundError(f"no dataset entry with CID {cid!r} in {self.describe()}")
         return _row_to_entry(row)
@@ -747,16 +638,16 @@ class SqlProvider(IndexProvider):
         Better than atdata's ``LIMIT 1`` without ORDER BY, which returns an arbitrary
         row when several versions share a name.
         """
-        row = self._fetch("entry_by_name", {"b_name": name}, what=f"look up dataset {name!r}")
+        row = self._first(self._q.entry_by_name, {"b_name": name}, what=f"look up dataset {name!r}")
         if row is None:
             raise NotFoundError(f"no dataset entry named {name!r} in {self.describe()}")
         return _row_to_entry(row)
 
     def resolve_name(self, name: str) -> LocalDatasetEntry:
         """The entry of ``name``'s latest label, else the latest entry so named: one query each."""
-        row = self._fetch("entry_by_latest_label", {"b_name": name}, what=f"resolve dataset {name!r}")
+        row = self._first(self._q.entry_by_latest_label, {"b_name": name}, what=f"resolve dataset {name!r}")
         if row is None:
-            row = self._fetch("entry_by_name", {"b_name": name}, what=f"look up dataset {name!r}")
+            row = self._first(self._q.entry_by_name, {"b_name": name}, what=f"look up dataset {name!r}")
         if row is None:
             raise NotFoundError(f"no dataset named {name!r} in {self.describe()}")
         return _row_to_entry(row)
@@ -766,11 +657,9 @@ class SqlProvider(IndexProvider):
     ) -> list[LocalDatasetEntry]:
         """Keyset page over the CID primary key: O(log n + limit), no OFFSET scans."""
         if after is None:
-            rows = self._fetch("entries_first", {"b_limit": int(limit)}, what="list entries", mode="all")
+            rows = self._all(self._q.entries_first, {"b_limit": int(limit)}, what="list entries")
         else:
-            rows = self._fetch(
-                "entries_after", {"b_limit": int(limit), "b_after": after}, what="list entries", mode="all"
-            )
+            rows = self._all(self._q.entries_after, {"b_limit": int(limit), "b_after": after}, what="list entries")
         return [_row_to_entry(r) for r in rows]
 
     def iter_entries(self, *, batch_size: int = 1000) -> Iterator[LocalDatasetEntry]:
@@ -784,97 +673,110 @@ class SqlProvider(IndexProvider):
             after = page[-1].cid
 
     def count_entries(self) -> int:
-        return int(self._fetch("count_entries", None, what="count entries", mode="scalar"))
+        """How many entries the index holds."""
+        return int(self._scalar(self._q.count_entries, {}, what="count entries"))
 
     def update_entry_metadata(self, cid: str, metadata: dict | None) -> None:
         params = {"b_cid": cid, "b_metadata": pack_metadata(metadata, what=f"entry {cid}")}
-
-        def run() -> int:
-            with self._write() as conn:
-                return conn.execute(self._q["update_metadata"], params).rowcount
-
-        if self._retrying(run, what=f"update metadata of {cid}") == 0:
+        updated = self._writing(lambda conn: conn.execute(self._q.update_metadata, params).rowcount,
+                                what=f"update metadata of {cid}")
+        if updated == 0:
             raise NotFoundError(f"no dataset entry with CID {cid!r} in {self.describe()}")
 
-    def delete_entry(self, cid: str) -> None:
-        def run() -> None:
-            with self._write() as conn:
-                conn.execute(self._q["delete_labels_of"], {"b_cid": cid})
-                conn.execute(self._q["delete_entry"], {"b_cid": cid})
+    def merge_entry_metadata(self, cid: str, patch: Mapping[str, Any]) -> dict:
+        """Read, merge and write the metadata in one write transaction (SQLite: BEGIN
+        IMMEDIATE, so no other writer runs in between; PostgreSQL: the row is read FOR
+        UPDATE, so a concurrent merge waits for this one to commit and then reads its result)."""
+        patch = dict(patch)
 
-        self._retrying(run, what=f"delete entry {cid}")
+        def run(conn: Connection) -> dict | None:
+            row = conn.execute(self._q.entry_metadata_for_update, {"b_cid": cid}).first()
+            if row is None:
+                return None
+            name, blob = row
+            current = decode_metadata(blob, f"index entry {name!r} ({cid})")
+            merged = merge_metadata(current, patch)
+            if merged != current:
+                packed = pack_metadata(merged, what=f"dataset {name!r} ({cid})")
+                conn.execute(self._q.update_metadata, {"b_cid": cid, "b_metadata": packed})
+            return merged
+
+        merged = self._writing(run, what=f"merge metadata into entry {cid}")
+        if merged is None:
+            raise NotFoundError(f"no dataset entry with CID {cid!r} in {self.describe()}")
+        return merged
+
+    def delete_entry(self, cid: str) -> None:
+        def run(conn: Connection) -> None:
+            conn.execute(self._q.delete_labels_of, {"b_cid": cid})
+            conn.execute(self._q.delete_entry, {"b_cid": cid})
+
+        self._writing(run, what=f"delete entry {cid}")
 
     # -- schemas --------------------------------------------------------------------
-    def _put_simple(self, key: str, params: dict, what: str) -> None:
-        def run() -> None:
-            with self._write() as conn:
-                conn.execute(self._q[key], params)
-
-        self._retrying(run, what=what)
+    def _put_simple(self, stmt: Executable, params: dict, what: str) -> None:
+        self._writing(lambda conn: conn.execute(stmt, params), what=what)
 
     def put_schema(self, name: str, version: str, schema_json: str) -> None:
         self._put_simple(
-            "upsert_schema",
+            self._q.upsert_schema,
             {"name": name, "version": version, "schema_json": schema_json},
             f"write schema {name}@{version}",
         )
 
     def get_schema_json(self, name: str, version: str) -> str:
-        text = self._fetch(
-            "schema", {"b_name": name, "b_version": version},
-            what=f"read schema {name}@{version}", mode="scalar",
+        text = self._scalar(
+            self._q.schema, {"b_name": name, "b_version": version}, what=f"read schema {name}@{version}"
         )
         if text is None:
             raise NotFoundError(f"Schema not found: {name}@{version} in {self.describe()}")
         return text
 
     def iter_schemas(self) -> Iterator[tuple[str, str, str]]:
-        for name, version, text in self._fetch("schemas", None, what="list schemas", mode="all"):
+        for name, version, text in self._all(self._q.schemas, {}, what="list schemas"):
             yield name, version, text
 
     def schema_versions(self, name: str) -> list[str]:
-        return list(
-            self._fetch("schema_versions", {"b_name": name}, what=f"list versions of schema {name}", mode="scalars")
-        )
+        rows = self._all(self._q.schema_versions, {"b_name": name}, what=f"list versions of schema {name}")
+        return [r[0] for r in rows]
 
     # -- lenses (atdata 0.4+ table; not part of the abstract contract) ---------------
     def put_lens(self, name: str, version: str, lens_json: str) -> None:
+        """Upsert a lens record (JSON text) by (name, version) in atdata's ``lenses`` table."""
         self._put_simple(
-            "upsert_lens",
+            self._q.upsert_lens,
             {"name": name, "version": version, "lens_json": lens_json},
             f"write lens {name}@{version}",
         )
 
     def get_lens_json(self, name: str, version: str) -> str:
-        text = self._fetch(
-            "lens", {"b_name": name, "b_version": version},
-            what=f"read lens {name}@{version}", mode="scalar",
-        )
+        """The stored lens JSON text; :class:`NotFoundError` if absent."""
+        text = self._scalar(self._q.lens, {"b_name": name, "b_version": version}, what=f"read lens {name}@{version}")
         if text is None:
             raise NotFoundError(f"Lens not found: {name}@{version} in {self.describe()}")
         return text
 
     def iter_lenses(self) -> Iterator[tuple[str, str, str]]:
-        for name, version, text in self._fetch("lenses", None, what="list lenses", mode="all"):
+        """Every lens as (name, version, lens_json)."""
+        for name, version, text in self._all(self._q.lenses, {}, what="list lenses"):
             yield name, version, text
 
     # -- labels ---------------------------------------------------------------------
     def put_label(self, label: LabelRecord) -> None:
         params = self._label_params(label)
 
-        def run() -> None:
-            with self._write() as conn:
-                self._lock_names(conn, [label.name])
-                conn.execute(self._q["upsert_label"], params)
+        def run(conn: Connection) -> None:
+            self._lock_names(conn, [label.name])
+            conn.execute(self._q.upsert_label, params)
 
-        self._retrying(run, what=f"write label {label.name!r}")
+        self._writing(run, what=f"write label {label.name!r}")
 
     def get_label(self, name: str, version: str | None = None) -> LabelRecord:
         """Label ``(name, version)``; with ``version=None`` the most recently written one."""
         if version is None:
-            row = self._fetch("latest_label", {"b_name": name}, what=f"read label {name!r}")
+            row = self._first(self._q.latest_label, {"b_name": name}, what=f"read label {name!r}")
         else:
-            row = self._fetch("label", {"b_name": name, "b_version": version}, what=f"read label {name!r}")
+            row = self._first(self._q.label, {"b_name": name, "b_version": version}, what=f"read label {name!r}")
         if row is None:
             which = f"{name!r}" if version is None else f"{name!r} version {version!r}"
             raise NotFoundError(f"no label {which} in {self.describe()}")
@@ -884,13 +786,12 @@ class SqlProvider(IndexProvider):
         after: tuple[str, str] | None = None
         while True:
             if after is None:
-                rows = self._fetch("labels_first", {"b_limit": batch_size}, what="list labels", mode="all")
+                rows = self._all(self._q.labels_first, {"b_limit": batch_size}, what="list labels")
             else:
-                rows = self._fetch(
-                    "labels_after",
+                rows = self._all(
+                    self._q.labels_after,
                     {"b_limit": batch_size, "b_after_name": after[0], "b_after_version": after[1]},
                     what="list labels",
-                    mode="all",
                 )
             for r in rows:
                 yield _row_to_label(r)
@@ -906,14 +807,13 @@ class SqlProvider(IndexProvider):
 
     @property
     def url(self) -> URL:
+        """The SQLAlchemy URL of the database (password included: don't log it)."""
         return self._url
 
     @property
     def path(self) -> Path | None:
         """The SQLite database file (``None`` for PostgreSQL or in-memory)."""
-        if self.kind != "sqlite" or self._url.database in (None, "", ":memory:"):
-            return None
-        return Path(self._url.database)
+        return None
 
     def _dispose(self) -> None:
         self._engine.dispose()
@@ -973,34 +873,14 @@ def _install_idle_ping(engine: Engine, idle_after: float) -> None:
             raise sa_exc.DisconnectionError(str(e)) from e
 
 
-def _pg_connect_problem(message: str) -> str | None:
-    low = message.lower()
-    if "password authentication failed" in low or (
-        "role" in low and "does not exist" in low
-    ) or "no pg_hba.conf entry" in low or "authentication" in low:
-        return "auth"
-    if "database" in low and "does not exist" in low:
-        return "database"
-    if "invalid dsn" in low or "invalid connection option" in low or "invalid uri" in low or "could not parse" in low or "invalid integer value" in low or "invalid port" in low:
-        return "dsn"
-    if (
-        "connection refused" in low
-        or "could not connect" in low
-        or "connection failed" in low
-        or "timeout expired" in low
-        or "server closed the connection" in low
-        or "could not translate host name" in low
-        or "no route to host" in low
-        or "network is unreachable" in low
-        or "terminating connection" in low
-        or "consuming input failed" in low
-        or "the database system is starting up" in low
-        or "the database system is shutting down" in low
-    ):
-        return "unreachable"
-    return None
 
 
+
+# Millisecond UTC text that sorts after atdata's second-resolution datetime('now') values.
+_SQLITE_NOW = func.strftime("%Y-%m-%d %H:%M:%f", "now")
+
+
+# -- SQLite -------------------------------------------------------------------------------
 class SqliteProvider(SqlProvider):
     """atdata's default index: a SQLite file (``~/.atdata/index.db`` unless ``path``).
 
@@ -1008,7 +888,8 @@ class SqliteProvider(SqlProvider):
     backoff: many processes can write at once without "database is locked" errors.
     """
 
-    kind = "sqlite"
+    kind = ProviderKind.SQLITE
+    _ddl = _SQLITE_DDL
 
     def __init__(
         self,
@@ -1040,8 +921,160 @@ class SqliteProvider(SqlProvider):
         self._busy_timeout = float(timeout)
         super().__init__(url, retries=retries, backoff=backoff, engine_kwargs=engine_kwargs)
 
+    def _in_memory(self) -> bool:
+        return self._url.database in (None, "", ":memory:")
+
+    def _make_engines(self, engine_kwargs: dict | None) -> tuple[Engine, Engine]:
+        """One engine for reads and writes: in WAL mode readers never block the writer."""
+        kwargs = _copy_kwargs(engine_kwargs)
+        connect_args = kwargs.pop("connect_args", {})
+        # busy_timeout: let SQLite itself wait for the write lock first; our retry
+        # loop with backoff covers what is left (SQLITE_BUSY returned immediately).
+        connect_args.setdefault("timeout", self._busy_timeout)
+        connect_args.setdefault("check_same_thread", False)
+        if self._in_memory():
+            kwargs.setdefault("poolclass", StaticPool)
+        # We issue BEGIN IMMEDIATE / COMMIT ourselves: the sqlite3 module must not.
+        kwargs.setdefault("isolation_level", "AUTOCOMMIT")
+        engine = create_engine(self._url, connect_args=connect_args, **kwargs)
+        busy_timeout_ms = int(connect_args["timeout"] * 1000)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            try:
+                cur.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+            finally:
+                cur.close()
+
+        return engine, engine
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """BEGIN IMMEDIATE: the write lock is taken first, so no lock upgrade deadlocks."""
+        self._check_open()
+        with self._engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.exec_driver_sql("COMMIT")
+            except BaseException:
+                dbapi = conn.connection.dbapi_connection
+                if dbapi is not None and dbapi.in_transaction:
+                    try:
+                        conn.exec_driver_sql("ROLLBACK")
+                    except sa_exc.DBAPIError:
+                        # The error that ended the transaction is the one to report; a
+                        # connection that cannot even roll back is not reused.
+                        conn.invalidate()
+                raise
+
+    def _is_transient(self, e: sa_exc.DBAPIError) -> bool:
+        orig = e.orig
+        code = getattr(orig, "sqlite_errorcode", None)
+        if code is not None and (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return True
+        msg = str(orig).lower()
+        return "locked" in msg or "busy" in msg
+
+    def _failure_message(self, detail: str, what: str) -> str:
+        msg = f"SQLite index at {self.path} failed to {what}: {detail}."
+        low = detail.lower()
+        if "locked" in low or "busy" in low:
+            msg += (
+                " Another process held the write lock for too long; retry later or "
+                "raise the timeout (SqliteProvider(path, timeout=...))."
+            )
+        elif "disk is full" in low or "disk i/o error" in low:
+            msg += (
+                f" The filesystem holding {self.path} is full, a file-size limit (ulimit -f) "
+                "was reached or the disk failed; nothing was committed. Free space or raise "
+                "the limit, then write again."
+            )
+        elif "not a database" in low or "malformed" in low:
+            msg += " The file is not a valid SQLite database: point the provider at another path."
+        elif "unable to open" in low or "readonly" in low or "read-only" in low:
+            msg += " Check that the directory exists and is writable by this user."
+        return msg
+
+    def _prepare_storage(self, conn: Connection) -> None:
+        # WAL (as atdata): readers never block the writer and vice versa.
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+        if str(mode).lower() != "wal" and not self._in_memory():
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+    def _existing_objects(self, conn: Connection) -> set[str]:
+        rows = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
+        return {r[0] for r in rows}
+
+    def _newest_first(self, table: Table) -> list[ColumnElement[Any]]:
+        # created_at ties (atdata writes whole seconds) go to the row inserted last
+        return [table.c.created_at.desc(), literal_column(f"{table.name}.rowid").desc()]
+
+    def _upsert(self, table: Table, keys: tuple[str, ...]) -> Executable:
+        """INSERT OR REPLACE, as atdata writes."""
+        return insert(table).prefix_with("OR REPLACE").values(created_at=_SQLITE_NOW)
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite database file (``None`` in memory)."""
+        return None if self._in_memory() else Path(str(self._url.database))
+
     def describe(self) -> str:
         return f"sqlite:///{self._url.database}"
+
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+class _PgProblem(Enum):
+    """What a PostgreSQL connection failure means for the user."""
+
+    UNREACHABLE = "unreachable"
+    AUTH = "auth"
+    DATABASE = "database"
+    DSN = "dsn"
+
+
+_UNREACHABLE_MARKERS = (
+    "connection refused",
+    "could not connect",
+    "connection failed",
+    "timeout expired",
+    "server closed the connection",
+    "could not translate host name",
+    "no route to host",
+    "network is unreachable",
+    "terminating connection",
+    "consuming input failed",
+    "the database system is starting up",
+    "the database system is shutting down",
+)
+_DSN_MARKERS = (
+    "invalid dsn", "invalid connection option", "invalid uri", "could not parse",
+    "invalid integer value", "invalid port",
+)
+
+# serialization failure, deadlock, admin shutdown, cannot connect now, connection exceptions
+_PG_TRANSIENT_SQLSTATES = frozenset({
+    "40001", "40P01", "57P01", "57P02", "57P03",
+    "08000", "08003", "08006", "08001", "08004",
+})
+
+
+def _pg_connect_problem(message: str) -> _PgProblem | None:
+    low = message.lower()
+    if "password authentication failed" in low or (
+        "role" in low and "does not exist" in low
+    ) or "no pg_hba.conf entry" in low or "authentication" in low:
+        return _PgProblem.AUTH
+    if "database" in low and "does not exist" in low:
+        return _PgProblem.DATABASE
+    if any(m in low for m in _DSN_MARKERS):
+        return _PgProblem.DSN
+    if any(m in low for m in _UNREACHABLE_MARKERS):
+        return _PgProblem.UNREACHABLE
+    return None
 
 
 def normalize_postgres_dsn(dsn: str | URL) -> URL:
@@ -1074,6 +1107,8 @@ def normalize_postgres_dsn(dsn: str | URL) -> URL:
     return url
 
 
+
+
 class PostgresProvider(SqlProvider):
     """The index in PostgreSQL (psycopg 3), with a pooled engine and retries.
 
@@ -1082,7 +1117,8 @@ class PostgresProvider(SqlProvider):
     :class:`ProviderError` with the DSN shown password-masked and a hint how to fix it.
     """
 
-    kind = "postgres"
+    kind = ProviderKind.POSTGRES
+    _ddl = _PG_DDL
 
     def __init__(
         self,
@@ -1099,8 +1135,107 @@ class PostgresProvider(SqlProvider):
                 "the postgres provider needs a DSN such as postgresql://user:password@host:5432/dbname"
             )
         url = normalize_postgres_dsn(dsn)
+        if url.get_backend_name() != "postgresql":
+            raise ConfigurationError(
+                f"unsupported SQL backend {url.get_backend_name()!r} in "
+                f"{mask_url_text(url.render_as_string(hide_password=True))}: use "
+                "postgresql://user:password@host:5432/dbname (or SqliteProvider for sqlite:///path)"
+            )
         kwargs = dict(engine_kwargs or {})
         kwargs.setdefault("pool_size", pool_size)
         connect_args = kwargs.setdefault("connect_args", {})
         connect_args.setdefault("connect_timeout", max(1, int(connect_timeout)))
         super().__init__(url, retries=retries, backoff=backoff, engine_kwargs=kwargs)
+
+    def _make_engines(self, engine_kwargs: dict | None) -> tuple[Engine, Engine]:
+        write = self._make_engine(_copy_kwargs(engine_kwargs))
+        # Reads go through a second pool whose connections stay in autocommit:
+        # no BEGIN/ROLLBACK round trips and no per-checkout isolation toggling
+        # (toggling through execution_options doubled the lookup latency).
+        read_kwargs = _copy_kwargs(engine_kwargs)
+        read_kwargs["isolation_level"] = "AUTOCOMMIT"
+        return write, self._make_engine(read_kwargs)
+
+    def _make_engine(self, kwargs: dict) -> Engine:
+        connect_args = kwargs.pop("connect_args", {})
+        connect_args.setdefault("connect_timeout", 10)
+        connect_args.setdefault("application_name", "atdata_dagster")
+        ping_after = kwargs.pop("ping_idle_after", 1.0)
+        kwargs.setdefault("pool_size", 5)
+        kwargs.setdefault("max_overflow", 10)
+        engine = create_engine(self._url, connect_args=connect_args, **kwargs)
+        if ping_after is not None and not kwargs.get("pool_pre_ping"):
+            _install_idle_ping(engine, float(ping_after))
+        return engine
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        self._check_open()
+        with self._engine.begin() as conn:
+            yield conn
+
+    def _is_transient(self, e: sa_exc.DBAPIError) -> bool:
+        if e.connection_invalidated:
+            return True
+        sqlstate = getattr(e.orig, "sqlstate", None)
+        if sqlstate is not None:
+            return sqlstate in _PG_TRANSIENT_SQLSTATES
+        if isinstance(e, sa_exc.OperationalError):
+            return _pg_connect_problem(str(e.orig)) is _PgProblem.UNREACHABLE
+        return False
+
+    def _failure_message(self, detail: str, what: str) -> str:
+        problem = _pg_connect_problem(detail)
+        hint = ""
+        if problem is _PgProblem.UNREACHABLE:
+            hint = (
+                f"Is PostgreSQL running and listening on {self._url.host or 'localhost'}:"
+                f"{self._url.port or 5432}? Start the server or fix host/port in the DSN."
+            )
+        elif problem is _PgProblem.AUTH:
+            hint = (
+                f"The server rejected user {self._url.username!r}: check the user name and "
+                "password in the DSN (and the server's pg_hba.conf)."
+            )
+        elif problem is _PgProblem.DATABASE:
+            hint = (
+                f"Database {self._url.database!r} does not exist: create it first "
+                f"(createdb {self._url.database} / CREATE DATABASE ...) or put an existing "
+                "database in the DSN."
+            )
+        elif problem is _PgProblem.DSN:
+            hint = "Expected a DSN like postgresql://user:password@host:5432/dbname."
+        return f"PostgreSQL index at {self.describe()} failed to {what}: {detail}. {hint}".strip()
+
+    def _existing_objects(self, conn: Connection) -> set[str]:
+        names = _TABLES + _INDEXES
+        row = conn.exec_driver_sql(
+            "SELECT " + ", ".join(f"to_regclass('{n}') IS NOT NULL" for n in names)
+        ).one()
+        return {n for n, present in zip(names, row) if present}
+
+    def _lock_for_ddl(self, conn: Connection) -> None:
+        # Two processes racing CREATE TABLE IF NOT EXISTS can still collide on
+        # the catalog's unique index; the advisory lock serializes them.
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_DDL_LOCK_KEY})")
+
+    def _lock_names(self, conn: Connection, names: Iterable[str]) -> None:
+        """Hold the per-name write locks (sorted: no deadlock) until this transaction ends."""
+        for name in sorted(names):
+            conn.exec_driver_sql(
+                "SELECT pg_advisory_xact_lock(%(ns)s, hashtext(%(name)s))", {"ns": _PG_NAME_LOCK_NS, "name": name}
+            )
+
+    def _newest_first(self, table: Table) -> list[ColumnElement[Any]]:
+        return [table.c.created_at.desc().nulls_last()]
+
+    def _upsert(self, table: Table, keys: tuple[str, ...]) -> Executable:
+        """INSERT ... ON CONFLICT DO UPDATE, stamping ``created_at`` also on conflict."""
+        # imported here: loading the PostgreSQL dialect costs ~0.25 s SQLite users needn't pay
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(table).values(created_at=func.clock_timestamp())
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys},
+        )

@@ -78,6 +78,11 @@ class _RawSql(Raw):
                 row[k] = bytes(row[k])
         return row
 
+    def stored_metadata(self, cid) -> bytes | None:
+        """The entry's metadata column exactly as stored."""
+        row = self.entry_row(cid)
+        return None if row is None else row["metadata"]
+
     def label_row(self, name, version="") -> dict | None:
         rows = self._exec(
             f"SELECT name, cid, version, description FROM labels WHERE name = {self.ph} AND version = {self.ph}",
@@ -190,6 +195,10 @@ class RawRedis(Raw):
 
     def entry_hash(self, cid) -> dict:
         return self.r.hgetall(f"LocalDatasetEntry:{cid}")
+
+    def stored_metadata(self, cid) -> bytes | None:
+        """The entry hash's metadata field exactly as stored."""
+        return self.r.hget(f"LocalDatasetEntry:{cid}", "metadata")
 
     def label_hash(self, name, version="") -> dict:
         return self.r.hgetall(f"Label:{name}@{version}")

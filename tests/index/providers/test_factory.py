@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import URL
 
 from atdata_dagster.errors import ConfigurationError
 from atdata_dagster.index.entry import LocalDatasetEntry
 from atdata_dagster.index.providers import (
     PostgresProvider,
+    ProviderKind,
     RedisProvider,
     SqliteProvider,
     create_provider,
@@ -37,6 +39,17 @@ def test_unknown_provider_name_is_a_configuration_error_and_a_value_error():
     with pytest.raises(ConfigurationError, match="unknown index provider 'mongo'") as info:
         create_provider("mongo")
     assert isinstance(info.value, ValueError)
+
+
+def test_each_provider_states_its_kind_as_a_provider_kind_equal_to_the_plain_name(provider, provider_kind):
+    assert provider.kind is ProviderKind(provider_kind)
+    assert provider.kind == provider_kind and f"{provider.kind}" == provider_kind
+
+
+def test_postgres_provider_refuses_a_sqlalchemy_url_of_another_database(tmp_path):
+    with pytest.raises(ConfigurationError, match="'sqlite'.*postgresql://"):
+        PostgresProvider(URL.create("sqlite", database=str(tmp_path / "x.db")))
+    assert not (tmp_path / "x.db").exists()
 
 
 def test_postgres_provider_without_a_dsn_is_a_configuration_error():
