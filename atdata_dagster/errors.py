@@ -184,6 +184,8 @@ class CorruptEntryError(AtdataError, ValueError):
 
 
 __all__.append("CorruptEntryError")
+
+
 # -- garbage collection ---------------------------------------------------------------------
 
 
