@@ -586,8 +586,11 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         """Shard ``shard`` memory-mapped and indexed (once), when it is a plain local file."""
         if shard not in self._mapped:
             url = self._shards[shard]
-            with closing(self._open(url)) as f:
-                self._mapped[shard] = open_index(f, url)
+            if not is_local_url(url):  # opening a remote shard would start a download (S3: a GET)
+                self._mapped[shard] = None
+            else:
+                with closing(self._open(url)) as f:
+                    self._mapped[shard] = open_index(f, url)
         return self._mapped[shard]
 
     def _sample_in_shard(self, shard: int, i: int, key: str | None = None) -> Any:
