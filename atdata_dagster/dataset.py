@@ -306,14 +306,14 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         st = self._require_type()
         from_bytes = self._payload_decoder(fields)
         for payloads, key_of, url in self._sources(shards):
-            i = -1
-            try:
-                for i, payload in enumerate(payloads):
-                    yield from_bytes(payload)
-            except ShardError:
-                raise
-            except Exception as exc:
-                raise _decode_error(st, url, key_of(i), exc) from exc
+            # reader errors (a truncated shard) propagate as they are; decode errors
+            # (DecodeError is a ShardError too) are named with the shard, key and type
+            for i, payload in enumerate(payloads):
+                try:
+                    sample = from_bytes(payload)
+                except Exception as exc:
+                    raise _decode_error(st, url, key_of(i), exc) from exc
+                yield sample
 
     def _batch_decoder(self, fields: Sequence[str] | None) -> tuple[BatchDecoder | None, Callable[[Any], Any]]:
         """(columns decoder or None, per-sample decoder) for batches; projections go sample by sample."""
