@@ -200,6 +200,7 @@ def cmd_show(args: argparse.Namespace, out) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, out) -> int:
+    from .index.index import recorded_shard_sizes  # lazy: commands load only the engine parts they use
     from .shards.reader import verify_shards
 
     index = _open_index(args)
@@ -207,8 +208,9 @@ def cmd_verify(args: argparse.Namespace, out) -> int:
     checksums = entry.checksums  # CorruptEntryError (exit 2) if this entry's checksums are malformed
     bar = _Progress(len(entry.data_urls), "verify", enabled=None if not args.json else False)
     results: dict[str, str] = {}
+    opener, sizes = index.shard_opener(entry), recorded_shard_sizes(entry)  # bounded by the recorded sizes
     for url in bar.wrap(entry.data_urls):
-        results.update(verify_shards([url], checksums, opener=index.open_url))
+        results.update(verify_shards([url], checksums, opener=opener, sizes=sizes))
     bad = {u: s for u, s in results.items() if s not in ("ok", "skipped")}
     if args.json:
         json.dump({"name": entry.name, "cid": entry.cid, "ok": not bad, "shards": results}, out, indent=2)

@@ -23,7 +23,15 @@ from typing import Any, BinaryIO, Callable, Generic, Iterable, Iterator, Sequenc
 
 import numpy as np
 
-from .errors import CorruptEntryError, EmptyDatasetError, FieldMismatchError, InvalidRefError, NotFoundError, ShardError
+from .errors import (
+    ConfigurationTypeError,
+    CorruptEntryError,
+    EmptyDatasetError,
+    FieldMismatchError,
+    InvalidRefError,
+    NotFoundError,
+    ShardError,
+)
 from .loader import ShardSpec
 from .samples.batch import BatchDecoder, column_of, rows_from_columns
 from .samples.codec import unpack_payload
@@ -33,9 +41,10 @@ from .shards.fastread import ShardIndex, iter_payload_views, open_index, sample_
 from .shards.manifest import manifest_url_for, read_manifest
 from .shards.offsets import ShardOffsets, locate, offsets_from_manifest, sample_at, scan_offsets
 from .shards.patterns import expand_patterns
-from .shards.reader import iter_samples, open_url
+from .shards.reader import ShardOpener, iter_samples
 from .shuffle import DEFAULT_BUFFER_BYTES, GLOBAL_SHUFFLE_MAX, ShuffleBuffer, epoch_rng, global_order
 from .stores.base import read_span
+from .stores.openers import default_opener
 
 __all__ = ["Dataset", "SampleBatch", "load_dataset"]
 
@@ -127,8 +136,12 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
 
     ``Dataset[T](url)`` decodes samples as ``T`` (``T.from_bytes``); plain
     ``Dataset(url)`` yields :class:`~atdata_dagster.samples.packable.DictSample`.
-    ``opener(url) -> BinaryIO`` opens shards (default: local paths, ``file://`` and
-    registered schemes).
+    ``opener`` opens shards: a :class:`~atdata_dagster.shards.reader.ShardOpener` (the
+    ``Index`` builds one that carries the right credentials) or a plain
+    ``opener(url) -> BinaryIO``; default: :func:`~atdata_dagster.stores.default_opener`
+    (local paths, ``file://``, ``http(s)://``, ``s3://`` on the default AWS credential chain).
+    A Dataset pickles with its opener (e.g. into DataLoader workers); an opener that
+    cannot be pickled makes pickling raise :class:`ConfigurationTypeError`.
     """
 
     sample_type: Any = None  # set on the Dataset[T] subclasses
@@ -154,9 +167,8 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         url: str | os.PathLike | Sequence[str],
         *,
         metadata: dict | None = None,
-        opener: Opener | None = None,
+        opener: ShardOpener | Opener | None = None,
         cid: str | None = None,
-        range_reader: Callable[[str, int, int | None], bytes] | None = None,
     ):
         if isinstance(url, (str, os.PathLike)):
             self.url = os.fspath(url)
@@ -182,8 +194,6 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         self._opener = opener
         #: CID of the index entry this dataset was opened from (``None`` for bare URLs).
         self.cid = cid
-        #: ``(url, start, stop) -> bytes`` for random access (an Index passes its stores' ranged reads).
-        self._range_reader = range_reader
         self._specs: list | None = None
         self._offsets: dict[int, ShardOffsets] = {}
         self._key_map: dict[str, tuple[int, int]] | None = None
@@ -200,8 +210,9 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         return list(self._shards)
 
     @property
-    def opener(self) -> Opener:
-        return self._opener or open_url
+    def opener(self) -> ShardOpener | Opener:
+        """What opens this dataset's shards (callable as ``opener(url)``)."""
+        return self._opener if self._opener is not None else default_opener()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r}, shards={len(self._shards)})"
@@ -211,20 +222,18 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         if opener is not None:
             try:
                 pickle.dumps(opener)
-            except Exception:
-                opener = None  # e.g. a bound Index method: fall back to the default opener
-        range_reader = self._range_reader
-        if range_reader is not None:
-            try:
-                pickle.dumps(range_reader)
-            except Exception:
-                range_reader = None  # a bound Index method: the opener's stream is used instead
-        return (_rebuild, (type(self), self._shards, self.url, self.metadata, opener, self.cid, range_reader))
+            except Exception as exc:  # never fall back silently: another opener may lack the credentials
+                raise ConfigurationTypeError(
+                    f"{type(self).__name__}({self.url!r}) cannot be pickled: its shard opener {opener!r} cannot "
+                    f"({type(exc).__name__}: {exc}). Build the dataset with a picklable opener (index.dataset(...) "
+                    "gives one; S3 stores must be configured with credentials, not client=), or open it in the "
+                    "worker process"
+                ) from None
+        return (_rebuild, (type(self), self._shards, self.url, self.metadata, opener, self.cid))
 
     def as_type(self, sample_type: type[Any]) -> "Dataset[Any]":
         """The same shards decoded as ``sample_type`` (payloads are re-read, not converted)."""
-        ds = Dataset[sample_type](self._shards, metadata=self.metadata, opener=self._opener, cid=self.cid,  # type: ignore[valid-type]
-                                  range_reader=self._range_reader)
+        ds = Dataset[sample_type](self._shards, metadata=self.metadata, opener=self._opener, cid=self.cid)  # type: ignore[valid-type]
         ds.url = self.url
         return ds
 
@@ -606,8 +615,9 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         offsets = self.shard_offsets(shard)
         start, stop = offsets.span(i)
         end = None if stop < 0 else stop
-        if self._range_reader is not None and not is_local_url(url):
-            data = self._range_reader(url, start, end)  # S3: one ranged GET
+        read_range = getattr(self.opener, "read_range", None)
+        if read_range is not None and not is_local_url(url):
+            data = read_range(url, start, end)  # S3: one ranged GET
         else:
             with closing(self._open(url)) as f:
                 data = read_span(f, start, end)  # a seek, for local files
@@ -771,10 +781,10 @@ def _reduce_dataset_class(cls: type) -> Any:
 copyreg.pickle(_DatasetMeta, _reduce_dataset_class)
 
 
-def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, opener: Opener | None,
-             cid: str | None = None, range_reader: Any = None) -> Dataset:
+def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, opener: Any,
+             cid: str | None = None) -> Dataset:
     # ``cls`` itself pickles as ``Dataset[T]`` (see _reduce_dataset_class)
-    ds = cls(shards, metadata=metadata, opener=opener, cid=cid, range_reader=range_reader)
+    ds = cls(shards, metadata=metadata, opener=opener, cid=cid)
     ds.url = url
     return ds
 
@@ -847,6 +857,8 @@ def load_dataset(
         index = Index()
     entry = index.get_dataset(ref)
     cls_t = sample_type or index.decode_schema(entry.schema_ref)
+    shard_opener = getattr(index, "shard_opener", None)
+    opener = shard_opener(entry) if shard_opener is not None else getattr(index, "open_url", None)
     return Dataset[cls_t](  # type: ignore[valid-type]
-        list(entry.data_urls), metadata=entry.metadata, opener=getattr(index, "open_url", None), cid=entry.cid
+        list(entry.data_urls), metadata=entry.metadata, opener=opener, cid=entry.cid
     )

@@ -149,6 +149,10 @@ class BlobTooLargeError(AtmosphereError, ValueError):
     """A shard is larger than the per-blob or per-dataset limit of an atmosphere publish."""
 
 
+class AtmosphereLimitError(AtmosphereError):
+    """A read from the atmosphere went past a budget (pages, records, time, bytes) or was redirected to another host."""
+
+
 class PartialPublishError(AtmosphereError):
     """A publish stopped after its entry record was created (``entry_uri``); re-running reuses it."""
 
@@ -160,6 +164,7 @@ class PartialPublishError(AtmosphereError):
 __all__ += [
     "AtmosphereAuthError",
     "AtmosphereConnectionError",
+    "AtmosphereLimitError",
     "AtmosphereNotFoundError",
     "AtmosphereRateLimitError",
     "BlobTooLargeError",

@@ -747,4 +747,4 @@ def _dataset_over(index: "Index", entries: list["LocalDatasetEntry"], sample_typ
             "shard_samples": [n for st in stats for n in st["shard_samples"]],
             "shard_bytes": [b for st in stats for b in (st.get("shard_bytes") or [None] * len(st["shard_samples"]))],
         }
-    return Dataset[sample_type](urls, metadata=meta, opener=index.open_url)  # type: ignore[valid-type]
+    return Dataset[sample_type](urls, metadata=meta, opener=index.shard_opener())  # type: ignore[valid-type]

@@ -11,7 +11,7 @@ import pytest
 from numpy.typing import NDArray
 
 from atdata_dagster.dataset import Dataset, SampleBatch, load_dataset
-from atdata_dagster.errors import EmptyDatasetError, NotFoundError, ShardError
+from atdata_dagster.errors import ConfigurationTypeError, EmptyDatasetError, NotFoundError, ShardError
 from atdata_dagster.samples.packable import DictSample, packable
 from atdata_dagster.shards.writer import write_samples
 
@@ -72,10 +72,13 @@ def test_pickle_instances_and_classes(sharded):
     assert type(untyped) is Dataset and untyped.sample_type is DictSample
 
 
-def test_unpicklable_opener_falls_back(sharded):
+def test_unpicklable_opener_raises_instead_of_falling_back(sharded):
+    # Changed: pickling used to drop the opener silently and read with the default one in
+    # the worker (without the opener's credentials); now it says so.
     ds = Dataset[Digit](sharded.url, opener=lambda u: open(u, "rb"))
-    back = pickle.loads(pickle.dumps(ds))
-    assert back.head(1)[0].label == 0
+    with pytest.raises(ConfigurationTypeError, match="cannot be pickled: its shard opener"):
+        pickle.dumps(ds)
+    assert ds.head(1)[0].label == 0  # still readable in this process
 
 
 # ------------------------------------------------------------------ URL forms

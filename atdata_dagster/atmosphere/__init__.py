@@ -6,6 +6,7 @@ refs and read shards stored as PDS blobs (``at://<did>/blob/<cid>``).
 """
 
 from .backend import (
+    AtBlobOpener,
     AtmosphereBackend,
     DatasetRef,
     PromotionResult,
@@ -13,7 +14,7 @@ from .backend import (
     open_at_url,
     parse_dataset_ref,
 )
-from .client import AtmosphereClient, Record, RecordRef, UploadedBlob
+from .client import AtmosphereClient, ReadLimits, Record, RecordRef, UploadedBlob
 from .records import (
     NSID_ENTRY,
     NSID_LABEL,
@@ -35,6 +36,7 @@ from .records import (
 from .sources import ShardSource, shard_sources_for
 
 __all__ = [
+    "AtBlobOpener",
     "AtmosphereBackend",
     "AtmosphereClient",
     "AtUri",
@@ -48,6 +50,7 @@ __all__ = [
     "NSID_LABEL",
     "NSID_SCHEMA",
     "PromotionResult",
+    "ReadLimits",
     "Record",
     "RecordRef",
     "ResolvedDataset",

@@ -26,7 +26,7 @@ from ..errors import (
     SchemaError,
 )
 from ..index.entry import LocalDatasetEntry
-from .client import AtmosphereClient
+from .client import AtmosphereClient, ReadLimits
 from .records import (
     NSID_ENTRY,
     NSID_LABEL,
@@ -52,8 +52,8 @@ from .records import (
 )
 from .sources import ShardSource, shard_sources_for
 
-__all__ = ["AtmosphereBackend", "PromotionResult", "ResolvedDataset", "DatasetRef", "parse_dataset_ref",
-           "open_at_url"]
+__all__ = ["AtBlobOpener", "AtmosphereBackend", "PromotionResult", "ResolvedDataset", "DatasetRef",
+           "parse_dataset_ref", "open_at_url"]
 
 log = logging.getLogger(__name__)
 
@@ -614,6 +614,53 @@ class AtmosphereBackend:
         did, cid = parse_blob_url(url)
         return self.client.get_blob(did, cid)
 
+    def blob_opener(self) -> "AtBlobOpener":
+        """A picklable opener for ``at://`` blob URLs on this backend's service (anonymous reads)."""
+        return AtBlobOpener.for_client(self.client)
+
+
+class AtBlobOpener:
+    """Opens ``at://<did>/blob/<cid>`` shard URLs (``com.atproto.sync.getBlob``, which needs no login).
+
+    A :class:`~atdata_dagster.shards.reader.ShardOpener` that pickles as its settings
+    (service URL, PLC directory, timeout, :class:`ReadLimits`): in the process that made
+    it, it reuses the live client it was built from; after unpickling it reads
+    anonymously with a new client. Blob reads are size-bounded by the limits.
+    """
+
+    def __init__(self, service_url: str, *, plc_url: str, timeout: float = 30.0, limits: ReadLimits | None = None,
+                 client: AtmosphereClient | None = None):
+        self.service_url = service_url
+        self.plc_url = plc_url
+        self.timeout = timeout
+        self.limits = limits if limits is not None else ReadLimits()
+        self._client = client
+
+    @classmethod
+    def for_client(cls, client: AtmosphereClient) -> "AtBlobOpener":
+        return cls(client.service_url, plc_url=client.plc_url, timeout=client.timeout, limits=client.limits,
+                   client=client)
+
+    def _reader(self) -> AtmosphereClient:
+        if self._client is None:
+            self._client = AtmosphereClient(self.service_url, plc_url=self.plc_url, timeout=self.timeout,
+                                            limits=self.limits)
+        return self._client
+
+    def open(self, url: str) -> BinaryIO:
+        did, cid = parse_blob_url(url)
+        return self._reader().get_blob(did, cid)
+
+    __call__ = open
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_client"] = None  # a live session never crosses a process boundary
+        return state
+
+    def __repr__(self) -> str:
+        return f"AtBlobOpener({self.service_url!r})"
+
 
 def open_at_url(url: str) -> BinaryIO:
     """Opener for ``at://`` blob URLs outside an Index: the last backend created, else an anonymous one."""
@@ -621,14 +668,3 @@ def open_at_url(url: str) -> BinaryIO:
     if backend is None:
         backend = AtmosphereBackend(AtmosphereClient())
     return backend.open_url(url)
-
-
-def _register_opener() -> None:
-    try:
-        from ..shards.reader import register_opener
-    except ImportError:  # pragma: no cover - the reader is optional for this layer
-        return
-    register_opener("at", open_at_url)
-
-
-_register_opener()

@@ -5,6 +5,14 @@ password logs in on its first write. Records travel as plain JSON dicts (the SDK
 raw XRPC calls, so unknown lexicons are not reshaped), blobs are streamed both ways,
 and every SDK / HTTP failure becomes an :class:`AtmosphereError` subclass whose message
 names the service and the operation (never the password).
+
+Reads that a hostile PDS, PLC directory or DID host could stretch are bounded
+(:class:`ReadLimits`): paging through
+``listRecords`` stops with :class:`AtmosphereLimitError` after a page, record or time
+budget (never a silent truncation: a partial listing would resolve the wrong label);
+blob and DID-document bodies are streamed with a byte cap; a redirect to another host
+(scheme, host or port) is refused, for the SDK's XRPC calls as well. (One XRPC JSON
+response is still read whole by the SDK.)
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import hashlib
 import io
 import json
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, Callable, Iterator, TypeVar
@@ -21,6 +30,7 @@ from ..errors import (
     AtmosphereAuthError,
     AtmosphereConnectionError,
     AtmosphereError,
+    AtmosphereLimitError,
     AtmosphereNotFoundError,
     AtmosphereRateLimitError,
     AtmosphereUnavailableError,
@@ -28,7 +38,7 @@ from ..errors import (
 )
 from .records import AtUri, BlobRef, blob_cid
 
-__all__ = ["AtmosphereClient", "Record", "RecordRef", "UploadedBlob", "DEFAULT_SERVICE", "DEFAULT_PLC"]
+__all__ = ["AtmosphereClient", "ReadLimits", "Record", "RecordRef", "UploadedBlob", "DEFAULT_SERVICE", "DEFAULT_PLC"]
 
 DEFAULT_SERVICE = "https://bsky.social"
 DEFAULT_PLC = "https://plc.directory"
@@ -46,6 +56,63 @@ def _service_root(url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise AtmosphereError(f"service URL {url!r} must start with http:// or https://")
     return url
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Budgets for reading from a PDS, a PLC directory or a DID host (all of them may be hostile).
+
+    ``max_pages`` / ``max_records``: most ``listRecords`` pages / records one listing may
+    take; ``max_list_seconds``: wall-clock budget of one listing; past any of them the
+    listing raises :class:`AtmosphereLimitError` (it never returns a silently truncated
+    list). ``max_blob_bytes``: largest blob read (``getBlob``); ``max_did_document_bytes``:
+    largest DID document. Redirects are followed only to the same scheme, host and port.
+    """
+
+    max_pages: int = 1_000
+    max_records: int = 100_000
+    max_list_seconds: float = 300.0
+    max_blob_bytes: int = 1 << 30
+    max_did_document_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        for name in ("max_pages", "max_records", "max_blob_bytes", "max_did_document_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ReadLimits.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.max_list_seconds, (int, float)) or self.max_list_seconds <= 0:
+            raise ValueError(f"ReadLimits.max_list_seconds must be > 0, got {self.max_list_seconds!r}")
+
+
+def _origin(url: Any) -> tuple[str, str, int | None]:
+    import httpx  # lazy: the SDK/httpx load on first network use
+
+    u = httpx.URL(str(url))
+    return u.scheme, (u.host or "").lower(), u.port or {"http": 80, "https": 443}.get(u.scheme)
+
+
+def _refuse_cross_host_redirect(response: Any) -> None:
+    """httpx response hook: a redirect to another scheme/host/port raises instead of being followed."""
+    if not response.is_redirect:
+        return
+    source = response.request.url
+    target = source.join(response.headers.get("location", ""))
+    if _origin(target) != _origin(source):
+        response.close()
+        raise AtmosphereLimitError(
+            f"{source.copy_with(query=None)} redirects (HTTP {response.status_code}) to another host, "
+            f"{target.copy_with(query=None)}; redirects to other hosts are not followed for atmosphere reads"
+        )
+
+
+_HOOKS = {"response": [_refuse_cross_host_redirect]}
+
+
+def _sdk_request(timeout: float) -> Any:
+    """The SDK's HTTP layer with our redirect rule (it follows every redirect by default)."""
+    from atproto_client.request import Request  # lazy: the SDK/httpx load on first network use
+
+    return Request(timeout=timeout, event_hooks=_HOOKS)
 
 
 @dataclass(frozen=True)
@@ -105,13 +172,15 @@ def _is_not_found(name: str, message: str) -> bool:
 
 
 class _BlobStream(io.RawIOBase):
-    """A readable raw stream over a streaming httpx response (closes it on close)."""
+    """A readable raw stream over a streaming httpx response (closes it on close), capped at ``limit`` bytes."""
 
-    def __init__(self, response: Any, what: str):
+    def __init__(self, response: Any, what: str, limit: int | None = None):
         self._resp = response
         self._chunks = response.iter_bytes(CHUNK)
         self._buf = b""
         self._what = what
+        self._limit = limit
+        self._count = 0
 
     def readable(self) -> bool:
         return True
@@ -126,6 +195,14 @@ class _BlobStream(io.RawIOBase):
                 return 0
             except httpx.HTTPError as exc:
                 raise AtmosphereConnectionError(f"reading {self._what} was cut off: {exc}") from exc
+            self._count += len(self._buf)
+            if self._limit is not None and self._count > self._limit:
+                self._buf = b""
+                self._resp.close()
+                raise AtmosphereLimitError(
+                    f"reading {self._what}: the body is longer than {self._limit} bytes "
+                    "(ReadLimits.max_blob_bytes); stopped reading"
+                )
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
@@ -156,6 +233,7 @@ class AtmosphereClient:
         client: Any = None,
         plc_url: str = DEFAULT_PLC,
         timeout: float = 30.0,
+        limits: ReadLimits | None = None,
     ):
         if (handle is None) != (password is None):
             raise AtmosphereUnavailableError(
@@ -163,9 +241,8 @@ class AtmosphereClient:
             )
         if client is None:
             from atproto import Client
-            from atproto_client.request import Request
 
-            client = Client(base_url=_service_root(service_url), request=Request(timeout=timeout))
+            client = Client(base_url=_service_root(service_url), request=_sdk_request(timeout))
             self.service_url = _service_root(service_url)
         else:
             base = getattr(client, "_base_url", None) or service_url
@@ -175,6 +252,9 @@ class AtmosphereClient:
         self._password = password
         self.plc_url = plc_url.rstrip("/")
         self.timeout = timeout
+        self.limits = limits if limits is not None else ReadLimits()
+        if not isinstance(self.limits, ReadLimits):
+            raise AtmosphereUnavailableError(f"limits must be a ReadLimits, got {type(limits).__name__}")
         self._lock = threading.RLock()
         self._handles: dict[str, str] = {}
         self._pds: dict[str, str] = {}
@@ -182,9 +262,14 @@ class AtmosphereClient:
         self._http: Any = None
 
     @classmethod
-    def from_client(cls, client: Any, *, plc_url: str = DEFAULT_PLC, timeout: float = 30.0) -> "AtmosphereClient":
-        """Wrap a plain ``atproto.Client`` (``Client(base_url=...)`` or an already logged-in one)."""
-        return cls(client=client, plc_url=plc_url, timeout=timeout)
+    def from_client(cls, client: Any, *, plc_url: str = DEFAULT_PLC, timeout: float = 30.0,
+                    limits: ReadLimits | None = None) -> "AtmosphereClient":
+        """Wrap a plain ``atproto.Client`` (``Client(base_url=...)`` or an already logged-in one).
+
+        Its own HTTP layer is used as configured (its redirect policy included); blob and
+        DID-document reads go through this wrapper's bounded client.
+        """
+        return cls(client=client, plc_url=plc_url, timeout=timeout, limits=limits)
 
     def __repr__(self) -> str:
         who = self.handle or ("<session>" if self._session is not None else "anonymous")
@@ -386,15 +471,21 @@ class AtmosphereClient:
             url = f"https://{host}/.well-known/did.json"
         else:
             raise AtmosphereNotFoundError(f"cannot resolve {did!r}: only did:plc and did:web are supported")
-        resp = self._http_get(url, f"resolving {did}")
+        op = f"resolving {did}"
+        resp = self._http_send("GET", url, op)
+        cap = self.limits.max_did_document_bytes
         try:
             if resp.status_code == 404:
                 raise AtmosphereNotFoundError(f"{did} is not registered at {url}")
             if resp.status_code >= 400:
                 raise AtmosphereError(f"resolving {did}: {url} answered HTTP {resp.status_code}")
-            doc = resp.json()
+            body = self._read_capped(resp, cap, f"{op}: the DID document at {url}", "max_did_document_bytes")
         finally:
             resp.close()
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            raise AtmosphereError(f"resolving {did}: {url} did not return JSON") from None
         if not isinstance(doc, dict):
             raise AtmosphereError(f"resolving {did}: {url} did not return a DID document")
         return doc
@@ -442,25 +533,53 @@ class AtmosphereClient:
 
     def list_records(self, repo: str, collection: str, *, page_size: int = 100,
                      reverse: bool = False) -> Iterator[Record]:
-        """Every record of ``collection`` in ``repo``, following the cursor through all pages."""
+        """Every record of ``collection`` in ``repo``, following the cursor through all pages.
+
+        Stops at an empty page or a repeated cursor; raises :class:`AtmosphereLimitError`
+        when the listing goes past ``limits.max_pages`` pages, ``limits.max_records``
+        records or ``limits.max_list_seconds`` seconds (the records yielded so far are
+        real, but the listing is incomplete).
+        """
         if not 1 <= page_size <= 100:
             raise ValueError(f"page_size must be 1..100, got {page_size}")
+        limits = self.limits
+        what = f"listing {collection} of {repo}"
+        deadline = time.monotonic() + limits.max_list_seconds
         cursor: str | None = None
         seen: set[str] = set()
+        pages = records_seen = 0
         while True:
+            if pages >= limits.max_pages:
+                raise self._over_budget(what, f"{pages} pages", "max_pages")
+            if time.monotonic() > deadline:
+                raise self._over_budget(what, f"{limits.max_list_seconds:g} seconds", "max_list_seconds")
+            pages += 1
             out = self._read(repo, "com.atproto.repo.listRecords",
                              {"repo": repo, "collection": collection, "limit": page_size, "cursor": cursor,
                               "reverse": "true" if reverse else None},
                              f"listing {collection} of {repo}")
             records = out.get("records") or []
+            if not isinstance(records, list):
+                raise AtmosphereError(f"{what}: the PDS answered with 'records' that is not a list")
+            records_seen += len(records)
+            if records_seen > limits.max_records:
+                raise self._over_budget(what, f"{limits.max_records} records", "max_records")
             for item in records:
                 if isinstance(item, dict) and isinstance(item.get("value"), dict):
                     yield Record(item.get("uri", ""), item.get("cid"), item["value"])
             nxt = out.get("cursor")
-            if not records or not nxt or nxt in seen:
+            if not records or not nxt or not isinstance(nxt, str) or nxt in seen:
                 return
             seen.add(nxt)
             cursor = nxt
+
+    @staticmethod
+    def _over_budget(what: str, spent: str, knob: str) -> AtmosphereLimitError:
+        return AtmosphereLimitError(
+            f"{what}: stopped after {spent} without reaching the last page; the repository is very large or "
+            f"its PDS is misbehaving. Raise ReadLimits.{knob} (AtmosphereClient(limits=ReadLimits(...))) if you "
+            "trust it"
+        )
 
     def _read(self, repo: str, nsid: str, params: dict, op: str) -> dict:
         """A repo read on our service; if the repo lives on another PDS, retry there."""
@@ -482,9 +601,8 @@ class AtmosphereClient:
         with self._lock:
             if endpoint not in self._readers:
                 from atproto import Client
-                from atproto_client.request import Request
 
-                self._readers[endpoint] = Client(base_url=endpoint, request=Request(timeout=self.timeout))
+                self._readers[endpoint] = Client(base_url=endpoint, request=_sdk_request(self.timeout))
             return self._readers[endpoint]
 
     # ------------------------------------------------------------------- blobs
@@ -533,30 +651,32 @@ class AtmosphereClient:
             )
         return UploadedBlob(BlobRef(ref.cid, ref.mime_type or mime_type, ref.size or count), sha, count)
 
-    def get_blob(self, did: str, cid: str) -> BinaryIO:
-        """Stream a blob from the PDS that hosts ``did`` (``com.atproto.sync.getBlob``)."""
+    def get_blob(self, did: str, cid: str, *, max_bytes: int | None = None) -> BinaryIO:
+        """Stream a blob from the PDS that hosts ``did`` (``com.atproto.sync.getBlob``).
+
+        At most ``max_bytes`` (default ``limits.max_blob_bytes``) are read: a larger
+        announced ``Content-Length`` is refused up front, a longer body when the cap is
+        passed (:class:`AtmosphereLimitError`).
+        """
         endpoint = self.pds_endpoint(did)
         url = f"{endpoint}/xrpc/com.atproto.sync.getBlob"
         what = f"blob {cid} of {did} from {endpoint}"
-        import httpx
-
-        http = self._http_client()
-        try:
-            resp = http.send(http.build_request("GET", url, params={"did": did, "cid": cid}), stream=True)
-        except httpx.TimeoutException:
-            raise AtmosphereConnectionError(f"reading {what}: no answer within {self.timeout:.0f} s") from None
-        except httpx.HTTPError as exc:
-            raise AtmosphereConnectionError(f"reading {what}: cannot reach {endpoint} ({exc})") from None
+        cap = self.limits.max_blob_bytes if max_bytes is None else max_bytes
+        resp = self._http_send("GET", url, f"reading {what}", params={"did": did, "cid": cid})
         if resp.status_code >= 400:
             try:
-                resp.read()
+                body_bytes = self._read_capped(resp, 1 << 16, f"reading {what}: the error body", "max_blob_bytes")
                 try:
-                    body = resp.json()
-                except ValueError:
+                    body = json.loads(body_bytes)
+                except (ValueError, RecursionError):
                     body = {}
+                if not isinstance(body, dict):
+                    body = {}
+            except AtmosphereLimitError:
+                body = {}
             finally:
                 resp.close()
-            name, message = str(body.get("error", "")), str(body.get("message", ""))
+            name, message = str(body.get("error", ""))[:200], str(body.get("message", ""))[:500]
             if resp.status_code == 404 or _is_not_found(name, message):
                 raise AtmosphereNotFoundError(f"{what}: not found ({name or resp.status_code}: {message})")
             if resp.status_code == 429:
@@ -564,7 +684,14 @@ class AtmosphereClient:
                 raise AtmosphereRateLimitError(f"reading {what}: rate limited (HTTP 429); retry later",
                                                retry_after=float(wait) if wait and wait.isdigit() else None)
             raise AtmosphereError(f"reading {what}: HTTP {resp.status_code} {name}: {message}")
-        return io.BufferedReader(_BlobStream(resp, what), buffer_size=CHUNK)
+        length = resp.headers.get("content-length")
+        if length and length.isdigit() and int(length) > cap:
+            resp.close()
+            raise AtmosphereLimitError(
+                f"reading {what}: the PDS announces {length} bytes, over the limit of {cap} "
+                "(ReadLimits.max_blob_bytes); refusing to read it"
+            )
+        return io.BufferedReader(_BlobStream(resp, what, cap), buffer_size=CHUNK)
 
     # -------------------------------------------------------------------- http
     def _http_client(self) -> Any:
@@ -572,18 +699,40 @@ class AtmosphereClient:
             if self._http is None:
                 import httpx
 
-                self._http = httpx.Client(follow_redirects=True, timeout=self.timeout)
+                self._http = httpx.Client(follow_redirects=True, max_redirects=5, timeout=self.timeout,
+                                          event_hooks=_HOOKS)
             return self._http
 
-    def _http_get(self, url: str, op: str) -> Any:
-        import httpx
+    def _http_send(self, method: str, url: str, op: str, **kwargs: Any) -> Any:
+        """A streamed response (the caller reads it within a cap and closes it); same-host redirects only."""
+        import httpx  # lazy: the SDK/httpx load on first network use
 
+        http = self._http_client()
         try:
-            return self._http_client().get(url)
+            return http.send(http.build_request(method, url, **kwargs), stream=True)
         except httpx.TimeoutException:
             raise AtmosphereConnectionError(f"{op}: {url} did not answer within {self.timeout:.0f} s") from None
         except httpx.HTTPError as exc:
             raise AtmosphereConnectionError(f"{op}: cannot reach {url} ({exc})") from None
+
+    @staticmethod
+    def _read_capped(resp: Any, cap: int, what: str, knob: str) -> bytes:
+        """The body of a streamed response, refusing more than ``cap`` bytes (announced or sent)."""
+        import httpx  # lazy: the SDK/httpx load on first network use
+
+        length = resp.headers.get("content-length")
+        if length and length.isdigit() and int(length) > cap:
+            raise AtmosphereLimitError(f"{what} is {length} bytes, over the limit of {cap} (ReadLimits.{knob})")
+        parts, n = [], 0
+        try:
+            for chunk in resp.iter_bytes(CHUNK):
+                n += len(chunk)
+                if n > cap:
+                    raise AtmosphereLimitError(f"{what} is longer than {cap} bytes (ReadLimits.{knob}); stopped reading")
+                parts.append(chunk)
+        except httpx.HTTPError as exc:
+            raise AtmosphereConnectionError(f"{what} was cut off: {exc}") from None
+        return b"".join(parts)
 
     def close(self) -> None:
         """Close the HTTP connection pools (the client can still be used afterwards)."""

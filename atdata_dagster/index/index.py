@@ -29,7 +29,10 @@ from ..errors import (
     NotPackableError,
     SchemaError,
 )
-from ..stores.base import DataStore, ShardWriteResult, read_span
+from ..stores.base import DataStore, ShardWriteResult
+from ..stores.http import HttpOpener
+from ..stores.openers import RoutingOpener, store_opener
+from ..stores.s3 import AnonymousS3Opener, S3DataStore, default_chain_opener
 from .entry import LabelRecord, LocalDatasetEntry, LocalSchemaRecord
 from .identity import claim_store
 from .names import ATMOSPHERE, LOCAL, resolve_ref, split_repo_prefix, validate_dataset_name
@@ -78,6 +81,10 @@ class Index:
     named repositories; ``atmosphere=`` takes an authenticated client for publishing
     (the default is anonymous and read-only, and makes no network call until needed;
     ``None`` disables it).
+
+    Shards named by records read from the atmosphere (foreign records) are read
+    anonymously; ``allow_credentials_for=["bucket", ...]`` lets the stores' credentials
+    be used for those S3 buckets too (see SECURITY.md, "Foreign records").
     """
 
     def __init__(
@@ -92,6 +99,7 @@ class Index:
         atmosphere: Any = _ATMOSPHERE_DEFAULT,
         auto_stubs: bool = False,
         stub_dir: str | None = None,
+        allow_credentials_for: Iterable[str] = (),
         **kwargs: Any,
     ) -> None:
         from .providers import create_provider
@@ -126,6 +134,15 @@ class Index:
                 )
             self._repos[key] = repo
 
+        if isinstance(allow_credentials_for, str) or not all(
+            isinstance(b, str) and b and "/" not in b for b in allow_credentials_for
+        ):
+            raise ConfigurationTypeError(
+                f"allow_credentials_for must be a list of S3 bucket names, got {allow_credentials_for!r}; "
+                "e.g. allow_credentials_for=['my-datasets']"
+            )
+        #: S3 buckets whose store credentials may be used for shards named by foreign (atmosphere) records.
+        self.allow_credentials_for: frozenset[str] = frozenset(allow_credentials_for)
         self._atmosphere_arg = atmosphere
         self._atmosphere: Any = None
         self._atmosphere_lock = threading.Lock()
@@ -580,25 +597,54 @@ class Index:
 
     # -------------------------------------------------------------- reading
     def open_url(self, url: str) -> BinaryIO:
-        """Open a shard URL with the store that owns it (credentials included)."""
-        for repo in self._repos.values():
-            store = repo.data_store
-            if store is not None and store.owns(url):
-                return store.open_read(url)
+        """Open a shard URL the user names with the store that owns it (credentials included).
+
+        For the shards of an entry use :meth:`shard_opener` (``index.shard_opener(entry)``),
+        which reads shards named by foreign records anonymously.
+        """
         if url.startswith("at://"):
             return self._require_atmosphere(f"reading {url}").open_url(url)
-        from ..shards.reader import open_url
+        return self.shard_opener().open(url)
 
-        return open_url(url)
+    def shard_opener(self, entry: LocalDatasetEntry | None = None) -> RoutingOpener:
+        """A picklable opener for ``entry``'s shards (any shard URL when ``entry`` is ``None``).
 
-    def read_range(self, url: str, start: int, stop: int | None) -> bytes:
-        """Bytes ``[start, stop)`` of a shard, through the store that owns it (S3: one ranged GET)."""
+        Shards of the index's own entries are read with the credentials of the store that
+        owns them, other ``s3://`` buckets with boto3's default credential chain. Shards
+        named by a record read from the atmosphere (a foreign record) are read anonymously
+        (unsigned S3 requests at the record's endpoint, plain HTTPS, public PDS blobs),
+        never as local files, unless their bucket is in ``allow_credentials_for``: then the
+        store of that bucket opens them with its own endpoint and credentials.
+        """
+        foreign = _from_atmosphere(entry)
+        urls = list(entry.data_urls) if entry is not None else None
+        routes = []
         for repo in self._repos.values():
             store = repo.data_store
-            if store is not None and store.owns(url):
-                return store.read_range(url, start, stop)
-        with self.open_url(url) as f:
-            return read_span(f, start, stop)
+            if store is None:
+                continue
+            if foreign and not (isinstance(store, S3DataStore) and store.bucket in self.allow_credentials_for):
+                continue
+            route = store_opener(store)
+            if urls is None or any(route.owns(u) for u in urls):
+                routes.append(route)
+        schemes = {}
+        wants_blobs = self._atmosphere is not None if urls is None else any(u.startswith("at://") for u in urls)
+        backend = self.atmosphere if wants_blobs else None
+        if backend is not None:
+            schemes["at"] = backend.blob_opener()
+        if foreign:
+            info = (entry.metadata or {}).get("atmosphere") or {}
+            info = info if isinstance(info, dict) else {}
+            endpoint, region = info.get("endpoint"), info.get("region")
+            return RoutingOpener(
+                routes,
+                s3=AnonymousS3Opener(endpoint if isinstance(endpoint, str) and endpoint else None,
+                                     region if isinstance(region, str) and region else None),
+                http=HttpOpener(), schemes=schemes, local=False,
+                origin=f"atmosphere record {getattr(entry, 'uri', '') or entry.name}",
+            )
+        return RoutingOpener(routes, s3=default_chain_opener(), http=HttpOpener(), schemes=schemes)
 
     def dataset(self, ref: str, sample_type: type[T] | None = None) -> "Dataset[T]":
         """A lazy :class:`Dataset` over the entry ``ref`` resolves to, typed by ``sample_type`` or its schema."""
@@ -610,15 +656,20 @@ class Index:
         from ..dataset import Dataset
 
         cls = sample_type or self.decode_schema(entry.schema_ref)
-        return Dataset[cls](list(entry.data_urls), metadata=entry.metadata, opener=self.open_url, cid=entry.cid,  # type: ignore[valid-type]
-                           range_reader=self.read_range)
+        opener = self.shard_opener(entry)
+        return Dataset[cls](list(entry.data_urls), metadata=entry.metadata, opener=opener, cid=entry.cid)  # type: ignore[valid-type]
 
     def verify(self, ref_or_entry: str | LocalDatasetEntry) -> dict[str, str]:
-        """Re-hash every shard of an entry: URL -> ``ok`` / ``mismatch`` / ``missing`` / ``skipped`` / ``error:...``."""
+        """Re-hash every shard of an entry: URL -> ``ok`` / ``mismatch`` / ``missing`` / ``skipped`` / ``error:...``.
+
+        Reads stop one byte past each shard's recorded size (``metadata["stats"]["shard_bytes"]``),
+        so an overlong or endless shard is a ``mismatch``, not a read that never ends.
+        """
         from ..shards.reader import verify_shards
 
         entry = ref_or_entry if isinstance(ref_or_entry, LocalDatasetEntry) else self.get_dataset(ref_or_entry)
-        return verify_shards(entry.data_urls, entry.checksums, opener=self.open_url)
+        return verify_shards(entry.data_urls, entry.checksums, opener=self.shard_opener(entry),
+                             sizes=recorded_shard_sizes(entry))
 
     # ------------------------------------------------------------ atmosphere
     def promote_entry(self, entry_name: str, *, name: str | None = None, description: str | None = None,
@@ -738,6 +789,32 @@ def _with_stats(metadata: dict, result: ShardWriteResult) -> dict:
         if manifests:
             meta["manifests"] = manifests
     return meta
+
+
+def _from_atmosphere(entry: Any) -> bool:
+    """Whether an entry was read from an atmosphere record (its shard URLs are foreign input)."""
+    uri = getattr(entry, "uri", None)
+    return isinstance(uri, str) and uri.startswith("at://")
+
+
+def recorded_shard_sizes(entry: LocalDatasetEntry) -> dict[str, int]:
+    """URL -> byte size recorded for an entry's shards (``stats.shard_bytes``); empty when not recorded.
+
+    A one-shard atmosphere entry without per-shard sizes uses the record's ``size.bytes``
+    (the whole dataset is that shard).
+    """
+    meta = entry.metadata or {}
+    stats = meta.get("stats") if isinstance(meta.get("stats"), dict) else {}
+    sizes = stats.get("shard_bytes")
+    urls = list(entry.data_urls)
+    if isinstance(sizes, list) and len(sizes) == len(urls) and all(isinstance(n, int) and n >= 0 for n in sizes):
+        return dict(zip(urls, sizes))
+    info = meta.get("atmosphere") if isinstance(meta.get("atmosphere"), dict) else {}
+    size = info.get("size") if isinstance(info.get("size"), dict) else {}
+    total = size.get("bytes")
+    if isinstance(total, int) and total >= 0 and len(urls) == 1:
+        return {urls[0]: total}
+    return {}
 
 
 def _dataset_sample_type(ds: Any) -> type:

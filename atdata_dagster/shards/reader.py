@@ -8,9 +8,10 @@ POSIX pax (``x`` and ``g`` headers: only ``path`` and ``size`` are kept, records
 global headers are counted and bounded), GNU long names (``L``)
 and GNU base-256 sizes; directories, links and other special members are skipped.
 
-URLs are opened through a small registry of openers: local paths and ``file://``
-are built in, stores add their schemes (``s3://``, ``http(s)://``) with
-:func:`register_opener`.
+URLs are opened by explicit :class:`ShardOpener` objects (no global registry):
+:func:`open_url` / :class:`LocalOpener` read local paths and ``file://``; the
+stores layer provides HTTP and S3 openers and the ``Index`` builds the routing
+opener that carries each dataset's credentials.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 from zlib import adler32
-from typing import BinaryIO, Callable, Iterable, Iterator, Mapping
+from typing import BinaryIO, Callable, Iterable, Iterator, Mapping, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from ..errors import NotFoundError, ShardError, StoreError
@@ -27,7 +28,10 @@ __all__ = [
     "iter_members",
     "iter_samples",
     "open_url",
-    "register_opener",
+    "as_opener",
+    "FunctionOpener",
+    "LocalOpener",
+    "ShardOpener",
     "verify_shards",
     "sha256_stream",
     "READ_CHUNK",
@@ -336,13 +340,71 @@ def _missing(url: str, key: str, seen: list[str]) -> ShardError:
 
 # ------------------------------------------------------------------ openers
 
+
+@runtime_checkable
+class ShardOpener(Protocol):
+    """Opens shard URLs for reading: ``opener.open(url) -> BinaryIO``.
+
+    Openers are explicit objects, built by whoever knows the credentials (the
+    ``Index`` builds one per dataset; ``stores`` provides local, HTTP and S3 openers),
+    and travel with a :class:`~atdata_dagster.dataset.Dataset` into worker processes,
+    so they should pickle: hold configuration, not live connections. Openers are also
+    callable (``opener(url)``), so any of them fits where a plain function is expected.
+    """
+
+    def open(self, url: str) -> BinaryIO: ...
+
+
 Opener = Callable[[str], BinaryIO]
-_OPENERS: dict[str, Opener] = {}
 
 
-def register_opener(scheme: str, fn: Opener) -> None:
-    """Make :func:`open_url` open ``<scheme>://...`` URLs with ``fn(url) -> BinaryIO``."""
-    _OPENERS[scheme.lower()] = fn
+class LocalOpener:
+    """Opens local paths and ``file://`` URLs; refuses every other scheme."""
+
+    def open(self, url: str) -> BinaryIO:
+        return open_url(url)
+
+    __call__ = open
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is LocalOpener
+
+    def __hash__(self) -> int:
+        return hash(LocalOpener)
+
+    def __repr__(self) -> str:
+        return "LocalOpener()"
+
+
+class FunctionOpener:
+    """A :class:`ShardOpener` over a plain ``fn(url) -> BinaryIO`` (pickles only if ``fn`` does)."""
+
+    def __init__(self, fn: Opener):
+        self.fn = fn
+
+    def open(self, url: str) -> BinaryIO:
+        return self.fn(url)
+
+    __call__ = open
+
+    def __repr__(self) -> str:
+        return f"FunctionOpener({getattr(self.fn, '__qualname__', self.fn)!r})"
+
+
+def as_opener(opener: "ShardOpener | Opener | None", default: "ShardOpener | None" = None) -> ShardOpener:
+    """``opener`` as a :class:`ShardOpener`: openers unchanged, plain callables wrapped, ``None`` -> ``default``."""
+    if opener is None:
+        return default if default is not None else LocalOpener()
+    if isinstance(opener, ShardOpener):
+        return opener
+    if callable(opener):
+        return FunctionOpener(opener)
+    raise TypeError(f"a shard opener must have .open(url) or be callable, got {type(opener).__name__}")
+
+
+def url_scheme(url: str) -> str:
+    """The lower-cased scheme of a shard URL (``""`` for a plain path)."""
+    return url.split("://", 1)[0].lower() if "://" in url else ""
 
 
 def _local_path(url: str) -> str:
@@ -355,31 +417,38 @@ def _local_path(url: str) -> str:
 
 
 def open_url(url: str) -> BinaryIO:
-    """Open a shard URL for reading: local paths, ``file://`` and registered schemes.
+    """Open a local path or ``file://`` URL for reading.
 
-    A missing local file raises ``FileNotFoundError`` (an ``OSError``).
+    Other schemes need an opener object: ``index.dataset(...)`` builds one with the
+    right credentials, ``atdata_dagster.stores.default_opener()`` reads local, ``http(s)://``
+    and ``s3://`` (default AWS credential chain). A missing local file raises
+    ``FileNotFoundError`` (an ``OSError``).
     """
     if not isinstance(url, str):
         url = os.fspath(url)
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    scheme = url_scheme(url)
     if scheme in ("", "file"):
         return open(_local_path(url), "rb", buffering=0)
-    fn = _OPENERS.get(scheme)
-    if fn is None:
-        raise StoreError(
-            f"no opener for {scheme}:// URLs ({url}); read it through the Index that owns the store "
-            f"(index.dataset(...)), or call atdata_dagster.shards.reader.register_opener({scheme!r}, fn)"
-        )
-    return fn(url)
+    raise StoreError(
+        f"no opener for {scheme}:// URLs ({url}); read it through the Index that owns the store "
+        "(index.dataset(...)), or pass an opener, e.g. atdata_dagster.stores.default_opener()"
+    )
 
 
-def sha256_stream(stream: BinaryIO, chunk: int = READ_CHUNK) -> tuple[str, int]:
-    """(SHA-256 hex, size) of everything readable from ``stream``."""
+def sha256_stream(stream: BinaryIO, chunk: int = READ_CHUNK, *, limit: int | None = None) -> tuple[str, int]:
+    """(SHA-256 hex, size) of everything readable from ``stream``.
+
+    With ``limit``, reads at most ``limit + 1`` bytes: a returned size above ``limit``
+    means the stream is longer than that (an endless body stops there).
+    """
     h = hashlib.sha256()
     n = 0
     read = stream.read
     while True:
-        data = read(chunk)
+        want = chunk if limit is None else min(chunk, limit + 1 - n)
+        if want <= 0:
+            return h.hexdigest(), n
+        data = read(want)
         if not data:
             return h.hexdigest(), n
         h.update(data)
@@ -387,28 +456,41 @@ def sha256_stream(stream: BinaryIO, chunk: int = READ_CHUNK) -> tuple[str, int]:
 
 
 def verify_shards(
-    urls: Iterable[str], checksums: Mapping[str, str] | None, *, opener: Opener = open_url
+    urls: Iterable[str],
+    checksums: Mapping[str, str] | None,
+    *,
+    opener: "ShardOpener | Opener | None" = None,
+    sizes: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
     """Re-hash shards: URL -> ``"ok"``, ``"mismatch"``, ``"missing"``, ``"skipped"`` or ``"error:<msg>"``.
 
     ``"skipped"`` means no checksum is recorded for the URL (e.g. data indexed as-is);
     ``"missing"`` that the opener raised ``FileNotFoundError`` or ``NotFoundError``.
+    ``sizes`` (URL -> recorded byte size) bounds each read: at most ``size + 1`` bytes
+    are read, so a shard that is longer than recorded (or an endless HTTP body) is a
+    ``"mismatch"`` after that many bytes instead of a read that never ends.
     """
     checksums = checksums or {}
+    sizes = sizes or {}
+    open_ = as_opener(opener).open
     out: dict[str, str] = {}
     for url in urls:
         expected = checksums.get(url)
         if not expected:
             out[url] = "skipped"
             continue
+        limit = sizes.get(url)
         try:
-            with opener(url) as f:
-                digest, _ = sha256_stream(f)
+            with open_(url) as f:
+                digest, n = sha256_stream(f, limit=limit)
         except (FileNotFoundError, NotFoundError):
             out[url] = "missing"
             continue
         except Exception as exc:  # report, never raise: this is a diagnostic
             out[url] = f"error:{exc}"
+            continue
+        if limit is not None and n != limit:
+            out[url] = "mismatch"
             continue
         out[url] = "ok" if digest == expected.lower() else "mismatch"
     return out

@@ -1,14 +1,24 @@
-"""Where shards live: the store contract and the local-disk store (S3 lives in ``stores.s3``)."""
+"""Where shards live: the store contract, the local-disk store and the shard openers (S3 lives in ``stores.s3``)."""
 
 from .base import DataStore, ShardInfo, ShardSink, ShardWriteResult
 from .disk import LocalDiskStore, validate_dataset_prefix
-from . import s3 as _s3  # noqa: F401  registers the s3:// and http(s):// openers (boto3 loads lazily)
+from .http import HttpOpener
+from .openers import RoutingOpener, StoreOpener, default_opener, store_opener
+from .s3 import AnonymousS3Opener, DefaultChainS3Opener, S3Opener
 
 __all__ = [
+    "AnonymousS3Opener",
     "DataStore",
+    "DefaultChainS3Opener",
+    "HttpOpener",
     "LocalDiskStore",
+    "RoutingOpener",
+    "S3Opener",
     "ShardInfo",
     "ShardSink",
     "ShardWriteResult",
+    "StoreOpener",
+    "default_opener",
+    "store_opener",
     "validate_dataset_prefix",
 ]

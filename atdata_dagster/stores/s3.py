@@ -23,8 +23,8 @@ import tempfile
 import threading
 import time
 import uuid
-from contextlib import closing
 import weakref
+from contextlib import closing
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Mapping
@@ -34,7 +34,8 @@ from ..errors import ConfigurationError, InvalidNameError, ShardError, StoreErro
 from .base import OWNER_DIR, RESERVED_SEGMENT, DataStore, ShardSink, valid_owner_id
 from .disk import validate_dataset_prefix
 
-__all__ = ["S3DataStore", "S3ObjectNotFoundError", "S3ShardSink", "open_s3_url", "parse_s3_url", "register_openers"]
+__all__ = ["AnonymousS3Opener", "DefaultChainS3Opener", "S3DataStore", "S3ObjectNotFoundError", "S3Opener",
+           "S3ShardSink", "default_chain_opener", "open_s3_url", "parse_s3_url"]
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,6 @@ _OWN_SHARD_RE = re.compile(rf"^(?:[^/]+/)+data--{_ID}--[0-9]{{6}}\.tar$")
 _OWN_SIDECAR_RE = re.compile(rf"^(?:[^/]+/)+data--{_ID}--[0-9]{{6}}\.manifest\.(?:json|parquet)$")
 _OWN_TMP_RE = re.compile(rf"^(?:[^/]+/)+{re.escape(TMP_DIR)}/[^/]+\.tar$")
 _ENV_LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
-
-# bucket name -> live store, so that a bare ``open_url("s3://bucket/...")`` reaches the
-# bucket with the endpoint and credentials of a store created in this process.
-_STORES_BY_BUCKET: "weakref.WeakValueDictionary[str, S3DataStore]" = weakref.WeakValueDictionary()
 
 
 # ---------------------------------------------------------------------- helpers
@@ -759,7 +756,7 @@ class S3DataStore(DataStore):
         self._client_lock = threading.Lock()
         self._uploads = _Uploads(max_concurrency)
         self._bucket_checked = False
-        _STORES_BY_BUCKET[bucket] = self
+        self._unsigned = False  # anonymous reads (see AnonymousS3Opener)
 
     # -- configuration
     def __repr__(self) -> str:
@@ -797,6 +794,12 @@ class S3DataStore(DataStore):
             max_pool_connections=max(10, 2 * self.max_concurrency + 2),
             s3={"addressing_style": "path"} if self.endpoint_url else {},
         )
+        if getattr(self, "_unsigned", False):
+            from botocore import UNSIGNED  # lazy: boto3/botocore load on first S3 use, as above
+
+            cfg = cfg.merge(Config(signature_version=UNSIGNED))
+            session = boto3.session.Session(region_name=self.region_name or "us-east-1")
+            return session.client("s3", endpoint_url=self.endpoint_url, config=cfg)
         session = boto3.session.Session(
             aws_access_key_id=self._access_key,
             aws_secret_access_key=self._secret_key,
@@ -821,7 +824,6 @@ class S3DataStore(DataStore):
         self.__dict__.update(state)
         self._client_lock = threading.Lock()
         self._uploads = _Uploads(self.max_concurrency)
-        _STORES_BY_BUCKET.setdefault(self.bucket, self)
 
     def flush(self) -> None:
         """Wait until background clean-up (temporary objects, unused uploads) has reached the server."""
@@ -1200,49 +1202,163 @@ class S3DataStore(DataStore):
 
 
 # ---------------------------------------------------------------------- openers
-_default_lock = threading.Lock()
-_DEFAULT_STORES: dict[str, S3DataStore] = {}
+class S3Opener:
+    """Opens ``s3://`` URLs (and the store's endpoint URL form) with one store's endpoint and credentials.
+
+    A :class:`~atdata_dagster.shards.reader.ShardOpener` that pickles as the store's
+    configuration (never a live client; the client is rebuilt on first use after
+    unpickling). A store built from an existing boto3 ``client=`` cannot be pickled:
+    pickling raises ``TypeError`` saying so.
+    """
+
+    def __init__(self, store: "S3DataStore"):
+        self.store = store
+
+    @property
+    def bucket(self) -> str:
+        return self.store.bucket
+
+    def owns(self, url: str) -> bool:
+        """Whether ``url`` is an object of this opener's bucket (any key)."""
+        if url.startswith("s3://"):
+            return parse_s3_url(url)[0] == self.store.bucket
+        return self.store.owns(url)
+
+    def open(self, url: str) -> BinaryIO:
+        if not self.owns(url):
+            raise StoreError(f"{url!r} is not in bucket {self.store.bucket!r} of this opener")
+        return self.store.open_read(url)
+
+    __call__ = open
+
+    def read_range(self, url: str, start: int, stop: int | None) -> bytes:
+        """Bytes ``[start, stop)`` of an object of this bucket with one ranged GetObject."""
+        if not self.owns(url):
+            raise StoreError(f"{url!r} is not in bucket {self.store.bucket!r} of this opener")
+        return self.store.read_range(url, start, stop)
+
+    def __repr__(self) -> str:
+        return f"S3Opener(bucket={self.store.bucket!r}, endpoint_url={self.store.endpoint_url!r})"
 
 
-def _default_store_for(bucket: str) -> S3DataStore:
-    """The store registered for ``bucket`` in this process, else one on boto3's default chain."""
-    store = _STORES_BY_BUCKET.get(bucket)
-    if store is not None:
+class _PerBucketOpener:
+    """Base of the S3 openers that make one (process-local, unpickled) store per bucket on demand."""
+
+    def __init__(self) -> None:
+        self._stores: dict[str, S3DataStore] = {}
+        self._lock = threading.Lock()
+
+    def _make_store(self, bucket: str) -> S3DataStore:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _cache_key(self, bucket: str) -> Any:
+        return bucket
+
+    def _store_for(self, bucket: str) -> S3DataStore:
+        key = self._cache_key(bucket)
+        with self._lock:
+            store = self._stores.get(key)
+            if store is None:
+                store = self._stores[key] = self._make_store(bucket)
+            return store
+
+    def open(self, url: str) -> BinaryIO:
+        bucket, _key = parse_s3_url(url)
+        return self._store_for(bucket).open_read(url)
+
+    __call__ = open
+
+    def read_range(self, url: str, start: int, stop: int | None) -> bytes:
+        """Bytes ``[start, stop)`` of an object with one ranged GetObject."""
+        bucket, _key = parse_s3_url(url)
+        return self._store_for(bucket).read_range(url, start, stop)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_stores"] = {}
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+class AnonymousS3Opener(_PerBucketOpener):
+    """Reads ``s3://`` URLs without credentials (unsigned requests) at ``endpoint_url``.
+
+    This is how shards named by a foreign record (an atmosphere entry) are read: a
+    record cannot make a reader use the reader's own credentials, so only objects the
+    bucket serves to everyone can be read this way. ``None`` endpoint: AWS S3.
+    """
+
+    def __init__(self, endpoint_url: str | None = None, region_name: str | None = None):
+        super().__init__()
+        self.endpoint_url = endpoint_url
+        self.region_name = region_name
+
+    def _make_store(self, bucket: str) -> S3DataStore:
+        store = S3DataStore(bucket=bucket, endpoint_url=self.endpoint_url, region_name=self.region_name)
+        store._unsigned = True
+        store._credentials_source = "no credentials (an anonymous read of a bucket named by a foreign record)"
         return store
-    with _default_lock:
-        store = _DEFAULT_STORES.get(bucket)
-        if store is None:
-            endpoint = (
-                os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-                or os.environ.get("AWS_ENDPOINT") or None
-            )
-            store = S3DataStore(bucket=bucket, endpoint_url=endpoint, region_name=os.environ.get("AWS_REGION") or None)
-            store._credentials_source = "the default AWS credential chain (AWS_* environment variables, ~/.aws)"
-            # only stores created by the user are looked up by bucket
-            if _STORES_BY_BUCKET.get(bucket) is store:
-                del _STORES_BY_BUCKET[bucket]
-            _DEFAULT_STORES[bucket] = store
-    return store
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, AnonymousS3Opener) and other.endpoint_url == self.endpoint_url
+                and other.region_name == self.region_name)
+
+    def __hash__(self) -> int:
+        return hash((AnonymousS3Opener, self.endpoint_url, self.region_name))
+
+    def __repr__(self) -> str:
+        return f"AnonymousS3Opener(endpoint_url={self.endpoint_url!r})"
+
+
+class DefaultChainS3Opener(_PerBucketOpener):
+    """Reads ``s3://`` URLs with boto3's default credential chain, as the AWS CLI would.
+
+    The endpoint comes from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` /
+    ``AWS_ENDPOINT`` and the region from ``AWS_REGION``, read where the shard is opened
+    (so a worker process uses its own environment). Used for URLs the user names
+    directly (``Dataset("s3://...")``), never for shards named by foreign records.
+    """
+
+    @staticmethod
+    def _environment() -> tuple[str | None, str | None]:
+        endpoint = (
+            os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            or os.environ.get("AWS_ENDPOINT") or None
+        )
+        return endpoint, os.environ.get("AWS_REGION") or None
+
+    def _cache_key(self, bucket: str) -> Any:
+        return (bucket, *self._environment())
+
+    def _make_store(self, bucket: str) -> S3DataStore:
+        endpoint, region = self._environment()
+        store = S3DataStore(bucket=bucket, endpoint_url=endpoint, region_name=region)
+        store._credentials_source = "the default AWS credential chain (AWS_* environment variables, ~/.aws)"
+        return store
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DefaultChainS3Opener)
+
+    def __hash__(self) -> int:
+        return hash(DefaultChainS3Opener)
+
+    def __repr__(self) -> str:
+        return "DefaultChainS3Opener()"
+
+
+_DEFAULT_CHAIN = DefaultChainS3Opener()
+
+
+def default_chain_opener() -> DefaultChainS3Opener:
+    """The process's shared :class:`DefaultChainS3Opener` (its per-bucket clients are reused)."""
+    return _DEFAULT_CHAIN
 
 
 def open_s3_url(url: str) -> BinaryIO:
-    """Open ``s3://bucket/key`` with the store registered for that bucket in this process, or
-    else boto3's default credential chain (``AWS_ENDPOINT_URL``/``AWS_ENDPOINT`` for the endpoint)."""
-    bucket, _key = parse_s3_url(url)
-    return _default_store_for(bucket).open_read(url)
-
-
-def register_openers() -> None:
-    """Register the ``s3://`` (and ``http(s)://``) openers with the shard reader."""
-    from ..shards.reader import register_opener
-
-    register_opener("s3", open_s3_url)
-    try:
-        from .http import open_http_url
-    except ImportError:  # pragma: no cover
-        return
-    register_opener("http", open_http_url)
-    register_opener("https", open_http_url)
-
-
-register_openers()
+    """Open ``s3://bucket/key`` with boto3's default credential chain (``AWS_ENDPOINT_URL``/``AWS_ENDPOINT``
+    for the endpoint). To read with a store's credentials use ``S3Opener(store)`` or ``store.open_read``."""
+    return _DEFAULT_CHAIN.open(url)

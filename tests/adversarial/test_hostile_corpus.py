@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import pickle
 import re
 import signal
 import sqlite3
@@ -37,11 +38,12 @@ import pytest
 from numpy.typing import NDArray
 
 from atdata_dagster import local
-from atdata_dagster.atmosphere import AtUri, DatasetLabel, EntryRecord, SchemaRecord
+from atdata_dagster.atmosphere import AtUri, DatasetLabel, EntryRecord, ResolvedDataset, SchemaRecord
 from atdata_dagster.dataset import Dataset
 from atdata_dagster.errors import (
     AtdataError,
     ConfigurationError,
+    ConfigurationTypeError,
     DecodeError,
     FieldMismatchError,
     InvalidNameError,
@@ -50,6 +52,7 @@ from atdata_dagster.errors import (
     RecordError,
     SchemaError,
     ShardError,
+    StoreError,
 )
 from atdata_dagster.index.entry import LocalDatasetEntry
 from atdata_dagster.io_manager import asset_settings, dataset_name, parse_dataset_name
@@ -328,6 +331,19 @@ ENTRY = {
 
 def entry_with_storage(storage: Any) -> EntryRecord:
     return EntryRecord.from_record(dict(ENTRY, storage=storage), uri="at://did:plc:abc/science.alt.dataset.entry/3k")
+
+
+def foreign_entry_read(data_url: str, tmp: Path) -> Any:
+    """Read an entry resolved from a (hostile) atmosphere record through a user's Index, whatever it names."""
+    entry = ResolvedDataset(name="bait", schema_ref="at://did:plc:abc/science.alt.dataset.schema/1",
+                            data_urls=[data_url], uri="at://did:plc:abc/science.alt.dataset.entry/3k")
+    return new_index(tmp).dataset_for_entry(entry, DictSample).head(1)
+
+
+def pickle_with_unpicklable_opener(tmp: Path) -> Any:
+    shard = tmp / "ok.tar"
+    shard.write_bytes(VALID)
+    return pickle.dumps(Dataset[Row](str(shard), opener=lambda url: open(url, "rb")))
 
 
 def http_storage(url: str) -> dict:
@@ -648,6 +664,13 @@ CASES = [
          RecordError, "http"),
     Case("record-entry-http-url-is-local-path", lambda t: entry_with_storage(http_storage("/dev/zero")),
          RecordError, "http"),
+    # Records that get past the parsers still cannot make a reader open its own files.
+    Case("opener-foreign-entry-names-a-local-path", lambda t: foreign_entry_read("/dev/zero", t),
+         StoreError, "refusing to open local file"),
+    Case("opener-foreign-entry-names-a-file-url", lambda t: foreign_entry_read("file:///etc/passwd", t),
+         StoreError, "refusing to open local file"),
+    Case("opener-dataset-route-cannot-be-pickled", pickle_with_unpicklable_opener,
+         ConfigurationTypeError, "cannot be pickled: its shard opener"),
     Case("record-schema-field-name-is-code", lambda t: SchemaRecord.from_record({
         "$type": "science.alt.dataset.schema", "name": "A", "version": "1.0.0",
         "fields": [prim("x; import os")]}), RecordError, "x; import os"),

@@ -106,14 +106,21 @@ def test_promote_blob_dataset_and_resolve_anonymously(tmp_path, backend, writer,
     assert anon.resolve(result.label_uri).uri == result.entry_uri
 
 
-def test_blob_urls_open_through_the_shard_reader(tmp_path, backend, pds_account):
+def test_blob_urls_open_through_a_picklable_blob_opener(tmp_path, backend, pds_account):
+    # Changed: at:// URLs used to open through an import-time opener registry (the last
+    # backend created); now the backend hands out an explicit opener that pickles.
+    import pickle
+
     data = tar_bytes(4)
     entry = local_entry(tmp_path, "reader", [data])
     result = backend.promote(entry, SCHEMA)
     url = backend.resolve(result.entry_uri).data_urls[0]
-    from atdata_dagster.shards.reader import open_url
-
-    with open_url(url) as f:
+    opener = backend.blob_opener()
+    with opener.open(url) as f:
+        assert f.read() == data
+    clone = pickle.loads(pickle.dumps(opener))  # no live session crosses the boundary
+    assert clone._client is None
+    with clone.open(url) as f:
         assert f.read() == data
 
 

@@ -15,7 +15,16 @@ from hypothesis import strategies as st
 
 from atdata_dagster.errors import ShardError, StoreError
 from atdata_dagster.shards import reader as reader_mod
-from atdata_dagster.shards.reader import iter_members, iter_samples, open_url, register_opener, verify_shards
+from atdata_dagster.shards.reader import (
+    FunctionOpener,
+    LocalOpener,
+    ShardOpener,
+    as_opener,
+    iter_members,
+    iter_samples,
+    open_url,
+    verify_shards,
+)
 from atdata_dagster.shards.writer import ShardWriter, TarStreamEncoder
 
 from .helpers import MemoryStore, payload
@@ -280,17 +289,43 @@ def test_open_url_forms(tmp_path):
     assert open_url(p.as_uri()).read() == b"hello"  # file:///...a%20b.tar
     with pytest.raises(FileNotFoundError):
         open_url(str(tmp_path / "missing.tar"))
-    with pytest.raises(StoreError, match="register_opener"):
+    with pytest.raises(StoreError, match="pass an opener"):
         open_url("gopher://x/y.tar")
+    with pytest.raises(StoreError, match="no opener for s3://"):
+        open_url("s3://bucket/y.tar")  # no import-time registry: remote schemes need an opener object
 
 
-def test_register_opener():
-    register_opener("memtest", lambda url: io.BytesIO(url.encode()))
-    try:
-        assert open_url("memtest://abc").read() == b"memtest://abc"
-        assert open_url("MEMTEST://abc").read() == b"MEMTEST://abc"
-    finally:
-        reader_mod._OPENERS.pop("memtest")
+def test_openers_are_explicit_objects_not_a_registry(tmp_path):
+    assert not hasattr(reader_mod, "register_opener") and not hasattr(reader_mod, "_OPENERS")
+    p = tmp_path / "x.tar"
+    p.write_bytes(b"local")
+    assert isinstance(LocalOpener(), ShardOpener) and LocalOpener()(str(p)).read() == b"local"
+    wrapped = as_opener(lambda url: io.BytesIO(url.encode()))
+    assert isinstance(wrapped, FunctionOpener) and wrapped.open("memtest://abc").read() == b"memtest://abc"
+    local = LocalOpener()
+    assert as_opener(local) is local and as_opener(None) == LocalOpener()
+    with pytest.raises(TypeError, match="must have .open"):
+        as_opener(42)
+
+
+def test_verify_stops_at_the_recorded_size(tmp_path):
+    data = b"x" * 1000
+    p = tmp_path / "a.tar"
+    p.write_bytes(data + b"trailing garbage")
+    sha = hashlib.sha256(data).hexdigest()
+    reads: list[int] = []
+
+    class Counting(io.BytesIO):
+        def read(self, n=-1):
+            out = super().read(n)
+            reads.append(len(out))
+            return out
+
+    opener = lambda url: Counting(p.read_bytes())  # noqa: E731
+    assert verify_shards([str(p)], {str(p): sha}, opener=opener, sizes={str(p): 1000}) == {str(p): "mismatch"}
+    assert sum(reads) == 1001  # the recorded size plus one byte to see that it is overlong
+    p.write_bytes(data)
+    assert verify_shards([str(p)], {str(p): sha}, sizes={str(p): 1000}) == {str(p): "ok"}
 
 
 def test_verify_shards(tmp_path):

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from atdata_dagster.errors import StoreError
-from atdata_dagster.shards.reader import open_url
+from atdata_dagster.stores import default_opener
 from atdata_dagster.stores.http import open_http_url
 
 DATA = os.urandom(3 * 1024 * 1024 + 5)
@@ -75,7 +75,7 @@ def test_streams_and_resumes_after_a_dropped_connection(http_server):
     assert got == DATA
     assert handler.requests[0] == "full" and handler.requests[1].startswith("bytes=")
     handler.cut_first = False
-    with open_url(f"{base}/shard.tar") as f:  # registered for http://
+    with default_opener().open(f"{base}/shard.tar") as f:  # the default opener reads http://
         assert f.read() == DATA
 
 

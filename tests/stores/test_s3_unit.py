@@ -10,9 +10,9 @@ import re
 import pytest
 
 from atdata_dagster.errors import ConfigurationError, StoreError
-from atdata_dagster.shards import reader
 from atdata_dagster.stores import s3 as s3mod
-from atdata_dagster.stores.s3 import S3DataStore, open_s3_url, parse_s3_url
+from atdata_dagster.stores import HttpOpener, default_opener
+from atdata_dagster.stores.s3 import DefaultChainS3Opener, S3DataStore, S3Opener, open_s3_url, parse_s3_url
 
 MiB = 1024 * 1024
 CREDS = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEY", "AWS_SECRET_ACCESS_KEY": "very-secret-value"}
@@ -97,9 +97,11 @@ def test_read_url_owns_and_keys():
         store.put_sidecar("s3://other/p/x.tar", ".json", b"{}")
 
 
-def test_openers_registered():
-    assert reader._OPENERS["s3"] is open_s3_url
-    assert {"http", "https"} <= set(reader._OPENERS)
+def test_default_opener_routes_s3_to_the_default_chain_and_http_to_the_http_opener():
+    opener = default_opener()
+    assert isinstance(opener.route_for("s3://b/k.tar"), DefaultChainS3Opener)
+    assert isinstance(opener.route_for("https://h/k.tar"), HttpOpener)
+    assert not hasattr(s3mod, "_STORES_BY_BUCKET")  # creating a store registers nothing globally
 
 
 # ------------------------------------------------------------------ moto (lenient emulator)
@@ -133,25 +135,22 @@ def test_moto_multipart_dedupe_and_gc(s3_moto, moto_bucket):
     assert client.list_multipart_uploads(Bucket=moto_bucket).get("Uploads", []) == []
 
 
-def test_default_opener_uses_the_store_registered_for_the_bucket(s3_moto, moto_bucket, monkeypatch):
+def test_store_opener_reads_with_the_store_and_the_default_chain_reads_with_the_environment(
+        s3_moto, moto_bucket, monkeypatch):
     store = _store(s3_moto, moto_bucket)
     store.client.put_object(Bucket=moto_bucket, Key="k.bin", Body=b"hello")
-    with reader.open_url(f"s3://{moto_bucket}/k.bin") as f:
+    with S3Opener(store).open(f"s3://{moto_bucket}/k.bin") as f:
         assert f.read() == b"hello"
-    # without a store for the bucket: boto3's default chain plus AWS_ENDPOINT_URL
-    del store, f
-    import gc
-
-    gc.collect()
-    assert moto_bucket not in s3mod._STORES_BY_BUCKET
+    with pytest.raises(StoreError, match="not in bucket"):
+        S3Opener(store).open("s3://another-bucket/k.bin")
+    # an s3:// URL the user names without a store: boto3's default chain plus AWS_ENDPOINT_URL
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_moto["endpoint_url"])
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setattr(s3mod, "_DEFAULT_STORES", {})
-    with reader.open_url(f"s3://{moto_bucket}/k.bin") as f:
+    with DefaultChainS3Opener().open(f"s3://{moto_bucket}/k.bin") as f:
         assert f.read() == b"hello"
     with pytest.raises(FileNotFoundError):
-        reader.open_url(f"s3://{moto_bucket}/missing.bin")
+        open_s3_url(f"s3://{moto_bucket}/missing.bin")
 
 
 def test_missing_rgw_skips_locally_and_fails_under_ci(monkeypatch):
