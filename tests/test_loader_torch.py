@@ -347,6 +347,16 @@ def test_s3_shards_are_cached_verified_and_not_downloaded_again(s3_store, tmp_pa
 
 @pytest.mark.s3
 @pytest.mark.xdist_group("s3")
+def test_s3_shards_stream_verified_into_dataloader_workers(s3_store, tmp_path):
+    idx = local.Index(path=str(tmp_path / "i.db"), data_store=s3_store, atmosphere=None)
+    idx.write(items(), name="items", maxcount=25)
+    tds = idx.dataset("items", Item).torch(shuffle=True, batch_size=8)  # the opener travels to the workers
+    exactly_once(ids(DataLoader(tds, batch_size=None, num_workers=2)))
+    idx.close()
+
+
+@pytest.mark.s3
+@pytest.mark.xdist_group("s3")
 def test_s3_cache_refuses_a_corrupt_object_and_keeps_its_byte_limit(s3_store, s3_client, tmp_path):
     idx = local.Index(path=str(tmp_path / "i.db"), data_store=s3_store, atmosphere=None)
     idx.write(items(), name="items", maxcount=25)

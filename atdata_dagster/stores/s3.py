@@ -753,6 +753,7 @@ class S3DataStore(DataStore):
         self._timeouts = (connect_timeout, read_timeout, max_attempts)
         self._user_client = client is not None
         self._client = client
+        self._client_pid = os.getpid()
         self._client_lock = threading.Lock()
         self._uploads = _Uploads(max_concurrency)
         self._bucket_checked = False
@@ -775,7 +776,15 @@ class S3DataStore(DataStore):
 
     @property
     def client(self):
-        """The boto3 S3 client (created on first use; thread-safe)."""
+        """The boto3 S3 client (created on first use; thread-safe; new in a forked child)."""
+        pid = os.getpid()
+        if self._client_pid != pid and not self._user_client:
+            # A forked child (e.g. a DataLoader worker) inherited the parent's client: its pooled
+            # connections are the parent's sockets, and two processes reading them interleave
+            # responses (seen as shards failing their checksum). Start with a client of its own.
+            self._client_lock = threading.Lock()
+            self._client = None
+            self._client_pid = pid
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
@@ -822,6 +831,7 @@ class S3DataStore(DataStore):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self._client_pid = os.getpid()
         self._client_lock = threading.Lock()
         self._uploads = _Uploads(self.max_concurrency)
 
