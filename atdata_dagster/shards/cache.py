@@ -17,23 +17,21 @@ import os
 import tempfile
 from contextlib import closing
 from typing import BinaryIO, Callable
-from urllib.parse import unquote, urlsplit
 
 from ..errors import ChecksumMismatchError, ConfigurationError, StoreError
-from .reader import READ_CHUNK
+from .reader import READ_CHUNK, _local_path, url_scheme
 
 __all__ = ["ShardCache", "is_local_url", "local_path"]
 
 
 def is_local_url(url: str) -> bool:
     """True for plain paths and ``file://`` URLs."""
-    return "://" not in url or url.lower().startswith("file://")
+    return url_scheme(url) in ("", "file")
 
 
 def local_path(url: str) -> str:
-    if url.lower().startswith("file://"):
-        return unquote(urlsplit(url).path)
-    return os.path.expanduser(url)
+    """The filesystem path of a local shard URL (plain path or ``file://``)."""
+    return _local_path(url)
 
 
 class ShardCache:
