@@ -7,26 +7,48 @@ and stream over its shards one at a time, in bounded memory.
 
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 import dagster as dg
 
+from .dataset import Dataset
 from .errors import AtdataError
-from .io_manager import AtdataIOManager, asset_settings, recorded_cids, resolve_entry
+from .io_manager import AtdataIOManager
+from .metadata import column_schema
+from .resolution import OutputSettings, recorded_cids, resolve_entry
 from .resources import AtdataIndexResource
+from .shards.reader import iter_samples
 
-__all__ = ["build_dataset_checks", "DATASET_CHECKS"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .index.entry import LocalDatasetEntry
+    from .index.index import Index
+
+__all__ = ["DATASET_CHECKS", "DatasetCheck", "ShardStatus", "build_dataset_checks"]
+
+
+class DatasetCheck(StrEnum):
+    """The checks :func:`build_dataset_checks` can build (plain strings are accepted too)."""
+
+    CHECKSUMS = "checksums"
+    SAMPLE_COUNT = "sample_count"
+    SCHEMA = "schema"
+
 
 #: the checks :func:`build_dataset_checks` can build, by name
-DATASET_CHECKS = ("checksums", "sample_count", "schema")
+DATASET_CHECKS: tuple[str, ...] = tuple(c.value for c in DatasetCheck)
+
+#: (partition, entry) pairs a check looks at
+Targets = list[tuple[Optional[str], "LocalDatasetEntry"]]
 
 
 def build_dataset_checks(
     asset: dg.AssetsDefinition | dg.AssetSpec | dg.AssetKey | str | Sequence[str],
     *,
     resource_key: str | None = None,
-    checks: Sequence[str] = DATASET_CHECKS,
+    checks: Sequence[str | DatasetCheck] = DATASET_CHECKS,
     blocking: bool = False,
     name: str | None = None,
     repo: str | None = None,
@@ -58,48 +80,35 @@ def build_dataset_checks(
         meta["atdata/name"] = name
     if repo is not None:
         meta["atdata/repo"] = repo
-
-    builders: dict[str, tuple[str, str, Callable[[Any, list], dg.AssetCheckResult]]] = {
-        "checksums": ("atdata_checksums", "Every shard's SHA-256 matches the checksum recorded in the index.", _check_checksums),
-        "sample_count": ("atdata_sample_count", "The shards hold exactly the number of samples the index recorded.", _check_sample_count),
-        "schema": ("atdata_schema", "The stored schema decodes to a sample type and the first sample decodes with it.", _check_schema),
-    }
-    out = []
-    for check in checks:
-        check_name, description, fn = builders[check]
-        out.append(_make_check(key, meta, resource_key, check_name, description, fn, blocking))
-    return out
+    return [
+        _make_check(key, meta, resource_key, _CHECKS[DatasetCheck(check)], blocking)
+        for check in checks
+    ]
 
 
 def _asset_info(asset: Any) -> tuple[dg.AssetKey, Mapping[str, Any], str]:
     if isinstance(asset, dg.AssetsDefinition):
         key = asset.key
-        meta = asset.metadata_by_key.get(key, {})
-        try:
-            rk = asset.get_io_manager_key_for_asset_key(key)
-        except Exception:
-            rk = "io_manager"
-        return key, meta, rk
+        return key, asset.metadata_by_key.get(key, {}), asset.get_io_manager_key_for_asset_key(key)
     if isinstance(asset, dg.AssetSpec):
         return asset.key, asset.metadata or {}, "io_manager"
     return dg.AssetKey.from_coercible(asset), {}, "io_manager"
 
 
 def _make_check(
-    key: dg.AssetKey, meta: Mapping[str, Any], resource_key: str, check_name: str, description: str,
-    fn: Callable[[Any, list], dg.AssetCheckResult], blocking: bool,
+    key: dg.AssetKey, meta: Mapping[str, Any], resource_key: str, spec: "_CheckSpec", blocking: bool,
 ) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=key,
-        name=check_name,
-        description=description,
+        name=spec.name,
+        description=spec.description,
         blocking=blocking,
         required_resource_keys={resource_key},
     )
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         index, settings = _index_and_settings(context, resource_key, key, meta)
         try:
-            targets = _entries(context, index, settings, key)
+            targets = _entries(context, index, settings)
         except AtdataError as exc:
             return dg.AssetCheckResult(
                 passed=False, severity=dg.AssetCheckSeverity.ERROR, description=str(exc),
@@ -110,33 +119,32 @@ def _make_check(
                 severity=dg.AssetCheckSeverity.WARN,
                 description=f"no dataset of asset {key.to_user_string()!r} is in the index yet; materialize it first",
             )
-        return fn(index, targets)
+        return spec.run(index, targets)
 
     return _check
 
 
-def _index_and_settings(context: Any, resource_key: str, key: dg.AssetKey, meta: Mapping[str, Any]) -> tuple[Any, dict]:
+def _index_and_settings(
+    context: dg.AssetCheckExecutionContext, resource_key: str, key: dg.AssetKey, meta: Mapping[str, Any],
+) -> tuple["Index", OutputSettings]:
     res = getattr(context.resources, resource_key)
     if isinstance(res, AtdataIOManager):
-        return res.index.get_index(), res._settings(meta, key)
-    if isinstance(res, AtdataIndexResource):
-        return res.get_index(), asset_settings(meta, key)
-    if hasattr(res, "get_index"):
-        return res.get_index(), asset_settings(meta, key)
+        return res.index.get_index(), res.output_settings(meta, key)
+    if isinstance(res, AtdataIndexResource) or callable(getattr(res, "get_index", None)):
+        return res.get_index(), OutputSettings.parse(meta, key)
     raise dg.DagsterInvariantViolationError(
         f"resource {resource_key!r} is a {type(res).__name__}; dataset checks need an AtdataIOManager or "
         "AtdataIndexResource (pass build_dataset_checks(..., resource_key=...))"
     )
 
 
-def _entries(context: Any, index: Any, settings: dict, key: dg.AssetKey) -> list[tuple[str | None, Any]]:
+def _entries(context: dg.AssetCheckExecutionContext, index: "Index", settings: OutputSettings) -> Targets:
     """(partition, entry) pairs to check."""
     instance = context.instance
-    partitions: list[str | None] | None
-    try:
-        partitions = list(context.partition_keys) if context.has_partition_key or context.has_partition_key_range else None
-    except Exception:
-        partitions = None
+    key = settings.asset_key
+    partitions: list[str | None] | None = None
+    if context.has_partition_key or context.has_partition_key_range:
+        partitions = list(context.partition_keys)
     if partitions is None:
         cids = recorded_cids(instance, key, [None])
         if not cids:
@@ -144,44 +152,58 @@ def _entries(context: Any, index: Any, settings: dict, key: dg.AssetKey) -> list
         partitions = sorted(cids, key=lambda p: (p is not None, p or "")) or [None]
     else:
         cids = recorded_cids(instance, key, partitions)
-    out = []
+    out: Targets = []
     for pk in partitions:
-        entry = resolve_entry(index, settings, key, pk, cids.get(pk))
+        entry = resolve_entry(index, settings, pk, cids.get(pk))
         if entry is not None:
             out.append((pk, entry))
     return out
 
 
-def _label(pk: str | None, entry: Any) -> str:
-    return f"{entry.name} ({entry.cid[:16]}…)" if pk is None else f"partition {pk!r}: {entry.name}"
-
-
 # --------------------------------------------------------------------------- the checks
-def _check_checksums(index: Any, targets: list[tuple[str | None, Any]]) -> dg.AssetCheckResult:
+class ShardStatus(StrEnum):
+    """The kind of one ``Index.verify`` result (the text before any ``:`` detail)."""
+
+    OK = "ok"
+    MISMATCH = "mismatch"
+    MISSING = "missing"
+    SKIPPED = "skipped"  # no recorded checksum: cannot be verified
+    ERROR = "error"
+
+    @classmethod
+    def of(cls, status: str) -> "ShardStatus":
+        """The kind of a verify status text; an unknown kind counts as an error."""
+        head = status.split(":", 1)[0]
+        return cls(head) if head in cls._value2member_map_ else cls.ERROR
+
+
+def _check_checksums(index: "Index", targets: Targets) -> dg.AssetCheckResult:
     started = time.monotonic()
-    counts: dict[str, int] = {}
-    bad: list[dict[str, str]] = []
+    counts = dict.fromkeys(ShardStatus, 0)
+    bad: list[dict[str, Any]] = []
+    hard: list[dict[str, Any]] = []  # failures other than "no recorded checksum"
     nbytes = 0
     for pk, entry in targets:
         result = index.verify(entry)
         stats = (entry.metadata or {}).get("stats") or {}
         nbytes += int(stats.get("total_bytes") or 0)
         for url, status in result.items():
-            kind = status.split(":", 1)[0]
-            counts[kind] = counts.get(kind, 0) + 1
-            if kind != "ok":
+            kind = ShardStatus.of(status)
+            counts[kind] += 1
+            if kind is not ShardStatus.OK:
                 bad.append({"partition": pk, "url": url, "status": status})
+                if kind is not ShardStatus.SKIPPED:
+                    hard.append(bad[-1])
     seconds = time.monotonic() - started
     total = sum(counts.values())
-    ok = counts.get("ok", 0)
-    hard = [b for b in bad if not b["status"].startswith("skipped")]
+    ok = counts[ShardStatus.OK]
     passed = total > 0 and not bad
     metadata: dict[str, Any] = {
         "shards_checked": total,
         "shards_ok": ok,
-        "shards_mismatch": counts.get("mismatch", 0),
-        "shards_missing": counts.get("missing", 0),
-        "shards_unverifiable": counts.get("skipped", 0),
+        "shards_mismatch": counts[ShardStatus.MISMATCH],
+        "shards_missing": counts[ShardStatus.MISSING],
+        "shards_unverifiable": counts[ShardStatus.SKIPPED],
         "entries_checked": len(targets),
         "bytes_hashed": nbytes,
         "seconds": round(seconds, 3),
@@ -205,9 +227,7 @@ def _check_checksums(index: Any, targets: list[tuple[str | None, Any]]) -> dg.As
     )
 
 
-def _count_samples(index: Any, url: str) -> int:
-    from .shards.reader import iter_samples
-
+def _count_samples(index: "Index", url: str) -> int:
     n = 0
     with closing(index.open_url(url)) as f:
         for _ in iter_samples(f, url):
@@ -215,7 +235,7 @@ def _count_samples(index: Any, url: str) -> int:
     return n
 
 
-def _check_sample_count(index: Any, targets: list[tuple[str | None, Any]]) -> dg.AssetCheckResult:
+def _check_sample_count(index: "Index", targets: Targets) -> dg.AssetCheckResult:
     started = time.monotonic()
     counted = expected_total = 0
     problems: list[dict[str, Any]] = []
@@ -228,7 +248,7 @@ def _check_sample_count(index: Any, targets: list[tuple[str | None, Any]]) -> dg
         for i, url in enumerate(entry.data_urls):
             try:
                 n = _count_samples(index, url)
-            except Exception as exc:  # unreadable shard: report, keep checking the rest
+            except (AtdataError, OSError) as exc:  # unreadable shard: report, keep checking the rest
                 problems.append({"partition": pk, "url": url, "error": str(exc)[:300]})
                 continue
             n_entry += n
@@ -267,10 +287,7 @@ def _check_sample_count(index: Any, targets: list[tuple[str | None, Any]]) -> dg
     )
 
 
-def _check_schema(index: Any, targets: list[tuple[str | None, Any]]) -> dg.AssetCheckResult:
-    from .dataset import Dataset
-    from .metadata import column_schema
-
+def _check_schema(index: "Index", targets: Targets) -> dg.AssetCheckResult:
     failures: list[dict[str, Any]] = []
     refs: dict[str, type] = {}
     for pk, entry in targets:
@@ -281,10 +298,12 @@ def _check_schema(index: Any, targets: list[tuple[str | None, Any]]) -> dg.Asset
             cls = refs[ref]
             ds = Dataset[cls](list(entry.data_urls[:1]), opener=index.open_url)  # type: ignore[valid-type]
             head = ds.head(1)
-            if head and not isinstance(head[0], cls):
-                raise TypeError(f"decoded {type(head[0]).__name__}, expected {cls.__name__}")
-        except Exception as exc:
+        except (AtdataError, OSError) as exc:  # a schema or shard that does not decode: the check fails
             failures.append({"partition": pk, "schema_ref": ref, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            continue
+        if head and not isinstance(head[0], cls):
+            error = f"TypeError: decoded {type(head[0]).__name__}, expected {cls.__name__}"
+            failures.append({"partition": pk, "schema_ref": ref, "error": error})
     metadata: dict[str, Any] = {"schema_refs": dg.MetadataValue.json(sorted(refs)), "entries_checked": len(targets)}
     if len(refs) == 1:
         schema = column_schema(next(iter(refs.values())))
@@ -301,3 +320,22 @@ def _check_schema(index: Any, targets: list[tuple[str | None, Any]]) -> dg.Asset
         description=desc,
         metadata=metadata,
     )
+
+
+class _CheckSpec(NamedTuple):
+    name: str
+    description: str
+    run: Callable[["Index", Targets], dg.AssetCheckResult]
+
+
+_CHECKS: dict[DatasetCheck, _CheckSpec] = {
+    DatasetCheck.CHECKSUMS: _CheckSpec(
+        "atdata_checksums", "Every shard's SHA-256 matches the checksum recorded in the index.", _check_checksums,
+    ),
+    DatasetCheck.SAMPLE_COUNT: _CheckSpec(
+        "atdata_sample_count", "The shards hold exactly the number of samples the index recorded.", _check_sample_count,
+    ),
+    DatasetCheck.SCHEMA: _CheckSpec(
+        "atdata_schema", "The stored schema decodes to a sample type and the first sample decodes with it.", _check_schema,
+    ),
+}

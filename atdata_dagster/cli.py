@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator, TypeVar
 
 from .errors import AtdataError, CorruptEntryError, GcRefusedError
 from .gc import collect_garbage, sqlite_index_path
+from .redact import redact
 
 T = TypeVar("T")
 
@@ -321,7 +322,7 @@ def main(argv: list[str] | None = None, out=None) -> int:
     try:
         return args.func(args, out)
     except AtdataError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {redact(exc)}\n")  # errors are redacted already; env secrets too
         return 2
     finally:
         index = getattr(args, "opened_index", None)

@@ -48,23 +48,37 @@ import importlib
 import inspect
 import keyword
 import re
-from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Callable, Literal, Optional, Union
-from urllib.parse import urlsplit
+from collections.abc import Callable, Iterator, Mapping
+from typing import Annotated, Any, Literal, Optional, TypeVar, Union
 
 import dagster as dg
 from pydantic import BaseModel, BeforeValidator, Field, WrapValidator
 
-from .checks import DATASET_CHECKS, build_dataset_checks
+from .checks import DATASET_CHECKS, DatasetCheck, build_dataset_checks
+from .dataset import Dataset
 from .errors import ConfigurationError, ConfigurationTypeError, InvalidNameError
+from .index.names import validate_dataset_name
 from .io_manager import AtdataIOManager
-from .resources import AtdataIndexResource, LocalDiskStoreConfig, RepositoryConfig, S3DataStoreConfig
+from .redact import redact, secrets_in
+from .resolution import positive_int
+from .resources import (
+    AtdataIndexResource,
+    LocalDiskStoreConfig,
+    RepositoryConfig,
+    S3DataStoreConfig,
+    check_atmosphere_login,
+    check_index_choice,
+)
 
-try:  # the conventions recommend marking new integration components as preview
-    from dagster._annotations import preview as _preview
-except ImportError:  # pragma: no cover - a Dagster without the marker
-    def _preview(obj):  # type: ignore[no-redef]
-        return obj
+_T = TypeVar("_T")
+
+# the conventions recommend marking new integration components as preview (a private Dagster marker)
+_DAGSTER_PREVIEW: Optional[Callable[[Any], Any]] = getattr(importlib.import_module("dagster._annotations"), "preview", None)
+
+
+def _preview(obj: _T) -> _T:
+    """Dagster's ``preview`` mark on ``obj``, when this Dagster has it."""
+    return obj if _DAGSTER_PREVIEW is None else _DAGSTER_PREVIEW(obj)
 
 __all__ = [
     "AtdataIndexResourceComponent",
@@ -88,17 +102,27 @@ def _number_to_text(value: Any) -> Any:
 Text = Annotated[str, BeforeValidator(_number_to_text)]
 
 
-def _described(tp: Any, description: str, examples: Optional[list] = None) -> Any:
-    """``tp`` with a description for both the Python model and the YAML schema ``dg`` shows.
+def _doc(description: str, examples: Optional[list[str]] = None) -> dg.Resolver:
+    """The description (and examples) of a field in the YAML schema ``dg`` shows.
 
-    Dagster's derived YAML model drops a ``Field(description=...)`` on fields with a
-    default (dagster 1.13.28); a default ``Resolver`` carrying the description keeps it.
+    Written as ``Annotated[T, _doc("...")]``: Dagster's derived YAML model drops a
+    ``Field(description=...)`` on fields with a default (dagster 1.13.28); a default
+    ``Resolver`` carrying the description keeps it.
     """
-    return Annotated[
-        tp,
-        Field(description=description, examples=examples),
-        dg.Resolver.default(description=description, examples=examples),
-    ]
+    return dg.Resolver.default(description=description, examples=examples)
+
+
+def _doc_of(config: type[dg.Config], field: str) -> dg.Resolver:
+    """:func:`_doc` with the description the resource config model gives ``field`` (written once)."""
+    description = config.model_fields[field].description
+    if not description:  # pragma: no cover - guarded by the schema test
+        raise ConfigurationError(f"{config.__name__}.{field} has no description to show in the YAML schema")
+    return _doc(description)
+
+
+def _fields_of(model: BaseModel, config: type[dg.Config]) -> dict[str, Any]:
+    """The values of ``model`` for every field of the resource config model ``config``."""
+    return {name: getattr(model, name) for name in config.model_fields if name in type(model).model_fields}
 
 
 # --------------------------------------------------------------------------- secrets
@@ -127,35 +151,35 @@ def _keep_envvar(value: Any, handler: Callable[[Any], Any]) -> Any:
     return handler(value)
 
 
-def _secret(description: str) -> Any:
-    """A field holding a secret: ``Optional[str]`` that keeps ``dg.EnvVar`` values."""
-    return Annotated[
-        Optional[str],
-        WrapValidator(_keep_envvar),
-        dg.Resolver(
-            _env_template_to_envvar,
-            model_field_type=str,
-            inject_before_resolve=False,
-            description=description,
-            examples=["{{ env.NAME }}"],
-        ),
-    ]
+#: a field holding a secret: ``Optional[str]`` that keeps ``dg.EnvVar`` values
+SecretText = Annotated[Optional[str], WrapValidator(_keep_envvar)]
 
 
-_SecretDsn = _secret(
+def _secret(description: str) -> dg.Resolver:
+    """The YAML resolver of a :data:`SecretText` field: ``'{{ env.NAME }}'`` becomes ``dg.EnvVar``."""
+    return dg.Resolver(
+        _env_template_to_envvar,
+        model_field_type=str,
+        inject_before_resolve=False,
+        description=description,
+        examples=["{{ env.NAME }}"],
+    )
+
+
+_SECRET_DSN = _secret(
     "PostgreSQL DSN ('postgresql://user@host/db'). If it holds a password write it as "
     "'{{ env.INDEX_DSN }}': it becomes dagster.EnvVar and is read only at run time."
 )
-_SecretRedis = _secret(
+_SECRET_REDIS = _secret(
     "Redis URL ('redis://host:6379/0'). If it holds a password write it as "
     "'{{ env.INDEX_REDIS_URL }}': it becomes dagster.EnvVar and is read only at run time."
 )
-_SecretKey = _secret("S3 secret access key; must be '{{ env.NAME }}' (becomes dagster.EnvVar, never a literal).")
-_SecretToken = _secret("S3 session token; must be '{{ env.NAME }}' (becomes dagster.EnvVar, never a literal).")
-_SecretAccessKeyId = _secret(
+_SECRET_KEY = _secret("S3 secret access key; must be '{{ env.NAME }}' (becomes dagster.EnvVar, never a literal).")
+_SECRET_TOKEN = _secret("S3 session token; must be '{{ env.NAME }}' (becomes dagster.EnvVar, never a literal).")
+_SECRET_ACCESS_KEY_ID = _secret(
     "S3 access key id: '{{ env.NAME }}' (becomes dagster.EnvVar) or a literal; None uses the default AWS credential chain."
 )
-_SecretPassword = _secret(
+_SECRET_PASSWORD = _secret(
     "ATProto app password of atmosphere_handle; must be '{{ env.NAME }}' (becomes dagster.EnvVar, never a literal)."
 )
 
@@ -168,15 +192,11 @@ def _check_secret(where: str, value: Optional[str], *, url: bool = False, litera
         raise ConfigurationTypeError(f"{where} must be a string or '{{{{ env.NAME }}}}', got {type(value).__name__}")
     if "{{" in value or "{%" in value:
         raise ConfigurationError(
-            f"{where} is the template {value!r}; a secret must be exactly '{{{{ env.NAME }}}}' (one environment "
+            f"{where} is the template {redact(value)!r}; a secret must be exactly '{{{{ env.NAME }}}}' (one environment "
             "variable holding the whole value) so it becomes dagster.EnvVar and is never resolved into the definitions"
         )
     if url:
-        try:
-            password = urlsplit(value).password
-        except ValueError:
-            password = None
-        if password:
+        if secrets_in(value):  # user:pw@, ?password=, password= (libpq key/value)
             raise ConfigurationError(
                 f"{where} holds a password in plain text; put the whole URL in an environment variable and "
                 "write '{{ env.INDEX_DSN }}' (or pass dagster.EnvVar('INDEX_DSN') in Python)"
@@ -190,41 +210,38 @@ def _check_secret(where: str, value: Optional[str], *, url: bool = False, litera
 
 
 # --------------------------------------------------------------------------- store / repo models
+# The YAML models declare the fields of the resource config models they become (the
+# descriptions are the config models'); only their YAML forms differ: secrets resolve
+# '{{ env.NAME }}' to dagster.EnvVar and numbers-as-text are accepted.
 class LocalDiskStoreModel(dg.Model, dg.Resolvable):
     """Shards on the local filesystem."""
 
-    kind: _described(Literal["local"], "Store kind: 'local' for shards on local disk.") = "local"
-    root: _described(Optional[str], "Directory holding the shards (default ~/.atdata/data); '{{ env.X }}' templates are expanded.") = None
+    kind: Annotated[Literal["local"], _doc_of(LocalDiskStoreConfig, "kind")] = "local"
+    root: Annotated[Optional[str], _doc_of(LocalDiskStoreConfig, "root")] = None
 
     def to_config(self, where: str) -> LocalDiskStoreConfig:
-        return LocalDiskStoreConfig(root=self.root)
+        """The ``LocalDiskStoreConfig`` this declares."""
+        return LocalDiskStoreConfig(**_fields_of(self, LocalDiskStoreConfig))
 
 
 class S3DataStoreModel(dg.Model, dg.Resolvable):
     """Shards in an S3 bucket (AWS or any S3-compatible server)."""
 
-    kind: _described(Literal["s3"], "Store kind: 's3' for shards in an S3 bucket.") = "s3"
-    bucket: _described(Text, "Bucket name, e.g. 'my-datasets'.")
-    endpoint_url: _described(Optional[str], "Endpoint of an S3-compatible server (e.g. 'http://127.0.0.1:7480'); None for AWS.") = None
-    region_name: _described(Optional[str], "AWS region, e.g. 'us-east-1'.") = None
-    aws_access_key_id: _SecretAccessKeyId = None
-    aws_secret_access_key: _SecretKey = None
-    aws_session_token: _SecretToken = None
-    prefix: _described(Text, "Key prefix inside the bucket under which every dataset lives.") = ""
+    kind: Annotated[Literal["s3"], _doc_of(S3DataStoreConfig, "kind")] = "s3"
+    bucket: Annotated[Text, _doc_of(S3DataStoreConfig, "bucket")]
+    endpoint_url: Annotated[Optional[str], _doc_of(S3DataStoreConfig, "endpoint_url")] = None
+    region_name: Annotated[Optional[str], _doc_of(S3DataStoreConfig, "region_name")] = None
+    aws_access_key_id: Annotated[SecretText, _SECRET_ACCESS_KEY_ID] = None
+    aws_secret_access_key: Annotated[SecretText, _SECRET_KEY] = None
+    aws_session_token: Annotated[SecretText, _SECRET_TOKEN] = None
+    prefix: Annotated[Text, _doc_of(S3DataStoreConfig, "prefix")] = ""
 
     def to_config(self, where: str) -> S3DataStoreConfig:
+        """The ``S3DataStoreConfig`` this declares; the secret key and token must be ``'{{ env.NAME }}'``."""
         _check_secret(f"{where}.aws_access_key_id", self.aws_access_key_id, literal_ok=True)
         _check_secret(f"{where}.aws_secret_access_key", self.aws_secret_access_key)
         _check_secret(f"{where}.aws_session_token", self.aws_session_token)
-        return S3DataStoreConfig(
-            bucket=self.bucket,
-            endpoint_url=self.endpoint_url,
-            region_name=self.region_name,
-            aws_access_key_id=self.aws_access_key_id,
-            aws_secret_access_key=self.aws_secret_access_key,
-            aws_session_token=self.aws_session_token,
-            prefix=self.prefix,
-        )
+        return S3DataStoreConfig(**_fields_of(self, S3DataStoreConfig))
 
 
 _STORE_DESCRIPTION = (
@@ -235,32 +252,25 @@ _STORE_DESCRIPTION = (
 DataStoreModel = Annotated[Union[LocalDiskStoreModel, S3DataStoreModel], Field(discriminator="kind")]
 
 
-def _store_config(store: Any, where: str) -> Any:
-    if store is None:
-        return LocalDiskStoreConfig()
-    if isinstance(store, (LocalDiskStoreModel, S3DataStoreModel)):
-        return store.to_config(where)
-    raise ConfigurationTypeError(
-        f"{where} must be {{kind: local, ...}} or {{kind: s3, ...}}, got {type(store).__name__}"
-    )
+def _store_config(store: Optional[Union[LocalDiskStoreModel, S3DataStoreModel]], where: str) -> Any:
+    return LocalDiskStoreConfig() if store is None else store.to_config(where)
 
 
 class RepositoryModel(dg.Model, dg.Resolvable):
     """A named repository: its own index (one of path, dsn, redis_url) and data store."""
 
-    path: _described(Optional[str], "SQLite index file of this repository.") = None
-    dsn: _SecretDsn = None
-    redis_url: _SecretRedis = None
-    data_store: _described(Optional[DataStoreModel], _STORE_DESCRIPTION) = None
+    path: Annotated[Optional[str], _doc_of(RepositoryConfig, "path")] = None
+    dsn: Annotated[SecretText, _SECRET_DSN] = None
+    redis_url: Annotated[SecretText, _SECRET_REDIS] = None
+    data_store: Annotated[Optional[DataStoreModel], _doc(_STORE_DESCRIPTION)] = None
 
     def to_config(self, where: str) -> RepositoryConfig:
+        """The ``RepositoryConfig`` this declares (exactly one index; secrets as ``dagster.EnvVar``)."""
         _check_secret(f"{where}.dsn", self.dsn, url=True)
         _check_secret(f"{where}.redis_url", self.redis_url, url=True)
-        if not (self.path or self.dsn or self.redis_url):
-            raise ConfigurationError(f"{where} needs an index: set path (SQLite), dsn (PostgreSQL) or redis_url (Redis)")
+        check_index_choice(where, self.path, self.dsn, self.redis_url, required=True)
         return RepositoryConfig(
-            path=self.path, dsn=self.dsn, redis_url=self.redis_url,
-            data_store=_store_config(self.data_store, f"{where}.data_store"),
+            **_fields_of(self, RepositoryConfig) | {"data_store": _store_config(self.data_store, f"{where}.data_store")}
         )
 
 
@@ -271,7 +281,6 @@ def _check_key(where: str, value: Any) -> str:
             "not starting with a digit (e.g. 'atdata_index')"
         )
     return value
-
 
 # --------------------------------------------------------------------------- scaffolding (`dg scaffold defs`)
 class IndexScaffoldParams(BaseModel):
@@ -324,6 +333,9 @@ class WebDatasetScaffolder(dg.Scaffolder[DatasetScaffoldParams]):
 
 
 # --------------------------------------------------------------------------- index resource
+_REPO_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
 @_preview
 @dg.scaffold_with(AtdataIndexScaffolder)
 class AtdataIndexResourceComponent(dg.Component, dg.Model, dg.Resolvable):
@@ -332,23 +344,27 @@ class AtdataIndexResourceComponent(dg.Component, dg.Model, dg.Resolvable):
     Binds an ``AtdataIndexResource`` to ``resource_key`` and an ``AtdataIOManager`` using it
     to ``io_manager_key`` (the key ``WebDatasetComponent`` assets store through). At most
     one of ``path``, ``dsn`` and ``redis_url``; none means SQLite at ``~/.atdata/index.db``.
+    The fields other than the two keys and the IO manager defaults are those of
+    ``AtdataIndexResource`` (same descriptions).
     """
 
-    resource_key: _described(str, "Resource key the AtdataIndexResource is bound to (promotion jobs and sensors use 'atdata_index').") = "atdata_index"
-    io_manager_key: _described(Optional[str], "Resource key of an AtdataIOManager on this index ('io_manager' makes it the default for every asset); null for none.") = "io_manager"
-    path: _described(Optional[str], "SQLite index file (default ~/.atdata/index.db). Mutually exclusive with dsn and redis_url.") = None
-    dsn: _SecretDsn = None
-    redis_url: _SecretRedis = None
-    data_store: _described(Optional[DataStoreModel], _STORE_DESCRIPTION) = None
-    repos: _described(dict[str, RepositoryModel], "Named repositories mounted next to 'local': name -> {path|dsn|redis_url, data_store}. "
-        "An asset writes to one with its 'repo' field.") = Field(default_factory=dict)
-    atmosphere: _described(bool, "Enable the ATProto atmosphere backend (read-only unless handle and password are set); false disables it.") = True
-    atmosphere_service_url: _described(Optional[str], "PDS service URL, e.g. 'https://bsky.social'; null uses the client's default.") = None
-    atmosphere_handle: _described(Optional[str], "ATProto handle to publish as, e.g. 'lab.bsky.social'.") = None
-    atmosphere_password: _SecretPassword = None
-    default_maxcount: _described(int, "IO manager default: maximum samples per shard (an asset's maxcount overrides).") = 10000
-    default_maxsize: _described(Optional[int], "IO manager default: maximum bytes per shard, null for no limit (an asset's maxsize overrides).") = None
-    preview_rows: _described(int, "How many leading samples the 'atdata/preview' metadata table shows (0 for none).") = 5
+    resource_key: Annotated[str, _doc("Resource key the AtdataIndexResource is bound to (promotion jobs and sensors use 'atdata_index').")] = "atdata_index"
+    io_manager_key: Annotated[Optional[str], _doc("Resource key of an AtdataIOManager on this index ('io_manager' makes it the default for every asset); null for none.")] = "io_manager"
+    path: Annotated[Optional[str], _doc_of(AtdataIndexResource, "path")] = None
+    dsn: Annotated[SecretText, _SECRET_DSN] = None
+    redis_url: Annotated[SecretText, _SECRET_REDIS] = None
+    data_store: Annotated[Optional[DataStoreModel], _doc(_STORE_DESCRIPTION)] = None
+    repos: Annotated[dict[str, RepositoryModel], _doc(
+        "Named repositories mounted next to 'local': name -> {path|dsn|redis_url, data_store}. "
+        "An asset writes to one with its 'repo' field."
+    )] = Field(default_factory=dict)
+    atmosphere: Annotated[bool, _doc_of(AtdataIndexResource, "atmosphere")] = True
+    atmosphere_service_url: Annotated[Optional[str], _doc_of(AtdataIndexResource, "atmosphere_service_url")] = None
+    atmosphere_handle: Annotated[Optional[str], _doc_of(AtdataIndexResource, "atmosphere_handle")] = None
+    atmosphere_password: Annotated[SecretText, _SECRET_PASSWORD] = None
+    default_maxcount: Annotated[int, _doc("IO manager default: maximum samples per shard (an asset's maxcount overrides).")] = 10000
+    default_maxsize: Annotated[Optional[int], _doc("IO manager default: maximum bytes per shard, null for no limit (an asset's maxsize overrides).")] = None
+    preview_rows: Annotated[int, _doc_of(AtdataIOManager, "preview_rows")] = 5
 
     def build_resource(self) -> AtdataIndexResource:
         """The configured ``AtdataIndexResource`` (secrets as ``dagster.EnvVar``)."""
@@ -356,45 +372,29 @@ class AtdataIndexResourceComponent(dg.Component, dg.Model, dg.Resolvable):
         _check_secret(f"{where}.dsn", self.dsn, url=True)
         _check_secret(f"{where}.redis_url", self.redis_url, url=True)
         _check_secret(f"{where}.atmosphere_password", self.atmosphere_password)
-        given = [n for n in ("path", "dsn", "redis_url") if getattr(self, n)]
-        if len(given) > 1:
-            raise ConfigurationError(
-                f"{where}: set only one of path (SQLite), dsn (PostgreSQL) or redis_url (Redis); got {', '.join(given)}"
-            )
-        if bool(self.atmosphere_handle) != bool(self.atmosphere_password):
-            raise ConfigurationError(
-                f"{where}: set both atmosphere_handle and atmosphere_password ('{{{{ env.NAME }}}}') to publish, "
-                "or neither for read-only access"
-            )
+        check_index_choice(where, self.path, self.dsn, self.redis_url)
+        check_atmosphere_login(where, self.atmosphere_handle, self.atmosphere_password)
         repos = {}
         for name, repo in self.repos.items():
-            if name == "local" or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+            if name == "local" or not _REPO_NAME.fullmatch(name):
                 raise InvalidNameError(
                     f"{where}.repos: {name!r} is not a usable repository name; use letters, digits, '_', '-' and '.' "
                     "(and not 'local', which is the built-in repository)"
                 )
             repos[name] = repo.to_config(f"{where}.repos[{name!r}]")
         return AtdataIndexResource(
-            path=self.path,
-            dsn=self.dsn,
-            redis_url=self.redis_url,
-            data_store=_store_config(self.data_store, f"{where}.data_store"),
-            repos=repos,
-            atmosphere=self.atmosphere,
-            atmosphere_service_url=self.atmosphere_service_url,
-            atmosphere_handle=self.atmosphere_handle,
-            atmosphere_password=self.atmosphere_password,
+            **_fields_of(self, AtdataIndexResource)
+            | {"data_store": _store_config(self.data_store, f"{where}.data_store"), "repos": repos}
         )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        """The index resource and, unless ``io_manager_key`` is null, an ``AtdataIOManager`` on it."""
         where = type(self).__name__
         _check_key(f"{where}.resource_key", self.resource_key)
-        for field in ("default_maxcount", "preview_rows"):
-            v = getattr(self, field)
-            if v < (1 if field == "default_maxcount" else 0):
-                raise ConfigurationError(f"{where}.{field} must be {'positive' if field == 'default_maxcount' else '>= 0'}, got {v}")
-        if self.default_maxsize is not None and self.default_maxsize < 1:
-            raise ConfigurationError(f"{where}.default_maxsize must be a positive number of bytes or null, got {self.default_maxsize}")
+        positive_int(where, "default_maxcount", self.default_maxcount)
+        positive_int(where, "default_maxsize", self.default_maxsize)
+        if self.preview_rows < 0:
+            raise ConfigurationError(f"{where}.preview_rows must be >= 0, got {self.preview_rows}")
         resource = self.build_resource()
         resources: dict[str, Any] = {self.resource_key: resource}
         if self.io_manager_key:
@@ -406,7 +406,6 @@ class AtdataIndexResourceComponent(dg.Component, dg.Model, dg.Resolvable):
                 preview_rows=self.preview_rows,
             )
         return dg.Definitions(resources=resources)
-
 
 # --------------------------------------------------------------------------- dataset asset
 _KEY_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -485,38 +484,35 @@ class WebDatasetComponent(dg.Component, dg.Model, dg.Resolvable):
     The output goes through the ``AtdataIOManager`` at ``io_manager_key``.
     """
 
-    asset_key: _described(Text, "Asset key, '/'-separated segments, e.g. 'digits/raw'. The dataset name defaults to it.")
-    fn: _described(
-        str,
+    asset_key: Annotated[Text, _doc("Asset key, '/'-separated segments, e.g. 'digits/raw'. The dataset name defaults to it.")]
+    fn: Annotated[str, _doc(
         "Python callable producing the samples, 'package.module:function'. It may take the ins names, "
         "'context' and 'partition_key' as keyword parameters.",
         examples=["my_pkg.samples:make_digits"],
-    )
-    ins: _described(
-        dict[str, Union[str, DatasetInput]],
+    )]
+    ins: Annotated[dict[str, Union[str, DatasetInput]], _doc(
         "Upstream datasets passed to fn: parameter name -> asset key ('digits/raw') or "
-        "{key, sample_type, allow_missing_partitions}.",
-    ) = Field(default_factory=dict)
-    deps: _described(list[Text], "Asset keys this asset depends on without reading them (ordering and lineage in Dagster only).") = Field(default_factory=list)
-    group_name: _described(Optional[Text], "Dagster asset group, e.g. 'digits'.") = None
-    description: _described(Optional[Text], "Asset description shown in the Dagster UI.") = None
-    code_version: _described(Optional[Text], "Code version: bump it when fn changes so Dagster marks the asset stale; recorded in the entry's lineage.") = None
-    partitions: _described(Optional[list[Text]], "Static partition keys, e.g. [train, test]: one dataset per key, named '<asset>/partition=<key>'.") = None
-    promote: _described(bool, "Mark every entry for the promotion sensor (publish to the atmosphere).") = False
-    maxcount: _described(Optional[int], "Maximum samples per shard (default: the IO manager's).") = None
-    maxsize: _described(Optional[int], "Maximum bytes per shard (default: the IO manager's, no limit).") = None
-    manifest: _described(Optional[bool], "Write per-shard manifest sidecars (default: the IO manager's).") = None
-    dataset_name: _described(Optional[Text], "Dataset name in the index instead of the asset key path ('atdata/name'), e.g. 'mnist/raw'.") = None
-    repo: _described(Optional[Text], "Repository to write to instead of 'local' ('atdata/repo'): a name in the index's repos.") = None
-    io_manager_key: _described(str, "Resource key of the AtdataIOManager that stores this asset (see AtdataIndexResourceComponent).") = "io_manager"
-    checks: _described(
-        Union[bool, list[Literal["checksums", "sample_count", "schema"]]],
-        "Asset checks to add: true for all (checksums, sample_count, schema), or a list of them.",
-    ) = False
-    blocking_checks: _described(bool, "Make the checks blocking (a failed check stops downstream assets).") = False
-    tags: _described(dict[str, Text], "Asset tags.") = Field(default_factory=dict)
-    owners: _described(list[str], "Asset owners (emails or 'team:name').") = Field(default_factory=list)
-    metadata: _described(dict[str, Any], "Extra definition metadata for the asset.") = Field(default_factory=dict)
+        "{key, sample_type, allow_missing_partitions}."
+    )] = Field(default_factory=dict)
+    deps: Annotated[list[Text], _doc("Asset keys this asset depends on without reading them (ordering and lineage in Dagster only).")] = Field(default_factory=list)
+    group_name: Annotated[Optional[Text], _doc("Dagster asset group, e.g. 'digits'.")] = None
+    description: Annotated[Optional[Text], _doc("Asset description shown in the Dagster UI.")] = None
+    code_version: Annotated[Optional[Text], _doc("Code version: bump it when fn changes so Dagster marks the asset stale; recorded in the entry's lineage.")] = None
+    partitions: Annotated[Optional[list[Text]], _doc("Static partition keys, e.g. [train, test]: one dataset per key, named '<asset>/partition=<key>'.")] = None
+    promote: Annotated[bool, _doc("Mark every entry for the promotion sensor (publish to the atmosphere).")] = False
+    maxcount: Annotated[Optional[int], _doc("Maximum samples per shard (default: the IO manager's).")] = None
+    maxsize: Annotated[Optional[int], _doc("Maximum bytes per shard (default: the IO manager's, no limit).")] = None
+    manifest: Annotated[Optional[bool], _doc("Write per-shard manifest sidecars (default: the IO manager's).")] = None
+    dataset_name: Annotated[Optional[Text], _doc("Dataset name in the index instead of the asset key path ('atdata/name'), e.g. 'mnist/raw'.")] = None
+    repo: Annotated[Optional[Text], _doc("Repository to write to instead of 'local' ('atdata/repo'): a name in the index's repos.")] = None
+    io_manager_key: Annotated[str, _doc("Resource key of the AtdataIOManager that stores this asset (see AtdataIndexResourceComponent).")] = "io_manager"
+    checks: Annotated[Union[bool, list[DatasetCheck]], _doc(
+        "Asset checks to add: true for all (checksums, sample_count, schema), or a list of them."
+    )] = False
+    blocking_checks: Annotated[bool, _doc("Make the checks blocking (a failed check stops downstream assets).")] = False
+    tags: Annotated[dict[str, Text], _doc("Asset tags.")] = Field(default_factory=dict)
+    owners: Annotated[list[str], _doc("Asset owners (emails or 'team:name').")] = Field(default_factory=list)
+    metadata: Annotated[dict[str, Any], _doc("Extra definition metadata for the asset.")] = Field(default_factory=dict)
 
     # ------------------------------------------------------------------ validation
     def _where(self) -> str:
@@ -531,33 +527,25 @@ class WebDatasetComponent(dg.Component, dg.Model, dg.Resolvable):
                 f"{where}: metadata keys {clash} are reserved; use the fields promote, maxcount, maxsize, "
                 "manifest, dataset_name and repo instead"
             )
-        for field in ("maxcount", "maxsize"):
-            v = getattr(self, field)
-            if v is not None and v < 1:
-                raise ConfigurationError(f"{where}: {field} must be a positive integer or null, got {v}")
-            if v is not None:
-                meta[f"atdata/{field}"] = v
-        if self.manifest is not None:
-            meta["atdata/manifest"] = self.manifest
-        if self.promote:
-            meta["atdata/promote"] = True
+        fields: dict[str, Any] = {
+            "atdata/maxcount": positive_int(where, "maxcount", self.maxcount),
+            "atdata/maxsize": positive_int(where, "maxsize", self.maxsize),
+            "atdata/manifest": self.manifest,
+            "atdata/promote": self.promote or None,
+            "atdata/name": self.dataset_name,
+            "atdata/repo": self.repo,
+        }
         if self.dataset_name is not None:
-            from .index.names import validate_dataset_name
-
             try:
                 validate_dataset_name(self.dataset_name)
             except InvalidNameError as exc:
                 raise InvalidNameError(f"{where}: dataset_name: {exc}") from None
-            meta["atdata/name"] = self.dataset_name
-        if self.repo is not None:
-            if not self.repo or "/" in self.repo:
-                raise InvalidNameError(f"{where}: repo {self.repo!r} must be a repository name from the index's repos, e.g. 'lab'")
-            meta["atdata/repo"] = self.repo
+        if self.repo is not None and (not self.repo or "/" in self.repo):
+            raise InvalidNameError(f"{where}: repo {self.repo!r} must be a repository name from the index's repos, e.g. 'lab'")
+        meta.update((k, v) for k, v in fields.items() if v is not None)
         return meta
 
     def _inputs(self) -> dict[str, dg.AssetIn]:
-        from .dataset import Dataset
-
         where = self._where()
         out: dict[str, dg.AssetIn] = {}
         for name, spec in self.ins.items():
@@ -622,7 +610,7 @@ class WebDatasetComponent(dg.Component, dg.Model, dg.Resolvable):
         inputs = self._inputs()
         fn, accepts, var_kw = self._callable(inputs)
         deps = [_parse_asset_key(f"{where}: deps", d) for d in self.deps]
-        overlap = {d for d in deps} & {i.key for i in inputs.values()}
+        overlap = set(deps) & {i.key for i in inputs.values()}
         if overlap:
             raise ConfigurationError(f"{where}: {sorted(k.to_user_string() for k in overlap)} are in both ins and deps; keep them in ins only")
         partitions_def = None
@@ -650,7 +638,8 @@ class WebDatasetComponent(dg.Component, dg.Model, dg.Resolvable):
             tags=dict(self.tags) or None,
             owners=list(self.owners) or None,
         )
-        def _dataset_asset(context, **upstream):  # context: AssetExecutionContext
+        # no return annotation: Dagster would read it as the output's type and refuse dg.Output
+        def _dataset_asset(context: dg.AssetExecutionContext, **upstream: Any):
             io_manager = getattr(context.resources, io_manager_key, None)
             if not isinstance(io_manager, AtdataIOManager):
                 raise ConfigurationError(
@@ -673,9 +662,9 @@ class WebDatasetComponent(dg.Component, dg.Model, dg.Resolvable):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         asset = self.build_asset()
-        checks: list[Any] = []
+        checks: list[dg.AssetChecksDefinition] = []
         if self.checks:
-            names = list(DATASET_CHECKS) if self.checks is True else list(dict.fromkeys(self.checks))
+            names: list[str | DatasetCheck] = list(DATASET_CHECKS) if self.checks is True else list(dict.fromkeys(self.checks))
             checks = build_dataset_checks(asset, resource_key=self.io_manager_key, checks=names, blocking=self.blocking_checks)
         return dg.Definitions(assets=[asset], asset_checks=checks or None)
 

@@ -9,6 +9,8 @@ Messages name the dataset, field, shard or URL and say how to fix the problem.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 
 class AtdataError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -204,6 +206,39 @@ class GcRefusedError(AtdataError):
 
 
 __all__.append("GcRefusedError")
+
+
+
+
+# -- configuration mistakes that fail loudly ---------------------------------------------
+
+
+class UnknownOptionError(ConfigurationError, TypeError):
+    """A call got a keyword it does not accept (or would silently ignore).
+
+    Also a ``TypeError``, which is what Python raises for an unexpected keyword.
+    ``options`` holds the offending keywords and ``accepted`` the ones the call takes.
+    """
+
+    def __init__(self, message: str, options: tuple[str, ...] = (), accepted: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.options = options
+        self.accepted = accepted
+
+    @classmethod
+    def for_call(cls, call: str, options: Iterable[str], accepted: Iterable[str], hint: str = "") -> UnknownOptionError:
+        """The error for ``call`` given ``options`` it does not take: names them and lists ``accepted``."""
+        names = tuple(sorted(options))
+        allowed = tuple(accepted)
+        which = ", ".join(f"{n}=" for n in names)
+        message = (
+            f"{call} got unknown keyword argument{'s' if len(names) > 1 else ''} {which}; "
+            f"it accepts {', '.join(f'{a}=' for a in allowed)}."
+        )
+        return cls(f"{message} {hint}".strip(), names, allowed)
+
+
+__all__.append("UnknownOptionError")
 
 
 class LoaderStateError(AtdataError, ValueError):

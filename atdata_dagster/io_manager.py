@@ -15,213 +15,69 @@ Output
 
 Input
     ``load_input`` resolves the exact entry the upstream materialization recorded (its
-    ``atdata/cid``), falling back to the name's latest label, and returns a lazy
-    ``Dataset[T]``: typed from the input annotation (``Dataset[Digit]``) or else from the
-    stored schema. Several upstream partitions fan in as one dataset over all their shards.
+    ``atdata/cid``), falling back to the name's latest label only when no
+    materialization recorded one, and returns a lazy ``Dataset[T]``: typed from the
+    input annotation (``Dataset[Digit]``) or else from the stored schema. Several
+    upstream partitions fan in as one dataset over all their shards.
 
-Dataset names (see :func:`dataset_name`)
-    ``<asset key path joined by '/'>[/partition=<partition key>]``, each segment
-    percent-escaped, e.g. ``mnist/train/partition=2024-01-01``.
+Naming lives in :mod:`atdata_dagster.naming`, settings and entry resolution in
+:mod:`atdata_dagster.resolution`; their public names are re-exported here.
 """
 
-
-import hashlib
 import itertools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 import dagster as dg
 from pydantic import Field
 
-from .errors import ConfigurationError, InvalidNameError, NotFoundError
+from .dataset import Dataset
+from .errors import ConfigurationError, NotFoundError
 from .metadata import entry_metadata, preview_columns, summarize_sample
+from .naming import EMPTY_SEGMENT as EMPTY_SEGMENT
+from .naming import HASHED_PARTITION_MARK as HASHED_PARTITION_MARK
+from .naming import MAX_PARTITION_SEGMENT as MAX_PARTITION_SEGMENT
+from .naming import PARTITION_MARK as PARTITION_MARK
+from .naming import DatasetNameParts as DatasetNameParts
+from .naming import dataset_name as dataset_name
+from .naming import escape_segment as escape_segment
+from .naming import parse_dataset_name as parse_dataset_name
+from .naming import partition_segment as partition_segment
+from .naming import unescape_segment as unescape_segment
+from .resolution import InputSettings, OutputSettings, WriteDefaults, recorded_cids, resolve_entry
+from .resolution import asset_settings as asset_settings
 from .resources import AtdataIndexResource
 
 if TYPE_CHECKING:  # pragma: no cover
     from .index.entry import LocalDatasetEntry
     from .index.index import Index
 
+# Naming and resolution names above are re-exported (``x as x``) for code that imported
+# them from here before the split.
 __all__ = [
     "AtdataIOManager",
     "DatasetNameParts",
+    "add_partition_metadata",
     "dataset_name",
     "parse_dataset_name",
     "set_data_version",
-    "add_partition_metadata",
 ]
 
-# --------------------------------------------------------------------------- naming
-_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.")
-_HEX = "0123456789ABCDEF"
-PARTITION_MARK = "partition="
-HASHED_PARTITION_MARK = "partition~sha256-"
-EMPTY_SEGMENT = "~"
-#: an escaped partition key longer than this (bytes) is replaced by its SHA-256
-MAX_PARTITION_SEGMENT = 200
-_MAX_NAME = 512
-_MAX_SEGMENT_BYTES = 255
 #: writes shorter than this log only their summary, longer ones their progress too
 PROGRESS_AFTER_SECONDS = 2.0
 
 
-def escape_segment(text: str) -> str:
-    """Percent-escape one name segment.
-
-    Bytes of the UTF-8 encoding outside ``[A-Za-z0-9_.-]`` become ``%XX``, a leading
-    ``.`` becomes ``%2E`` (so ``.``, ``..`` and ``.tmp*`` can never appear), and the
-    empty string becomes ``~``. The result never contains ``/``, ``=``, ``~`` (except as
-    the whole empty marker), NUL or a control character, and :func:`unescape_segment`
-    inverts it exactly.
-    """
-    if text == "":
-        return EMPTY_SEGMENT
-    try:
-        raw = text.encode("utf-8")
-    except (AttributeError, UnicodeEncodeError):
-        raise InvalidNameError(
-            f"cannot name a dataset after {text!r:.80}: asset key components and partition keys "
-            "must be str without lone surrogates"
-        ) from None
-    out: list[str] = []
-    for i, b in enumerate(raw):
-        if b in _SAFE and not (i == 0 and b == 0x2E):
-            out.append(chr(b))
-        else:
-            out.append("%" + _HEX[b >> 4] + _HEX[b & 15])
-    return "".join(out)
-
-
-def unescape_segment(segment: str) -> str:
-    """The inverse of :func:`escape_segment` (:class:`InvalidNameError` if malformed)."""
-    if segment == EMPTY_SEGMENT:
-        return ""
-    raw = bytearray()
-    i = 0
-    try:
-        while i < len(segment):
-            c = segment[i]
-            if c == "%":
-                hx = segment[i + 1 : i + 3]
-                if len(hx) != 2 or any(ch not in _HEX for ch in hx):
-                    raise ValueError
-                raw.append(int(hx, 16))
-                i += 3
-            else:
-                if ord(c) > 127 or ord(c) not in _SAFE:
-                    raise ValueError
-                raw.append(ord(c))
-                i += 1
-        return raw.decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidNameError(f"{segment!r} is not an escaped name segment (see atdata_dagster.io_manager.escape_segment)") from None
-
-
-def partition_segment(partition_key: str) -> str:
-    """The final name segment for a partition key: ``partition=<escaped>``.
-
-    Keys whose escaped form is longer than 200 bytes become
-    ``partition~sha256-<hex digest of the UTF-8 key>``: deterministic and
-    collision-resistant; the key itself is kept in the entry's ``lineage``.
-    """
-    escaped = escape_segment(partition_key)
-    if len(escaped) > MAX_PARTITION_SEGMENT:
-        return HASHED_PARTITION_MARK + hashlib.sha256(partition_key.encode("utf-8")).hexdigest()
-    return PARTITION_MARK + escaped
-
-
-class DatasetNameParts(NamedTuple):
-    """What :func:`parse_dataset_name` recovers from a dataset name."""
-
-    asset_key: dg.AssetKey
-    partition_key: Optional[str]
-    #: hex SHA-256 of the partition key when the key was too long to spell out
-    partition_sha256: Optional[str] = None
-
-
-def dataset_name(
-    asset_key: dg.AssetKey | Sequence[str] | str,
-    partition_key: str | None = None,
-    *,
-    base: str | None = None,
-) -> str:
-    """The dataset name for an asset (and partition).
-
-    The rule: every component of the asset key path is escaped with
-    :func:`escape_segment` and joined with ``/``; a partitioned asset appends one final
-    segment ``partition=<escaped key>`` (hashed for very long keys, see
-    :func:`partition_segment`). ``base`` (the ``atdata/name`` asset metadata) replaces
-    the asset-key part and is used as written. Because escaped key segments never
-    contain ``=`` or start with ``partition~``, the partition segment is unambiguous and
-    :func:`parse_dataset_name` inverts the rule. Any partition key is safe: slashes,
-    ``..``, NUL, control characters and unicode are escaped, so a name can never escape
-    its store directory.
-    """
-    if base is not None:
-        from .index.names import validate_dataset_name
-
-        head = validate_dataset_name(base)
-    else:
-        path = _key_path(asset_key)
-        if not path:
-            raise InvalidNameError("an asset key needs at least one path component")
-        head = "/".join(escape_segment(p) for p in path)
-    if partition_key is None:
-        name = head
-    else:
-        if not isinstance(partition_key, str):
-            raise InvalidNameError(
-                f"partition key {partition_key!r:.80} is a {type(partition_key).__name__}; Dagster "
-                "partition keys are str"
-            )
-        try:
-            partition_key.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidNameError(
-                f"partition key {partition_key!r:.80} contains a lone surrogate and is not valid "
-                "unicode; use keys that encode as UTF-8"
-            ) from None
-        segment = partition_segment(partition_key)
-        if len(head) + 1 + len(segment) > _MAX_NAME:  # a long key under a long asset path: hash it
-            segment = HASHED_PARTITION_MARK + hashlib.sha256(partition_key.encode("utf-8")).hexdigest()
-        name = f"{head}/{segment}"
-    if len(name) > _MAX_NAME or any(len(s.encode()) > _MAX_SEGMENT_BYTES for s in head.split("/")):
-        raise InvalidNameError(
-            f"dataset name for asset {_key_path(asset_key)!r} would be {len(name)} characters "
-            f"(limit {_MAX_NAME}, {_MAX_SEGMENT_BYTES} bytes per segment); set a shorter "
-            "'atdata/name' in the asset's metadata"
-        )
-    from .index.names import validate_dataset_name
-
-    return validate_dataset_name(name)
-
-
-def parse_dataset_name(name: str) -> DatasetNameParts:
-    """Invert :func:`dataset_name` for a name built from an asset key (no ``base``)."""
-    segments = name.split("/")
-    partition: str | None = None
-    digest: str | None = None
-    last = segments[-1]
-    if len(segments) > 1 and last.startswith(PARTITION_MARK):
-        partition = unescape_segment(last[len(PARTITION_MARK):])
-        segments = segments[:-1]
-    elif len(segments) > 1 and last.startswith(HASHED_PARTITION_MARK):
-        digest = last[len(HASHED_PARTITION_MARK):]
-        segments = segments[:-1]
-    return DatasetNameParts(dg.AssetKey([unescape_segment(s) for s in segments]), partition, digest)
-
-
-def _key_path(asset_key: dg.AssetKey | Sequence[str] | str) -> list[str]:
-    if isinstance(asset_key, dg.AssetKey):
-        return list(asset_key.path)
-    if isinstance(asset_key, str):
-        return [asset_key]
-    return list(asset_key)
-
-
 # --------------------------------------------------------------------------- Dagster seams
+# The step context is reached through OutputContext/InputContext._step_context, which is
+# not a documented API (conventions section 11): the public ``step_context`` property
+# warns on upstream outputs and raises on contexts built outside a run.
+# AttributeError/TypeError are what a Dagster that renamed or re-signed these hooks raises.
+_INCOMPATIBLE_DAGSTER = (AttributeError, TypeError)
+
+
 def set_data_version(context: dg.OutputContext, cid: str) -> bool:
     """Make ``cid`` the data version of the asset being materialized.
 
@@ -238,7 +94,7 @@ def set_data_version(context: dg.OutputContext, cid: str) -> bool:
     try:
         step.set_data_version(context.asset_key, dg.DataVersion(cid))
         return True
-    except Exception as exc:  # pragma: no cover - only on an incompatible Dagster
+    except _INCOMPATIBLE_DAGSTER as exc:  # pragma: no cover - only on an incompatible Dagster
         context.log.warning(f"atdata: could not set the data version to the CID ({exc!r}); Dagster's default applies")
         return False
 
@@ -257,7 +113,7 @@ def add_partition_metadata(context: dg.OutputContext, partition_key: str, metada
     try:
         step.add_asset_metadata(dict(metadata), asset_key=context.asset_key, partition_key=partition_key)
         return True
-    except Exception as exc:  # pragma: no cover - only on an incompatible Dagster
+    except _INCOMPATIBLE_DAGSTER as exc:  # pragma: no cover - only on an incompatible Dagster
         context.log.warning(f"atdata: could not attach metadata to partition {partition_key!r} ({exc!r})")
         return False
 
@@ -270,14 +126,11 @@ _LOADED_LOCK = threading.Lock()
 _LOADED_MAX = 4096
 
 
-def _step_id(context: Any) -> tuple[str, str] | None:
+def _step_id(context: dg.InputContext | dg.OutputContext) -> tuple[str, str] | None:
     step = getattr(context, "_step_context", None)
     if step is None:
         return None
-    try:
-        return step.run_id, step.step.key
-    except Exception:  # pragma: no cover
-        return None
+    return step.run_id, step.step.key
 
 
 def _record_loaded(context: dg.InputContext, items: list[dict[str, Any]]) -> None:
@@ -327,16 +180,6 @@ class _Tap:
         return itertools.chain(head, it)
 
 
-def _meta_value(value: Any) -> Any:
-    return value.value if isinstance(value, dg.MetadataValue) else value
-
-
-def _is_dataset(obj: Any) -> bool:
-    from .dataset import Dataset
-
-    return isinstance(obj, Dataset)
-
-
 def _check_iterable(obj: Any, what: str) -> None:
     if isinstance(obj, (str, bytes, bytearray, memoryview)) or not isinstance(obj, Iterable):
         raise ConfigurationError(
@@ -345,9 +188,13 @@ def _check_iterable(obj: Any, what: str) -> None:
         )
 
 
-def _cid_from_event_metadata(metadata: Mapping[str, Any]) -> str | None:
-    cid = _meta_value(metadata.get("atdata/cid"))
-    return str(cid) if cid else None
+class _Stored(NamedTuple):
+    """One written entry and what its materialization metadata shows."""
+
+    entry: "LocalDatasetEntry"
+    sample_type: type | None
+    preview: list[dict[str, str]] | None
+    columns: list[str]
 
 
 # --------------------------------------------------------------------------- the IO manager
@@ -385,8 +232,14 @@ class AtdataIOManager(dg.ConfigurableIOManager):
         default=5, description="How many leading samples are summarized in the 'atdata/preview' metadata table (0 for none)."
     )
 
+    def output_settings(self, metadata: Mapping[str, Any] | None, asset_key: dg.AssetKey) -> OutputSettings:
+        """The write settings of ``asset_key``: its ``atdata/*`` metadata over this IO manager's config."""
+        defaults = WriteDefaults(repo=self.repo, maxcount=self.maxcount, maxsize=self.maxsize, manifest=self.manifest)
+        return OutputSettings.parse(metadata, asset_key, defaults)
+
     # ------------------------------------------------------------------ output
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        """Write ``obj`` (samples, a ``Dataset`` or, per partition, a mapping of them) as index entries."""
         if obj is None:
             return
         if not context.has_asset_key:
@@ -395,10 +248,9 @@ class AtdataIOManager(dg.ConfigurableIOManager):
                 "has no asset key. Use it with @asset, or give this op another IO manager"
             )
         index = self.index.get_index()
-        settings = self._settings(context.definition_metadata or {}, context.asset_key)
+        settings = self.output_settings(context.definition_metadata, context.asset_key)
         upstream = _loaded_for(context)
-        multi = context.has_asset_partitions and not context.has_partition_key
-        if multi:
+        if context.has_asset_partitions and not context.has_partition_key:
             self._handle_range(context, index, obj, settings, upstream)
             return
         partition = context.partition_key if context.has_partition_key else None
@@ -414,16 +266,18 @@ class AtdataIOManager(dg.ConfigurableIOManager):
                     f"with keys {sorted(map(str, obj))[:5]}; it must hold exactly the run's partition"
                 )
             obj = obj[partition]
-        entry, sample_type, rows, cols = self._store(context, index, obj, partition, settings, upstream)
+        stored = self._store(context, index, obj, partition, settings, upstream)
         context.add_output_metadata(
             entry_metadata(
-                entry, sample_type=sample_type, partitioned=partition is not None,
-                preview=rows, preview_cols=cols, repo=settings["repo"], upstream=upstream,
+                stored.entry, sample_type=stored.sample_type, partitioned=partition is not None,
+                preview=stored.preview, preview_cols=stored.columns, repo=settings.repo, upstream=upstream,
             )
         )
-        set_data_version(context, entry.cid)
+        set_data_version(context, stored.entry.cid)
 
-    def _handle_range(self, context: dg.OutputContext, index: "Index", obj: Any, settings: dict, upstream: list) -> None:
+    def _handle_range(
+        self, context: dg.OutputContext, index: "Index", obj: Any, settings: OutputSettings, upstream: list[dict[str, Any]],
+    ) -> None:
         keys = list(context.asset_partition_keys)
         what = f"asset {context.asset_key.to_user_string()!r}"
         if not isinstance(obj, Mapping):
@@ -445,35 +299,27 @@ class AtdataIOManager(dg.ConfigurableIOManager):
             value = obj[pk]
             if value is None:
                 continue
-            entry, sample_type, rows, cols = self._store(context, index, value, pk, settings, upstream)
+            stored = self._store(context, index, value, pk, settings, upstream)
             md = entry_metadata(
-                entry, sample_type=sample_type, partitioned=True, preview=rows, preview_cols=cols,
-                repo=settings["repo"], upstream=upstream,
+                stored.entry, sample_type=stored.sample_type, partitioned=True, preview=stored.preview,
+                preview_cols=stored.columns, repo=settings.repo, upstream=upstream,
             )
             add_partition_metadata(context, pk, md)
-            cids[pk] = entry.cid
-            stats = (entry.metadata or {}).get("stats") or {}
+            cids[pk] = stored.entry.cid
+            stats = (stored.entry.metadata or {}).get("stats") or {}
             total_rows += int(stats.get("num_samples") or 0)
             total_bytes += int(stats.get("total_bytes") or 0)
-            total_shards += int(stats.get("num_shards") or len(entry.data_urls))
+            total_shards += int(stats.get("num_shards") or len(stored.entry.data_urls))
         context.log.info(
             f"atdata: wrote {len(cids)} partitions of {what}: {total_rows:,} samples, {total_shards} shards, "
             f"{total_bytes / 1e6:.1f} MB"
         )
 
-    def _settings(self, meta: Mapping[str, Any], asset_key: dg.AssetKey) -> dict[str, Any]:
-        return asset_settings(
-            meta, asset_key,
-            defaults={"repo": self.repo, "maxcount": self.maxcount, "maxsize": self.maxsize, "manifest": self.manifest},
-        )
-
-    def _full_name(self, index: "Index", settings: dict, asset_key: dg.AssetKey, partition: str | None) -> tuple[str, str]:
-        return full_dataset_name(index, settings, asset_key, partition)
-
     def _store(
-        self, context: dg.OutputContext, index: "Index", obj: Any, partition: str | None, settings: dict, upstream: list,
-    ) -> tuple["LocalDatasetEntry", type | None, list[dict[str, str]] | None, list[str]]:
-        bare, full = self._full_name(index, settings, context.asset_key, partition)
+        self, context: dg.OutputContext, index: "Index", obj: Any, partition: str | None,
+        settings: OutputSettings, upstream: list[dict[str, Any]],
+    ) -> _Stored:
+        bare, full = settings.dataset_names(index, partition)
         lineage = {
             "asset_key": list(context.asset_key.path),
             "partition": partition,
@@ -482,21 +328,21 @@ class AtdataIOManager(dg.ConfigurableIOManager):
             "upstream": upstream,
         }
         metadata: dict[str, Any] = {"lineage": lineage}
-        if settings["promote"]:
+        if settings.promote:
             metadata["promote"] = True
-        write_opts = dict(maxcount=settings["maxcount"], maxsize=settings["maxsize"], manifest=settings["manifest"])
-        if write_opts["maxcount"] is None:
-            write_opts.pop("maxcount")
+        write_opts = settings.write_options()
         started = time.monotonic()
-        if _is_dataset(obj):
+        if isinstance(obj, Dataset):
             entry = index.insert_dataset(obj, name=full, metadata=metadata, **write_opts)
-            sample_type = obj.sample_type
+            sample_type: type | None = obj.sample_type
             cols = preview_columns(sample_type)
             rows = None
             if self.preview_rows > 0:
                 try:
                     rows = [summarize_sample(s, cols) for s in obj.head(self.preview_rows)]
-                except Exception as exc:  # a preview must never fail the materialization
+                # The entry is already committed: a preview (a read of arbitrary existing
+                # shards, any store) must never fail the materialization; it is logged.
+                except Exception as exc:  # noqa: BLE001
                     context.log.warning(f"atdata: no preview for {bare!r}: {exc}")
         else:
             _check_iterable(obj, f"asset {context.asset_key.to_user_string()!r}")
@@ -513,10 +359,11 @@ class AtdataIOManager(dg.ConfigurableIOManager):
             f"atdata: {full} -> {entry.cid}: {n if n is not None else '?'} samples, "
             f"{stats.get('num_shards', len(entry.data_urls))} shards, {size / 1e6:.1f} MB in {elapsed:.1f}s"
         )
-        return entry, sample_type, rows, cols
+        return _Stored(entry, sample_type, rows, cols)
 
     # ------------------------------------------------------------------- input
     def load_input(self, context: dg.InputContext) -> Any:
+        """A lazy ``Dataset`` over the upstream entries the upstream materializations recorded."""
         if not context.has_asset_key:
             raise ConfigurationError(
                 "AtdataIOManager loads asset inputs; this input has no upstream asset key. "
@@ -524,12 +371,9 @@ class AtdataIOManager(dg.ConfigurableIOManager):
             )
         index = self.index.get_index()
         key = context.asset_key
-        upstream_meta: Mapping[str, Any] = {}
-        if context.upstream_output is not None:
-            upstream_meta = context.upstream_output.definition_metadata or {}
-        settings = self._settings(upstream_meta, key)
-        in_meta = {k: _meta_value(v) for k, v in (context.definition_metadata or {}).items()}
-        allow_missing = bool(in_meta.get("allow_missing_partitions", False))
+        upstream_meta = context.upstream_output.definition_metadata if context.upstream_output is not None else None
+        settings = self.output_settings(upstream_meta, key)
+        inputs = InputSettings.parse(context.definition_metadata, key)
         sample_type = _annotated_sample_type(context)
 
         partitions: list[str | None]
@@ -541,16 +385,16 @@ class AtdataIOManager(dg.ConfigurableIOManager):
         found: list[tuple[str | None, "LocalDatasetEntry"]] = []
         missing: list[str | None] = []
         for pk in partitions:
-            entry = self._resolve(index, settings, key, pk, cids.get(pk))
+            entry = resolve_entry(index, settings, pk, cids.get(pk), where=self.index.describe())
             if entry is None:
                 missing.append(pk)
             else:
                 found.append((pk, entry))
         what = f"upstream asset {key.to_user_string()!r}"
-        if missing and not (allow_missing and found):
+        if missing and not (inputs.allow_missing_partitions and found):
             if partitions == [None]:
                 raise NotFoundError(
-                    f"{what} has no dataset in the index (looked for {self._full_name(index, settings, key, None)[1]!r}); "
+                    f"{what} has no dataset in the index (looked for {settings.dataset_names(index, None)[1]!r}); "
                     "materialize it first"
                 )
             shown = ", ".join(repr(m) for m in missing[:10]) + (" ..." if len(missing) > 10 else "")
@@ -573,82 +417,15 @@ class AtdataIOManager(dg.ConfigurableIOManager):
         )
         return _dataset_over(index, [e for _, e in found], sample_type, [pk for pk, _ in found])
 
-    def _resolve(
-        self, index: "Index", settings: dict, key: dg.AssetKey, partition: str | None, cid: str | None,
-    ) -> Optional["LocalDatasetEntry"]:
-        return resolve_entry(index, settings, key, partition, cid, where=self.index.describe())
-
-
-def asset_settings(meta: Mapping[str, Any], asset_key: dg.AssetKey, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Write settings of an asset: its ``atdata/*`` definition metadata over ``defaults``."""
-    d = {"repo": "local", "maxcount": 10000, "maxsize": None, "manifest": False, **(defaults or {})}
-    m = {k: _meta_value(v) for k, v in (meta or {}).items()}
-    out = {
-        "name": m.get("atdata/name"),
-        "repo": m.get("atdata/repo") or d["repo"],
-        "maxcount": m.get("atdata/maxcount", d["maxcount"]),
-        "maxsize": m.get("atdata/maxsize", d["maxsize"]),
-        "manifest": bool(m.get("atdata/manifest", d["manifest"])),
-        "promote": bool(m.get("atdata/promote", False)),
-    }
-    where = f"asset {asset_key.to_user_string()!r}"
-    if out["name"] is not None and not isinstance(out["name"], str):
-        raise ConfigurationError(f"{where}: 'atdata/name' must be a string, got {out['name']!r}")
-    for k in ("maxcount", "maxsize"):
-        v = out[k]
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise ConfigurationError(f"{where}: 'atdata/{k}' must be a positive integer, got {v!r}")
-    if not isinstance(out["repo"], str) or not out["repo"]:
-        raise ConfigurationError(f"{where}: 'atdata/repo' must be a repository name, got {out['repo']!r}")
-    return out
-
-
-def full_dataset_name(index: "Index", settings: Mapping[str, Any], asset_key: dg.AssetKey, partition: str | None) -> tuple[str, str]:
-    """(bare name, ``repo/name``) of an asset partition's dataset, checking the repository exists."""
-    repo = settings["repo"]
-    if repo not in index.repos:
-        raise ConfigurationError(
-            f"asset {asset_key.to_user_string()!r}: repository {repo!r} is not mounted; "
-            f"configured repositories: {sorted(index.repos)} (AtdataIndexResource.repos)"
-        )
-    bare = dataset_name(asset_key, partition, base=settings["name"])
-    return bare, f"{repo}/{bare}"
-
-
-def resolve_entry(
-    index: "Index", settings: Mapping[str, Any], key: dg.AssetKey, partition: str | None, cid: str | None,
-    *, where: str = "the index",
-) -> Optional["LocalDatasetEntry"]:
-    """The entry with ``cid`` (recorded by the materialization), else the latest under the asset's name.
-
-    ``None`` when neither exists; a recorded CID missing from the index is an error, never
-    silently replaced by whatever the name points at now.
-    """
-    if cid:
-        try:
-            return index.get_entry(cid)
-        except NotFoundError:
-            raise NotFoundError(
-                f"asset {key.to_user_string()!r}"
-                + (f" partition {partition!r}" if partition is not None else "")
-                + f" was materialized as index entry {cid}, which {where} does not hold; "
-                "check the index configuration or re-materialize it"
-            ) from None
-    _, full = full_dataset_name(index, settings, key, partition)
-    try:
-        return index.get_dataset(full)
-    except NotFoundError:
-        return None
-
 
 def _code_version(context: dg.OutputContext) -> str | None:
     try:
         return context.asset_spec.code_version
-    except Exception:
+    except dg.DagsterInvariantViolationError:  # a context built without its asset spec
         return None
 
 
-def _progress_logger(context: dg.OutputContext, name: str, started: float):
+def _progress_logger(context: dg.OutputContext, name: str, started: float) -> Callable[[int, int], None]:
     def progress(samples: int, nbytes: int) -> None:
         elapsed = time.monotonic() - started
         if elapsed < PROGRESS_AFTER_SECONDS:  # short writes: the final summary line is enough
@@ -663,63 +440,30 @@ def _progress_logger(context: dg.OutputContext, name: str, started: float):
 
 def _annotated_sample_type(context: dg.InputContext) -> type | None:
     """``T`` of a ``Dataset[T]`` input annotation, else ``None``."""
-    from .dataset import Dataset
-
     try:
         typing_type = context.dagster_type.typing_type
-    except Exception:
+    except dg.DagsterInvariantViolationError:  # a context built without a Dagster type
         return None
     if isinstance(typing_type, type) and issubclass(typing_type, Dataset):
         return typing_type.sample_type
     return None
 
 
-def recorded_cids(instance: Any, key: dg.AssetKey, partitions: Sequence[str | None] | None) -> dict[str | None, str]:
-    """partition -> ``atdata/cid`` of its latest materialization event in ``instance``.
+def _instance_of(context: dg.InputContext) -> dg.DagsterInstance | None:
+    """The run's instance; ``None`` only for a context built without one (nothing was recorded).
 
-    ``partitions=[None]`` asks for the unpartitioned asset (key ``None``), ``None`` for
-    every partition ever materialized. Events without ``atdata/cid`` (another IO
-    manager) are left out.
+    Any other failure propagates: without the instance the recorded CIDs are unknown,
+    and loading the name's latest entry instead would silently read other data.
     """
-    if instance is None:
-        return {}
-    out: dict[str | None, str] = {}
-    if partitions is not None and list(partitions) == [None]:
-        event = instance.get_latest_materialization_event(key)
-        mat = event.asset_materialization if event is not None else None
-        if mat is not None and mat.partition is None:
-            cid = _cid_from_event_metadata(mat.metadata)
-            if cid:
-                out[None] = cid
-        return out
-    wanted = None if partitions is None else {p for p in partitions if p is not None}
-    storage_ids = instance.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_MATERIALIZATION, wanted)
-    ids = sorted(storage_ids.values())
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, storage_ids=chunk), limit=len(chunk)
-        )
-        for record in result.records:
-            mat = record.asset_materialization
-            if mat is None or mat.partition is None:
-                continue
-            cid = _cid_from_event_metadata(mat.metadata)
-            if cid:
-                out[mat.partition] = cid
-    return out
-
-
-def _instance_of(context: Any) -> Any:
     try:
         return context.instance
-    except Exception:  # contexts built without an instance
+    except dg.DagsterInvariantViolationError:
         return None
 
 
-def _dataset_over(index: "Index", entries: list["LocalDatasetEntry"], sample_type: type | None, partitions: list) -> Any:
-    from .dataset import Dataset
-
+def _dataset_over(
+    index: "Index", entries: list["LocalDatasetEntry"], sample_type: type | None, partitions: list[str | None],
+) -> Dataset[Any]:
     if len(entries) == 1:
         return index.dataset_for_entry(entries[0], sample_type)
     if sample_type is None:

@@ -7,9 +7,13 @@ sample type or a few samples and returns Dagster metadata values.
 from __future__ import annotations
 
 import posixpath
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
+
+from .errors import AtdataError
+from .samples.schema import field_specs
 
 __all__ = [
     "column_schema",
@@ -45,11 +49,9 @@ def column_schema(sample_type: type | None) -> dg.TableSchema | None:
     """
     if sample_type is None:
         return None
-    from .samples.schema import field_specs
-
     try:
         specs = field_specs(sample_type)
-    except Exception:  # DictSample and other untyped samples have no schema
+    except AtdataError:  # DictSample and other untyped samples have no schema
         return None
     return dg.TableSchema(
         columns=[
@@ -90,7 +92,7 @@ def summarize_sample(sample: Any, columns: Sequence[str]) -> dict[str, str]:
         except AttributeError:
             try:
                 value = sample[name]  # DictSample
-            except Exception:
+            except (KeyError, IndexError, TypeError):  # no such field, or not subscriptable
                 value = None
         row[name] = summarize_value(value)
     return row
@@ -99,17 +101,13 @@ def summarize_sample(sample: Any, columns: Sequence[str]) -> dict[str, str]:
 def preview_columns(sample_type: type | None, sample: Any = None) -> list[str]:
     """The field names to show in a preview (from the type, else from a DictSample)."""
     if sample_type is not None:
-        from .samples.schema import field_specs
-
         try:
             return [s.name for s in field_specs(sample_type)]
-        except Exception:
+        except AtdataError:  # untyped (DictSample): the columns come from the sample itself
             pass
-    if sample is not None and hasattr(sample, "keys"):
-        try:
-            return [str(k) for k in sample.keys()]
-        except Exception:
-            return []
+    keys = getattr(sample, "keys", None)
+    if callable(keys):
+        return [str(k) for k in keys()]
     return []
 
 

@@ -19,7 +19,8 @@ sensor's cursor, re-materializations).
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Optional, Union
+from enum import Enum
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Union
 
 import dagster as dg
 from pydantic import Field
@@ -201,13 +202,12 @@ def _op_config(cids: Sequence[str]) -> dict:
 
 def _check_job(job: Any, resource_key: str, what: str) -> None:
     """Fail at definition time when ``job`` was not built by :func:`build_promotion_job` for ``resource_key``."""
-    try:
-        node = job.graph.node_named(PROMOTE_OP)
-        keys = set(node.definition.required_resource_keys)
-    except Exception:
+    if not isinstance(job, dg.JobDefinition) or not job.graph.has_node_named(PROMOTE_OP):
         raise ConfigurationError(
             f"{what}: job {getattr(job, 'name', job)!r} has no op {PROMOTE_OP!r}; pass a job made by build_promotion_job()"
-        ) from None
+        )
+    op = job.graph.node_named(PROMOTE_OP).definition
+    keys = set(op.required_resource_keys) if isinstance(op, dg.OpDefinition) else set()
     if resource_key not in keys:
         raise ConfigurationError(
             f"{what}: job {job.name!r} promotes through resource {sorted(keys)}, not {resource_key!r}; "
@@ -215,25 +215,33 @@ def _check_job(job: Any, resource_key: str, what: str) -> None:
         )
 
 
-def _in_flight_cids(context: Any, job_name: str) -> set[str]:
+def _in_flight_cids(context: dg.SensorEvaluationContext | dg.ScheduleEvaluationContext, job_name: str) -> set[str]:
     """CIDs that queued or running runs of the promotion job are already promoting.
 
     Two runs promoting one entry at once could both find no record and both publish;
-    sensor and schedule leave such CIDs to the run that has them.
+    sensor and schedule leave such CIDs to the run that has them. A failing run storage
+    fails the tick (retried on the next one) rather than risking a double publish.
     """
     try:
         instance = context.instance
-        runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=list(_IN_FLIGHT)))
-    except Exception:  # a context without an instance, or storage trouble: no exclusion
+    except dg.DagsterInvariantViolationError:  # a context built without an instance: no runs to exclude
         return set()
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=list(_IN_FLIGHT)))
     out: set[str] = set()
     for run in runs:
         tag = (run.tags or {}).get("atdata/cid")
         if tag:
             out.add(tag)
-        config = ((run.run_config or {}).get("ops") or {}).get(PROMOTE_OP) or {}
-        out.update(c for c in ((config.get("config") or {}).get("cids") or []) if isinstance(c, str))
+        out.update(_config_cids(run.run_config))
     return out
+
+
+def _config_cids(run_config: Any) -> list[str]:
+    """The ``cids`` of a promotion run's op config (``[]`` when absent or malformed)."""
+    node: Any = run_config
+    for key in ("ops", PROMOTE_OP, "config", "cids"):
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return [c for c in node if isinstance(c, str)] if isinstance(node, list) else []
 
 
 # --------------------------------------------------------------------------- the job
@@ -270,26 +278,35 @@ _PERMANENT_ONE = (NotFoundError, ConfigurationError, BlobTooLargeError, InvalidR
 _TRANSIENT_ALL = (AtmosphereConnectionError, AtmosphereRateLimitError)
 
 
-def _targets(index: "Index", config: PromotionConfig) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    seen: set[tuple[str, str]] = set()
+class TargetKind(Enum):
+    """How a promotion target names its entry."""
 
-    def add(kind: str, value: str) -> None:
-        if (kind, value) not in seen:
-            seen.add((kind, value))
-            out.append((kind, value))
+    CID = "cid"
+    NAME = "name"
 
-    for cid in config.cids:
-        add("cid", cid)
-    for name in config.names:
-        add("name", name)
+
+class _Target(NamedTuple):
+    kind: TargetKind
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value} {self.value}"
+
+
+def _targets(index: "Index", config: PromotionConfig) -> list[_Target]:
+    candidates = [
+        *(_Target(TargetKind.CID, cid) for cid in config.cids),
+        *(_Target(TargetKind.NAME, name) for name in config.names),
+    ]
     if config.pending:
-        for _repo, entry in pending_entries(
-            index, repos=config.repos, name_prefix=config.name_prefix, asset_keys=config.asset_keys,
-            require_mark=config.require_mark,
-        ):
-            add("cid", entry.cid)
-    return out
+        candidates += [
+            _Target(TargetKind.CID, entry.cid)
+            for _repo, entry in pending_entries(
+                index, repos=config.repos, name_prefix=config.name_prefix, asset_keys=config.asset_keys,
+                require_mark=config.require_mark,
+            )
+        ]
+    return list(dict.fromkeys(candidates))
 
 
 def _observe(context: dg.OpExecutionContext, entry: "LocalDatasetEntry", uri: str) -> bool:
@@ -317,9 +334,10 @@ def _observe(context: dg.OpExecutionContext, entry: "LocalDatasetEntry", uri: st
     return True
 
 
-def _promote_one(index: "Index", kind: str, value: str) -> tuple["LocalDatasetEntry", str, bool]:
+def _promote_one(index: "Index", target: _Target) -> tuple["LocalDatasetEntry", str, bool]:
     """Promote one target; return (entry after promotion, AT URI, whether the entry already recorded that URI)."""
-    if kind == "cid":
+    value = target.value
+    if target.kind is TargetKind.CID:
         before = promoted_uri(index.get_entry(value))
         uri = index.promote_cid(value)
         entry = index.get_entry(value)
@@ -382,17 +400,19 @@ def build_promotion_job(
             raise dg.Failure(description=f"cannot select entries to promote: {exc}", allow_retries=False) from exc
 
         done: list[dict[str, Any]] = []
-        failed: list[tuple[str, str, BaseException]] = []
-        stop: BaseException | None = None
-        for kind, value in targets:
+        failed: list[tuple[_Target, Exception]] = []
+        stop: Exception | None = None
+        for target in targets:
             try:
-                entry, uri, reused = _promote_one(index, kind, value)
+                entry, uri, reused = _promote_one(index, target)
             except _PERMANENT + _TRANSIENT_ALL as exc:
-                failed.append((kind, value, exc))
+                failed.append((target, exc))
                 stop = exc
                 break
-            except Exception as exc:  # noqa: BLE001 - reported with the others below
-                failed.append((kind, value, exc))
+            # Any other failure of one target (a PDS rejecting a record, a store error) is
+            # collected and re-raised below, chained, in the run's Failure.
+            except Exception as exc:  # noqa: BLE001
+                failed.append((target, exc))
                 continue
             observed = _observe(context, entry, uri)
             context.log.info(
@@ -401,8 +421,8 @@ def build_promotion_job(
             done.append({"name": entry.name, "cid": entry.cid, "at_uri": uri, "reused": reused, "observed": observed})
 
         if failed:
-            permanent = all(isinstance(exc, _PERMANENT + _PERMANENT_ONE) for _, _, exc in failed)
-            lines = [f"{kind} {value}: {type(exc).__name__}: {exc}" for kind, value, exc in failed]
+            permanent = all(isinstance(exc, _PERMANENT + _PERMANENT_ONE) for _, exc in failed)
+            lines = [f"{target}: {type(exc).__name__}: {exc}" for target, exc in failed]
             untried = len(targets) - len(done) - len(failed)
             head = f"promotion failed for {len(failed)} of {len(targets)} targets"
             if untried:
@@ -415,7 +435,7 @@ def build_promotion_job(
                     "atdata/promoted_cids": dg.MetadataValue.json([d["cid"] for d in done]),
                 },
                 allow_retries=not permanent,
-            ) from failed[0][2]
+            ) from failed[0][1]
 
         # "new" counts URIs newly recorded on index entries; the PDS itself may have reused records
         new = sum(1 for d in done if not d["reused"])

@@ -10,54 +10,65 @@ network or the disk at definition time: the engine ``Index`` is built in
 """
 
 
+import importlib.metadata
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from .errors import ConfigurationError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .index.index import Index, Repository
-    from .stores.base import DataStore
+from .redact import redact
+from .index.index import Index, Repository
+from .index.providers import IndexProvider, create_provider, provider_from_url
+from .stores.base import DataStore
+from .stores.disk import LocalDiskStore
 
 __all__ = [
     "AtdataIndexResource",
     "LocalDiskStoreConfig",
     "RepositoryConfig",
     "S3DataStoreConfig",
+    "check_atmosphere_login",
+    "check_index_choice",
 ]
 
 
 def _library_version() -> str:
     try:
-        from importlib.metadata import version
-
-        return version("atdata-dagster")
-    except Exception:  # pragma: no cover - not installed as a distribution
+        return importlib.metadata.version("atdata-dagster")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed as a distribution
         return "0+unknown"
 
 
-try:  # announce the library in the code location's "libraries" list (private API)
-    try:
+def _register_library() -> None:
+    """Announce the library in the code location's "libraries" list (a private Dagster API).
+
+    Optional: a Dagster without the registry (ImportError) or with another signature
+    (AttributeError, TypeError) must never break importing this module.
+    """
+    try:  # lazy: an optional, private Dagster API
         from dagster_shared.libraries import DagsterLibraryRegistry
     except ImportError:  # pragma: no cover - older dagster
-        from dagster._core.libraries import DagsterLibraryRegistry  # type: ignore[no-redef]
+        try:  # lazy: an optional, private Dagster API (older location)
+            from dagster._core.libraries import DagsterLibraryRegistry  # type: ignore[no-redef]
+        except ImportError:
+            return
+    try:
+        DagsterLibraryRegistry.register("atdata-dagster", _library_version(), is_dagster_package=False)
+    except (AttributeError, TypeError):  # pragma: no cover - a registry with another API
+        return
 
-    DagsterLibraryRegistry.register("atdata-dagster", _library_version(), is_dagster_package=False)
-except Exception:  # pragma: no cover - never let registration break an import
-    pass
+
+_register_library()
 
 
 def _masked_repr_args(model: Any, pairs: Any) -> Any:
-    """``__repr_args__`` with the password of a ``dsn`` / ``redis_url`` URL masked (``***``)."""
-    from .index.providers.sql import mask_url_text
-
+    """``__repr_args__`` with the password of a ``dsn`` / ``redis_url`` masked (``***``)."""
     for name, value in pairs:
         if name in ("dsn", "redis_url") and isinstance(value, str):
-            value = mask_url_text(value)
+            value = redact(value)
         yield name, value
 
 
@@ -71,9 +82,7 @@ class LocalDiskStoreConfig(dg.Config):
         description="Directory holding the shards; default ~/.atdata/data, as for Index.",
     )
 
-    def build(self) -> "DataStore":
-        from .stores.disk import LocalDiskStore
-
+    def build(self) -> DataStore:
         return LocalDiskStore(self.root)
 
     def describe(self) -> str:
@@ -106,8 +115,8 @@ class S3DataStoreConfig(dg.Config):
     )
     prefix: str = Field(default="", description="Key prefix inside the bucket under which every dataset lives.")
 
-    def build(self) -> "DataStore":
-        from .stores.s3 import S3DataStore
+    def build(self) -> DataStore:
+        from .stores.s3 import S3DataStore  # lazy: boto3 is imported only when an S3 store is configured
 
         return S3DataStore(
             bucket=self.bucket,
@@ -152,19 +161,36 @@ def _env_vars(value: Any):
             yield from _env_vars(v)
 
 
-def _build_provider(path: str | None, dsn: str | None, redis_url: str | None, where: str):
-    from .index.providers import create_provider
+def check_index_choice(
+    where: str, path: str | None, dsn: str | None, redis_url: str | None, *, required: bool = False,
+) -> None:
+    """At most one of ``path``, ``dsn`` and ``redis_url`` (exactly one when ``required``).
 
+    Raises :class:`ConfigurationError` naming ``where`` and the fields to set.
+    """
     given = [n for n, v in (("path", path), ("dsn", dsn), ("redis_url", redis_url)) if v]
     if len(given) > 1:
         raise ConfigurationError(
             f"{where}: set only one of path (SQLite), dsn (PostgreSQL) or redis_url (Redis); got {', '.join(given)}"
         )
+    if required and not given:
+        raise ConfigurationError(f"{where} needs an index: set path (SQLite), dsn (PostgreSQL) or redis_url (Redis)")
+
+
+def check_atmosphere_login(where: str, handle: str | None, password: str | None) -> None:
+    """Both or neither of an atmosphere handle and app password (:class:`ConfigurationError`)."""
+    if bool(handle) != bool(password):
+        raise ConfigurationError(
+            f"{where}: set both atmosphere_handle and atmosphere_password (the password as dagster.EnvVar, "
+            "'{{ env.NAME }}' in YAML) to publish, or neither for read-only access"
+        )
+
+
+def _build_provider(path: str | None, dsn: str | None, redis_url: str | None, where: str) -> IndexProvider:
+    check_index_choice(where, path, dsn, redis_url)
     if dsn:
         return create_provider("postgres", dsn=dsn)
     if redis_url:
-        from .index.providers import provider_from_url
-
         return provider_from_url(redis_url)
     return create_provider("sqlite", path=path or None)
 
@@ -186,13 +212,8 @@ class RepositoryConfig(dg.Config):
     def __repr_args__(self) -> Any:  # the DSN / Redis URL may hold a password
         return _masked_repr_args(self, super().__repr_args__())
 
-    def build(self, name: str) -> "Repository":
-        from .index.index import Repository
-
-        if not (self.path or self.dsn or self.redis_url):
-            raise ConfigurationError(
-                f"repository {name!r} needs an index: set path (SQLite), dsn (PostgreSQL) or redis_url (Redis)"
-            )
+    def build(self, name: str) -> Repository:
+        check_index_choice(f"repository {name!r}", self.path, self.dsn, self.redis_url, required=True)
         provider = _build_provider(self.path, self.dsn, self.redis_url, f"repos[{name!r}]")
         return Repository(provider=provider, data_store=self.data_store.build())
 
@@ -263,7 +284,7 @@ class AtdataIndexResource(dg.ConfigurableResource):
             index.close()
 
     # -- the engine object
-    def get_index(self) -> "Index":
+    def get_index(self) -> Index:
         """The engine ``Index`` for this configuration (built on first use outside a run)."""
         if self._index is None:
             with self._lock:
@@ -271,14 +292,12 @@ class AtdataIndexResource(dg.ConfigurableResource):
                     self._index = self.build_index()
         return self._index
 
-    def build_index(self) -> "Index":
+    def build_index(self) -> Index:
         """A new engine ``Index`` for this configuration (the caller closes it).
 
         Outside a run, ``dagster.EnvVar`` fields are read from the environment here (a
         missing variable raises :class:`ConfigurationError` naming it).
         """
-        from .index.index import Index
-
         env_vars = set(_env_vars(self))
         missing = sorted(v for v in env_vars if os.environ.get(v) is None)
         if missing:
@@ -296,33 +315,27 @@ class AtdataIndexResource(dg.ConfigurableResource):
                 provider,
                 data_store=self.data_store.build(),
                 repos=repos,
-                atmosphere=self._atmosphere_arg(),
+                **self._atmosphere_kwargs(),
             )
         except BaseException:
             provider.close()
             raise
 
-    def _atmosphere_arg(self) -> Any:
+    def _atmosphere_kwargs(self) -> dict[str, Any]:
+        """The ``atmosphere`` argument of ``Index``: left out for its anonymous default."""
         if not self.atmosphere:
-            return None
-        if self.atmosphere_handle or self.atmosphere_password:
-            if not (self.atmosphere_handle and self.atmosphere_password):
-                raise ConfigurationError(
-                    "AtdataIndexResource: set both atmosphere_handle and atmosphere_password "
-                    "(as dagster.EnvVar) to publish, or neither for read-only access"
-                )
+            return {"atmosphere": None}
+        check_atmosphere_login("AtdataIndexResource", self.atmosphere_handle, self.atmosphere_password)
         if not (self.atmosphere_handle or self.atmosphere_service_url):
-            from .index.index import _ATMOSPHERE_DEFAULT
-
-            return _ATMOSPHERE_DEFAULT
-        from .atmosphere import AtmosphereClient
+            return {}
+        from .atmosphere import AtmosphereClient  # lazy: atproto is imported only when the atmosphere is configured
 
         kwargs: dict[str, Any] = {}
         if self.atmosphere_handle:
             kwargs.update(handle=self.atmosphere_handle, password=self.atmosphere_password)
         if self.atmosphere_service_url:
-            return AtmosphereClient(self.atmosphere_service_url, **kwargs)
-        return AtmosphereClient(**kwargs)
+            return {"atmosphere": AtmosphereClient(self.atmosphere_service_url, **kwargs)}
+        return {"atmosphere": AtmosphereClient(**kwargs)}
 
     def describe(self) -> str:
         """Where the index lives, for logs (never includes a secret)."""

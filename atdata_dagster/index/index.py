@@ -17,9 +17,10 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Mapping, TypeVar, cast
 
 from ..errors import (
+    AtdataError,
     AtmosphereUnavailableError,
     ConfigurationError,
     ConfigurationTypeError,
@@ -28,6 +29,7 @@ from ..errors import (
     NotFoundError,
     NotPackableError,
     SchemaError,
+    UnknownOptionError,
 )
 from ..stores.base import DataStore, ShardWriteResult
 from ..stores.http import HttpOpener
@@ -71,16 +73,109 @@ def create_repository(provider: str | IndexProvider = "sqlite", *, data_store: D
     return Repository(provider=provider, data_store=data_store)
 
 
+_INDEX_OPTIONS = ("provider", "path", "dsn", "redis", "data_store", "repos", "atmosphere", "auto_stubs", "stub_dir",
+                  "allow_credentials_for")
+_PROVIDER_OPTION = {"sqlite": "path", "postgres": "dsn", "postgresql": "dsn", "redis": "redis"}
+_INSERT_OPTIONS = ("name", "schema_ref", "metadata", "prefix", "data_store", "maxcount", "maxsize", "manifest",
+                   "cache_local", "description", "tags", "license")
+
+
+def _reject_ignored(name: str, options: dict[str, Any], why: str) -> None:
+    """Raise :class:`UnknownOptionError` if any of ``options`` is set: this route would ignore it."""
+    given = sorted(k for k, v in options.items() if v is not None)
+    if given:
+        raise UnknownOptionError(
+            f"insert_dataset(name={name!r}) would ignore {', '.join(f'{k}=' for k in given)}: {why}. Drop "
+            f"{'them' if len(given) > 1 else 'it'}.",
+            tuple(given), _INSERT_OPTIONS,
+        )
+
+
+def _local_provider(provider: Any, *, path: Any, dsn: Any, redis: Any) -> IndexProvider:
+    """The ``local`` repository's provider from ``Index()``'s arguments; a
+    :class:`ConfigurationError` for an argument the chosen provider would ignore."""
+    from .providers import create_provider
+
+    given = [k for k, v in (("path", path), ("dsn", dsn), ("redis", redis)) if v is not None]
+    if isinstance(provider, IndexProvider):
+        if given:
+            raise ConfigurationError(
+                f"Index(provider=<{type(provider).__name__}>) got {', '.join(f'{k}=' for k in given)} too, which "
+                "it would ignore: the provider object already says where the index lives; drop them"
+            )
+        return provider
+    if provider is None:
+        if len(given) > 1:
+            raise ConfigurationError(
+                f"Index() got {' and '.join(f'{k}=' for k in given)}: pass only one of path= (SQLite), "
+                "dsn= (PostgreSQL) or redis= (Redis)"
+            )
+        kind = {"dsn": "postgres", "redis": "redis"}.get(given[0], "sqlite") if given else "sqlite"
+    elif isinstance(provider, str):
+        kind = provider.strip().lower()
+        if kind not in _PROVIDER_OPTION:
+            return create_provider(provider)  # raises: unknown provider name, with the known ones
+        ignored = [k for k in given if k != _PROVIDER_OPTION[kind]]
+        if ignored:
+            raise ConfigurationError(
+                f"Index(provider={provider!r}) takes {_PROVIDER_OPTION[kind]}=, not "
+                f"{', '.join(f'{k}=' for k in ignored)} (it would be ignored); drop it or pick the matching provider"
+            )
+    else:
+        raise ConfigurationTypeError(
+            f"provider must be an IndexProvider or one of 'sqlite', 'postgres', 'redis'; got {type(provider).__name__}"
+        )
+    if kind == "redis":
+        return _redis_provider(redis)
+    if kind in ("postgres", "postgresql"):
+        return create_provider("postgres", dsn=dsn)
+    return create_provider("sqlite", path=path)
+
+
+def _redis_provider(redis: Any) -> IndexProvider:
+    """A Redis provider from ``Index(redis=...)``: a connection, a URL or a mapping of options."""
+    from .providers import create_provider
+
+    if isinstance(redis, str):
+        return create_provider("redis", url=redis)
+    if isinstance(redis, Mapping):
+        options = dict(redis)
+        try:
+            return create_provider("redis", **options)
+        except TypeError as e:  # redis.Redis(**options) rejected a keyword (its message names only the key)
+            if isinstance(e, AtdataError):
+                raise
+            raise UnknownOptionError(
+                f"Index(redis={{...}}): redis.Redis does not accept one of the options {sorted(options)}: {e}. "
+                "Use redis.Redis keyword arguments (host, port, db, username, password, ...) or 'url'."
+            ) from None
+    if redis is None or hasattr(redis, "connection_pool"):
+        return create_provider("redis", redis=redis)
+    raise ConfigurationTypeError(
+        f"redis= must be a redis.Redis connection, a 'redis://...' URL or a mapping of redis.Redis options; "
+        f"got {type(redis).__name__}"
+    )
+
+
 class Index:
     """Unified index of datasets across repositories and the atmosphere.
 
     ``Index()`` is the embedded default: SQLite at ``~/.atdata/index.db`` and shards
     under ``~/.atdata/data``. ``Index(path=...)`` picks another SQLite file,
-    ``Index(dsn="postgresql://...")`` a PostgreSQL index, ``Index(redis=conn)`` (or
-    Redis keyword arguments) a Redis index. ``repos={"lab": Repository(...)}`` mounts
-    named repositories; ``atmosphere=`` takes an authenticated client for publishing
-    (the default is anonymous and read-only, and makes no network call until needed;
-    ``None`` disables it).
+    ``Index(dsn=...)`` a PostgreSQL index (``postgresql://`` URL or libpq key/value DSN)
+    and ``Index(redis=...)`` a Redis index: a ``redis.Redis`` connection, a
+    ``redis://`` URL, or a mapping of ``redis.Redis`` options
+    (``redis={"host": "h", "port": 6379, "password": ...}``, ``"url"`` allowed too).
+    ``provider=`` takes an :class:`IndexProvider` or a name (``"sqlite"``,
+    ``"postgres"``, ``"redis"``) used with ``path=`` / ``dsn=`` / ``redis=``.
+    ``repos={"lab": Repository(...)}`` mounts named repositories; ``atmosphere=``
+    takes an authenticated client for publishing (the default is anonymous and
+    read-only, and makes no network call until needed; ``None`` disables it).
+
+    Configuration mistakes fail loudly with a :class:`ConfigurationError`: an unknown
+    keyword (:class:`UnknownOptionError`, naming it; atdata passes unknown keywords to
+    ``redis.Redis(**kwargs)`` and so silently picks Redis), or ``path=`` / ``dsn=`` /
+    ``redis=`` that the chosen provider would ignore.
 
     Shards named by records read from the atmosphere (foreign records) are read
     anonymously; ``allow_credentials_for=["bucket", ...]`` lets the stores' credentials
@@ -100,25 +195,15 @@ class Index:
         auto_stubs: bool = False,
         stub_dir: str | None = None,
         allow_credentials_for: Iterable[str] = (),
-        **kwargs: Any,
+        **unknown: Any,
     ) -> None:
-        from .providers import create_provider
-
-        if isinstance(provider, IndexProvider):
-            local_provider = provider
-        elif isinstance(provider, str):
-            local_provider = create_provider(provider, path=path, dsn=dsn, redis=redis, **kwargs)
-        elif provider is None:
-            if dsn is not None:
-                local_provider = create_provider("postgres", dsn=dsn)
-            elif redis is not None or kwargs:
-                local_provider = create_provider("redis", redis=redis, **kwargs)
-            else:
-                local_provider = create_provider("sqlite", path=path)
-        else:
-            raise ConfigurationTypeError(
-                f"provider must be an IndexProvider or one of 'sqlite', 'postgres', 'redis'; got {type(provider).__name__}"
+        if unknown:
+            raise UnknownOptionError.for_call(
+                "Index()", unknown, _INDEX_OPTIONS,
+                hint="Redis connection options go in one mapping: Index(redis={'host': ..., 'port': ..., "
+                "'password': ...}), or pass a redis.Redis connection or a 'redis://...' URL as redis=.",
             )
+        local_provider = _local_provider(provider, path=path, dsn=dsn, redis=redis)
 
         self._repos: dict[str, Repository] = {LOCAL: Repository(local_provider, data_store)}
         for key, repo in (repos or {}).items():
@@ -488,38 +573,64 @@ class Index:
         entry = LocalDatasetEntry(name=name, schema_ref=schema_ref, data_urls=list(ds.list_shards()), metadata=meta or None)
         return self._commit(repo, entry)
 
-    def insert_dataset(self, ds: "Dataset", *, name: str, schema_ref: str | None = None, **kwargs: Any) -> LocalDatasetEntry:
+    def insert_dataset(
+        self,
+        ds: "Dataset",
+        *,
+        name: str,
+        schema_ref: str | None = None,
+        metadata: dict | None = None,
+        prefix: str | None = None,
+        data_store: DataStore | None = None,
+        maxcount: int | None = None,
+        maxsize: int | None = None,
+        manifest: bool = False,
+        cache_local: bool = False,
+        description: str | None = None,
+        tags: list[str] | None = None,
+        license: str | None = None,
+        **unknown: Any,
+    ) -> LocalDatasetEntry:
         """Register a dataset under ``name`` (AbstractIndex protocol).
 
         The repository comes from the name's prefix (``lab/mnist``). If that repository
         has a data store (or ``data_store=`` is given), the shards are copied into it
-        first (re-sharded by ``maxcount``/``maxsize`` when given) and their checksums
-        recorded; otherwise the dataset's URLs are indexed as they are. ``@handle/x``
-        publishes to the atmosphere. Keyword options: ``metadata``, ``prefix``,
-        ``data_store``, ``maxcount``, ``maxsize``, ``manifest``, ``cache_local``,
-        ``description``, ``tags``, ``license``.
+        under ``prefix`` (default: the name), re-sharded by ``maxcount``/``maxsize`` when
+        given, with a manifest per shard if ``manifest``, and their checksums recorded;
+        otherwise the dataset's URLs are indexed as they are. ``@handle/x`` publishes to
+        the atmosphere, with ``description``, ``tags`` and ``license`` on its record.
+        ``metadata`` defaults to the dataset's own.
+
+        ``cache_local`` (atdata: stage S3 writes on local disk first) is accepted and has
+        no effect: shards always stream and are always hashed. A keyword this call does
+        not know, or one that the chosen route would ignore (``maxcount`` without a
+        store, ``tags`` for a local entry, ...), raises :class:`UnknownOptionError`
+        instead of being dropped; atdata's ``force=``/``copy=`` are not supported.
         """
+        if unknown:
+            raise UnknownOptionError.for_call(f"insert_dataset(name={name!r})", unknown, _INSERT_OPTIONS)
         key, repo, bare = self._route_write(name)
-        metadata = kwargs.pop("metadata", None)
+        store_options = {"prefix": prefix, "data_store": data_store, "maxcount": maxcount, "maxsize": maxsize,
+                         "manifest": manifest or None}
+        record_options = {"description": description, "tags": tags, "license": license}
         if key == ATMOSPHERE:
-            return self._publish_dataset(ds, ref=bare, schema_ref=schema_ref, metadata=metadata, **kwargs)
+            _reject_ignored(name, store_options, "publishing to the atmosphere uploads the dataset's shards as they are")
+            return self._publish_dataset(ds, ref=bare, schema_ref=schema_ref, metadata=metadata,
+                                         **{k: v for k, v in record_options.items() if v is not None})
         assert repo is not None
-        store = kwargs.pop("data_store", None) or repo.data_store
+        _reject_ignored(name, record_options, "they describe an atmosphere record ('@handle/name'); put them in "
+                                              "metadata= for a local entry")
+        store = data_store or repo.data_store
         if store is None:
+            _reject_ignored(name, store_options, f"repository {key!r} has no data store, so the dataset's URLs are "
+                                                 "indexed as they are; pass data_store= to copy the shards")
             return self._index_urls(repo, ds, name=bare, schema_ref=schema_ref, metadata=metadata)
-        prefix = kwargs.pop("prefix", None) or bare
+        prefix = prefix or bare
         validate_dataset_name(prefix)
-        kwargs.pop("cache_local", None)
         claim_store(store, repo.provider)  # gc: this index writes into the store
         if schema_ref is None:
             schema_ref = self._implicit_schema_ref(_dataset_sample_type(ds), repo)
-        result = store.write_shards(
-            ds,
-            prefix=prefix,
-            maxcount=kwargs.pop("maxcount", None),
-            maxsize=kwargs.pop("maxsize", None),
-            manifest=kwargs.pop("manifest", False),
-        )
+        result = store.write_shards(ds, prefix=prefix, maxcount=maxcount, maxsize=maxsize, manifest=manifest)
         base = metadata if metadata is not None else (getattr(ds, "metadata", None) or {})
         entry = LocalDatasetEntry(name=bare, schema_ref=schema_ref, data_urls=list(result), metadata=_with_stats(base, result))
         return self._commit(repo, entry)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Protocol
+
+from ..errors import UnknownOptionError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..dataset import Dataset
@@ -214,13 +216,24 @@ class DataStore(ABC):
         maxcount: int | None = None,
         maxsize: int | None = None,
         manifest: bool = False,
-        **kwargs,
+        cache_local: bool = False,
+        **unknown: Any,
     ) -> ShardWriteResult:
         """Copy a dataset's shards into this store (atdata's ``write_shards``).
 
         Samples are copied as raw payloads (no re-serialization) and re-sharded with
-        ``maxcount``/``maxsize`` when given.
+        ``maxcount``/``maxsize`` when given; ``manifest`` writes a manifest per shard.
+        ``cache_local`` (atdata: stage S3 writes on local disk first) is accepted and has
+        no effect: shards always stream and are always hashed. Any other keyword raises
+        :class:`UnknownOptionError` (atdata's manifest fields ``schema_version``,
+        ``source_job_id``, ``parent_shards``, ``pipeline_version`` are not supported:
+        record them in the entry's metadata instead).
         """
+        if unknown:
+            raise UnknownOptionError.for_call(
+                f"{type(self).__name__}.write_shards(prefix={prefix!r})", unknown,
+                ("prefix", "maxcount", "maxsize", "manifest", "cache_local"),
+            )
         from ..shards.writer import copy_dataset_to_store
 
         return copy_dataset_to_store(

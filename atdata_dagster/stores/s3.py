@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, Iterator, Mapping
 from urllib.parse import quote, unquote
 
 from ..errors import ConfigurationError, InvalidNameError, ShardError, StoreError
+from ..redact import redact
 from .base import OWNER_DIR, RESERVED_SEGMENT, DataStore, ShardSink, valid_owner_id
 from .disk import validate_dataset_prefix
 
@@ -883,10 +884,7 @@ class S3DataStore(DataStore):
 
     # -- error handling
     def _sanitize(self, text: str) -> str:
-        for secret in (self._secret_key, self._session_token):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return redact(text, self._secret_key, self._session_token)
 
     def _to_store_error(self, exc: BaseException, op: str, key: str | None, *, bucket: str | None = None) -> StoreError:
         from botocore import exceptions as bex

@@ -3,7 +3,7 @@
 import dagster as dg
 import pytest
 
-from atdata_dagster.checks import build_dataset_checks
+from atdata_dagster.checks import DatasetCheck, ShardStatus, build_dataset_checks
 from atdata_dagster.io_manager import AtdataIOManager, dataset_name
 
 from .helpers import row_stream, rows
@@ -148,3 +148,17 @@ def test_checks_before_any_materialization_warn(io_manager, instance):
 def test_unknown_check_name_is_rejected(up_asset):
     with pytest.raises(ValueError, match="unknown dataset checks"):
         build_dataset_checks(up_asset, checks=["everything"])
+
+
+def test_verify_statuses_are_read_by_kind_and_an_unknown_kind_counts_as_an_error():
+    assert ShardStatus.of("ok") is ShardStatus.OK
+    assert ShardStatus.of("mismatch: expected ab12, got cd34") is ShardStatus.MISMATCH
+    assert ShardStatus.of("skipped") is ShardStatus.SKIPPED
+    assert ShardStatus.of("error: connection reset") is ShardStatus.ERROR
+    assert ShardStatus.of("corrupted") is ShardStatus.ERROR  # never read as passing
+
+
+def test_check_names_are_accepted_as_enum_members_or_strings(up_asset):
+    by_enum = build_dataset_checks(up_asset, checks=[DatasetCheck.SCHEMA])
+    by_text = build_dataset_checks(up_asset, checks=["schema"])
+    assert [c.check_key.name for c in by_enum] == [c.check_key.name for c in by_text] == ["atdata_schema"]

@@ -346,10 +346,15 @@ def test_python_component_keeps_envvar_secrets_as_envvar():
         data_store={"kind": "s3", "bucket": "b", "aws_secret_access_key": dg.EnvVar("ATDATA_TEST_S3")},
     )
     assert isinstance(component.dsn, dg.EnvVar)
-    config = component.build_resource()._convert_to_config_dictionary()
-    assert config["dsn"] == {"env": "ATDATA_TEST_DSN"}
-    assert config["atmosphere_password"] == {"env": "ATDATA_TEST_PW"}
-    assert config["data_store"]["s3"]["aws_secret_access_key"] == {"env": "ATDATA_TEST_S3"}
+    resource = component.build_resource()
+    assert _env_var_name(resource.dsn) == "ATDATA_TEST_DSN"
+    assert _env_var_name(resource.atmosphere_password) == "ATDATA_TEST_PW"
+    assert _env_var_name(resource.data_store.aws_secret_access_key) == "ATDATA_TEST_S3"
+
+
+def _env_var_name(value: Any) -> str | None:
+    """The variable an EnvVar field reads at run time (None for a plain value, which would be stored)."""
+    return value.env_var_name if isinstance(value, dg.EnvVar) else None
 
 
 def test_dataset_asset_without_an_atdata_io_manager_fails_instead_of_pickling(tmp_path):
@@ -382,14 +387,13 @@ def test_env_templated_secrets_become_envvar_and_never_appear_in_definitions_or_
     project.add_dataset("raw", asset_key="pts/raw", fn=project.fn("make_points"), checks=True)
     with project.defs() as defs:
         resource = defs.resources["atdata_index"]
-        config = resource._convert_to_config_dictionary()
-        assert config["dsn"] == {"env": "ATDATA_TEST_INDEX_DSN"}
-        assert config["atmosphere_password"] == {"env": "ATDATA_TEST_APP_PASSWORD"}
+        assert _env_var_name(resource.dsn) == "ATDATA_TEST_INDEX_DSN"
+        assert _env_var_name(resource.atmosphere_password) == "ATDATA_TEST_APP_PASSWORD"
         result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
         assert result.success
         assert all(e.passed for e in result.get_asset_check_evaluations())
 
-        seen = [repr(defs.resources), json.dumps(config)]
+        seen = [repr(defs.resources), resource.model_dump_json()]
         for asset in defs.assets:
             seen.append(repr(asset.metadata_by_key))
         for record in instance.all_logs(result.run_id):
@@ -418,8 +422,8 @@ def test_yaml_s3_store_reads_its_secret_key_from_the_environment_at_run_time(pro
     })
     project.add_dataset("raw", asset_key="pts/raw", fn=project.fn("make_points"), maxcount=5, checks=["checksums"])
     with project.defs() as defs:
-        store = defs.resources["atdata_index"]._convert_to_config_dictionary()["data_store"]["s3"]
-        assert store["aws_secret_access_key"] == {"env": "ATDATA_TEST_S3_SECRET"}
+        store = defs.resources["atdata_index"].data_store
+        assert _env_var_name(store.aws_secret_access_key) == "ATDATA_TEST_S3_SECRET"
         result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
         assert result.success
         assert [e.passed for e in result.get_asset_check_evaluations()] == [True]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from atdata_dagster.errors import InvalidNameError
 from atdata_dagster.index.names import validate_dataset_name
-from atdata_dagster.io_manager import (
+from atdata_dagster.naming import (
     HASHED_PARTITION_MARK,
     dataset_name,
     escape_segment,

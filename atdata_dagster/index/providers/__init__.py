@@ -11,9 +11,10 @@ import os
 from typing import Any
 
 from ...errors import ConfigurationError
+from ...redact import redact
 from .base import IndexProvider, ProviderKind
 from .redis import RedisProvider
-from .sql import DEFAULT_SQLITE_PATH, PostgresProvider, SqliteProvider, SqlProvider
+from .sql import DEFAULT_SQLITE_PATH, PostgresProvider, SqliteProvider, SqlProvider, is_keyword_dsn
 
 __all__ = [
     "DEFAULT_SQLITE_PATH",
@@ -64,7 +65,8 @@ def provider_from_url(url: str, **kwargs: Any) -> IndexProvider:
 
     - ``sqlite:///relative/index.db``, ``sqlite:////abs/index.db`` (SQLAlchemy's form;
       ``~`` is expanded), ``sqlite:///:memory:``
-    - ``postgresql://…``, ``postgres://…``, ``postgresql+psycopg://…``
+    - ``postgresql://…``, ``postgres://…``, ``postgresql+psycopg://…``, or a libpq
+      key/value DSN (``host=… dbname=… user=…``)
     - ``redis://…``, ``rediss://…``, ``unix://…`` (redis-py URL forms)
     """
     text = str(url).strip()
@@ -78,11 +80,11 @@ def provider_from_url(url: str, **kwargs: Any) -> IndexProvider:
             path = path[1:]  # sqlite:///x -> "x" (relative), sqlite:////x -> "/x"
         path = path.split("?", 1)[0]
         return SqliteProvider(path or None, **kwargs)
-    if scheme.startswith("postgres"):
+    if scheme.startswith("postgres") or is_keyword_dsn(text):
         return PostgresProvider(text, **kwargs)
     if scheme in ("redis", "rediss", "unix"):
         return RedisProvider(url=text, **kwargs)
     raise ConfigurationError(
-        f"cannot tell the index provider from URL scheme {scheme or text!r}: use sqlite:///path, "
+        f"cannot tell the index provider from URL scheme {redact(scheme or text)!r}: use sqlite:///path, "
         "postgresql://user:password@host:5432/dbname or redis://host:6379/0"
     )

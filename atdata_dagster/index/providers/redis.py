@@ -31,7 +31,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit
 
 import msgpack
 import redis as redis_lib
@@ -39,6 +38,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from ...errors import ConfigurationError, NotFoundError, ProviderError
+from ...redact import leaks, redact, secrets_in
 from ..entry import LabelRecord, LocalDatasetEntry
 from .base import (
     IndexProvider,
@@ -318,16 +318,23 @@ class RedisProvider(IndexProvider):
             )
             kwargs.setdefault("socket_connect_timeout", 5)
             kwargs.setdefault("socket_timeout", 30)
+            failure: ValueError | None = None
             try:
                 if url is not None:
                     redis = redis_lib.Redis.from_url(url, **kwargs)
                 else:
                     redis = redis_lib.Redis(**kwargs)
             except ValueError as e:
-                shown = _mask_url(url) if url else "redis kwargs"
-                raise ConfigurationError(
-                    f"invalid Redis URL {shown!r}: {e}. Expected redis://[user:password@]host:6379/0"
-                ) from e
+                failure = e
+            if failure is not None:  # raised here: the parser's message may quote the URL
+                secrets = secrets_in(url or "") + [str(redis_kwargs.get("password") or "")]
+                error = ConfigurationError(
+                    f"invalid Redis URL {redact(url, *secrets) if url else 'redis kwargs'!r}: "
+                    f"{redact(failure, *secrets)}. Expected redis://[user:password@]host:6379/0"
+                )
+                if leaks(failure, *secrets):
+                    raise error
+                raise error from failure
             self._owns_client = True
         else:
             self._owns_client = False
@@ -373,9 +380,7 @@ class RedisProvider(IndexProvider):
         return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
 
     def _clean(self, text: str) -> str:
-        if isinstance(self._password, str) and self._password:
-            text = text.replace(self._password, "***")
-        return text
+        return redact(text, self._password)  # redact ignores a password that is not a str (bytes)
 
     def _call(self, fn: Callable[..., T], *args: Any, what: str, keys: Iterable[tuple[str, str]] = (), **kwargs: Any) -> T:
         """Run one Redis call, translating failures into :class:`ProviderError`.
@@ -388,9 +393,13 @@ class RedisProvider(IndexProvider):
         try:
             return fn(*args, **kwargs)
         except redis_lib.ResponseError as e:
-            raise self._response_error(e, what, keys) from e
+            failure, error = e, self._response_error(e, what, keys)
         except redis_lib.RedisError as e:
-            raise self._connection_error(e, what) from e
+            failure, error = e, self._connection_error(e, what)
+        # raised outside the except block: a reply that quotes the password must not ride along
+        if leaks(failure, self._password):
+            raise error
+        raise error from failure
 
     def _response_error(self, e: Exception, what: str, keys: Iterable[tuple[str, str]]) -> ProviderError:
         msg = str(e)
@@ -415,13 +424,13 @@ class RedisProvider(IndexProvider):
         return ProviderError(f"Redis at {self._address()} failed to {what}: {self._clean(msg)}")
 
     def _wrongtype(self, key: str, actual: str, expected: str, what: str) -> ProviderError:
-        return ProviderError(
+        return ProviderError(self._clean(
             f"Redis key {key!r} on {self._address()} (db "
             f"{self._r.connection_pool.connection_kwargs.get('db', 0)}) is a {actual}, but the "
             f"index layout needs a {expected} there (while trying to {what}). It was not "
             "written by atdata or atdata_dagster: rename or delete it (DEL), or use another "
             "Redis database for the index."
-        )
+        ))
 
     def _connection_error(self, e: Exception, what: str) -> ProviderError:
         detail = self._clean(" ".join(str(e).split()))
@@ -863,14 +872,3 @@ class RedisProvider(IndexProvider):
 
     def __repr__(self) -> str:
         return f"RedisProvider({self.describe()!r})"
-
-
-def _mask_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url

@@ -27,7 +27,6 @@ from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Unpack
-from urllib.parse import quote, quote_plus
 
 from sqlalchemy import (
     Column,
@@ -54,6 +53,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
 from ...errors import ConfigurationError, NotFoundError, ProviderError
+from ...redact import is_secret_key, leaks, redact, secrets_in
 from ..entry import LabelRecord, LocalDatasetEntry
 from .base import (
     IndexProvider,
@@ -234,47 +234,6 @@ def _row_to_label(row: Any) -> LabelRecord:
         description=description,
         created_at=iso_timestamp(created_at),
     )
-
-
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
-
-
-def _mask_secret(text: str, secret: str | None) -> str:
-    """``text`` with the secret replaced by ``***``, as is and in its URL-encoded forms.
-
-    URL schemes are left alone, so a password that is a common word (``postgres``) does
-    not turn ``postgresql://`` into ``***ql://``; everything after them is masked.
-    """
-    if not secret:
-        return text
-    forms = sorted({secret, quote(secret, safe=""), quote(secret), quote_plus(secret)}, key=len, reverse=True)
-
-    def mask(part: str) -> str:
-        for form in forms:
-            part = part.replace(form, "***")
-        return part
-
-    if "://" in secret:
-        return mask(text)
-    out, pos = [], 0
-    for m in _SCHEME_RE.finditer(text):
-        out += [mask(text[pos:m.start()]), m.group()]
-        pos = m.end()
-    out.append(mask(text[pos:]))
-    return "".join(out)
-
-
-_URL_PASSWORD_RE = re.compile(r"(://[^:/@\s]*:)(\S*)@")
-
-
-_KW_PASSWORD_RE = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.I)
-
-
-def mask_url_text(text: str) -> str:
-    """Mask ``user:password@`` / ``password=...`` in a DSN that may not even parse."""
-    return _KW_PASSWORD_RE.sub(r"\1***", _URL_PASSWORD_RE.sub(r"\1***@", text))
-
-
 
 
 # -- prebuilt statements --------------------------------------------------------------
@@ -512,29 +471,26 @@ class SqlProvider(IndexProvider):
             # raised outside the except block: a driver error that quotes the password
             # (e.g. a database named like it) must not ride along as __cause__/__context__
             error = self._translate(failure, what)
-            if self._mentions_password(failure):
+            if leaks(failure, *self._secrets()):
                 raise error
             raise error from failure
 
-    def _password(self) -> str | None:
-        return self._url.password if isinstance(self._url.password, str) and self._url.password else None
-
-    def _mentions_password(self, exc: BaseException) -> bool:
-        password = self._password()
-        if not password:
-            return False
-        text = f"{exc}\n{exc!r}\n{getattr(exc, 'orig', None)!r}"
-        return _mask_secret(text, password) != text
+    def _secrets(self) -> list[str]:
+        """The DSN's secrets: the password and secret query values (``?password=``, ``sslpassword``)."""
+        found = [self._url.password] if isinstance(self._url.password, str) else []
+        for key, value in self._url.query.items():
+            if is_secret_key(key):
+                found += [value] if isinstance(value, str) else list(value)
+        return [s for s in found if s]
 
     def _translate(self, e: Exception, what: str) -> ProviderError:
         error = self._translate_unmasked(e, what)
-        masked = _mask_secret(str(error), self._password())
+        masked = redact(str(error), *self._secrets())
         return error if masked == str(error) else ProviderError(masked)
 
     def _translate_unmasked(self, e: Exception, what: str) -> ProviderError:
-        password = self._password()
         orig = getattr(e, "orig", None) or e
-        detail = _mask_secret(mask_url_text(" ".join(str(orig).split())), password)
+        detail = redact(" ".join(str(orig).split()), *self._secrets())
         return ProviderError(self._failure_message(detail, what))
 
     # -- schema creation ----------------------------------------------------------
@@ -827,7 +783,7 @@ class SqlProvider(IndexProvider):
 
     def describe(self) -> str:
         # the password masked also where it is not the password field (a database named like it)
-        return _mask_secret(self._url.render_as_string(hide_password=True), self._password())
+        return redact(self._url.render_as_string(hide_password=True), *self._secrets())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe()!r})"
@@ -1079,26 +1035,37 @@ def _pg_connect_problem(message: str) -> _PgProblem | None:
 
 def normalize_postgres_dsn(dsn: str | URL) -> URL:
     """A SQLAlchemy URL using psycopg 3 from ``postgresql://``, ``postgres://`` or
-    ``postgresql+psycopg://`` DSNs; :class:`ProviderError` (password masked) if malformed."""
+    ``postgresql+psycopg://`` DSNs or a libpq key/value DSN (``host=... dbname=...``);
+    :class:`ProviderError` (secrets masked, no raw cause) if malformed."""
     if isinstance(dsn, URL):
         url = dsn
     else:
         text = str(dsn).strip()
-        shown = mask_url_text(text)
-        if not re.match(r"^(postgres|postgresql)(\+[a-z0-9_]+)?://", text, re.I):
-            raise ProviderError(
-                f"not a PostgreSQL DSN: {shown!r}. Expected a DSN like "
-                "postgresql://user:password@host:5432/dbname (postgres:// and "
-                "postgresql+psycopg:// work too)."
-            )
+        shown = redact(text)
+        failure: Exception | None = None
         try:
-            url = make_url(text)
-            _ = url.port  # SQLAlchemy parses the port lazily
+            if is_keyword_dsn(text):
+                url = _url_from_keyword_dsn(text)
+            elif not re.match(r"^(postgres|postgresql)(\+[a-z0-9_]+)?://", text, re.I):
+                raise ProviderError(
+                    f"not a PostgreSQL DSN: {shown!r}. Expected a DSN like "
+                    "postgresql://user:password@host:5432/dbname (postgres:// and "
+                    "postgresql+psycopg:// work too) or a libpq key/value DSN (host=h port=5432 dbname=d user=u)."
+                )
+            else:
+                url = make_url(text)
+                _ = url.port  # SQLAlchemy parses the port lazily
         except (sa_exc.ArgumentError, ValueError) as e:
-            raise ProviderError(
-                f"malformed PostgreSQL DSN {shown!r}: {e}. Expected a DSN like "
-                "postgresql://user:password@host:5432/dbname."
-            ) from e
+            failure = e
+        if failure is not None:  # raised here: a parser message may quote the DSN
+            error = ProviderError(
+                f"malformed PostgreSQL DSN {shown!r}: {redact(failure, *secrets_in(text))}. Expected a DSN "
+                "like postgresql://user:password@host:5432/dbname or a libpq key/value DSN "
+                "(host=h port=5432 dbname=d user=u)."
+            )
+            if leaks(failure, *secrets_in(text)):
+                raise error
+            raise error from failure
     driver = url.drivername.lower()
     if driver in ("postgres", "postgresql", "postgresql+psycopg3"):
         url = url.set(drivername="postgresql+psycopg")
@@ -1107,6 +1074,30 @@ def normalize_postgres_dsn(dsn: str | URL) -> URL:
     return url
 
 
+def is_keyword_dsn(text: str) -> bool:
+    """Whether ``text`` is a libpq key/value DSN (``host=h dbname=d``), not a URL."""
+    return "://" not in text and re.match(r"^\s*[A-Za-z_]+\s*=", text) is not None
+
+
+def _url_from_keyword_dsn(text: str) -> URL:
+    """A SQLAlchemy URL from a libpq key/value DSN, parsed by libpq's own rules (psycopg)."""
+    from psycopg.conninfo import conninfo_to_dict  # optional dependency: only for key/value DSNs
+
+    try:
+        params = {k: str(v) for k, v in conninfo_to_dict(text).items()}
+    except Exception as e:  # psycopg.ProgrammingError; its message may quote the DSN
+        detail = " ".join(redact(e, *secrets_in(text)).split())
+        raise ValueError(f"libpq could not parse it ({type(e).__name__}: {detail})") from None
+    port = params.pop("port", None)
+    return URL.create(
+        "postgresql+psycopg",
+        username=params.pop("user", None),
+        password=params.pop("password", None),
+        host=params.pop("host", None) or params.pop("hostaddr", None),
+        port=int(port) if port else None,
+        database=params.pop("dbname", None),
+        query=params,
+    )
 
 
 class PostgresProvider(SqlProvider):
@@ -1138,7 +1129,7 @@ class PostgresProvider(SqlProvider):
         if url.get_backend_name() != "postgresql":
             raise ConfigurationError(
                 f"unsupported SQL backend {url.get_backend_name()!r} in "
-                f"{mask_url_text(url.render_as_string(hide_password=True))}: use "
+                f"{redact(url.render_as_string(hide_password=True), *secrets_in(str(dsn)))}: use "
                 "postgresql://user:password@host:5432/dbname (or SqliteProvider for sqlite:///path)"
             )
         kwargs = dict(engine_kwargs or {})

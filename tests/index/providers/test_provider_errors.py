@@ -41,9 +41,9 @@ def _with_credentials(dsn: str, *, user: str | None = None, database: str | None
     [
         f"postgresql://user:{SECRET}@127.0.0.1:notaport/db",
         f"mysql://user:{SECRET}@127.0.0.1/db",
-        f"host=127.0.0.1 password={SECRET}",
+        f"host=127.0.0.1 password={SECRET} dbname",  # key/value DSNs are accepted, but this one is malformed
     ],
-    ids=["bad-port", "wrong-scheme", "libpq-keywords"],
+    ids=["bad-port", "wrong-scheme", "libpq-keywords-malformed"],
 )
 def test_malformed_postgres_dsn_is_a_provider_error_with_the_expected_form(dsn):
     with pytest.raises(ProviderError) as info:
