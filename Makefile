@@ -15,7 +15,7 @@ $(VENV)/.installed-base: pyproject.toml
 $(VENV)/.installed-dev: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev,example]'
+	$(PIP) install -q -e '.[dev,example,torch]'
 	touch $(VENV)/.installed-base $@
 
 ## Materialize the example on the embedded default (SQLite + local disk under .demo/).

@@ -1,8 +1,11 @@
 """``Dataset[T]``: a lazy, typed view over WebDataset shard URLs.
 
-Nothing is read until you iterate. Samples stream shard by shard through the
-streaming reader (bounded memory); ``shuffled`` shuffles the shard order and keeps a
-bounded buffer of raw payloads. ``Dataset[T]`` is a real (cached) subclass of
+Nothing is read until you iterate. Local shards are memory-mapped and indexed in one
+pass over their tar headers (:mod:`.shards.fastread`); remote shards stream through the
+streaming reader (bounded memory). Batches decode straight into per-field columns
+(:mod:`.samples.batch`). ``shuffled`` is a global sample-level permutation over mapped
+shards, or a shuffled shard order plus a byte-bounded buffer (:mod:`.shuffle`).
+``Dataset[T]`` is a real (cached) subclass of
 :class:`Dataset` rather than a typing alias, so it works as a Dagster input
 annotation, with ``isinstance`` and with pickle.
 """
@@ -10,9 +13,9 @@ annotation, with ``isinstance`` and with pickle.
 from __future__ import annotations
 
 import copyreg
+import hashlib
 import os
 import pickle
-import random
 import threading
 from contextlib import closing
 from itertools import islice
@@ -20,9 +23,27 @@ from typing import Any, BinaryIO, Callable, Generic, Iterable, Iterator, Sequenc
 
 import numpy as np
 
-from .errors import ConfigurationTypeError, EmptyDatasetError, InvalidRefError, NotFoundError, ShardError
+from .errors import (
+    ConfigurationTypeError,
+    CorruptEntryError,
+    EmptyDatasetError,
+    FieldMismatchError,
+    InvalidRefError,
+    NotFoundError,
+    ShardError,
+)
+from .loader import ShardSpec
+from .samples.batch import BatchDecoder, column_of, rows_from_columns
+from .samples.codec import unpack_payload
+from .samples.packable import _plan
+from .shards.cache import is_local_url
+from .shards.fastread import ShardIndex, iter_payload_views, open_index, sample_key
+from .shards.manifest import manifest_url_for, read_manifest
+from .shards.offsets import ShardOffsets, locate, offsets_from_manifest, sample_at, scan_offsets
 from .shards.patterns import expand_patterns
 from .shards.reader import ShardOpener, iter_samples
+from .shuffle import DEFAULT_BUFFER_BYTES, GLOBAL_SHUFFLE_MAX, ShuffleBuffer, epoch_rng, global_order
+from .stores.base import read_span
 from .stores.openers import default_opener
 
 __all__ = ["Dataset", "SampleBatch", "load_dataset"]
@@ -40,19 +61,38 @@ def _default_sample_type() -> type | None:
 
 
 class SampleBatch(Generic[T]):
-    """A list of samples with per-field access: ``batch.label`` -> list, ``batch.image`` -> stacked array.
+    """A batch of samples with per-field access: ``batch.label`` -> list, ``batch.image`` -> stacked array.
 
-    A field whose values are all numpy arrays of one shape is ``np.stack``-ed into one
-    array with a leading batch dimension; any other field is a plain list.
+    A field whose values are all numpy arrays of one shape is one array with a leading
+    batch dimension; any other field is a plain list. Batches read through the batched
+    fast path hold only these columns; ``samples`` (and iteration, indexing) builds the
+    sample objects on first use.
     """
 
     def __init__(self, samples: Sequence[T], sample_type: type | None = None):
-        self.samples: list[T] = list(samples)
+        self._samples: list[T] | None = list(samples)
+        self._n = len(self._samples)
         self.sample_type = sample_type
         self._fields: dict[str, Any] = {}
 
+    @classmethod
+    def from_columns(cls, columns: dict[str, Any], n: int, sample_type: type) -> "SampleBatch[T]":
+        """A batch of ``n`` samples given as decoded columns ``{field: array or list}``."""
+        batch = cls.__new__(cls)
+        batch._samples = None
+        batch._n = n
+        batch.sample_type = sample_type
+        batch._fields = dict(columns)
+        return batch
+
+    @property
+    def samples(self) -> list[T]:
+        if self._samples is None:
+            self._samples = rows_from_columns(self.sample_type, self._fields, self._n)  # type: ignore[arg-type]
+        return self._samples
+
     def __len__(self) -> int:
-        return len(self.samples)
+        return self._n
 
     def __iter__(self) -> Iterator[T]:
         return iter(self.samples)
@@ -68,22 +108,19 @@ class SampleBatch(Generic[T]):
             raise AttributeError(name)
         if name in cache:
             return cache[name]
+        samples = self.__dict__.get("_samples")
         try:
-            values = [getattr(s, name) for s in self.samples]
+            if samples is None:
+                raise AttributeError(name)
+            values = [getattr(s, name) for s in samples]
         except AttributeError:
             type_name = getattr(self.sample_type, "__name__", "sample")
             raise AttributeError(f"{type_name} batch has no field {name!r}") from None
-        out: Any = values
-        if values and all(isinstance(v, np.ndarray) for v in values):
-            try:
-                out = np.stack(values)
-            except ValueError:  # ragged arrays: keep the list
-                out = values
-        cache[name] = out
+        out = cache[name] = column_of(values)
         return out
 
     def __repr__(self) -> str:
-        return f"SampleBatch[{getattr(self.sample_type, '__name__', '?')}](size={len(self.samples)})"
+        return f"SampleBatch[{getattr(self.sample_type, '__name__', '?')}](size={self._n})"
 
 
 class _DatasetMeta(type):
@@ -131,6 +168,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         *,
         metadata: dict | None = None,
         opener: ShardOpener | Opener | None = None,
+        cid: str | None = None,
     ):
         if isinstance(url, (str, os.PathLike)):
             self.url = os.fspath(url)
@@ -154,6 +192,13 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         self.sample_type = st if st is not None else _default_sample_type()
         self.metadata = metadata
         self._opener = opener
+        #: CID of the index entry this dataset was opened from (``None`` for bare URLs).
+        self.cid = cid
+        self._specs: list | None = None
+        self._offsets: dict[int, ShardOffsets] = {}
+        self._key_map: dict[str, tuple[int, int]] | None = None
+        self._mapped: dict[int, ShardIndex | None] = {}  # local shards indexed in memory maps, for ds[i]
+        self._cum: list[int] | None = None
 
     # -------------------------------------------------------------- basics
     def list_shards(self) -> list[str]:
@@ -184,11 +229,11 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                     "gives one; S3 stores must be configured with credentials, not client=), or open it in the "
                     "worker process"
                 ) from None
-        return (_rebuild, (type(self), self._shards, self.url, self.metadata, opener))
+        return (_rebuild, (type(self), self._shards, self.url, self.metadata, opener, self.cid))
 
     def as_type(self, sample_type: type[Any]) -> "Dataset[Any]":
         """The same shards decoded as ``sample_type`` (payloads are re-read, not converted)."""
-        ds = Dataset[sample_type](self._shards, metadata=self.metadata, opener=self._opener)  # type: ignore[valid-type]
+        ds = Dataset[sample_type](self._shards, metadata=self.metadata, opener=self._opener, cid=self.cid)  # type: ignore[valid-type]
         ds.url = self.url
         return ds
 
@@ -210,13 +255,9 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             with closing(self._open(url)) as f:
                 yield from iter_samples(f, url)
 
-    def _iter_with_url(self, shards: Iterable[str]) -> Iterator[tuple[str, str, bytes]]:
-        for url in shards:
-            with closing(self._open(url)) as f:
-                for key, payload in iter_samples(f, url):
-                    yield url, key, payload
-
-    def _decoder(self) -> Callable[[str, str, bytes], Any]:
+    def _decoder(self, fields: Sequence[str] | None = None) -> Callable[[str, str, bytes], Any]:
+        if fields is not None:
+            return self._projector(fields)
         st = self._require_type()
         from_bytes = st.from_bytes
 
@@ -234,61 +275,213 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             raise ShardError("no sample type available to decode samples; use Dataset[YourSample]")
         return st
 
-    def _samples(self, shards: Iterable[str]) -> Iterator[Any]:
+    def _projector(self, fields: Sequence[str] | None) -> Callable[[str, str, bytes], Any]:
+        """``decode(url, key, payload)`` decoding only ``fields`` (all when ``None``); the rest read as ``None``."""
+        if fields is None:
+            return self._decoder()
         st = self._require_type()
-        from_bytes = st.from_bytes
+        project = _projection(st, fields)
+
+        def decode(url: str, key: str, payload: bytes) -> Any:
+            try:
+                return project(payload)
+            except Exception as exc:
+                raise _decode_error(st, url, key, exc) from exc
+
+        return decode
+
+    def _sources(self, shards: Iterable[str]) -> Iterator[tuple[Iterator[Any], Callable[[int], str], str]]:
+        """Per shard: (its payloads in order, position -> sample key, URL).
+
+        A local shard is memory-mapped and indexed in one pass over its headers
+        (payloads are zero-copy views); any other stream goes through the streaming
+        parser, so remote shards are never held in memory whole.
+        """
         for url in shards:
             with closing(self._open(url)) as f:
-                for key, payload in iter_samples(f, url):
-                    try:
-                        sample = from_bytes(payload)
-                    except Exception as exc:
-                        raise _decode_error(st, url, key, exc) from exc
-                    yield sample
+                index = open_index(f, url)
+                if index is not None:
+                    yield iter_payload_views(index), _keys_of(index), url
+                    continue
+                keys: list[str] = []
+                yield _streamed(iter_samples(f, url), keys), keys.__getitem__, url
 
-    def _batched(self, it: Iterator[Any], batch_size: int) -> Iterator[SampleBatch[T]]:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        st = self.sample_type
+    def _payload_decoder(self, fields: Sequence[str] | None) -> Callable[[Any], Any]:
+        """``payload -> sample``: ``T.from_bytes``, or only ``fields`` decoded (the rest ``None``)."""
+        st = self._require_type()
+        return st.from_bytes if fields is None else _projection(st, fields)
+
+    def _samples(self, shards: Iterable[str], fields: Sequence[str] | None = None) -> Iterator[Any]:
+        st = self._require_type()
+        from_bytes = self._payload_decoder(fields)
+        for payloads, key_of, url in self._sources(shards):
+            # reader errors (a truncated shard) propagate as they are; decode errors
+            # (DecodeError is a ShardError too) are named with the shard, key and type
+            for i, payload in enumerate(payloads):
+                try:
+                    sample = from_bytes(payload)
+                except Exception as exc:
+                    raise _decode_error(st, url, key_of(i), exc) from exc
+                yield sample
+
+    def _batch_decoder(self, fields: Sequence[str] | None) -> tuple[BatchDecoder | None, Callable[[Any], Any]]:
+        """(columns decoder or None, per-sample decoder) for batches; projections go sample by sample."""
+        st = self._require_type()
+        return (BatchDecoder.for_type(st) if fields is None else None), self._payload_decoder(fields)
+
+    def _decode_batch(
+        self, decoders: tuple[BatchDecoder | None, Callable[[Any], Any]], payloads: list[Any],
+        where: Callable[[int], tuple[str, str]],
+    ) -> SampleBatch[T]:
+        """One batch: columns straight from the payloads, else sample by sample (same values or the error)."""
+        st = self._require_type()
+        dec, from_bytes = decoders
+        if dec is not None:
+            columns = dec.decode(payloads)
+            if columns is not None:
+                return SampleBatch.from_columns(columns, len(payloads), st)
+        samples = []
+        for payload in payloads:
+            try:
+                samples.append(from_bytes(payload))
+            except Exception as exc:
+                url, key = where(len(samples))
+                raise _decode_error(st, url, key, exc) from exc
+        return SampleBatch(samples, st)
+
+    def _ordered_batches(
+        self, shards: Iterable[str], batch_size: int, fields: Sequence[str] | None = None
+    ) -> Iterator[SampleBatch[T]]:
+        _check_batch_size(batch_size)
+        dec = self._batch_decoder(fields)
+        pending: list[Any] = []
+        spans: list[tuple[int, str, Callable[[int], str], int]] = []  # (first pending pos, url, key_of, first i)
+
+        def where(pos: int) -> tuple[str, str]:
+            start, url, key_of, first = max((sp for sp in spans if sp[0] <= pos), key=lambda sp: sp[0])
+            return url, key_of(first + pos - start)
+
+        for payloads, key_of, url in self._sources(shards):
+            taken = 0
+            while True:
+                spans.append((len(pending), url, key_of, taken))
+                before = len(pending)
+                pending.extend(islice(payloads, batch_size - before))
+                taken += len(pending) - before
+                if len(pending) < batch_size:
+                    if len(pending) == before:
+                        spans.pop()
+                    break
+                yield self._decode_batch(dec, pending, where)
+                pending, spans = [], []
+        if pending:
+            yield self._decode_batch(dec, pending, where)
+
+    def ordered(self, batch_size: int | None = None, *, fields: Sequence[str] | None = None) -> Iterator[Any]:
+        """Samples (or :class:`SampleBatch` es of ``batch_size``) in shard order.
+
+        Batches of ``@packable`` samples are decoded straight into per-field columns
+        (one preallocated array per fixed-shape ndarray field) without building sample
+        objects; see :mod:`atdata_dagster.samples.batch`. ``fields=[...]`` decodes only
+        the named fields; the others read as ``None``.
+        """
+        if fields is not None:
+            _projection(self._require_type(), fields)  # unknown names fail now, not mid-epoch
+        if batch_size is None:
+            return self._samples(self._shards, fields)
+        _check_batch_size(batch_size)
+        return self._ordered_batches(self._shards, batch_size, fields)
+
+    def shuffled(
+        self,
+        buffer_size: int | None = None,
+        batch_size: int | None = None,
+        seed: int | None = None,
+        *,
+        buffer_bytes: int | None = None,
+        epoch: int = 0,
+        fields: Sequence[str] | None = None,
+    ) -> Iterator[Any]:
+        """Samples (or batches) in random order; the same ``(seed, epoch)`` gives the same order.
+
+        With neither ``buffer_size`` nor ``buffer_bytes`` and every shard a local file
+        (at most ``GLOBAL_SHUFFLE_MAX`` samples), the order is a uniform permutation of
+        all samples: shards are memory-mapped and read at random. Otherwise the shard
+        order is shuffled and samples pass through a shuffle buffer holding at most
+        ``buffer_size`` samples (default 10,000) and ``buffer_bytes`` payload bytes
+        (default 32 MiB), so memory stays bounded whatever the sample size.
+        ``fields=[...]`` decodes only the named fields (the others are ``None``).
+        """
+        for name, value in (("buffer_size", buffer_size), ("buffer_bytes", buffer_bytes)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if batch_size is not None:
+            _check_batch_size(batch_size)
+        if fields is not None:
+            _projection(self._require_type(), fields)
+        it = self._shuffled_payloads(buffer_size, buffer_bytes, seed, epoch)
+        if batch_size is None:
+            return self._decode_tagged(it, fields)
+        return self._shuffled_batches(it, batch_size, fields)
+
+    def _shuffled_payloads(
+        self, buffer_size: int | None, buffer_bytes: int | None, seed: int | None, epoch: int
+    ) -> Iterator[tuple[Any, tuple[str, Callable[[int], str], int]]]:
+        """(payload, (url, key_of, position)) of every sample, shuffled."""
+        rng = epoch_rng(seed, epoch)
+        shards = [self._shards[i] for i in rng.permutation(len(self._shards)).tolist()]
+        if buffer_size is None and buffer_bytes is None:
+            indexes: list[ShardIndex] = []
+            for url in shards:
+                with closing(self._open(url)) as f:
+                    index = open_index(f, url)
+                if index is None:
+                    break
+                indexes.append(index)
+            else:
+                if sum(len(ix) for ix in indexes) <= GLOBAL_SHUFFLE_MAX:
+                    yield from _global_payloads(indexes, rng)
+                    return
+            del indexes
+        buffer = ShuffleBuffer(
+            rng,
+            max_bytes=buffer_bytes or DEFAULT_BUFFER_BYTES,
+            max_items=buffer_size or 10_000,
+        )
+        yield from buffer.shuffle(self._tagged(shards))
+
+    def _tagged(self, shards: Iterable[str]) -> Iterator[tuple[Any, tuple[str, Callable[[int], str], int]]]:
+        for payloads, key_of, url in self._sources(shards):
+            for i, payload in enumerate(payloads):
+                yield payload, (url, key_of, i)
+
+    def _decode_tagged(
+        self, it: Iterator[tuple[Any, tuple[str, Callable[[int], str], int]]], fields: Sequence[str] | None = None
+    ) -> Iterator[Any]:
+        st = self._require_type()
+        from_bytes = self._payload_decoder(fields)
+        for payload, (url, key_of, i) in it:
+            try:
+                sample = from_bytes(payload)
+            except Exception as exc:
+                raise _decode_error(st, url, key_of(i), exc) from exc
+            yield sample
+
+    def _shuffled_batches(
+        self, it: Iterator[tuple[Any, Any]], batch_size: int, fields: Sequence[str] | None = None
+    ) -> Iterator[SampleBatch[T]]:
+        dec = self._batch_decoder(fields)
         while True:
             chunk = list(islice(it, batch_size))
             if not chunk:
                 return
-            yield SampleBatch(chunk, st)
+            payloads = [p for p, _ in chunk]
 
-    def ordered(self, batch_size: int | None = None) -> Iterator[Any]:
-        """Samples (or :class:`SampleBatch` es of ``batch_size``) in shard order."""
-        it = self._samples(self._shards)
-        return it if batch_size is None else self._batched(it, batch_size)
+            def where(pos: int, chunk: list = chunk) -> tuple[str, str]:
+                url, key_of, i = chunk[pos][1]
+                return url, key_of(i)
 
-    def shuffled(self, buffer_size: int = 10_000, batch_size: int | None = None, seed: int | None = None) -> Iterator[Any]:
-        """Samples in random order: shuffled shard order plus a shuffle buffer of ``buffer_size``.
-
-        Memory is bounded by ``buffer_size`` raw payloads. The same ``seed`` gives the
-        same order.
-        """
-        if not isinstance(buffer_size, int) or buffer_size < 1:
-            raise ValueError(f"buffer_size must be a positive integer, got {buffer_size!r}")
-        it = self._shuffled(buffer_size, seed)
-        return it if batch_size is None else self._batched(it, batch_size)
-
-    def _shuffled(self, buffer_size: int, seed: int | None) -> Iterator[Any]:
-        rng = random.Random(seed)
-        shards = list(self._shards)
-        rng.shuffle(shards)
-        decode = self._decoder()
-        buf: list[tuple[str, str, bytes]] = []
-        randrange = rng.randrange
-        for item in self._iter_with_url(shards):
-            if len(buf) < buffer_size:
-                buf.append(item)
-                continue
-            j = randrange(buffer_size)
-            out, buf[j] = buf[j], item
-            yield decode(*out)
-        rng.shuffle(buf)
-        for item in buf:
-            yield decode(*item)
+            yield self._decode_batch(dec, payloads, where)
 
     def __iter__(self) -> Iterator[T]:
         return self.ordered()
@@ -301,6 +494,269 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
     def count(self) -> int:
         """Number of samples (streams every shard; nothing is decoded)."""
         return sum(1 for _ in self.iter_raw())
+
+    # -------------------------------------------------------------- sizes, random access
+    def __bool__(self) -> bool:
+        return True  # a Dataset always names shards; never fall back to len() for truth
+
+    def __len__(self) -> int:
+        """The number of samples, from the index entry's per-shard counts or the manifests.
+
+        Raises ``TypeError`` when neither records them (e.g. bare shard URLs without
+        manifest sidecars): :meth:`count` streams the shards to count them.
+        """
+        return sum(spec.num_samples for spec in self.shard_specs())
+
+    def shard_specs(self) -> list[Any]:
+        """Per-shard :class:`~atdata_dagster.loader.ShardSpec` (URL, sample count, checksum, bytes).
+
+        Counts come from the entry's ``stats.shard_samples`` or, failing that, from each
+        shard's ``.manifest.json``; raises ``TypeError`` if neither is available.
+        """
+        if self._specs is None:
+            meta = self.metadata if isinstance(self.metadata, dict) else {}
+            checksums = meta.get("checksums") or {}
+            if not (isinstance(checksums, dict) and all(isinstance(v, str) for v in checksums.values())):
+                raise CorruptEntryError(
+                    f"{self!r}: metadata['checksums'] is {type(checksums).__name__} {checksums!r:.80}, expected a map "
+                    "of shard URL -> SHA-256 hex; repair the entry's metadata or read with verify=False",
+                    cid=self.cid, field="checksums",
+                )
+            stats = meta.get("stats") if isinstance(meta.get("stats"), dict) else {}
+            n = len(self._shards)
+            counts, sizes = stats.get("shard_samples"), stats.get("shard_bytes")
+            if not _ints(counts, n):  # absent or malformed: the manifests may still know
+                counts = self._manifest_counts()
+            if not _ints(sizes, n):
+                sizes = [None] * n
+            self._specs = [
+                ShardSpec(url=u, num_samples=c, sha256=checksums.get(u), nbytes=b)
+                for u, c, b in zip(self._shards, counts, sizes)
+            ]
+        return list(self._specs)
+
+    def _manifest_counts(self) -> list[int]:
+        counts = []
+        for url in self._shards:
+            try:
+                with closing(self.opener(manifest_url_for(url))) as f:
+                    manifest = read_manifest(f)
+                header = manifest.get("header") if isinstance(manifest.get("header"), dict) else manifest
+                n = header.get("num_samples")
+                if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                    raise ValueError(f"num_samples {n!r}")
+                counts.append(n)
+            except Exception:
+                raise TypeError(
+                    f"len() of {self!r} is unknown: its index entry records no per-shard sample counts and "
+                    f"shard {url} has no readable .manifest.json; use ds.count() (streams every shard) or "
+                    "open the dataset through its index (index.dataset(name))"
+                ) from None
+        return counts
+
+    def identity(self) -> str:
+        """The entry CID, or for bare URLs a fingerprint of the shard URLs and checksums."""
+        if self.cid:
+            return self.cid
+        checksums = (self.metadata or {}).get("checksums") or {}
+        h = hashlib.sha256()
+        for url in self._shards:
+            h.update(url.encode("utf-8") + b"\0" + str(checksums.get(url, "")).encode("ascii") + b"\n")
+        return "urls:" + h.hexdigest()[:32]
+
+    def _cumulative(self) -> list[int]:
+        cum = self._cum
+        if cum is None:  # computed once: ds[i] looks it up on every call
+            cum = [0]
+            for spec in self.shard_specs():
+                cum.append(cum[-1] + spec.num_samples)
+            self._cum = cum
+        return cum
+
+    def shard_offsets(self, shard: int) -> ShardOffsets:
+        """Sample offsets of shard number ``shard``: from its manifest sidecar, else a header-only scan (cached)."""
+        got = self._offsets.get(shard)
+        if got is not None:
+            return got
+        url = self._shards[shard]
+        stem = url[:-4] if url.endswith(".tar") else url
+        try:
+            with closing(self.opener(stem + ".manifest.parquet")) as f:
+                got = offsets_from_manifest(f.read())
+        except Exception:  # no sidecar (or unreadable): scan the headers instead
+            got = None
+        if got is None:
+            with closing(self._open(url)) as f:
+                got = scan_offsets(f, url)
+        self._offsets[shard] = got
+        return got
+
+    def _mapped_index(self, shard: int) -> ShardIndex | None:
+        """Shard ``shard`` memory-mapped and indexed (once), when it is a plain local file."""
+        if shard not in self._mapped:
+            url = self._shards[shard]
+            if not is_local_url(url):  # opening a remote shard would start a download (S3: a GET)
+                self._mapped[shard] = None
+            else:
+                with closing(self._open(url)) as f:
+                    self._mapped[shard] = open_index(f, url)
+        return self._mapped[shard]
+
+    def _sample_in_shard(self, shard: int, i: int, key: str | None = None) -> Any:
+        url = self._shards[shard]
+        if key is None:
+            index = self._mapped_index(shard)
+            if index is not None and i < len(index):  # a payload slice of the map: no open, no seek
+                payload = index.payload(i)
+                try:
+                    return self._require_type().from_bytes(payload)
+                except Exception as exc:
+                    raise _decode_error(self._require_type(), url, sample_key(index, i), exc) from exc
+        offsets = self.shard_offsets(shard)
+        start, stop = offsets.span(i)
+        end = None if stop < 0 else stop
+        read_range = getattr(self.opener, "read_range", None)
+        if read_range is not None and not is_local_url(url):
+            data = read_range(url, start, end)  # S3: one ranged GET
+        else:
+            with closing(self._open(url)) as f:
+                data = read_span(f, start, end)  # a seek, for local files
+        data += bytes(1024)  # an end-of-archive marker after the sample
+        k, payload = sample_at(data, url, key if key is not None else offsets.keys[i])
+        return self._decoder()(url, k, payload)
+
+    def __getitem__(self, i: int) -> T:
+        """The ``i``-th sample in :meth:`ordered` order (negative indices count from the end).
+
+        Uses per-shard sample offsets (manifest sidecar, else a header-only scan done once
+        per shard and cached), so each lookup reads only that sample's bytes.
+        """
+        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+            raise TypeError(f"dataset indices must be integers, got {type(i).__name__}")
+        cum = self._cumulative()
+        n = cum[-1]
+        i = int(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"sample index {i} is out of range for a dataset of {n} samples")
+        shard, j = locate(cum, i)
+        return self._sample_in_shard(shard, j)
+
+    def get(self, key: str) -> T:
+        """The sample whose key is ``key`` (a key map is built once from the offset indexes)."""
+        if self._key_map is None:
+            key_map: dict[str, tuple[int, int]] = {}
+            for s in range(len(self._shards)):
+                for j, k in enumerate(self.shard_offsets(s).keys):
+                    key_map.setdefault(k, (s, j))
+            self._key_map = key_map
+        where = self._key_map.get(key)
+        if where is None:
+            raise NotFoundError(f"no sample with key {key!r} in {self!r}")
+        return self._sample_in_shard(where[0], where[1], key)
+
+    def torch(
+        self,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        batch_size: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = False,
+        verify: bool = True,
+        fields: Sequence[str] | None = None,
+        shuffle_buffer_bytes: int = 64 << 20,
+        cache_dir: str | os.PathLike | None = None,
+        cache_limit_bytes: int | None = None,
+    ) -> Any:
+        """A ``torch.utils.data.IterableDataset`` over this dataset for training (``pip install atdata-dagster[torch]``).
+
+        Every sample is seen exactly once per epoch across ranks and DataLoader workers,
+        every rank gets the same number of samples (``drop_last`` drops the remainder,
+        otherwise it is padded by repeating from the start), ``set_epoch(n)`` reorders
+        deterministically from ``(seed, n)``, ``state_dict()``/``load_state_dict()``
+        resume mid-epoch (also onto another worker count), and with ``verify=True`` no
+        sample of a shard whose SHA-256 differs from the recorded one is yielded.
+        ``batch_size`` makes it yield collated batches (dicts of tensors); use the
+        DataLoader with ``batch_size=None`` then. ``rank``/``world_size`` default to
+        ``torch.distributed`` when it is initialised. Remote shards are cached under
+        ``cache_dir`` (LRU, ``cache_limit_bytes``). See docs/training.md.
+        """
+        from .loader_torch import TorchDataset  # torch is an optional extra: import it only when asked for
+
+        return TorchDataset(
+            self, shuffle=shuffle, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size,
+            drop_last=drop_last, verify=verify, fields=fields, shuffle_buffer_bytes=shuffle_buffer_bytes,
+            cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes,
+        )
+
+
+def _ints(values: Any, n: int) -> bool:
+    """``values`` is a list of ``n`` non-negative ints (bools excluded)."""
+    return (isinstance(values, list) and len(values) == n
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values))
+
+
+def _projection(st: type, fields: Sequence[str]) -> Callable[[bytes], Any]:
+    """``payload -> sample`` decoding only ``fields`` of ``st``; its other fields are ``None``."""
+    if isinstance(fields, str) or not all(isinstance(f, str) for f in fields):
+        raise TypeError(f"fields must be a list of field names, got {fields!r}")
+    wanted = frozenset(fields)
+    try:
+        plan = _plan(st)
+    except Exception:  # DictSample and duck-typed samples: the payload's own keys
+        plan = None
+    if plan is None:
+        from_data = st.from_data
+
+        def project_dict(payload: bytes) -> Any:
+            data = unpack_payload(payload)
+            return from_data({k: (v if k in wanted else None) for k, v in data.items()})
+
+        return project_dict
+    known = [d[0] for d in plan.decoders]
+    unknown = sorted(wanted - set(known))
+    if unknown:
+        raise FieldMismatchError(f"{st.__name__} has no field(s) {unknown}; its fields are {known}")
+    decoders = [(name, convert if name in wanted else None, name in wanted) for name, convert, *_ in plan.decoders]
+
+    def project(payload: bytes) -> Any:
+        data = unpack_payload(payload)
+        obj = st.__new__(st)
+        for name, convert, keep in decoders:
+            value = data.get(name) if keep else None
+            if convert is not None and value is not None:
+                value = convert(value)
+            object.__setattr__(obj, name, value)
+        return obj
+
+    return project
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _streamed(samples: Iterator[tuple[str, bytes]], keys: list[str]) -> Iterator[bytes]:
+    for key, payload in samples:
+        keys.append(key)
+        yield payload
+
+
+def _keys_of(index: ShardIndex) -> Callable[[int], str]:
+    return lambda i: sample_key(index, i)
+
+
+def _global_payloads(indexes: list[ShardIndex], rng: Any) -> Iterator[tuple[Any, tuple[str, Callable[[int], str], int]]]:
+    views = [memoryview(ix.buffer) for ix in indexes]
+    offsets = [ix.offsets.tolist() for ix in indexes]
+    ends = [(ix.offsets + ix.sizes).tolist() for ix in indexes]
+    keys = [_keys_of(ix) for ix in indexes]
+    for s, i in global_order(indexes, rng):
+        yield views[s][offsets[s][i] : ends[s][i]], (indexes[s].url, keys[s], i)
 
 
 def _decode_error(st: type, url: str, key: str, exc: Exception) -> ShardError:
@@ -325,9 +781,10 @@ def _reduce_dataset_class(cls: type) -> Any:
 copyreg.pickle(_DatasetMeta, _reduce_dataset_class)
 
 
-def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, opener: Any) -> Dataset:
+def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, opener: Any,
+             cid: str | None = None) -> Dataset:
     # ``cls`` itself pickles as ``Dataset[T]`` (see _reduce_dataset_class)
-    ds = cls(shards, metadata=metadata, opener=opener)
+    ds = cls(shards, metadata=metadata, opener=opener, cid=cid)
     ds.url = url
     return ds
 
@@ -402,4 +859,6 @@ def load_dataset(
     cls_t = sample_type or index.decode_schema(entry.schema_ref)
     shard_opener = getattr(index, "shard_opener", None)
     opener = shard_opener(entry) if shard_opener is not None else getattr(index, "open_url", None)
-    return Dataset[cls_t](list(entry.data_urls), metadata=entry.metadata, opener=opener)  # type: ignore[valid-type]
+    return Dataset[cls_t](  # type: ignore[valid-type]
+        list(entry.data_urls), metadata=entry.metadata, opener=opener, cid=entry.cid
+    )

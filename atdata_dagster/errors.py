@@ -239,3 +239,10 @@ class UnknownOptionError(ConfigurationError, TypeError):
 
 
 __all__.append("UnknownOptionError")
+
+
+class LoaderStateError(AtdataError, ValueError):
+    """A training loader's resume state does not belong to this dataset version or loader configuration."""
+
+
+__all__.append("LoaderStateError")

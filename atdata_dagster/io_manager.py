@@ -483,4 +483,15 @@ def _dataset_over(
         "checksums": checksums,
         "entries": [{"partition": pk, "cid": e.cid, "name": e.name} for pk, e in zip(partitions, entries)],
     }
+    # per-shard counts and sizes, concatenated like the URLs: len(), ds[i] and ds.torch() need them
+    # (the Dataset checks the values; a malformed entry's stats raise CorruptEntryError here)
+    stats = [e.stats for e in entries]
+    counts = [st.get("shard_samples") for st in stats]
+    if all(isinstance(c, list) and len(c) == len(e.data_urls) for c, e in zip(counts, entries)):
+        sizes = [st.get("shard_bytes") for st in stats]
+        meta["stats"] = {
+            "shard_samples": [n for c in counts for n in c],
+            "shard_bytes": [b for c, z in zip(counts, sizes)
+                            for b in (z if isinstance(z, list) and len(z) == len(c) else [None] * len(c))],
+        }
     return Dataset[sample_type](urls, metadata=meta, opener=index.shard_opener())  # type: ignore[valid-type]

@@ -2,7 +2,8 @@
 
 ``digits_raw`` (1,797 8x8 images) -> ``digits_split`` (static partitions ``train`` /
 ``test``, a deterministic 80/20 split) -> ``digits_features`` (normalized float32
-feature vectors, marked for promotion). Every dataset has checksum, sample-count and
+feature vectors, marked for promotion) -> ``digits_classifier`` (a scikit-learn model
+trained on the ``train`` partition, recording the dataset CID it was trained on). Every dataset has checksum, sample-count and
 schema checks. The promotion sensor and a nightly schedule are defined but STOPPED;
 they publish only when an atmosphere account is configured through the environment
 (``ATDATA_HANDLE``, ``ATDATA_APP_PASSWORD``, optional ``ATDATA_SERVICE_URL``).
@@ -21,6 +22,7 @@ environment moves them off the machine, with no code change:
 
 import hashlib
 import os
+import pickle
 from pathlib import Path
 
 import dagster as dg
@@ -104,6 +106,53 @@ def digits_features(digits_split: Dataset[Digit]):
     )
 
 
+@dg.asset(
+    group_name="train",
+    kinds={"scikitlearn"},
+    code_version="1",
+    ins={"digits_features": dg.AssetIn(partition_mapping=dg.SpecificPartitionsPartitionMapping(["train"]))},
+)
+def digits_classifier(
+    context: dg.AssetExecutionContext, digits_features: Dataset[DigitFeatures], atdata_index: AtdataIndexResource
+) -> dg.MaterializeResult:
+    """A linear classifier trained on ``digits_features[train]``; records the dataset CIDs it used.
+
+    Streams shuffled mini-batches (a new order per epoch, only the two fields it needs
+    decoded) into ``SGDClassifier.partial_fit``, scores it on ``digits_features[test]``
+    and stores the model under ``models/``. ``atdata/trained_on`` names the exact
+    dataset version, so the asset page shows model <- dataset@CID.
+    """
+    from sklearn.linear_model import SGDClassifier
+
+    model = SGDClassifier(loss="log_loss", random_state=0)
+    classes = np.arange(10)
+    for epoch in range(5):
+        for batch in digits_features.shuffled(batch_size=128, seed=epoch, fields=["features", "label"]):
+            model.partial_fit(batch.features, np.asarray(batch.label), classes=classes)
+    idx = atdata_index.build_index()
+    try:
+        test_entry = idx.get_dataset("digits_features/partition=test")
+        test = idx.dataset_for_entry(test_entry, DigitFeatures)
+        x, y = [], []
+        for batch in test.ordered(batch_size=512, fields=["features", "label"]):
+            x.append(batch.features)
+            y.extend(batch.label)
+        accuracy = float(model.score(np.concatenate(x), np.asarray(y)))
+    finally:
+        idx.close()
+    path = HOME / "models" / "digits_classifier.pkl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(model))
+    context.log.info(f"trained on {len(digits_features)} samples of {digits_features.cid}: test accuracy {accuracy:.3f}")
+    return dg.MaterializeResult(metadata={
+        "atdata/trained_on": digits_features.cid,
+        "atdata/evaluated_on": test_entry.cid,
+        "train_samples": len(digits_features),
+        "test_accuracy": accuracy,
+        "model_path": dg.MetadataValue.path(str(path)),
+    })
+
+
 def _atmosphere_settings() -> dict:
     if os.environ.get("ATDATA_HANDLE"):
         return {
@@ -174,7 +223,7 @@ checks = [c for a in all_assets for c in build_dataset_checks(a)]
 promotion_job = build_promotion_job()
 
 defs = dg.Definitions(
-    assets=all_assets,
+    assets=[*all_assets, digits_classifier],
     asset_checks=checks,
     jobs=[promotion_job],
     sensors=[build_promotion_sensor(promotion_job)],

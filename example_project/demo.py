@@ -13,7 +13,17 @@ import warnings
 
 import dagster as dg
 
-from example_project.definitions import HOME, SPLITS, checks, defs, digits_features, digits_raw, digits_split, index
+from example_project.definitions import (
+    HOME,
+    SPLITS,
+    checks,
+    defs,
+    digits_classifier,
+    digits_features,
+    digits_raw,
+    digits_split,
+    index,
+)
 
 
 def _instance() -> dg.DagsterInstance:
@@ -36,6 +46,10 @@ def main() -> int:
     for split in SPLITS.get_partition_keys():
         ok &= dg.materialize(assets + checks, selection=[digits_split, digits_features], partition_key=split,
                              resources=resources, instance=instance, raise_on_error=True).success
+    trained = dg.materialize(assets + [digits_classifier], selection=[digits_classifier], resources=resources,
+                             instance=instance, raise_on_error=True)
+    ok &= trained.success
+    model = trained.asset_materializations_for_node("digits_classifier")[0].metadata
     idx = index.build_index()  # EnvVar fields (the scale-out settings) are read here
     try:
         where = "ATDATA_INDEX_DSN (PostgreSQL)" if os.environ.get("ATDATA_INDEX_DSN") else HOME / "index.db"
@@ -51,6 +65,8 @@ def main() -> int:
             ups = ", ".join(f"{'/'.join(u['asset_key'])}{'[' + u['partition'] + ']' if u.get('partition') else ''} {u['cid'][:20]}…"
                             for u in lin.get("upstream") or []) or "(source)"
             print(f"  {e.name:<42} <- {ups}")
+        print(f"  {'digits_classifier (model)':<42} <- digits_features[train] {model['atdata/trained_on'].value[:20]}…"
+              f"  test accuracy {model['test_accuracy'].value:.3f}")
     finally:
         idx.close()
     return 0 if ok else 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from typing import Optional
 
@@ -267,3 +268,139 @@ def test_list_elements_are_brace_expanded(sharded):
     ds = Dataset[Digit]([sharded.url])
     assert ds.list_shards() == sharded.list_shards() and ds.url == sharded.url
     assert ds.count() == 10
+
+
+# ------------------------------------------------------------------ len, random access, projection
+
+
+@pytest.fixture
+def indexed(tmp_path):
+    """23 digits in 5 shards, written through an Index (per-shard counts and checksums recorded)."""
+    from atdata_dagster import local
+
+    idx = local.Index(path=str(tmp_path / "i.db"), data_store=local.LocalDiskStore(tmp_path / "data"), atmosphere=None)
+    idx.write(_digits(23), name="digits", maxcount=5)
+    yield idx.dataset("digits", Digit)
+    idx.close()
+
+
+def test_len_comes_from_the_index_entry_without_reading_shards(indexed, tmp_path):
+    for url in indexed.list_shards():
+        os.rename(url, url + ".away")  # gone: len() must not need them
+    assert len(indexed) == 23
+
+
+def test_len_of_bare_shards_comes_from_their_manifests(tmp_path):
+    ds = write_samples(_digits(10), tmp_path / "m.tar", maxcount=4, manifest=True)
+    assert len(Dataset[Digit](ds.list_shards())) == 10
+
+
+def test_len_without_counts_is_a_clear_type_error(sharded):
+    with pytest.raises(TypeError, match=r"count\(\)"):
+        len(sharded)
+    assert bool(sharded) and len(list(sharded)) == 10  # truthiness and list() do not need len()
+
+
+def test_getitem_matches_ordered_for_every_index(indexed):
+    expected = [d.label for d in indexed.ordered()]
+    assert [indexed[i].label for i in range(len(indexed))] == expected
+    assert indexed[-1].label == expected[-1]
+    np.testing.assert_array_equal(indexed[7].image, np.full((2, 3), 7, np.uint8))
+    with pytest.raises(IndexError):
+        indexed[23]
+    with pytest.raises(TypeError):
+        indexed["3"]
+
+
+def test_getitem_uses_manifest_offsets_when_written(tmp_path):
+    ds = write_samples(_digits(10), tmp_path / "m.tar", maxcount=4, manifest=True)
+    typed = Dataset[Digit](ds.list_shards())
+    assert [typed[i].label for i in range(10)] == list(range(10))
+    assert typed.shard_offsets(1).end == -1  # from the sidecar (a scan knows the end of the last sample)
+    fresh = Dataset[Digit](ds.list_shards())
+    for url in fresh.list_shards():
+        os.remove(url[:-4] + ".manifest.parquet")
+    assert fresh.shard_offsets(1).offsets == typed.shard_offsets(1).offsets  # the scan agrees with the writer
+
+
+def test_getitem_builds_each_offset_index_once(indexed, monkeypatch):
+    import atdata_dagster.dataset as dsmod
+
+    calls = []
+    real = dsmod.scan_offsets
+    monkeypatch.setattr(dsmod, "scan_offsets", lambda f, url: calls.append(url) or real(f, url))
+    real_map = dsmod.open_index  # local shards are indexed in a memory map instead of by offsets
+    monkeypatch.setattr(dsmod, "open_index", lambda f, url: calls.append(url) or real_map(f, url))
+    for i in range(len(indexed)):
+        indexed[i]
+    assert sorted(calls) == sorted(indexed.list_shards())
+
+
+def test_get_by_key_returns_that_sample(indexed):
+    from atdata_dagster.shards.reader import iter_samples
+
+    with open(indexed.list_shards()[3], "rb") as f:
+        keys = [k for k, _ in iter_samples(f)]
+    assert indexed.get(keys[2]).label == 17
+    with pytest.raises(NotFoundError):
+        indexed.get("no-such-key")
+
+
+def test_fields_projection_decodes_only_named_fields(indexed):
+    first = next(indexed.ordered(fields=["label"]))
+    assert first.label == 0 and first.image is None
+    shuffled = list(indexed.shuffled(seed=1, fields=["image"]))
+    assert all(s.label is None for s in shuffled) and len(shuffled) == 23
+    assert sorted(int(s.image[0, 0]) for s in shuffled) == list(range(23))
+    batch = next(indexed.ordered(batch_size=4, fields=["label"]))
+    assert batch.label == [0, 1, 2, 3]
+    from atdata_dagster.errors import FieldMismatchError
+
+    with pytest.raises(FieldMismatchError, match="colour"):
+        next(indexed.ordered(fields=["colour"]))
+
+
+def test_fields_projection_on_dict_samples(indexed):
+    plain = Dataset(indexed.list_shards())
+    s = next(plain.ordered(fields=["label"]))
+    assert s.label == 0 and s.image is None
+
+
+def test_dataset_from_an_index_names_its_cid_and_pickles_it(indexed):
+    assert indexed.cid and indexed.identity() == indexed.cid
+    assert pickle.loads(pickle.dumps(indexed)).cid == indexed.cid
+
+
+@pytest.mark.s3
+@pytest.mark.xdist_group("s3")
+def test_random_access_on_s3_is_one_ranged_get_per_lookup(s3_store, tmp_path):
+    from atdata_dagster import local
+
+    idx = local.Index(path=str(tmp_path / "i.db"), data_store=s3_store, atmosphere=None)
+    idx.write(_digits(30), name="digits", maxcount=10, manifest=True)
+    ds = idx.dataset("digits", Digit)
+    expected = [d.label for d in ds.ordered()]
+    requests: list[tuple[str, str | None]] = []
+    s3_store.client.meta.events.register(
+        "before-send.s3.GetObject", lambda request, **kw: requests.append((request.url, request.headers.get("Range")))
+    )
+    assert [ds[i].label for i in range(30)] == expected
+    shard_gets = [r for r in requests if r[0].split("?")[0].endswith(".tar")]
+    sidecar_gets = [r for r in requests if ".manifest.parquet" in r[0]]
+    ranges = [rng.decode("ascii") if isinstance(rng, bytes) else rng for _, rng in shard_gets]
+    assert len(shard_gets) == 30 and all(rng and rng.startswith("bytes=") for rng in ranges)
+    assert len(sidecar_gets) == 3  # the offsets of each shard are read once, from its manifest sidecar
+    requests.clear()
+    assert ds[12].label == 12 and len(requests) == 1
+    idx.close()
+
+
+def test_malformed_entry_metadata_is_a_typed_error_or_ignored(indexed):
+    from atdata_dagster.errors import CorruptEntryError
+
+    bad = Dataset[Digit](indexed.list_shards(), metadata={"checksums": ["not", "a", "map"]})
+    with pytest.raises(CorruptEntryError, match="checksums"):
+        len(bad)
+    wrong_counts = Dataset[Digit](indexed.list_shards(), metadata={"stats": {"shard_samples": ["5", 5, 5, 5, 3]}})
+    with pytest.raises(TypeError, match="unknown"):  # not trusted; no manifests either
+        len(wrong_counts)

@@ -39,6 +39,9 @@ def test_demo_materializes_every_dataset_and_prints_entries_and_lineage(tmp_path
     assert int(rows["digits_split/partition=train"][1]) + int(rows["digits_split/partition=test"][1]) == 1797
     assert all(r[-1].startswith("bafyrei") for r in rows.values())
     assert any("digits_features/partition=test" in l and "<- digits_split[test]" in l for l in lines)
+    trained = [l for l in lines if "digits_classifier (model)" in l]
+    assert len(trained) == 1 and rows["digits_features/partition=train"][-1][:20] in trained[0]
+    assert float(trained[0].rsplit(" ", 1)[-1]) > 0.8  # a linear model on digits scores ~0.9
 
     from atdata_dagster import local
 
@@ -49,3 +52,4 @@ def test_demo_materializes_every_dataset_and_prints_entries_and_lineage(tmp_path
     assert set(idx.verify(feats).values()) == {"ok"}
     sample = next(iter(idx.dataset_for_entry(feats).ordered()))
     assert sample.features.shape == (64,) and 0.0 <= float(sample.features.max()) <= 1.0
+    assert (tmp_path / "models" / "digits_classifier.pkl").stat().st_size > 0

@@ -770,7 +770,7 @@ class Index:
 
         cls = sample_type or self.decode_schema(entry.schema_ref)
         opener = self.shard_opener(entry)
-        return Dataset[cls](list(entry.data_urls), metadata=entry.metadata, opener=opener)  # type: ignore[valid-type]
+        return Dataset[cls](list(entry.data_urls), metadata=entry.metadata, opener=opener, cid=entry.cid)  # type: ignore[valid-type]
 
     def verify(self, ref_or_entry: str | LocalDatasetEntry) -> dict[str, str]:
         """Re-hash every shard of an entry: URL -> ``ok`` / ``mismatch`` / ``missing`` / ``skipped`` / ``error:...``.

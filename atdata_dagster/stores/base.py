@@ -92,6 +92,33 @@ class ShardWriteResult(list):
         return sum(s.size for s in self.shards)
 
 
+def read_span(f: BinaryIO, start: int, stop: int | None) -> bytes:
+    """Bytes ``[start, stop)`` of an open stream: a seek when it can, else reading up to ``start``."""
+    try:
+        seekable = f.seekable()
+    except (AttributeError, ValueError):
+        seekable = False
+    if seekable:
+        f.seek(start)
+    else:
+        left = start
+        while left > 0:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                return b""
+            left -= len(chunk)
+    if stop is None:
+        return f.read()
+    parts, want = [], stop - start
+    while want > 0:
+        chunk = f.read(want)
+        if not chunk:
+            break
+        parts.append(chunk)
+        want -= len(chunk)
+    return b"".join(parts)
+
+
 class DataStore(ABC):
     """Abstract data store. Implementations: LocalDiskStore, S3DataStore."""
 
@@ -106,6 +133,15 @@ class DataStore(ABC):
     @abstractmethod
     def open_read(self, url: str) -> BinaryIO:
         """Open a shard (or sidecar) URL of this store as a readable binary stream."""
+
+    def read_range(self, url: str, start: int, stop: int | None) -> bytes:
+        """Bytes ``[start, stop)`` of ``url`` (to the end when ``stop`` is ``None``), for random access.
+
+        This default seeks when the stream allows it, else reads up to ``start``; stores
+        with ranged reads (S3) override it with one ranged request.
+        """
+        with self.open_read(url) as f:
+            return read_span(f, start, stop)
 
     def read_url(self, url: str) -> str:
         """The URL a generic reader should use for ``url`` (atdata's ``read_url``)."""

@@ -15,6 +15,7 @@ from typing import Any, BinaryIO, Iterable, Mapping
 
 from ..errors import StoreError
 from ..shards.reader import LocalOpener, ShardOpener, url_scheme
+from .base import read_span
 from .http import HttpOpener
 from .s3 import S3DataStore, S3Opener, default_chain_opener
 
@@ -97,6 +98,15 @@ class RoutingOpener:
         return self.route_for(url).open(url)
 
     __call__ = open
+
+    def read_range(self, url: str, start: int, stop: int | None) -> bytes:
+        """Bytes ``[start, stop)`` of ``url``: one ranged request where the route has one (S3), else a seek or read-through."""
+        route = self.route_for(url)
+        ranged = getattr(route, "read_range", None)
+        if ranged is not None:
+            return ranged(url, start, stop)
+        with route.open(url) as f:
+            return read_span(f, start, stop)
 
     def credentialed_buckets(self) -> list[str]:
         """Buckets this opener reads with stored credentials (for inspection and tests)."""

@@ -23,6 +23,8 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
+from contextlib import closing
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Mapping
@@ -752,6 +754,7 @@ class S3DataStore(DataStore):
         self._timeouts = (connect_timeout, read_timeout, max_attempts)
         self._user_client = client is not None
         self._client = client
+        self._client_pid = os.getpid()
         self._client_lock = threading.Lock()
         self._uploads = _Uploads(max_concurrency)
         self._bucket_checked = False
@@ -774,7 +777,15 @@ class S3DataStore(DataStore):
 
     @property
     def client(self):
-        """The boto3 S3 client (created on first use; thread-safe)."""
+        """The boto3 S3 client (created on first use; thread-safe; new in a forked child)."""
+        pid = os.getpid()
+        if self._client_pid != pid and not self._user_client:
+            # A forked child (e.g. a DataLoader worker) inherited the parent's client: its pooled
+            # connections are the parent's sockets, and two processes reading them interleave
+            # responses (seen as shards failing their checksum). Start with a client of its own.
+            self._client_lock = threading.Lock()
+            self._client = None
+            self._client_pid = pid
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
@@ -821,6 +832,7 @@ class S3DataStore(DataStore):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self._client_pid = os.getpid()
         self._client_lock = threading.Lock()
         self._uploads = _Uploads(self.max_concurrency)
 
@@ -1025,6 +1037,21 @@ class S3DataStore(DataStore):
         raw = _S3RawReader(self, bucket, key)
         return io.BufferedReader(raw, buffer_size=READ_BUFFER)
 
+    def read_range(self, url: str, start: int, stop: int | None) -> bytes:
+        """Bytes ``[start, stop)`` of an object with one ranged GetObject (random access to one sample)."""
+        if url.startswith("s3://"):
+            bucket, key = parse_s3_url(url)
+        else:
+            bucket, key = self._split_own(url)
+            if bucket is None:
+                raise StoreError(f"{url!r} is not an s3:// URL nor an object URL of endpoint {self.endpoint_display}")
+        if stop is not None and stop <= start:
+            return b""
+        rng = f"bytes={start}-" if stop is None else f"bytes={start}-{stop - 1}"
+        resp = self._call("GetObject", key, self.client.get_object, Bucket=bucket, Key=key, Range=rng, _bucket=bucket)
+        with closing(resp["Body"]) as body:
+            return body.read()
+
     # -- listing / gc
     def _rel(self, key: str) -> str | None:
         """``key`` relative to the store prefix, ``None`` if outside it or among the ownership markers."""
@@ -1212,6 +1239,12 @@ class S3Opener:
 
     __call__ = open
 
+    def read_range(self, url: str, start: int, stop: int | None) -> bytes:
+        """Bytes ``[start, stop)`` of an object of this bucket with one ranged GetObject."""
+        if not self.owns(url):
+            raise StoreError(f"{url!r} is not in bucket {self.store.bucket!r} of this opener")
+        return self.store.read_range(url, start, stop)
+
     def __repr__(self) -> str:
         return f"S3Opener(bucket={self.store.bucket!r}, endpoint_url={self.store.endpoint_url!r})"
 
@@ -1242,6 +1275,11 @@ class _PerBucketOpener:
         return self._store_for(bucket).open_read(url)
 
     __call__ = open
+
+    def read_range(self, url: str, start: int, stop: int | None) -> bytes:
+        """Bytes ``[start, stop)`` of an object with one ranged GetObject."""
+        bucket, _key = parse_s3_url(url)
+        return self._store_for(bucket).read_range(url, start, stop)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

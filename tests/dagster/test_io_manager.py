@@ -355,3 +355,36 @@ def test_long_writes_log_progress(io_manager, instance, monkeypatch):
     messages = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("atdata: writing logged: 50 samples" in m and "samples/s" in m for m in messages)
     assert any("atdata: local/logged ->" in m for m in messages)
+
+
+def test_an_input_dataset_supports_len_random_access_projection_and_training(io_manager, instance, index):
+    got = {}
+
+    @dg.asset(metadata={"atdata/maxcount": 10})
+    def up():
+        return dg.Output(row_stream(35))
+
+    @dg.asset
+    def train(up: Dataset[Row]) -> dg.MaterializeResult:
+        got["cid"] = up.cid
+        got["len"] = len(up)
+        got["item"] = up[17].label
+        got["projected"] = next(up.ordered(fields=["label"]))
+        try:
+            from torch.utils.data import DataLoader
+
+            from atdata_dagster.loader_torch import collate
+        except ImportError:  # the [torch] extra is optional; make test installs it
+            got["torch"] = None
+        else:
+            batches = DataLoader(up.torch(shuffle=True, batch_size=8), batch_size=None, num_workers=2)
+            got["torch"] = sorted(int(i) for b in batches for i in b["label"])
+        return dg.MaterializeResult(metadata={"atdata/trained_on": up.cid})
+
+    assert dg.materialize([up, train], resources={"io_manager": io_manager}, instance=instance).success
+    assert got["cid"] == index.get_dataset("up").cid
+    assert got["len"] == 35 and got["item"] == 17
+    assert got["projected"].label == 0 and got["projected"].vec is None
+    import importlib.util
+
+    assert got["torch"] == (list(range(35)) if importlib.util.find_spec("torch") else None)

@@ -178,3 +178,29 @@ def test_range_run_with_a_non_matching_output_is_a_clear_error(io_manager, insta
     assert not result.success
     assert needle in str(result.get_step_failure_events()[0].event_specific_data.error)
     assert index.list_entries() == []
+
+
+def test_a_fan_in_input_knows_its_length_and_trains_exactly_once(io_manager, instance, index):
+    parts = dg.StaticPartitionsDefinition(["a", "b"])
+
+    @dg.asset(partitions_def=parts, metadata={"atdata/maxcount": 4})
+    def up(context: dg.AssetExecutionContext):
+        return dg.Output(row_stream(9, start=0 if context.partition_key == "a" else 100))
+
+    got = {}
+
+    @dg.asset
+    def total(up: Dataset[Row]):
+        got["len"] = len(up)
+        got["order"] = [r.label for r in up.ordered()]
+        got["indexed"] = [up[i].label for i in range(len(up))]
+        got["shuffled"] = sorted(r.label for r in up.shuffled(seed=1, fields=["label"]))
+        return [Row(key="t", label=len(up), vec=np.zeros(1, np.float32))]
+
+    res = {"io_manager": io_manager}
+    for pk in ("a", "b"):
+        assert dg.materialize([up], partition_key=pk, resources=res, instance=instance).success
+    assert dg.materialize([up, total], selection=["total"], resources=res, instance=instance).success
+    assert got["len"] == 18
+    assert got["indexed"] == got["order"]
+    assert got["shuffled"] == sorted(got["order"])
