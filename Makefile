@@ -15,6 +15,8 @@ $(VENV)/.installed-base: pyproject.toml
 $(VENV)/.installed-dev: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
+	# torch 2.13.0 is the CPU build; a bare `torch>=2.1` would pull a multi-GB CUDA build.
+	$(PIP) install -q 'torch==2.13.0'
 	$(PIP) install -q -e '.[dev,example,torch]'
 	touch $(VENV)/.installed-base $@
 
