@@ -532,14 +532,8 @@ class Index:
 
     # ----------------------------------------------------------------- writes
     def _commit(self, repo: Repository, entry: LocalDatasetEntry) -> LocalDatasetEntry:
-        # Re-committing unchanged data (same CID) must not forget that it was published.
-        try:
-            previous = repo.provider.get_entry(entry.cid)
-        except NotFoundError:
-            previous = None
-        published = (previous.metadata or {}).get("atmosphere") if previous is not None else None
-        if published and not (entry.metadata or {}).get("atmosphere"):
-            entry.metadata = {**(entry.metadata or {}), "atmosphere": published}
+        # Re-committing unchanged data (same CID) must not forget that it was published:
+        # the provider carries the stored atmosphere record over inside its write transaction.
         label = LabelRecord(name=entry.name, cid=entry.cid, version="")
         repo.provider.put_entry(entry, label=label)
         try:

@@ -117,6 +117,30 @@ def decode_entry_columns(urls: Any, metadata: Any, where: str) -> tuple[list[str
     return data_urls, decode_metadata(metadata, where)
 
 
+#: the metadata key holding an entry's published atmosphere record (its AT URIs)
+PUBLISHED_KEY = "atmosphere"
+
+
+def carry_published(stored_blob: Any, metadata: Mapping[str, Any] | None, where: str) -> dict | None:
+    """``metadata`` plus the stored row's published record, when ``metadata`` has none.
+
+    ``None`` when there is nothing to carry over (``metadata`` has its own record, the
+    stored row has none, or the stored row is corrupt and is being replaced). Providers
+    call it inside the write transaction of :meth:`IndexProvider.put_entry`, so a
+    promotion that records the AT URI concurrently is never lost by a re-put.
+    """
+    if metadata is not None and metadata.get(PUBLISHED_KEY):
+        return None
+    try:
+        stored = decode_metadata(stored_blob, where)
+    except ProviderError:
+        return None  # the corrupt row is being overwritten: nothing trustworthy to keep
+    published = (stored or {}).get(PUBLISHED_KEY)
+    if not published:
+        return None
+    return {**(metadata or {}), PUBLISHED_KEY: published}
+
+
 def merge_metadata(current: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> dict:
     """``current`` with the top-level keys of ``patch`` set (other keys kept as they are)."""
     return {**(current or {}), **patch}
@@ -131,7 +155,12 @@ class IndexProvider(ABC):
     # -- entries -------------------------------------------------------------
     @abstractmethod
     def put_entry(self, entry: LocalDatasetEntry, *, label: LabelRecord | None = None) -> None:
-        """Upsert ``entry`` by CID and, in the same transaction, ``label`` if given."""
+        """Upsert ``entry`` by CID and, in the same transaction, ``label`` if given.
+
+        Re-putting an entry that was published keeps its ``metadata["atmosphere"]``
+        record when ``entry`` carries none: read and written in the same transaction
+        (see :func:`carry_published`), so a concurrent promotion is never lost.
+        """
 
     @abstractmethod
     def get_entry(self, cid: str) -> LocalDatasetEntry:

@@ -28,6 +28,7 @@ keys to the CID index. ``reindex()`` does the whole catch-up at once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
@@ -44,6 +45,8 @@ from .base import (
     IndexProvider,
     ProviderKind,
     decode_entry_columns,
+    PUBLISHED_KEY,
+    carry_published,
     decode_metadata,
     merge_metadata,
     pack_metadata,
@@ -534,8 +537,36 @@ class RedisProvider(IndexProvider):
         self._run_script(self._put, [SEQ_KEY], [payload, *self._PREFIXES], what=what)
 
     def put_entry(self, entry: LocalDatasetEntry, *, label: LabelRecord | None = None) -> None:
-        """Upsert the entry hash (replacing all its fields) and the label, atomically."""
-        self._write_ops([self._op(entry, label, _now_iso())], what=f"write entry {entry.name!r} ({entry.cid})")
+        """Upsert the entry hash (replacing all its fields) and the label, atomically.
+
+        The stored ``metadata`` is read under WATCH and the write runs in MULTI/EXEC, so a
+        published record merged in concurrently (a promotion) is carried over, never lost:
+        if the hash changes in between, EXEC is refused and the put runs again.
+        """
+        what = f"write entry {entry.name!r} ({entry.cid})"
+        if (entry.metadata or {}).get(PUBLISHED_KEY):
+            self._write_ops([self._op(entry, label, _now_iso())], what=what)
+            return
+        key = ENTRY_PREFIX + entry.cid
+        where = f"Redis key {key!r} on {self._address()}"
+
+        def attempt() -> None:
+            with self._r.pipeline() as pipe:
+                while True:
+                    try:
+                        pipe.watch(key)
+                        stored = pipe.hget(key, "metadata") if _s(pipe.type(key)) == "hash" else None
+                        kept = carry_published(stored, entry.metadata, where)
+                        written = entry if kept is None else dataclasses.replace(entry, metadata=kept)
+                        payload = msgpack.packb([self._op(written, label, _now_iso())], use_bin_type=False)
+                        pipe.multi()
+                        self._put(keys=[SEQ_KEY], args=[payload, *self._PREFIXES], client=pipe)
+                        pipe.execute()
+                        return
+                    except redis_lib.WatchError:
+                        continue  # the entry changed after it was read: read it again
+
+        self._call(attempt, what=what, keys=[(key, "hash")])
 
     def put_entries_bulk(
         self,

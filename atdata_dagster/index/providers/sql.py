@@ -59,6 +59,7 @@ from .base import (
     IndexProvider,
     ProviderKind,
     decode_entry_columns,
+    carry_published,
     decode_metadata,
     merge_metadata,
     pack_metadata,
@@ -537,7 +538,10 @@ class SqlProvider(IndexProvider):
 
         def run(conn: Connection) -> None:
             self._lock_names(conn, names)
-            conn.execute(self._q.upsert_entry, params)
+            row = conn.execute(self._q.entry_metadata_for_update, {"b_cid": entry.cid}).first()
+            kept = carry_published(row[1], entry.metadata, f"index entry {entry.name!r} ({entry.cid})") if row else None
+            written = params if kept is None else {**params, "metadata": pack_metadata(kept, what=f"dataset {entry.name!r}")}
+            conn.execute(self._q.upsert_entry, written)
             if label_params is not None:
                 conn.execute(self._q.upsert_label, label_params)
 

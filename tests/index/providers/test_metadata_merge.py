@@ -228,3 +228,38 @@ def test_many_threads_merging_different_keys_into_one_entry_lose_none(provider_u
     with provider_from_url(provider_url) as p:
         expected = {"base": 0} | {f"t{t}-{i}": i for t in range(threads) for i in range(per_thread)}
         assert p.get_entry(e.cid).metadata == expected
+
+
+# -- re-putting a published entry ----------------------------------------------------------
+def test_a_reput_without_a_record_keeps_the_published_atmosphere_record(provider):
+    provider.put_entry(entry({"checksums": {"a": "0" * 64}}))
+    cid = entry().cid
+    provider.merge_entry_metadata(cid, {"atmosphere": URI})
+
+    provider.put_entry(entry({"checksums": {"a": "1" * 64}}))  # re-materialized, same CID
+
+    assert provider.get_entry(cid).metadata == {"checksums": {"a": "1" * 64}, "atmosphere": URI}
+
+
+def test_a_reput_with_its_own_record_replaces_the_stored_one(provider):
+    provider.put_entry(entry({"atmosphere": URI}))
+    newer = {**URI, "uri": "at://did:plc:x/science.alt.dataset.entry/2"}
+    provider.put_entry(entry({"atmosphere": newer}))
+    assert provider.get_entry(entry().cid).metadata == {"atmosphere": newer}
+
+
+def test_a_promotion_recorded_while_a_reput_is_between_read_and_write_survives(provider, provider_url, provider_kind):
+    e = entry({"checksums": {"a": "0" * 64}})
+    provider.put_entry(e)
+    pause = Pause()
+    paused = provider_pausing_after_its_read(provider_url, provider_kind, pause)
+    try:
+        run_interleaved(
+            lambda: paused.put_entry(entry({"checksums": {"a": "1" * 64}})),
+            lambda: provider.merge_entry_metadata(e.cid, {"atmosphere": URI}),
+            pause,
+        )
+    finally:
+        paused.close()
+
+    assert provider.get_entry(e.cid).metadata == {"checksums": {"a": "1" * 64}, "atmosphere": URI}
