@@ -156,14 +156,28 @@ def _mask_literals(text: str, secrets: list[str]) -> str:
     return "".join(out)
 
 
-def redact(text: object, *secrets: str | None) -> str:
+def _forms(secret: str | bytes | None) -> list[str]:
+    """How a secret can appear in text: a str as is; bytes (redis-py accepts a bytes
+    password) decoded as UTF-8 and as Python shows them inside ``b'...'``."""
+    if isinstance(secret, str):
+        return [secret] if secret else []
+    if isinstance(secret, (bytes, bytearray)) and secret:
+        shown = repr(bytes(secret))[2:-1]
+        try:
+            return list(dict.fromkeys([bytes(secret).decode("utf-8"), shown]))
+        except UnicodeDecodeError:
+            return [shown, bytes(secret).decode("latin-1")]
+    return []
+
+
+def redact(text: object, *secrets: str | bytes | None) -> str:
     """``text`` (any object: its ``str``) with every secret masked as ``***``.
 
     Masks URL userinfo passwords, secret key/value pairs, the given ``secrets`` and the
     secret environment variables (see the module docstring). Idempotent.
     """
     s = text if isinstance(text, str) else str(text)
-    known = [x for x in secrets if isinstance(x, str) and x]
+    known = [form for x in secrets for form in _forms(x)]
     known += secrets_in(s)
     known += env_secrets()
     s = _mask_literals(s, list(dict.fromkeys(known)))
@@ -184,7 +198,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]
 
 
-def leaks(exc: BaseException, *secrets: str | None) -> bool:
+def leaks(exc: BaseException, *secrets: str | bytes | None) -> bool:
     """Whether ``exc`` or any exception of its ``__cause__`` / ``__context__`` chain (and a
     driver's ``.orig``) shows a secret in its message, ``repr`` or arguments.
 

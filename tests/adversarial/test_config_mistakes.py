@@ -97,6 +97,20 @@ def test_an_unknown_redis_option_in_the_mapping_is_named():
         local.Index(redis=6379, atmosphere=None)
 
 
+@pytest.mark.parametrize("provider, kwargs, named", [
+    ("sqlite", {"pth": "index.db"}, "pth="),
+    ("postgres", {"dsn": "postgresql://127.0.0.1/test", "pool": 3}, "pool="),
+    ("redis", {"hots": "127.0.0.1"}, "hots"),
+], ids=["sqlite", "postgres", "redis"])
+def test_create_repository_with_an_unknown_keyword_raises_a_configuration_error_naming_it(
+        provider, kwargs, named, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError, match=named) as caught:
+        local.create_repository(provider, **kwargs)
+    assert isinstance(caught.value, TypeError)  # still caught by `except TypeError`
+    assert not (tmp_path / "index.db").exists()
+
+
 def test_location_arguments_the_provider_would_ignore_are_rejected(tmp_path):
     db = str(tmp_path / "a.db")
     with pytest.raises(ConfigurationError, match="only one of"):

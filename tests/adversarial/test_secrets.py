@@ -602,3 +602,19 @@ def test_failure_with_connection_details_is_typed_and_names_no_secret(world, ins
     scanner.assert_clean()
     scanner.assert_saw("dagster event_log", at_least=5)
     scanner.assert_saw("engine error")
+
+
+@pytest.mark.parametrize("password", [b"hunter2-bytes", b"\xffhunter2\xfe"], ids=["utf8", "not-utf8"])
+def test_a_bytes_redis_password_is_masked_like_a_str_one(password):
+    from atdata_dagster.index.providers import RedisProvider
+    from atdata_dagster.redact import leaks, redact
+
+    text = f"connect failed: password={password!r} ({password.decode('latin-1')})"
+    assert "hunter2" not in redact(text, password)
+    assert leaks(RuntimeError(text), password)
+    provider = RedisProvider(host="127.0.0.1", port=6379, password=password)
+    try:
+        assert "hunter2" not in provider.describe() and "hunter2" not in repr(provider)
+        assert "hunter2" not in provider._clean(text)
+    finally:
+        provider.close()

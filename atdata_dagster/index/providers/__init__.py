@@ -7,10 +7,11 @@ and write exactly atdata's tables and keys.
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
-from ...errors import ConfigurationError
+from ...errors import ConfigurationError, UnknownOptionError
 from ...redact import redact
 from .base import IndexProvider, ProviderKind
 from .redis import RedisProvider
@@ -31,6 +32,15 @@ __all__ = [
 _NAMES = "'sqlite', 'redis', 'postgres' (or 'postgresql')"
 
 
+def _check_keywords(cls: type, given: dict[str, Any], call: str, also: tuple[str, ...]) -> None:
+    """:class:`UnknownOptionError` naming any keyword of ``given`` that ``cls`` does not take."""
+    params = inspect.signature(cls).parameters
+    accepted = tuple(n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    unknown = [k for k in given if k not in accepted]
+    if unknown:
+        raise UnknownOptionError.for_call(call, unknown, also + accepted)
+
+
 def create_provider(
     name: str,
     *,
@@ -49,9 +59,19 @@ def create_provider(
     except ValueError:
         raise ConfigurationError(f"unknown index provider {name!r}: use one of {_NAMES}") from None
     if kind is ProviderKind.SQLITE:
+        _check_keywords(SqliteProvider, kwargs, "create_provider('sqlite', ...)", ("path",))
         return SqliteProvider(path, **kwargs)
     if kind is ProviderKind.REDIS:
-        return RedisProvider(redis, **kwargs)
+        try:
+            return RedisProvider(redis, **kwargs)
+        except TypeError as e:  # redis-py refused a keyword: name it as ours
+            if "unexpected keyword argument" not in str(e):
+                raise
+            raise UnknownOptionError(
+                f"create_provider('redis', ...): {e}; it accepts redis=, url=, retries= and redis.Redis "
+                "connection keywords (host=, port=, db=, password=, ...)"
+            ) from None
+    _check_keywords(PostgresProvider, kwargs, "create_provider('postgres', ...)", ("dsn",))
     if not dsn:
         raise ConfigurationError(
             "the postgres provider needs a dsn, e.g. "

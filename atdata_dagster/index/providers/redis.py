@@ -383,7 +383,7 @@ class RedisProvider(IndexProvider):
         return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
 
     def _clean(self, text: str) -> str:
-        return redact(text, self._password)  # redact ignores a password that is not a str (bytes)
+        return redact(text, self._password)  # a str or bytes password
 
     def _call(self, fn: Callable[..., T], *args: Any, what: str, keys: Iterable[tuple[str, str]] = (), **kwargs: Any) -> T:
         """Run one Redis call, translating failures into :class:`ProviderError`.
