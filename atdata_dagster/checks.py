@@ -185,7 +185,7 @@ def _check_checksums(index: "Index", targets: Targets) -> dg.AssetCheckResult:
     nbytes = 0
     for pk, entry in targets:
         result = index.verify(entry)
-        stats = (entry.metadata or {}).get("stats") or {}
+        stats = entry.stats  # CorruptEntryError naming the entry if malformed
         nbytes += int(stats.get("total_bytes") or 0)
         for url, status in result.items():
             kind = ShardStatus.of(status)
@@ -241,7 +241,7 @@ def _check_sample_count(index: "Index", targets: Targets) -> dg.AssetCheckResult
     problems: list[dict[str, Any]] = []
     unrecorded = 0
     for pk, entry in targets:
-        stats = (entry.metadata or {}).get("stats") or {}
+        stats = entry.stats  # CorruptEntryError naming the entry if malformed
         per_shard = list(stats.get("shard_samples") or [])
         expected = stats.get("num_samples")
         n_entry = 0

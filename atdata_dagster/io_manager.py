@@ -306,7 +306,7 @@ class AtdataIOManager(dg.ConfigurableIOManager):
             )
             add_partition_metadata(context, pk, md)
             cids[pk] = stored.entry.cid
-            stats = (stored.entry.metadata or {}).get("stats") or {}
+            stats = stored.entry.stats
             total_rows += int(stats.get("num_samples") or 0)
             total_bytes += int(stats.get("total_bytes") or 0)
             total_shards += int(stats.get("num_shards") or len(stored.entry.data_urls))
@@ -351,7 +351,7 @@ class AtdataIOManager(dg.ConfigurableIOManager):
             sample_type = tap.sample_type
             rows = tap.rows[: self.preview_rows] if self.preview_rows > 0 else None
             cols = tap.columns
-        stats = (entry.metadata or {}).get("stats") or {}
+        stats = entry.stats
         elapsed = max(time.monotonic() - started, 1e-9)
         n = stats.get("num_samples")
         size = stats.get("total_bytes") or 0

@@ -160,7 +160,7 @@ def entry_metadata(
     configuration, so no secret can leak through it.
     """
     meta = entry.metadata or {}
-    stats = meta.get("stats") or {}
+    stats = entry.stats
     out: dict[str, Any] = {}
     rows = stats.get("num_samples")
     if isinstance(rows, int):

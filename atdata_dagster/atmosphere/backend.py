@@ -364,7 +364,8 @@ class AtmosphereBackend:
 
     @staticmethod
     def _size_for(sources: list[ShardSource], metadata: dict | None) -> DatasetSize:
-        stats = (metadata or {}).get("stats") or {}
+        stats = (metadata or {}).get("stats")
+        stats = stats if isinstance(stats, dict) else {}  # a foreign record: malformed stats are ignored
         total = sum(s.size for s in sources if s.size is not None) if all(s.size is not None for s in sources) else None
         samples = stats.get("num_samples") if isinstance(stats.get("num_samples"), int) else None
         nbytes = stats.get("total_bytes") if isinstance(stats.get("total_bytes"), int) else total

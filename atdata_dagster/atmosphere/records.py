@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Union
 
-from ..errors import InvalidRefError, RecordError, SchemaError
+from ..errors import DecodeError, InvalidRefError, RecordError, SchemaError
+from ..samples.codec import unpack_payload
 from ..samples.schema import is_safe_identifier
 
 __all__ = [
@@ -792,15 +793,12 @@ def decode_metadata(value: Any, where: str = "record") -> dict | None:
         except ValueError as exc:
             raise RecordError(f"{where}: metadata $bytes is not base64 ({exc})") from None
     if raw is not None:
-        import msgpack
-
+        # untrusted bytes from a PDS: the sample codec's strict decoder bounds every length and
+        # allocation by the payload's size (a 16 KiB record cannot make it allocate 64 MiB)
         try:
-            decoded = msgpack.unpackb(raw, raw=False, strict_map_key=True)
-        except Exception as exc:  # msgpack raises several unrelated types
+            return unpack_payload(raw)
+        except DecodeError as exc:
             raise RecordError(f"{where}: metadata bytes are not a msgpack map ({exc})") from None
-        if not isinstance(decoded, dict):
-            raise RecordError(f"{where}: metadata bytes decode to {type(decoded).__name__}, expected a map")
-        return decoded
     if not isinstance(value, dict):
         raise RecordError(f"{where}: metadata is {type(value).__name__}, expected an object or bytes")
     out: dict[str, Any] = {}

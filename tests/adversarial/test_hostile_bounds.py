@@ -164,6 +164,20 @@ def test_a_16kib_payload_of_nested_empty_arrays_decodes_within_a_small_multiple(
         assert peak < 80 * len(data), f"{peak >> 10} KiB for {len(data)} bytes"
 
 
+def test_record_metadata_bytes_from_a_pds_are_decoded_within_bounds():
+    import base64
+
+    from atdata_dagster.atmosphere.records import decode_metadata
+    from atdata_dagster.errors import RecordError
+
+    header = b"\xdc" + struct.pack(">H", 16000)  # array16 claiming 16000 elements (within the old length cap)
+    data = (b"\x81\xa1v" + header * 1000).ljust(KIB16, b"\x00")
+    record = {"$bytes": base64.b64encode(data).decode()}
+    result, peak = peak_of(lambda: decode_metadata(record))
+    assert isinstance(result, RecordError) and "not a msgpack map" in str(result)
+    assert peak < 1 << 20, f"{peak >> 10} KiB"
+
+
 def test_long_lists_still_decode_exactly():
     ids = list(range(5000))
     nested = [[i, [i]] for i in range(200)]
