@@ -96,6 +96,8 @@ class LocalDatasetEntry:
     _cid: str | None = field(default=None, repr=False)
     _legacy_uuid: str | None = field(default=None, repr=False)
     created_at: str | None = field(default=None, repr=False, compare=False)
+    #: set when the stored row did not decode (listing keeps going); raised when the entry is used
+    _corrupt: CorruptEntryError | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.data_urls = list(self.data_urls)
@@ -120,6 +122,7 @@ class LocalDatasetEntry:
 
     def _meta_field(self, key: str, want: type, what: str) -> Any:
         """``metadata[key]`` if absent/None (-> None) or of type ``want``; else CorruptEntryError."""
+        self.ensure_intact()
         meta = self.metadata
         if meta is None:
             return None
@@ -172,13 +175,26 @@ class LocalDatasetEntry:
         """
         return list(self._meta_field("manifests", list, "a list of manifest URLs") or [])
 
-    def referenced_urls(self) -> list[str]:
-        """Every URL this entry may reference: its shards and their manifest sidecars. Never raises.
+    def ensure_intact(self) -> None:
+        """Raise the entry's :class:`~atdata_dagster.errors.CorruptEntryError` if its stored
+        row did not decode (it was listed, but its metadata or shard list is unreadable)."""
+        if self._corrupt is not None:
+            c = self._corrupt
+            raise CorruptEntryError(str(c), name=c.name, cid=c.cid, field=c.field)
 
-        For ``gc``: with a malformed ``manifests`` field the sidecar URLs next to every
-        shard (and any str in the field) are returned instead, so nothing this entry
-        might use is taken for garbage.
+    def referenced_urls(self) -> list[str]:
+        """Every URL this entry may reference: its shards and their manifest sidecars.
+
+        For ``gc``: with a malformed ``manifests`` field (or undecodable metadata) the
+        sidecar URLs next to every shard (and any str in the field) are returned instead,
+        so nothing this entry might use is taken for garbage. Raises
+        :class:`~atdata_dagster.errors.CorruptEntryError` only when the shard list itself
+        is unreadable: then nobody can tell which shards it references, and gc must stop.
         """
+        if self._corrupt is not None and self._corrupt.field == "data_urls":
+            self.ensure_intact()
+        if self._corrupt is not None:
+            return list(self.data_urls) + [manifest_url_for(u) for u in self.data_urls]
         urls = list(self.data_urls)
         try:
             urls += self.manifest_urls

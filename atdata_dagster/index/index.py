@@ -759,8 +759,10 @@ class Index:
         return self.dataset_for_entry(entry, sample_type)
 
     def dataset_for_entry(self, entry: LocalDatasetEntry, sample_type: type[T] | None = None) -> "Dataset[T]":
-        """A lazy :class:`Dataset` over one entry's shards."""
+        """A lazy :class:`Dataset` over one entry's shards (:class:`CorruptEntryError` if its row is unreadable)."""
         from ..dataset import Dataset
+
+        entry.ensure_intact()  # a listed entry whose row did not decode: never read it unverified
 
         cls = sample_type or self.decode_schema(entry.schema_ref)
         opener = self.shard_opener(entry)

@@ -385,3 +385,55 @@ def test_clear_stubs_deletes_only_generated_files(tmp_path):
 def test_hostile_field_names_are_still_refused(tmp_path):
     with pytest.raises(SchemaError):
         StubManager(tmp_path / "stubs").load_type({"name": "H", "version": "1", "fields": [_field("__atdata_builtins__", PRIM("int"))]})
+
+
+@pytest.fixture
+def index_with_undecodable_rows(tmp_path):
+    """One row whose metadata column, one whose data_urls column is not msgpack at all."""
+    index = local.Index(path=str(tmp_path / "i.db"), data_store=LocalDiskStore(str(tmp_path / "d")), atmosphere=None)
+    good = index.write([Row(label="a", v=np.arange(3))], name="good")
+    bad_meta = index.write([Row(label="b", v=np.arange(3))], name="badmeta")
+    bad_urls = index.write([Row(label="c", v=np.arange(3))], name="badurls")
+    index.close()
+    con = sqlite3.connect(tmp_path / "i.db")
+    con.execute("UPDATE dataset_entries SET metadata = ? WHERE cid = ?", (b"\xc1", bad_meta.cid))
+    con.execute("UPDATE dataset_entries SET data_urls = ? WHERE cid = ?", (b"\xc1", bad_urls.cid))
+    con.commit()
+    con.close()
+    return tmp_path, good, bad_meta, bad_urls
+
+
+def test_rows_that_are_not_msgpack_are_listed_with_their_error_and_the_rest_work(index_with_undecodable_rows, capsys):
+    tmp_path, good, bad_meta, bad_urls = index_with_undecodable_rows
+    code, out = _cli(tmp_path, "--json", "list")
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert "error" not in rows["good"]
+    assert "not valid msgpack" in rows["badmeta"]["error"] and "not valid msgpack" in rows["badurls"]["error"]
+    code, out = _cli(tmp_path, "--json", "verify", "good")
+    assert code == 0 and set(json.loads(out)["shards"].values()) == {"ok"}
+
+
+def test_an_undecodable_entry_is_never_read_unverified(index_with_undecodable_rows):
+    tmp_path, good, bad_meta, bad_urls = index_with_undecodable_rows
+    index = local.Index(path=str(tmp_path / "i.db"), data_store=LocalDiskStore(str(tmp_path / "d")), atmosphere=None)
+    listed = {e.name: e for e in index.list_entries()}
+    for name in ("badmeta", "badurls"):
+        with pytest.raises(CorruptEntryError, match="not valid msgpack"):
+            index.dataset_for_entry(listed[name])
+        with pytest.raises(CorruptEntryError):
+            listed[name].checksums
+    # its shards are still known, so gc keeps them; an unreadable shard list stops gc
+    assert listed["badmeta"].referenced_urls() == list(bad_meta.data_urls) + [
+        u.replace(".tar", ".manifest.json") for u in bad_meta.data_urls]
+    with pytest.raises(CorruptEntryError, match="data_urls"):
+        listed["badurls"].referenced_urls()
+    index.close()
+
+
+def test_gc_refuses_while_an_entry_shard_list_is_unreadable_and_deletes_nothing(index_with_undecodable_rows, capsys):
+    tmp_path, good, bad_meta, bad_urls = index_with_undecodable_rows
+    before = sorted(p.name for p in (tmp_path / "d").rglob("*") if p.is_file())
+    code, _ = _cli(tmp_path, "gc", "--grace", "0")
+    assert code != 0 and "data_urls" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "d").rglob("*") if p.is_file()) == before

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Self, overload
 
 import msgpack
 
-from ...errors import ConfigurationError, NotFoundError, ProviderError
+from ...errors import ConfigurationError, CorruptEntryError, NotFoundError, ProviderError
 from ..entry import LabelRecord, LocalDatasetEntry
 
 __all__ = [
@@ -139,6 +139,29 @@ def carry_published(stored_blob: Any, metadata: Mapping[str, Any] | None, where:
     if not published:
         return None
     return {**(metadata or {}), PUBLISHED_KEY: published}
+
+
+def decode_entry_columns_lenient(
+    urls: Any, metadata: Any, where: str, *, name: str, cid: str | None
+) -> tuple[list[str], dict | None, CorruptEntryError | None]:
+    """Like :func:`decode_entry_columns`, for listing: a row that does not decode yields
+    the error instead of raising, so one corrupt row cannot hide the others.
+
+    The entry built from it raises that :class:`CorruptEntryError` lazily, whenever its
+    metadata or (if ``data_urls`` was the broken column) its shards are needed.
+    """
+    try:
+        data_urls, meta = decode_entry_columns(urls, metadata, where)
+        return data_urls, meta, None
+    except ProviderError as e:
+        column = "data_urls" if "column data_urls" in str(e) else "metadata"
+        corrupt = CorruptEntryError(str(e), name=name, cid=cid, field=column)
+    if column == "metadata":
+        try:
+            return decode_entry_columns(urls, None, where)[0], None, corrupt
+        except ProviderError:
+            pass
+    return [], None, CorruptEntryError(corrupt.args[0], name=name, cid=cid, field="data_urls")
 
 
 def merge_metadata(current: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> dict:

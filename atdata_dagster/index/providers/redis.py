@@ -45,6 +45,7 @@ from .base import (
     IndexProvider,
     ProviderKind,
     decode_entry_columns,
+    decode_entry_columns_lenient,
     PUBLISHED_KEY,
     carry_published,
     decode_metadata,
@@ -478,16 +479,22 @@ class RedisProvider(IndexProvider):
         fields += ["created_at", created_at]
         return fields
 
-    def _entry_from_hash(self, raw: dict, key: str | None = None) -> LocalDatasetEntry:
+    def _entry_from_hash(self, raw: dict, key: str | None = None, *, lenient: bool = False) -> LocalDatasetEntry:
         try:
             cid = _s(raw.get(b"cid", b"")) or (key[len(ENTRY_PREFIX):] if key else None)
             metadata = raw.get(b"metadata")
             legacy = raw.get(b"legacy_uuid")
             created = raw.get(b"created_at")
-            data_urls, meta = decode_entry_columns(
-                raw[b"data_urls"], metadata, f"Redis key {key or '?'!r} on {self._address()}"
-            )
+            where = f"Redis key {key or '?'!r} on {self._address()}"
+            corrupt = None
+            if lenient:
+                data_urls, meta, corrupt = decode_entry_columns_lenient(
+                    raw[b"data_urls"], metadata, where, name=_s(raw[b"name"]), cid=cid or None
+                )
+            else:
+                data_urls, meta = decode_entry_columns(raw[b"data_urls"], metadata, where)
             return LocalDatasetEntry(
+                _corrupt=corrupt,
                 name=_s(raw[b"name"]),
                 schema_ref=_s(raw[b"schema_ref"]),
                 data_urls=data_urls,
@@ -747,7 +754,7 @@ class RedisProvider(IndexProvider):
             stale = []
             for cid, flat in rows:
                 if flat:
-                    out.append(self._entry_from_hash(_pairs(flat), ENTRY_PREFIX + _s(cid)))
+                    out.append(self._entry_from_hash(_pairs(flat), ENTRY_PREFIX + _s(cid), lenient=True))
                 else:
                     stale.append(cid)
             if stale:

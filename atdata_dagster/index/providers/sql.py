@@ -59,6 +59,7 @@ from .base import (
     IndexProvider,
     ProviderKind,
     decode_entry_columns,
+    decode_entry_columns_lenient,
     carry_published,
     decode_metadata,
     merge_metadata,
@@ -212,9 +213,16 @@ def iso_timestamp(value: Any) -> str | None:
     return dt.astimezone(timezone.utc).isoformat()
 
 
-def _row_to_entry(row: Any) -> LocalDatasetEntry:
+def _row_to_entry(row: Any, *, lenient: bool = False) -> LocalDatasetEntry:
+    """The entry of one row. Strict by default; ``lenient`` (listing) turns an undecodable
+    row into an entry that raises its :class:`CorruptEntryError` when used."""
     cid, name, schema_ref, urls, metadata, legacy_uuid, created_at = row
-    data_urls, meta = decode_entry_columns(urls, metadata, f"index entry {name!r} ({cid})")
+    where = f"index entry {name!r} ({cid})"
+    corrupt = None
+    if lenient:
+        data_urls, meta, corrupt = decode_entry_columns_lenient(urls, metadata, where, name=name, cid=cid)
+    else:
+        data_urls, meta = decode_entry_columns(urls, metadata, where)
     return LocalDatasetEntry(
         name=name,
         schema_ref=schema_ref,
@@ -223,6 +231,7 @@ def _row_to_entry(row: Any) -> LocalDatasetEntry:
         _cid=cid,
         _legacy_uuid=legacy_uuid,
         created_at=iso_timestamp(created_at),
+        _corrupt=corrupt,
     )
 
 
@@ -620,7 +629,7 @@ class SqlProvider(IndexProvider):
             rows = self._all(self._q.entries_first, {"b_limit": int(limit)}, what="list entries")
         else:
             rows = self._all(self._q.entries_after, {"b_limit": int(limit), "b_after": after}, what="list entries")
-        return [_row_to_entry(r) for r in rows]
+        return [_row_to_entry(r, lenient=True) for r in rows]
 
     def iter_entries(self, *, batch_size: int = 1000) -> Iterator[LocalDatasetEntry]:
         """Every entry in CID order, one short read per page (no long-lived cursor)."""

@@ -101,6 +101,11 @@ class _RawSql(Raw):
     def count(self, table: str) -> int:
         return self._exec(f"SELECT count(*) FROM {table}")[0][0]
 
+    def overwrite_entry_column(self, cid, column, blob: bytes) -> None:
+        """Another tool writes raw bytes into one column of an entry row."""
+        assert column in ("data_urls", "metadata")
+        self._exec(f"UPDATE dataset_entries SET {column} = {self.ph} WHERE cid = {self.ph}", (blob, cid))
+
 
 class RawSqlite(_RawSql):
     kind = "sqlite"
@@ -195,6 +200,10 @@ class RawRedis(Raw):
 
     def entry_hash(self, cid) -> dict:
         return self.r.hgetall(f"LocalDatasetEntry:{cid}")
+
+    def overwrite_entry_column(self, cid, column, blob: bytes) -> None:
+        """Another tool writes raw bytes into one field of an entry hash."""
+        self.r.hset(f"LocalDatasetEntry:{cid}", column, blob)
 
     def stored_metadata(self, cid) -> bytes | None:
         """The entry hash's metadata field exactly as stored."""

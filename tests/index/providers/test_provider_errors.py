@@ -201,3 +201,24 @@ def test_a_password_that_is_a_common_word_is_masked_without_mangling_the_url_sch
         text = p.describe()
     assert text.startswith("postgresql+psycopg://***:***@127.0.0.1")
     assert "postgres" not in text.split("://", 1)[1]
+
+
+@pytest.mark.parametrize("column", ["metadata", "data_urls"])
+def test_a_row_that_is_not_msgpack_is_listed_lazily_and_read_strictly(provider, column):
+    from atdata_dagster.errors import CorruptEntryError
+
+    from ._raw import Raw
+
+    good = LocalDatasetEntry("good", "atdata://local/schema/S@1.0.0", ["/d/good.tar"])
+    bad = LocalDatasetEntry("bad", "atdata://local/schema/S@1.0.0", ["/d/bad.tar"], metadata={"k": 1})
+    provider.put_entry(good)
+    provider.put_entry(bad)
+    Raw.of(provider).overwrite_entry_column(bad.cid, column, b"\xc1")
+
+    listed = {e.name: e for e in provider.iter_entries()}  # one corrupt row hides no other
+    assert listed["good"] == good and listed["bad"].cid == bad.cid
+    with pytest.raises(CorruptEntryError, match=column) as caught:
+        listed["bad"].checksums
+    assert caught.value.cid == bad.cid and caught.value.field == column
+    with pytest.raises(ProviderError, match=column):  # a direct read stays strict
+        provider.get_entry(bad.cid)
