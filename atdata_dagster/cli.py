@@ -117,9 +117,10 @@ def _entry_summary(entry) -> dict[str, Any]:
     return row
 
 
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
+def _fmt_bytes(size: int | None) -> str:
+    if size is None:
         return "?"
+    n = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1024 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -28,7 +28,6 @@ from .errors import (
     CorruptEntryError,
     EmptyDatasetError,
     FieldMismatchError,
-    InvalidRefError,
     NotFoundError,
     ShardError,
 )
@@ -488,8 +487,13 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
 
     def head(self, n: int = 5) -> list[T]:
         """The first ``n`` samples (reads only as much as needed)."""
-        with closing(self.ordered()) as it:  # type: ignore[arg-type]
+        it = self.ordered()
+        try:
             return list(islice(it, n))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
 
     def count(self) -> int:
         """Number of samples (streams every shard; nothing is decoded)."""
@@ -522,13 +526,15 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                     "of shard URL -> SHA-256 hex; repair the entry's metadata or read with verify=False",
                     cid=self.cid, field="checksums",
                 )
-            stats = meta.get("stats") if isinstance(meta.get("stats"), dict) else {}
+            stats_field = meta.get("stats")
+            stats = stats_field if isinstance(stats_field, dict) else {}
             n = len(self._shards)
             counts, sizes = stats.get("shard_samples"), stats.get("shard_bytes")
             if not _ints(counts, n):  # absent or malformed: the manifests may still know
                 counts = self._manifest_counts()
             if not _ints(sizes, n):
                 sizes = [None] * n
+            assert isinstance(counts, list) and isinstance(sizes, list)
             self._specs = [
                 ShardSpec(url=u, num_samples=c, sha256=checksums.get(u), nbytes=b)
                 for u, c, b in zip(self._shards, counts, sizes)
@@ -541,7 +547,8 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             try:
                 with closing(self.opener(manifest_url_for(url))) as f:
                     manifest = read_manifest(f)
-                header = manifest.get("header") if isinstance(manifest.get("header"), dict) else manifest
+                header_field = manifest.get("header")
+                header = header_field if isinstance(header_field, dict) else manifest
                 n = header.get("num_samples")
                 if not isinstance(n, int) or isinstance(n, bool) or n < 0:
                     raise ValueError(f"num_samples {n!r}")
@@ -616,14 +623,15 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         start, stop = offsets.span(i)
         end = None if stop < 0 else stop
         read_range = getattr(self.opener, "read_range", None)
+        span: bytes
         if read_range is not None and not is_local_url(url):
-            data = read_range(url, start, end)  # S3: one ranged GET
+            span = read_range(url, start, end)  # S3: one ranged GET
         else:
             with closing(self._open(url)) as f:
-                data = read_span(f, start, end)  # a seek, for local files
-        data += bytes(1024)  # an end-of-archive marker after the sample
-        k, payload = sample_at(data, url, key if key is not None else offsets.keys[i])
-        return self._decoder()(url, k, payload)
+                span = read_span(f, start, end)  # a seek, for local files
+        data = span + bytes(1024)  # an end-of-archive marker after the sample
+        k, found = sample_at(data, url, key if key is not None else offsets.keys[i])
+        return self._decoder()(url, k, found)
 
     def __getitem__(self, i: int) -> T:
         """The ``i``-th sample in :meth:`ordered` order (negative indices count from the end).
@@ -709,7 +717,7 @@ def _projection(st: type, fields: Sequence[str]) -> Callable[[bytes], Any]:
     except Exception:  # DictSample and duck-typed samples: the payload's own keys
         plan = None
     if plan is None:
-        from_data = st.from_data
+        from_data = st.from_data  # type: ignore[attr-defined]  # DictSample / duck-typed samples
 
         def project_dict(payload: bytes) -> Any:
             data = unpack_payload(payload)
@@ -724,7 +732,7 @@ def _projection(st: type, fields: Sequence[str]) -> Callable[[bytes], Any]:
 
     def project(payload: bytes) -> Any:
         data = unpack_payload(payload)
-        obj = st.__new__(st)
+        obj: Any = st.__new__(st)  # type: ignore[call-overload]  # st is a sample class, not a metaclass
         for name, convert, keep in decoders:
             value = data.get(name) if keep else None
             if convert is not None and value is not None:

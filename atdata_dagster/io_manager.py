@@ -487,11 +487,12 @@ def _dataset_over(
     # (the Dataset checks the values; a malformed entry's stats raise CorruptEntryError here)
     stats = [e.stats for e in entries]
     counts = [st.get("shard_samples") for st in stats]
-    if all(isinstance(c, list) and len(c) == len(e.data_urls) for c, e in zip(counts, entries)):
+    known = [c for c, e in zip(counts, entries) if isinstance(c, list) and len(c) == len(e.data_urls)]
+    if len(known) == len(entries):
         sizes = [st.get("shard_bytes") for st in stats]
         meta["stats"] = {
-            "shard_samples": [n for c in counts for n in c],
-            "shard_bytes": [b for c, z in zip(counts, sizes)
+            "shard_samples": [n for c in known for n in c],
+            "shard_bytes": [b for c, z in zip(known, sizes)
                             for b in (z if isinstance(z, list) and len(z) == len(c) else [None] * len(c))],
         }
     return Dataset[sample_type](urls, metadata=meta, opener=index.shard_opener())  # type: ignore[valid-type]

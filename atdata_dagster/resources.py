@@ -52,7 +52,7 @@ def _register_library() -> None:
         from dagster_shared.libraries import DagsterLibraryRegistry
     except ImportError:  # pragma: no cover - older dagster
         try:  # lazy: an optional, private Dagster API (older location)
-            from dagster._core.libraries import DagsterLibraryRegistry  # type: ignore[no-redef]
+            from dagster._core.libraries import DagsterLibraryRegistry
         except ImportError:
             return
     try:

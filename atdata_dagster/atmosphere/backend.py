@@ -8,6 +8,8 @@ caller's own records, so re-promoting unchanged data creates nothing.
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import weakref
 from dataclasses import dataclass, field, replace
@@ -310,7 +312,7 @@ class AtmosphereBackend:
         total = 0
         for s in sources:
             if s.kind == "blob" and s.opener is None:
-                s = replace(s, opener=lambda u=s.url: self.open_url(u))
+                s = replace(s, opener=functools.partial(self.open_url, s.url))
             if s.size is not None and s.size > self.blob_limit:
                 raise self._too_large(name, s, s.size)
             s = s.measured()
@@ -538,6 +540,7 @@ class AtmosphereBackend:
         """
         parsed = parse_dataset_ref(ref)
         label_uri: str | None = None
+        uri: str | None
         handle = parsed.handle
         if parsed.uri is not None:
             did = self.client.resolve_handle(parsed.uri.authority)

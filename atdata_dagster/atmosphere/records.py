@@ -80,7 +80,7 @@ _META_KNOWN = {
     "processing_steps": "processingSteps",
     "split": "split",
 }
-_META_KNOWN_BACK = {v: k for k, v in _META_KNOWN.items()}
+_META_KNOWN_BACK: dict[str, str] = {v: k for k, v in _META_KNOWN.items()}
 # The JSON number range every ATProto implementation round-trips exactly (JS numbers).
 _SAFE_INT = 2**53 - 1
 
@@ -112,6 +112,12 @@ def parse_datetime(value: Any) -> datetime | None:
     except ValueError:
         return None
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
+
+
+def _str_field(value: dict, key: str, default: str = "") -> str:
+    """``value[key]`` if it is a str, else ``default`` (records from a PDS are untrusted)."""
+    item = value.get(key)
+    return item if isinstance(item, str) else default
 
 
 def _where(uri: str | None) -> str:
@@ -401,7 +407,7 @@ class SchemaRecord:
                 "atdata_dagster reads schema format 1 only: upgrade atdata_dagster"
             )
         description = value.get("description") if isinstance(value.get("description"), str) else None
-        created_at = value.get("createdAt") if isinstance(value.get("createdAt"), str) else ""
+        created_at = _str_field(value, "createdAt")
         metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else None
         try:
             if isinstance(value.get("fields"), list):  # 0.3.x: local-style fields
@@ -805,7 +811,7 @@ def decode_metadata(value: Any, where: str = "record") -> dict | None:
     for key, item in value.items():
         if key == "custom" and isinstance(item, dict):
             continue
-        out[_META_KNOWN_BACK.get(key, key)] = item
+        out[_META_KNOWN_BACK.get(key, key) if isinstance(key, str) else key] = item
     custom = value.get("custom")
     if isinstance(custom, dict):
         for key, item in custom.items():
@@ -904,7 +910,7 @@ class EntryRecord:
             name=name,
             schema_ref=schema_ref,
             storage=storage,
-            created_at=value.get("createdAt") if isinstance(value.get("createdAt"), str) else "",
+            created_at=_str_field(value, "createdAt"),
             description=value.get("description") if isinstance(value.get("description"), str) else None,
             tags=[t for t in tags if isinstance(t, str)] if isinstance(tags, list) else [],
             license=value.get("license") if isinstance(value.get("license"), str) else None,
@@ -945,6 +951,6 @@ class DatasetLabel:
         if not isinstance(name, str) or not isinstance(target, str):
             raise RecordError(f"{where} is not a dataset label: it lacks string 'name' and 'datasetUri'")
         version = value.get("version")
-        return cls(name, target, value.get("createdAt") if isinstance(value.get("createdAt"), str) else "",
+        return cls(name, target, _str_field(value, "createdAt"),
                    version if isinstance(version, str) and version else None,
                    value.get("description") if isinstance(value.get("description"), str) else None)

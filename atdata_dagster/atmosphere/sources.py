@@ -8,6 +8,8 @@ where it is, and a blob of another record (``at://<did>/blob/<cid>``) is copied.
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import os
 from dataclasses import dataclass, replace
@@ -159,11 +161,11 @@ def shard_sources_for(entry: Any, *, stores: Iterable[Any] = (), opener: Callabl
         elif url.startswith(("http://", "https://")):
             out.append(ShardSource.http(url, sha256=sha))
         elif url.startswith("at://"):
-            out.append(ShardSource.blob(url, sha256=sha, opener=(lambda u=url: opener(u)) if opener else None))
+            out.append(ShardSource.blob(url, sha256=sha, opener=functools.partial(opener, url) if opener else None))
         elif _is_local(url) and not any(c in url for c in "{}"):
             src = ShardSource.file(url, sha256=sha, url=url)
             if opener is not None:
-                src = replace(src, opener=lambda u=url: opener(u))
+                src = replace(src, opener=functools.partial(opener, url))
             out.append(src)
         else:
             raise AtmosphereError(

@@ -338,7 +338,7 @@ class Index:
         decode its datasets.
         """
         from ..samples.packable import ensure_packable_type
-        from ..samples.schema import build_schema_record, make_schema_ref, next_version, schema_json
+        from ..samples.schema import build_schema_record, make_schema_ref, next_version
 
         ensure_packable_type(sample_type)
         name = sample_type.__name__
@@ -740,9 +740,8 @@ class Index:
         backend = self.atmosphere if wants_blobs else None
         if backend is not None:
             schemes["at"] = backend.blob_opener()
-        if foreign:
-            info = (entry.metadata or {}).get("atmosphere") or {}
-            info = info if isinstance(info, dict) else {}
+        if foreign and entry is not None:
+            info = _dict_field(entry.metadata or {}, "atmosphere")
             endpoint, region = info.get("endpoint"), info.get("region")
             return RoutingOpener(
                 routes,
@@ -906,6 +905,12 @@ def _from_atmosphere(entry: Any) -> bool:
     return isinstance(uri, str) and uri.startswith("at://")
 
 
+def _dict_field(mapping: dict, key: str) -> dict:
+    """``mapping[key]`` if it is a dict, else ``{}`` (metadata may have been written by another tool)."""
+    value = mapping.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def recorded_shard_sizes(entry: LocalDatasetEntry) -> dict[str, int]:
     """URL -> byte size recorded for an entry's shards (``stats.shard_bytes``); empty when not recorded.
 
@@ -913,13 +918,12 @@ def recorded_shard_sizes(entry: LocalDatasetEntry) -> dict[str, int]:
     (the whole dataset is that shard).
     """
     meta = entry.metadata or {}
-    stats = meta.get("stats") if isinstance(meta.get("stats"), dict) else {}
+    stats = _dict_field(meta, "stats")
     sizes = stats.get("shard_bytes")
     urls = list(entry.data_urls)
     if isinstance(sizes, list) and len(sizes) == len(urls) and all(isinstance(n, int) and n >= 0 for n in sizes):
         return dict(zip(urls, sizes))
-    info = meta.get("atmosphere") if isinstance(meta.get("atmosphere"), dict) else {}
-    size = info.get("size") if isinstance(info.get("size"), dict) else {}
+    size = _dict_field(_dict_field(meta, "atmosphere"), "size")
     total = size.get("bytes")
     if isinstance(total, int) and total >= 0 and len(urls) == 1:
         return {urls[0]: total}

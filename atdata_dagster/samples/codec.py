@@ -13,7 +13,7 @@ import struct
 import threading
 import warnings
 from io import BytesIO
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 import numpy as np
@@ -273,7 +273,7 @@ def _decode_npy(data: bytes, *, copy: bool) -> np.ndarray:
         )
     if dtype.itemsize == 0:
         return np.empty(shape, dtype)
-    order = "F" if fortran else "C"
+    order: Literal["F", "C"] = "F" if fortran else "C"
     if copy:
         return np.ndarray(shape, dtype, bytearray(memoryview(data)[end:]), order=order)
     return np.ndarray(shape, dtype, data, end, order=order)

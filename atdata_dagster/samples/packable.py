@@ -209,7 +209,7 @@ class _Plan:
             else (name, _fast_types(spec), _check_for(spec), spec.kind == "ndarray")
             for name, spec in specs.items()
         )
-        decoders = []
+        decoders: list[tuple[str, Any, bool, frozenset[type], Any]] = []
         for name, spec in specs.items():
             f = fields[name]
             required = (

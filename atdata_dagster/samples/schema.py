@@ -481,15 +481,14 @@ def normalize_record(record: Any) -> RecordShape:
                 "of atdata_dagster reads schema format 1 only: upgrade atdata_dagster"
             )
     name = record.get("name")
-    if not _is_type_name(name) or any(
+    if not isinstance(name, str) or not _is_type_name(name) or any(
         p.startswith("__") and p.endswith("__") for p in name.split(".")
     ):
         raise SchemaError(
             f"schema record has invalid type name {name!r:.80}: it must be a Python identifier "
             "(optionally dotted), not a keyword or dunder name"
         )
-    version = record.get("version")
-    _check_version(version, SchemaError, f"version of record {name!r}:")
+    version = _check_version(record.get("version"), SchemaError, f"version of record {name!r}:")
     where = f"schema {name}@{version}"
     description = record.get("description")
     if description is not None and not isinstance(description, str):
@@ -544,10 +543,10 @@ def annotation_for_spec(spec: FieldSpec, *, with_optional: bool = True) -> Any:
     if spec.kind == "primitive":
         tp: Any = PRIMITIVE_TYPES[spec.primitive or "bytes"]
     elif spec.kind == "ndarray":
-        tp = NDArray[np.dtype(spec.dtype).type] if spec.dtype else NDArray
+        tp = NDArray[np.dtype(spec.dtype).type] if spec.dtype else NDArray  # type: ignore[misc]  # a runtime-built annotation
     else:
         assert spec.items is not None
-        tp = list[annotation_for_spec(spec.items, with_optional=False)]
+        tp = list[annotation_for_spec(spec.items, with_optional=False)]  # type: ignore[misc]  # a runtime-built annotation
     return Optional[tp] if (spec.optional and with_optional) else tp
 
 

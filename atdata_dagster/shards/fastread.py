@@ -39,7 +39,7 @@ class ShardIndex:
     """Where each sample's payload lies inside one shard buffer."""
 
     url: str
-    buffer: object  # an mmap, or bytes for a stream that could not be mapped
+    buffer: "mmap.mmap | bytes"  # an mmap, or bytes for a stream that could not be mapped
     offsets: np.ndarray  # int64 payload start per sample
     sizes: np.ndarray  # int64 payload length per sample
     keys: list[str] | None = None  # only when the careful parser produced them

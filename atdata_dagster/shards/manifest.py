@@ -162,7 +162,7 @@ class _Set:
         return out
 
 
-_AGGREGATORS = {"categorical": _Categorical, "numeric": _Numeric, "set": _Set}
+_AGGREGATORS: dict[str, type[_Categorical | _Numeric | _Set]] = {"categorical": _Categorical, "numeric": _Numeric, "set": _Set}
 
 
 def _kind_of_value(v: Any) -> str:

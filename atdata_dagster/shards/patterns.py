@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from braceexpand import alphabet, braceexpand, char_range_re, int_range_re
+from braceexpand import alphabet, braceexpand, char_range_re, int_range_re  # type: ignore[attr-defined]  # untyped module globals
 
 from ..errors import InvalidRefError
 

@@ -354,6 +354,8 @@ class ShardOpener(Protocol):
 
     def open(self, url: str) -> BinaryIO: ...
 
+    def __call__(self, url: str) -> BinaryIO: ...
+
 
 Opener = Callable[[str], BinaryIO]
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from ..errors import EmptyDatasetError, InvalidNameError, NotPackableError, SampleError, StoreError
 from ..stores.base import DataStore, ShardInfo, ShardSink, ShardWriteResult
 from ..stores.disk import DiskSink
+from .manifest import ManifestBuilder
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..dataset import Dataset
@@ -292,7 +293,7 @@ class ShardWriter:
         # (sink, shard position, manifest builder or None) of shards committing in the background
         self._pending: list[tuple[Any, int, Any]] = []
         self._enc: TarStreamEncoder | None = None
-        self._builder = None
+        self._builder: ManifestBuilder | None = None
         self._count = 0  # samples in the current shard
         self._total = 0  # samples written overall
         self._done_bytes = 0  # bytes of committed shards
@@ -410,8 +411,6 @@ class ShardWriter:
         self._count = 0
         self._prev_name = None
         if self.manifest:
-            from .manifest import ManifestBuilder
-
             self._builder = ManifestBuilder.for_sample_type(self.sample_type, provenance=self.provenance)
         return self._enc
 

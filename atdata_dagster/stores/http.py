@@ -98,6 +98,7 @@ class _HTTPRaw(io.RawIOBase):
         return True
 
     def readinto(self, b) -> int:
+        err: Exception | None
         while True:
             try:
                 n = self._resp.readinto(b)

@@ -23,7 +23,6 @@ import tempfile
 import threading
 import time
 import uuid
-import weakref
 from contextlib import closing
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -981,7 +980,7 @@ class S3DataStore(DataStore):
         return True
 
     def _server_copy(self, src: str, dst: str, size: int, sha256: str) -> None:
-        meta = {"ContentType": "application/x-tar", "Metadata": {"sha256": sha256}}
+        meta: dict[str, Any] = {"ContentType": "application/x-tar", "Metadata": {"sha256": sha256}}
         source = {"Bucket": self.bucket, "Key": src}
         if size <= COPY_PIECE:
             self._call(
@@ -1031,9 +1030,10 @@ class S3DataStore(DataStore):
         if url.startswith("s3://"):
             bucket, key = parse_s3_url(url)
         else:
-            bucket, key = self._split_own(url)
-            if bucket is None:
+            own, key = self._split_own(url)
+            if own is None:
                 raise StoreError(f"{url!r} is not an s3:// URL nor an object URL of endpoint {self.endpoint_display}")
+            bucket = own
         raw = _S3RawReader(self, bucket, key)
         return io.BufferedReader(raw, buffer_size=READ_BUFFER)
 
@@ -1042,9 +1042,10 @@ class S3DataStore(DataStore):
         if url.startswith("s3://"):
             bucket, key = parse_s3_url(url)
         else:
-            bucket, key = self._split_own(url)
-            if bucket is None:
+            own, key = self._split_own(url)
+            if own is None:
                 raise StoreError(f"{url!r} is not an s3:// URL nor an object URL of endpoint {self.endpoint_display}")
+            bucket = own
         if stop is not None and stop <= start:
             return b""
         rng = f"bytes={start}-" if stop is None else f"bytes={start}-{stop - 1}"
@@ -1085,7 +1086,7 @@ class S3DataStore(DataStore):
 
     def iter_shard_urls(self, prefix: str | None = None) -> Iterator[str]:
         """Every own-named shard and leftover temporary object under the store (or ``prefix``)."""
-        self._mtimes = {}
+        self._mtimes: dict[str, Any] = {}
         yield from self._list(prefix, lambda key: self._own_kind(key) in ("shard", "tmp"))
 
     def iter_sidecar_urls(self, prefix: str | None = None) -> Iterator[str]:

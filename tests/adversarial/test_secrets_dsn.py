@@ -19,11 +19,9 @@ import uuid
 from urllib.parse import quote, quote_plus
 
 import pytest
-import redis as redis_lib
 
 from atdata_dagster import local
 from atdata_dagster.errors import AtdataError, NotFoundError, ProviderError, StoreError
-from atdata_dagster.index.entry import LabelRecord
 from atdata_dagster.index.providers import PostgresProvider, RedisProvider, provider_from_url
 from atdata_dagster.resources import AtdataIndexResource
 

@@ -30,7 +30,6 @@ import wire  # noqa: E402  (same directory; stdlib + numpy only)
 
 warnings.simplefilter("ignore")
 
-import numpy as np  # noqa: E402
 
 import atdata  # noqa: E402
 from atdata._helpers import bytes_to_array  # noqa: E402

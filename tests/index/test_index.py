@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from atdata_dagster import Dataset, local, packable
+from atdata_dagster import local, packable
 from atdata_dagster.errors import (
     AtmosphereUnavailableError,
     ConfigurationError,

@@ -6,12 +6,11 @@ import dataclasses
 import pickle
 import re
 import uuid
-from typing import Any, Optional
+from typing import Any
 
 import msgpack
 import numpy as np
 import pytest
-from numpy.typing import NDArray
 
 from atdata_dagster.errors import (
     DecodeError,
@@ -22,7 +21,6 @@ from atdata_dagster.errors import (
 from atdata_dagster.samples import (
     DictSample,
     PackableSample,
-    decode_ndarray,
     ensure_packable_type,
     is_packable_type,
     packable,

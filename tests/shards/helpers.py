@@ -8,7 +8,6 @@ from typing import Iterator
 
 import msgpack
 from atdata_dagster.stores.base import DataStore
-from atdata_dagster.stores.disk import LocalDiskStore
 
 
 class MemorySink:

@@ -7,7 +7,6 @@ import io
 import os
 import tarfile
 
-import msgpack
 import pytest
 import webdataset as wds
 from hypothesis import given, settings

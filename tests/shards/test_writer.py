@@ -26,7 +26,7 @@ from atdata_dagster.shards.writer import (
 )
 from atdata_dagster.stores.disk import LocalDiskStore
 
-from .helpers import MemoryStore, NullStore, payload
+from .helpers import NullStore, payload
 
 
 def _write(store, payloads, prefix="ds", **kw):

@@ -17,7 +17,7 @@ from atdata_dagster.errors import ConfigurationError, InvalidNameError, ShardErr
 from atdata_dagster.samples.packable import packable
 from atdata_dagster.shards.reader import verify_shards
 from atdata_dagster.stores import default_opener
-from atdata_dagster.shards.writer import ShardWriter, write_samples_to_store
+from atdata_dagster.shards.writer import write_samples_to_store
 from atdata_dagster.stores import s3 as s3mod
 from atdata_dagster.stores.s3 import S3DataStore, S3ObjectNotFoundError, S3Opener
 

@@ -18,7 +18,6 @@ from atdata_dagster.dataset import Dataset
 from atdata_dagster.errors import StoreError
 from atdata_dagster.samples.packable import packable
 from atdata_dagster.shards.writer import write_samples_to_store
-from atdata_dagster.stores import s3 as s3mod
 from atdata_dagster.stores.s3 import S3DataStore, parse_s3_url
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow, pytest.mark.xdist_group("s3")]

@@ -351,6 +351,7 @@ class RedisProvider(IndexProvider):
                     )
                 )
                 self._owns_client = True
+        assert redis is not None  # built above from url / keywords when not given
         self._r: redis_lib.Redis = redis
         self._password = self._r.connection_pool.connection_kwargs.get("password")
         self._put = self._r.register_script(_LUA_PUT)
@@ -394,6 +395,7 @@ class RedisProvider(IndexProvider):
         """
         if self._closed:
             raise ProviderError(f"the index provider for {self.describe()} is closed")
+        failure: redis_lib.RedisError
         try:
             return fn(*args, **kwargs)
         except redis_lib.ResponseError as e:
