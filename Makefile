@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: demo test dev services bench screenshot clean
+.PHONY: demo test lint dev services bench screenshot clean
 
 $(VENV)/.installed-base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,9 +24,14 @@ $(VENV)/.installed-dev: pyproject.toml
 demo: $(VENV)/.installed-base
 	$(PY) -m example_project.demo
 
-## Install dev extras, start the services the tests need, run the whole suite.
-test: $(VENV)/.installed-dev services
+## Install dev extras, lint, start the services the tests need, run the whole suite.
+test: $(VENV)/.installed-dev lint services
 	$(PY) -m pytest -n 2 --dist loadgroup
+
+## ruff (pyflakes, statement errors, no blind/silent excepts) and mypy, configured in pyproject.toml.
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check atdata_dagster tests benchmarks example_project scripts
+	$(VENV)/bin/mypy
 
 ## Start (or check) PostgreSQL, Redis, the local S3 server and the local PDS.
 services:

@@ -12,12 +12,12 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from . import local
-from .dataset import Dataset, SampleBatch, load_dataset
+from .dataset import Dataset, SampleBatch, write_samples
+from .loading import load_dataset
 from .errors import AtdataError
 from .index.entry import LocalDatasetEntry, LocalSchemaRecord, compute_cid
 from .index.index import Index, Repository, create_repository
 from .samples import DictSample, PackableSample, packable
-from .shards.writer import write_samples
 from .stores.disk import LocalDiskStore
 
 __version__ = "0.1.0"

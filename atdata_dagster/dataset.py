@@ -16,9 +16,11 @@ import copyreg
 import hashlib
 import os
 import pickle
+import re
 import threading
 from contextlib import closing
 from itertools import islice
+from pathlib import Path
 from typing import Any, BinaryIO, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
@@ -39,13 +41,15 @@ from .shards.cache import is_local_url
 from .shards.fastread import ShardIndex, iter_payload_views, open_index, sample_key
 from .shards.manifest import manifest_url_for, read_manifest
 from .shards.offsets import ShardOffsets, locate, offsets_from_manifest, sample_at, scan_offsets
-from .shards.patterns import expand_patterns
+from .shards.patterns import brace_list, expand_patterns
 from .shards.reader import ShardOpener, iter_samples
 from .shuffle import DEFAULT_BUFFER_BYTES, GLOBAL_SHUFFLE_MAX, ShuffleBuffer, epoch_rng, global_order
+from .shards.writer import ShardWriter
 from .stores.base import read_span
+from .stores.disk import PathStore
 from .stores.openers import default_opener
 
-__all__ = ["Dataset", "SampleBatch", "load_dataset"]
+__all__ = ["Dataset", "SampleBatch", "write_samples"]
 
 T = TypeVar("T")
 Opener = Callable[[str], BinaryIO]
@@ -182,8 +186,6 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             if len(given) == 1:
                 self.url = given[0]
             else:
-                from .shards.writer import brace_list
-
                 self.url = brace_list(self._shards)
         if not self._shards or not all(self._shards):
             raise EmptyDatasetError(f"dataset URL {url!r} names no shards")
@@ -221,7 +223,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         if opener is not None:
             try:
                 pickle.dumps(opener)
-            except Exception as exc:  # never fall back silently: another opener may lack the credentials
+            except Exception as exc:  # noqa: BLE001 - pickle raises anything an object's __reduce__ raises; reported as a typed error
                 raise ConfigurationTypeError(
                     f"{type(self).__name__}({self.url!r}) cannot be pickled: its shard opener {opener!r} cannot "
                     f"({type(exc).__name__}: {exc}). Build the dataset with a picklable opener (index.dataset(...) "
@@ -553,7 +555,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                 if not isinstance(n, int) or isinstance(n, bool) or n < 0:
                     raise ValueError(f"num_samples {n!r}")
                 counts.append(n)
-            except Exception:
+            except Exception:  # noqa: BLE001 - any failure to read a manifest means len() is unknown; reported as TypeError
                 raise TypeError(
                     f"len() of {self!r} is unknown: its index entry records no per-shard sample counts and "
                     f"shard {url} has no readable .manifest.json; use ds.count() (streams every shard) or "
@@ -590,7 +592,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         try:
             with closing(self.opener(stem + ".manifest.parquet")) as f:
                 got = offsets_from_manifest(f.read())
-        except Exception:  # no sidecar (or unreadable): scan the headers instead
+        except Exception:  # noqa: BLE001 - an absent or unreadable sidecar only means scanning the headers instead
             got = None
         if got is None:
             with closing(self._open(url)) as f:
@@ -714,7 +716,7 @@ def _projection(st: type, fields: Sequence[str]) -> Callable[[bytes], Any]:
     wanted = frozenset(fields)
     try:
         plan = _plan(st)
-    except Exception:  # DictSample and duck-typed samples: the payload's own keys
+    except Exception:  # noqa: BLE001 - a sample type without a field plan (DictSample, duck-typed) decodes by payload keys
         plan = None
     if plan is None:
         from_data = st.from_data  # type: ignore[attr-defined]  # DictSample / duck-typed samples
@@ -797,76 +799,49 @@ def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, open
     return ds
 
 
-# ------------------------------------------------------------------ load_dataset
+# ------------------------------------------------------------------ write_samples
 
-_INDEX_PREFIXES = ("at://", "@", "atdata://")
-
-
-def _is_location(ref: Any) -> bool:
-    if isinstance(ref, (os.PathLike, list, tuple)):
-        return True
-    if not isinstance(ref, str) or ref.startswith(_INDEX_PREFIXES):
-        return False
-    if "://" in ref or ref.startswith(("/", "./", "../", "~")):
-        return True
-    if ref.endswith(".tar") or (".tar" in ref and "{" in ref):
-        return True
-    return os.path.exists(ref)
+_NUMBERED_NAME = re.compile(r"%0?[0-9]*d")
 
 
-def _local_shards(ref: str, split: str | None) -> list[str] | str:
-    path = os.path.expanduser(ref)
-    if "://" in ref or "{" in ref or not os.path.isdir(path):
-        if split not in (None, "train"):
-            raise NotFoundError(f"{ref!r} is a single set of shards; it has no split {split!r}")
-        return os.path.abspath(path) if "://" not in ref and "{" not in ref else ref
-    root = os.path.abspath(path)
-    if split is not None and os.path.isdir(os.path.join(root, split)):
-        root = os.path.join(root, split)
-        names = sorted(n for n in os.listdir(root) if n.endswith(".tar"))
-    else:
-        names = sorted(n for n in os.listdir(root) if n.endswith(".tar"))
-        if split is not None:
-            names = [n for n in names if n.startswith(split)]
-    if not names:
-        where = f" for split {split!r}" if split else ""
-        raise NotFoundError(f"no .tar shards in directory {root}{where}")
-    return [os.path.join(root, n) for n in names]
-
-
-def load_dataset(
-    ref: Any,
-    sample_type: type | None = None,
+def write_samples(
+    samples: Iterable[Any],
+    path: str | os.PathLike,
     *,
-    index: Any = None,
-    split: str | None = None,
-) -> Dataset:
-    """Open a dataset lazily from a location or an index name.
+    maxcount: int | None = None,
+    maxsize: int | None = None,
+    manifest: bool = False,
+) -> "Dataset":
+    """atdata-compatible: write samples to tar file(s) at ``path``; return a :class:`Dataset`.
 
-    A local path, ``file://``/``s3://``/``http(s)://`` URL, brace pattern or list of
-    URLs is opened directly (a directory: its ``*.tar`` files, sorted; ``split``
-    selects a subdirectory or the files whose name starts with it). Anything else is
-    resolved through ``index`` (default: a new ``local.Index()``): its entry's
-    shards, decoded with ``sample_type`` or the entry's schema. Index entries have a
-    single split; ``split`` may be ``None`` or ``"train"``.
+    Without limits one tar is written at ``path`` exactly. With ``maxcount`` or
+    ``maxsize`` shards are written to ``<parent>/<stem>-%06d<suffix>`` (``out.tar`` ->
+    ``out-000000.tar``, ...), or to ``path`` itself if its file name has a ``%d``
+    pattern (a ``%`` in a folder name is just a character). Each file is written to a
+    temp name and renamed into place when complete. The returned dataset's ``url`` is
+    the absolute path, or a brace list for several shards.
     """
-    if _is_location(ref):
-        urls = _local_shards(os.fspath(ref), split) if isinstance(ref, (str, os.PathLike)) else list(ref)
-        cls = Dataset[sample_type] if sample_type is not None else Dataset  # type: ignore[valid-type]
-        return cls(urls)
-    if split not in (None, "train"):
-        raise NotFoundError(
-            f"dataset {ref!r}: index entries have a single split ('train'), not {split!r}; "
-            "store each split as its own dataset name (e.g. 'mnist/test')"
-        )
-    if index is None:
-        from .local import Index
-
-        index = Index()
-    entry = index.get_dataset(ref)
-    cls_t = sample_type or index.decode_schema(entry.schema_ref)
-    shard_opener = getattr(index, "shard_opener", None)
-    opener = shard_opener(entry) if shard_opener is not None else getattr(index, "open_url", None)
-    return Dataset[cls_t](  # type: ignore[valid-type]
-        list(entry.data_urls), metadata=entry.metadata, opener=opener, cid=entry.cid
-    )
+    raw = os.fspath(path)
+    p = Path(raw).expanduser()
+    # Only a %d conversion in the file name makes a pattern; a '%' in a folder name is literal.
+    folder = str(p.parent.resolve()).replace("%", "%%")
+    if _NUMBERED_NAME.search(p.name):
+        pattern, numbered = os.path.join(folder, p.name), True
+    elif maxcount is None and maxsize is None:
+        pattern, numbered = str(p.parent.resolve() / p.name), False
+    else:
+        pattern, numbered = os.path.join(folder, f"{p.stem.replace('%', '%%')}-%06d{p.suffix.replace('%', '%%')}"), True
+    store = PathStore(pattern, numbered)
+    with ShardWriter(store, "", maxcount=maxcount, maxsize=maxsize, manifest=manifest) as writer:
+        for sample in samples:
+            writer.write_sample(sample)
+        if writer.num_samples == 0:
+            writer.abort()
+            raise EmptyDatasetError(
+                f"samples must be non-empty: nothing to write to {raw!r}; "
+                "pass an iterable that yields at least one sample"
+            )
+        result = writer.close()
+    sample_type = writer.sample_type
+    ds_cls = Dataset[sample_type] if sample_type is not None else Dataset  # type: ignore[valid-type]
+    return ds_cls(brace_list(list(result)))

@@ -159,7 +159,6 @@ def entry_metadata(
     ``upstream`` (the CIDs this dataset was computed from). Never includes
     configuration, so no secret can leak through it.
     """
-    meta = entry.metadata or {}
     stats = entry.stats
     out: dict[str, Any] = {}
     rows = stats.get("num_samples")

@@ -161,7 +161,7 @@ def throughput(n: int, repeat: int, tmp: str) -> dict[str, float]:
             try:
                 t, _ = _timed(lambda: write_index(n, idx_dir))
                 note("write_index", t)
-            except Exception as exc:  # the Index is optional for this benchmark
+            except Exception as exc:  # noqa: BLE001 - the Index part is optional for this benchmark; the failure is printed
                 print(f"(Index.write skipped: {type(exc).__name__}: {exc})")
                 index_ok = False
         t, got = _timed(lambda: read_ours(urls))

@@ -76,7 +76,7 @@ def _stub_torchvision() -> None:
     try:
         import torchvision  # noqa: F401
         return
-    except Exception:
+    except Exception:  # noqa: BLE001, S110 - probing whether torchvision imports at all (it can fail with any error beside a CPU torch)
         pass
 
     def mod(name: str) -> types.ModuleType:
@@ -753,7 +753,7 @@ def main() -> int:
                     measure(s, wl, d, min(args.lookups, wl.n), results)
                     if wname == "images" and getattr(IMPLS[s], "shuffled", None):
                         results[wname][s]["shufmem"] = shuffle_memory(s, wl, d)
-                except Exception as exc:  # one peer failing must not lose the others' figures
+                except Exception as exc:  # noqa: BLE001 - one peer failing must not lose the others' figures; the failure is printed
                     print(f"   {wname}/{s}: FAILED {type(exc).__name__}: {str(exc)[:300]}", flush=True)
                 print(f"   {wname}/{s}: {time.perf_counter() - t:.0f}s {json.dumps(results.get(wname, {}).get(s, {}), default=str)[:400]}", flush=True)
                 if not args.keep:

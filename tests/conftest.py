@@ -5,13 +5,13 @@ registered here. Under CI (``CI=true``) a test that needs a service which is mis
 fails instead of skipping: see ``tests/fixtures/services.py``.
 """
 
+import signal
+
 pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.s3",
     "tests.fixtures.pds",
 ]
-
-import signal
 
 
 def _keep_termination_signals_deliverable() -> None:

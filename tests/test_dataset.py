@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from atdata_dagster.dataset import Dataset, SampleBatch, load_dataset
+from atdata_dagster.dataset import Dataset, SampleBatch
+from atdata_dagster.loading import load_dataset
 from atdata_dagster.errors import ConfigurationTypeError, EmptyDatasetError, NotFoundError, ShardError
 from atdata_dagster.samples.packable import DictSample, packable
-from atdata_dagster.shards.writer import write_samples
+from atdata_dagster.dataset import write_samples
 
 
 @packable
@@ -149,7 +150,7 @@ def test_shuffled_is_seeded_complete_and_bounded(sharded):
     assert a != list(range(10)) and (a != c)
     batches = list(sharded.shuffled(buffer_size=3, batch_size=4, seed=3))
     assert [len(x) for x in batches] == [4, 4, 2]
-    assert sorted(l for x in batches for l in x.label) == list(range(10))
+    assert sorted(v for x in batches for v in x.label) == list(range(10))
 
 
 def test_shuffle_buffer_is_bounded(tmp_path):

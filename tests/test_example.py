@@ -32,14 +32,14 @@ def test_demo_materializes_every_dataset_and_prints_entries_and_lineage(tmp_path
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    rows = {l.split()[0]: l.split() for l in lines if l.startswith("digits_")}
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith("digits_")}
     assert set(rows) == {"digits_raw", "digits_split/partition=train", "digits_split/partition=test",
                          "digits_features/partition=train", "digits_features/partition=test"}
     assert rows["digits_raw"][1] == "1797"
     assert int(rows["digits_split/partition=train"][1]) + int(rows["digits_split/partition=test"][1]) == 1797
     assert all(r[-1].startswith("bafyrei") for r in rows.values())
-    assert any("digits_features/partition=test" in l and "<- digits_split[test]" in l for l in lines)
-    trained = [l for l in lines if "digits_classifier (model)" in l]
+    assert any("digits_features/partition=test" in line and "<- digits_split[test]" in line for line in lines)
+    trained = [line for line in lines if "digits_classifier (model)" in line]
     assert len(trained) == 1 and rows["digits_features/partition=train"][-1][:20] in trained[0]
     assert float(trained[0].rsplit(" ", 1)[-1]) > 0.8  # a linear model on digits scores ~0.9
 

@@ -18,7 +18,7 @@ from atdata_dagster import packable
 from atdata_dagster.dataset import Dataset
 from atdata_dagster.errors import LoaderStateError
 from atdata_dagster.loader import Loader, global_state, load_state, make_state, merge_states
-from atdata_dagster.shards.writer import write_samples
+from atdata_dagster.dataset import write_samples
 
 
 @packable

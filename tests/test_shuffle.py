@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from atdata_dagster.dataset import Dataset
 from atdata_dagster.samples import packable
-from atdata_dagster.shards.writer import write_samples
+from atdata_dagster.dataset import write_samples
 from atdata_dagster.shuffle import ShuffleBuffer, epoch_rng, shuffle_quality
 
 

@@ -112,7 +112,7 @@ def _parse_dtype(raw: bytes) -> np.dtype:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecated aliases still parse
             dtype = np.dtype(text)
-    except Exception as exc:  # np.dtype raises TypeError, ValueError, SyntaxError, ...
+    except Exception as exc:  # noqa: BLE001 - np.dtype raises TypeError, ValueError, SyntaxError...; re-raised as DecodeError
         raise DecodeError(
             f"ndarray payload has an invalid dtype string {raw!r}: {exc}; the payload "
             "is corrupt or was not written by an atdata-compatible writer"
@@ -246,7 +246,7 @@ def _decode_npy(data: bytes, *, copy: bool) -> np.ndarray:
         raise DecodeError(f".npy payload of {n} bytes is truncated inside its header")
     try:
         header = ast.literal_eval(data[start:end].decode(encoding))
-    except Exception as exc:  # SyntaxError, ValueError, RecursionError, MemoryError...
+    except Exception as exc:  # noqa: BLE001 - literal_eval of hostile text raises many types; re-raised as DecodeError
         raise DecodeError(f".npy payload header does not parse: {exc}") from None
     if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
         raise DecodeError(f".npy payload header is not a valid header dict: {header!r:.200}")
@@ -262,7 +262,7 @@ def _decode_npy(data: bytes, *, copy: bool) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dtype = np.lib.format.descr_to_dtype(header["descr"])
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - descr_to_dtype of hostile input raises many types; re-raised as DecodeError
         raise DecodeError(f".npy payload header has an invalid dtype: {exc}") from None
     _check_decodable_dtype(dtype, repr(header["descr"]))
     nbytes = _nbytes(shape, dtype)
@@ -326,7 +326,7 @@ def pack_payload(mapping: dict[str, Any]) -> bytes:
     except SampleError:
         packer.reset()
         raise
-    except Exception as exc:  # TypeError, OverflowError, ValueError (recursion)
+    except Exception as exc:  # noqa: BLE001 - msgpack raises TypeError/OverflowError/ValueError; re-raised as SampleError
         packer.reset()
         raise SampleError(
             f"cannot serialize sample fields {list(mapping)}: {exc}; field values must be "
@@ -416,7 +416,7 @@ def unpack_payload(data: bytes | bytearray | memoryview) -> dict[str, Any]:
             obj = _unpackb(data, n, n)
     except DecodeError:
         raise
-    except Exception as exc:  # msgpack's ValueError family, StackError, UnicodeDecodeError...
+    except Exception as exc:  # noqa: BLE001 - msgpack's decode errors are several unrelated types; re-raised as DecodeError
         if "max_ext_len" in str(exc):
             raise DecodeError(
                 f"sample payload ({n} bytes) holds a msgpack ext type (e.g. a timestamp); ext "

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import DecodeError, FieldMismatchError, NotPackableError, SampleError
 from . import codec
 from .codec import decode_ndarray, encode_ndarray, pack_payload, unpack_payload
-from .schema import FieldSpec, resolved_hints, spec_for_annotation
+from .fields import FieldSpec, resolved_hints, spec_for_annotation
 
 __all__ = [
     "DictSample",
@@ -196,7 +196,7 @@ class _Plan:
         for name, tp in hints.items():
             try:
                 specs[name] = spec_for_annotation(tp, name, cls.__qualname__)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a field type a schema cannot describe is packed as msgpack sees fit; reported by build_schema_record
                 # Not describable by a schema (dict, Any, ...): packed as msgpack sees fit
                 # and returned as decoded; build_schema_record reports it.
                 specs[name] = None
@@ -290,7 +290,7 @@ class PackableSample:
         packer = codec._packer()
         try:
             return packer.pack(data)
-        except Exception as exc:  # unencodable value in an unchecked field or inside a list
+        except Exception as exc:  # noqa: BLE001 - msgpack raises several types for an unencodable value; re-raised as SampleError
             packer.reset()
             raise SampleError(
                 f"cannot serialize {plan.cls_name} (fields {list(data)}): {exc}; field values "

@@ -7,15 +7,16 @@ of a record can become code.
 
 from __future__ import annotations
 
+import uuid
+
 import importlib.util
-import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..files import atomic_write
 from ..errors import SchemaError
 from .schema import (
     FieldSpec,
@@ -240,19 +241,7 @@ class StubManager:
     @staticmethod
     def _write_atomic(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write(path, text.encode("utf-8"), tmp=path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp")
 
     def _ensure_package(self, directory: Path) -> None:
         init = directory / "__init__.py"

@@ -2,7 +2,7 @@
 
 from .manifest import ManifestBuilder, read_manifest
 from .reader import LocalOpener, ShardOpener, as_opener, iter_members, iter_samples, open_url, verify_shards
-from .writer import ShardWriter, copy_dataset_to_store, write_samples, write_samples_to_store
+from .writer import ShardWriter, copy_dataset_to_store, write_samples_to_store
 
 __all__ = [
     "LocalOpener",
@@ -16,6 +16,5 @@ __all__ = [
     "open_url",
     "read_manifest",
     "verify_shards",
-    "write_samples",
     "write_samples_to_store",
 ]

@@ -137,7 +137,7 @@ def offsets_from_manifest(parquet: bytes, end: int | None = None) -> ShardOffset
         import pyarrow.parquet as pq  # a dependency; imported here as only manifests need it
 
         table = pq.read_table(io.BytesIO(parquet), columns=["__key__", "__offset__"])
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unreadable parquet sidecar means scanning the shard headers instead
         return None
     keys = tuple(str(k) for k in table.column("__key__").to_pylist())
     offsets = tuple(int(o) for o in table.column("__offset__").to_pylist())

@@ -10,6 +10,7 @@ expands. This module is the only place that calls ``braceexpand``.
 
 from __future__ import annotations
 
+import os
 from typing import Iterable
 
 from braceexpand import alphabet, braceexpand, char_range_re, int_range_re  # type: ignore[attr-defined]  # untyped module globals
@@ -202,3 +203,17 @@ def _refuse(url: str, why: str) -> InvalidRefError:
         f"dataset URL pattern {url[:200]!r} {why}; list the shard URLs, or split the data into "
         "several smaller patterns or datasets ({000000..000099})"
     )
+
+
+def brace_list(urls: list[str]) -> str:
+    """One URL, or a brace list with the common prefix and suffix factored out.
+
+    ``["/d/a-000000.tar", "/d/a-000001.tar"]`` -> ``"/d/a-00000{0,1}.tar"``, as atdata writes it.
+    """
+    if len(urls) == 1:
+        return urls[0]
+    prefix = os.path.commonprefix(urls)
+    rev = os.path.commonprefix([u[len(prefix) :][::-1] for u in urls])
+    suffix = rev[::-1]
+    middles = [u[len(prefix) : len(u) - len(suffix)] for u in urls]
+    return prefix + "{" + ",".join(middles) + "}" + suffix

@@ -12,30 +12,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import re
 import struct
 import time
-import uuid
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from ..errors import EmptyDatasetError, InvalidNameError, NotPackableError, SampleError, StoreError
-from ..stores.base import DataStore, ShardInfo, ShardSink, ShardWriteResult
-from ..stores.disk import DiskSink
+from ..errors import EmptyDatasetError, InvalidNameError, NotPackableError, SampleError
 from .manifest import ManifestBuilder
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..dataset import Dataset
+from .sinks import BackgroundCommitSink, ShardInfo, ShardSink, ShardTarget, ShardWriteResult
 
 __all__ = [
     "ShardWriter",
     "TarStreamEncoder",
     "copy_dataset_to_store",
     "validate_sample_key",
-    "write_samples",
     "write_samples_to_store",
-    "brace_list",
 ]
 
 BLOCK = 512
@@ -245,7 +235,7 @@ def _payload_of(sample: Any, position: int) -> tuple[str | None, bytes]:
 
 
 class ShardWriter:
-    """Stream samples into WebDataset shards committed to a :class:`DataStore`.
+    """Stream samples into WebDataset shards committed to a store (a :class:`~atdata_dagster.shards.sinks.ShardTarget`).
 
     Each sample becomes one tar member ``<key>.msgpack``. A shard is finished and
     committed (``sink.commit(index, sha256)``) when it holds ``maxcount`` samples, or
@@ -264,7 +254,7 @@ class ShardWriter:
 
     def __init__(
         self,
-        store: DataStore,
+        store: ShardTarget,
         prefix: str,
         *,
         maxcount: int | None = 10000,
@@ -360,7 +350,7 @@ class ShardWriter:
         for s in ([sink] if sink is not None else []) + [p[0] for p in pending]:
             try:
                 s.abort()  # a background commit is let finish: no thread outlives the writer
-            except Exception:  # pragma: no cover - abort must not mask the original error
+            except Exception:  # noqa: BLE001, S110 - abort must not mask the error being raised
                 pass
 
     def __enter__(self) -> "ShardWriter":
@@ -419,10 +409,9 @@ class ShardWriter:
         assert enc is not None and sink is not None
         sha = enc.finish()
         builder, self._builder = self._builder, None
-        start = getattr(sink, "start_commit", None)
         manifest_url = None
-        if start is not None:  # the store finishes it in the background: encode on meanwhile
-            url = start(len(self._shards), sha)
+        if isinstance(sink, BackgroundCommitSink):  # the store finishes it in the background: encode on meanwhile
+            url = sink.start_commit(len(self._shards), sha)
             self._pending.append((sink, len(self._shards), builder))
         else:
             url = sink.commit(len(self._shards), sha)
@@ -459,7 +448,7 @@ class ShardWriter:
 
 def write_samples_to_store(
     samples: Iterable[Any],
-    store: DataStore,
+    store: ShardTarget,
     prefix: str,
     *,
     maxcount: int | None = 10000,
@@ -488,9 +477,17 @@ def write_samples_to_store(
         return writer.close()
 
 
+class RawSamples(Protocol):
+    """What :func:`copy_dataset_to_store` reads: a dataset's shards as raw ``(key, payload)`` pairs."""
+
+    def list_shards(self) -> list[str]: ...
+
+    def iter_raw(self, shards: Iterable[str] | None = None) -> Iterator[tuple[str, bytes]]: ...
+
+
 def copy_dataset_to_store(
-    ds: "Dataset",
-    store: DataStore,
+    ds: RawSamples,
+    store: ShardTarget,
     *,
     prefix: str,
     maxcount: int | None = None,
@@ -531,138 +528,3 @@ def copy_dataset_to_store(
                 f"dataset {getattr(ds, 'url', ds)!r} has no samples; nothing to copy under {prefix!r}"
             )
         return writer.close()
-
-
-# ---------------------------------------------------------------- write_samples
-
-
-class _PathSink(DiskSink):
-    """A disk sink whose commit renames the shard onto a fixed path (``write_samples``).
-
-    ``pattern`` is a printf pattern (``%`` in folder names escaped as ``%%``) when
-    ``numbered``, else the literal path."""
-
-    def __init__(self, pattern: str, numbered: bool):
-        self.pattern, self.numbered = pattern, numbered
-        directory = os.path.dirname(pattern % 0 if numbered else pattern) or "."
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create shard directory {directory}: {exc}") from exc
-        super().__init__(directory)
-
-    def commit(self, index: int, sha256: str) -> str:
-        final = self.pattern % index if self.numbered else self.pattern
-        if self._fd is None:
-            raise StoreError(f"shard {self.tmp_path} is already committed or aborted")
-        try:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
-            os.replace(self.tmp_path, final)
-        except OSError as exc:
-            self.abort()
-            raise StoreError(f"cannot commit shard {final}: {exc}") from exc
-        return final
-
-
-class _PathStore(DataStore):
-    """Fixed-name shards at ``pattern % index`` (the plain ``write_samples`` layout)."""
-
-    def __init__(self, pattern: str, numbered: bool):
-        self.pattern, self.numbered = pattern, numbered
-
-    def open_sink(self, prefix: str) -> _PathSink:
-        return _PathSink(self.pattern, self.numbered)
-
-    def put_sidecar(self, shard_url: str, suffix: str, data: bytes) -> str:
-        path = (shard_url[:-4] if shard_url.endswith(".tar") else shard_url) + suffix
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise StoreError(f"cannot write {path}: {exc}") from exc
-        return path
-
-    def open_read(self, url: str):
-        return open(url, "rb")
-
-    def owns(self, url: str) -> bool:  # pragma: no cover - not used for plain paths
-        return False
-
-    def iter_shard_urls(self) -> Iterator[str]:  # pragma: no cover
-        return iter(())
-
-    def delete(self, url: str) -> None:
-        try:
-            os.unlink(url)
-        except FileNotFoundError:
-            pass
-
-
-def brace_list(urls: list[str]) -> str:
-    """One URL, or a brace list with the common prefix and suffix factored out.
-
-    ``["/d/a-000000.tar", "/d/a-000001.tar"]`` -> ``"/d/a-00000{0,1}.tar"``, as atdata writes it.
-    """
-    if len(urls) == 1:
-        return urls[0]
-    prefix = os.path.commonprefix(urls)
-    rev = os.path.commonprefix([u[len(prefix) :][::-1] for u in urls])
-    suffix = rev[::-1]
-    middles = [u[len(prefix) : len(u) - len(suffix)] for u in urls]
-    return prefix + "{" + ",".join(middles) + "}" + suffix
-
-
-_NUMBERED_NAME = re.compile(r"%0?[0-9]*d")
-
-
-def write_samples(
-    samples: Iterable[Any],
-    path: str | os.PathLike,
-    *,
-    maxcount: int | None = None,
-    maxsize: int | None = None,
-    manifest: bool = False,
-) -> "Dataset":
-    """atdata-compatible: write samples to tar file(s) at ``path``; return a :class:`Dataset`.
-
-    Without limits one tar is written at ``path`` exactly. With ``maxcount`` or
-    ``maxsize`` shards are written to ``<parent>/<stem>-%06d<suffix>`` (``out.tar`` ->
-    ``out-000000.tar``, ...), or to ``path`` itself if its file name has a ``%d``
-    pattern (a ``%`` in a folder name is just a character). Each file is written to a
-    temp name and renamed into place when complete. The returned dataset's ``url`` is
-    the absolute path, or a brace list for several shards.
-    """
-    from ..dataset import Dataset
-
-    raw = os.fspath(path)
-    p = Path(raw).expanduser()
-    # Only a %d conversion in the file name makes a pattern; a '%' in a folder name is literal.
-    folder = str(p.parent.resolve()).replace("%", "%%")
-    if _NUMBERED_NAME.search(p.name):
-        pattern, numbered = os.path.join(folder, p.name), True
-    elif maxcount is None and maxsize is None:
-        pattern, numbered = str(p.parent.resolve() / p.name), False
-    else:
-        pattern, numbered = os.path.join(folder, f"{p.stem.replace('%', '%%')}-%06d{p.suffix.replace('%', '%%')}"), True
-    store = _PathStore(pattern, numbered)
-    with ShardWriter(store, "", maxcount=maxcount, maxsize=maxsize, manifest=manifest) as writer:
-        for sample in samples:
-            writer.write_sample(sample)
-        if writer.num_samples == 0:
-            writer.abort()
-            raise EmptyDatasetError(
-                f"samples must be non-empty: nothing to write to {raw!r}; "
-                "pass an iterable that yields at least one sample"
-            )
-        result = writer.close()
-    sample_type = writer.sample_type
-    ds_cls = Dataset[sample_type] if sample_type is not None else Dataset  # type: ignore[valid-type]
-    return ds_cls(brace_list(list(result)))

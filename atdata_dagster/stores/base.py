@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 
 from ..errors import UnknownOptionError
+from ..shards.sinks import ShardInfo, ShardSink, ShardWriteResult  # re-exported: the stores' contract
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..dataset import Dataset
@@ -32,64 +32,6 @@ _OWNER_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 def valid_owner_id(owner_id: object) -> bool:
     """Whether ``owner_id`` is an index identity (32 lowercase hex digits, a uuid4)."""
     return isinstance(owner_id, str) and bool(_OWNER_ID_RE.match(owner_id))
-
-
-class ShardSink(Protocol):
-    """A write-once destination for one shard's bytes.
-
-    A sink may also finish its commit in the background. It then has
-    ``start_commit(index, sha256) -> url`` (returns at once; nothing is visible under the
-    URL until the shard is complete), ``done() -> bool`` and ``wait()`` (blocks until the
-    shard is durable, raising the commit's error). :class:`ShardWriter` uses them to
-    encode the next shard while the last one completes, and waits for every shard before
-    it returns its URLs, so an index entry is still committed only over durable shards.
-    """
-
-    def write(self, data: bytes | memoryview) -> None:
-        """Append bytes to the shard."""
-
-    def commit(self, index: int, sha256: str) -> str:
-        """Make the shard durable under its final name; return its URL.
-
-        The final name derives from ``sha256`` (and ``index``), so identical content
-        gets an identical URL. Committing a shard whose final object already exists with
-        the same content is a no-op that returns the same URL.
-        """
-
-    def abort(self) -> None:
-        """Discard everything written so far (idempotent)."""
-
-
-@dataclass(frozen=True)
-class ShardInfo:
-    """What the writer knows about one committed shard."""
-
-    url: str
-    sha256: str
-    size: int
-    num_samples: int
-    manifest_url: str | None = None
-
-
-class ShardWriteResult(list):
-    """A list of shard URLs (atdata-compatible) that also carries per-shard details."""
-
-    def __init__(self, shards: list[ShardInfo] = ()):  # type: ignore[assignment]
-        super().__init__(s.url for s in shards)
-        self.shards: list[ShardInfo] = list(shards)
-
-    @property
-    def checksums(self) -> dict[str, str]:
-        """Shard URL -> SHA-256 hex."""
-        return {s.url: s.sha256 for s in self.shards}
-
-    @property
-    def num_samples(self) -> int:
-        return sum(s.num_samples for s in self.shards)
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(s.size for s in self.shards)
 
 
 def read_span(f: BinaryIO, start: int, stop: int | None) -> bytes:

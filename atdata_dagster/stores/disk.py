@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, Iterator
 from urllib.parse import unquote
 
 from ..errors import InvalidNameError, StoreError
+from ..files import atomic_write, fsync_dir
 from .base import OWNER_DIR, RESERVED_SEGMENT, DataStore, valid_owner_id
 
 __all__ = ["LocalDiskStore", "DiskSink", "validate_dataset_prefix", "DEFAULT_ROOT"]
@@ -75,17 +76,7 @@ def validate_dataset_prefix(prefix: str) -> str:
     return prefix
 
 
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+_fsync_dir = fsync_dir  # kept name for callers inside this module
 
 
 def _file_sha256(path: str) -> str:
@@ -240,18 +231,10 @@ class LocalDiskStore(DataStore):
         shard = self._path(shard_url)
         base = str(shard)[:-4] if str(shard).endswith(".tar") else str(shard)
         path = base + suffix
-        tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}.sidecar.part")
+        tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}.sidecar.part")  # gc's own temp name
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            atomic_write(path, data, tmp=tmp)
         except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return path
 
@@ -382,13 +365,8 @@ class LocalDiskStore(DataStore):
         try:
             if not marker.exists():
                 directory.mkdir(parents=True, exist_ok=True)
-                tmp = directory / f".tmp-{uuid.uuid4().hex}"
-                with open(tmp, "w", encoding="utf-8") as f:
-                    json.dump({"format": "atdata-dagster-store-owner", "version": 1, "index_id": owner_id}, f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, marker)
-                _fsync_dir(str(directory))
+                record = {"format": "atdata-dagster-store-owner", "version": 1, "index_id": owner_id}
+                atomic_write(marker, json.dumps(record).encode(), tmp=directory / f".tmp-{uuid.uuid4().hex}")
         except OSError as exc:
             raise StoreError(f"cannot write the ownership marker {marker}: {exc.strerror or exc}") from exc
         self._claimed.add(owner_id)
@@ -401,3 +379,69 @@ class LocalDiskStore(DataStore):
             pass
         except OSError as exc:
             raise StoreError(f"cannot delete {path}: {exc.strerror or exc}") from exc
+
+
+# ---------------------------------------------------------------- write_samples' fixed paths
+
+
+class PathSink(DiskSink):
+    """A disk sink whose commit renames the shard onto a fixed path (``write_samples``).
+
+    ``pattern`` is a printf pattern (``%`` in folder names escaped as ``%%``) when
+    ``numbered``, else the literal path."""
+
+    def __init__(self, pattern: str, numbered: bool):
+        self.pattern, self.numbered = pattern, numbered
+        directory = os.path.dirname(pattern % 0 if numbered else pattern) or "."
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create shard directory {directory}: {exc}") from exc
+        super().__init__(directory)
+
+    def commit(self, index: int, sha256: str) -> str:
+        final = self.pattern % index if self.numbered else self.pattern
+        if self._fd is None:
+            raise StoreError(f"shard {self.tmp_path} is already committed or aborted")
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            os.replace(self.tmp_path, final)
+        except OSError as exc:
+            self.abort()
+            raise StoreError(f"cannot commit shard {final}: {exc}") from exc
+        return final
+
+
+class PathStore(DataStore):
+    """Fixed-name shards at ``pattern % index`` (the plain ``write_samples`` layout)."""
+
+    def __init__(self, pattern: str, numbered: bool):
+        self.pattern, self.numbered = pattern, numbered
+
+    def open_sink(self, prefix: str) -> PathSink:
+        return PathSink(self.pattern, self.numbered)
+
+    def put_sidecar(self, shard_url: str, suffix: str, data: bytes) -> str:
+        path = (shard_url[:-4] if shard_url.endswith(".tar") else shard_url) + suffix
+        try:
+            atomic_write(path, data, tmp=f"{path}.tmp-{uuid.uuid4().hex}")
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc}") from exc
+        return path
+
+    def open_read(self, url: str):
+        return open(url, "rb")
+
+    def owns(self, url: str) -> bool:  # pragma: no cover - not used for plain paths
+        return False
+
+    def iter_shard_urls(self) -> Iterator[str]:  # pragma: no cover
+        return iter(())
+
+    def delete(self, url: str) -> None:
+        try:
+            os.unlink(url)
+        except FileNotFoundError:
+            pass

@@ -189,7 +189,7 @@ class _Uploads:
         for fut in list(self._pending):
             try:
                 fut.result()
-            except BaseException:
+            except BaseException:  # noqa: BLE001, S110 - waiting for pending uploads at shutdown; their errors were reported by their sinks
                 pass
 
     def shutdown(self) -> None:
@@ -230,7 +230,7 @@ class _S3RawReader(io.RawIOBase):
             try:
                 data = self._body.read(len(b))
                 break
-            except Exception as exc:  # connection reset/timeout mid-body: resume at _pos
+            except Exception as exc:  # noqa: BLE001 - any mid-body failure (reset, timeout, botocore) is retried from the current position
                 if self._resumes >= self.MAX_RESUMES:
                     raise self._store._to_store_error(exc, "GetObject", self._key, bucket=self._bucket) from None
                 self._resumes += 1
@@ -249,7 +249,7 @@ class _S3RawReader(io.RawIOBase):
     def _reopen(self) -> None:
         try:
             self._body.close()
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - closing a broken body before reopening it; its error does not matter
             pass
         kw: dict[str, Any] = {"Range": f"bytes={self._pos}-"}
         if self._etag:
@@ -264,7 +264,7 @@ class _S3RawReader(io.RawIOBase):
         if not self.closed:
             try:
                 self._body.close()
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - closing the body on close(); nothing useful to report
                 pass
         super().close()
 
@@ -475,7 +475,7 @@ class S3ShardSink:
         for fut in self._parts:
             try:
                 fut.result()
-            except BaseException:
+            except BaseException:  # noqa: BLE001, S110 - part failures are collected by _raise_if_failed just below
                 pass
         self._raise_if_failed()
         if existing is not None and st._refresh(final_key, existing, sha256):
@@ -507,12 +507,12 @@ class S3ShardSink:
         """Abort the multipart upload ``create`` started; False if the server could not be told."""
         try:
             upload_id = create.result()
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - the create call failed or was cancelled: there is no upload to abort
             return True  # it was never created
         st = self._store
         try:
             st.client.abort_multipart_upload(Bucket=st.bucket, Key=self._tmp_key, UploadId=upload_id)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the abort is best effort and logged; NoSuchUpload means already gone
             if _error_code(exc) == "NoSuchUpload":
                 return True
             log.warning(
@@ -532,7 +532,7 @@ class S3ShardSink:
         if self._commit is not None:
             try:
                 self._commit.result()
-            except BaseException:
+            except BaseException:  # noqa: BLE001, S110 - abort after a commit: the commit's own error was already raised to its caller
                 pass
             return
         self._discard()
@@ -546,7 +546,7 @@ class S3ShardSink:
         for fut in self._parts:
             try:
                 fut.result()
-            except BaseException:
+            except BaseException:  # noqa: BLE001, S110 - aborting: part failures do not matter any more
                 pass
         if self._create is not None:
             create, self._create = self._create, None
@@ -1006,14 +1006,14 @@ class S3DataStore(DataStore):
         except BaseException:
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=dst, UploadId=upload_id)
-            except Exception:
+            except Exception:  # noqa: BLE001 - the abort is best effort; the original error is re-raised
                 log.warning("could not abort the copy upload of s3://%s/%s; run abort_stale_uploads()", self.bucket, dst)
             raise
 
     def _delete_quietly(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed cleanup delete is logged; gc removes the object
             log.warning("could not delete s3://%s/%s (%s); gc will remove it", self.bucket, key, self._sanitize(_short(exc)))
 
     def put_sidecar(self, shard_url: str, suffix: str, data: bytes) -> str:
@@ -1205,7 +1205,7 @@ class S3DataStore(DataStore):
                             raise
         except StoreError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's errors are many types; turned into StoreError naming the call
             raise self._to_store_error(exc, "ListMultipartUploads", base or None) from None
         return aborted
 

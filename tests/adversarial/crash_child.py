@@ -186,7 +186,7 @@ def run_job(job: dict) -> int:
     _emit("START")
     try:
         entry = index.write(samples(), name=work.name, maxcount=work.maxcount, manifest=work.manifest)
-    except BaseException as exc:  # reported to the parent, which fails the test with it
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test with it
         _emit("ERROR", repr(exc).replace("\n", " ")[:2000])
         traceback.print_exc(file=sys.stderr)
         return 1
@@ -226,7 +226,7 @@ def serve() -> None:
             code = 1
             try:
                 code = run_job(job)
-            except BaseException:
+            except BaseException:  # noqa: BLE001 - printed for the parent; the worker goes on with the next job
                 traceback.print_exc(file=sys.stderr)
             finally:
                 sys.stderr.flush()

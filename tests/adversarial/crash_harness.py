@@ -173,7 +173,7 @@ class Job:
             if self.status is None:
                 self.kill()
                 self.finish(timeout=30)
-        except Exception:  # the original failure is what matters
+        except Exception:  # noqa: BLE001, S110 - cleanup after a failure: the original failure is what matters
             pass
 
     def finish(self, timeout: float = 120.0) -> None:

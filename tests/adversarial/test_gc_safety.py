@@ -28,7 +28,8 @@ from atdata_dagster.gc import collect_garbage
 from atdata_dagster.index.entry import LocalDatasetEntry
 from atdata_dagster.index.index import Index, Repository
 from atdata_dagster.index.providers import SqliteProvider, provider_from_url
-from atdata_dagster.shards.writer import ShardWriter, write_samples
+from atdata_dagster.dataset import write_samples
+from atdata_dagster.shards.writer import ShardWriter
 from atdata_dagster.stores.disk import LocalDiskStore
 
 MiB = 1024 * 1024

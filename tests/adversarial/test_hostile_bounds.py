@@ -33,7 +33,7 @@ from atdata_dagster.samples import DictSample, StubManager, packable, unpack_pay
 from atdata_dagster.samples.stubs import STUB_MARKER
 from atdata_dagster.shards.manifest import read_manifest
 from atdata_dagster.shards.patterns import expand_patterns
-from atdata_dagster.shards.writer import write_samples
+from atdata_dagster.dataset import write_samples
 from atdata_dagster.stores.disk import LocalDiskStore
 
 
@@ -49,7 +49,7 @@ def peak_of(fn) -> tuple[Any, int]:
     try:
         try:
             out: Any = fn()
-        except Exception as exc:  # judged by the caller
+        except Exception as exc:  # noqa: BLE001 - returned to the caller, which asserts on its type
             out = exc
         return out, tracemalloc.get_traced_memory()[1]
     finally:

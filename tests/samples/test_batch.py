@@ -17,7 +17,7 @@ from atdata_dagster.errors import ShardError
 from atdata_dagster.samples import packable
 from atdata_dagster.samples.batch import BatchDecoder
 from atdata_dagster.samples.codec import encode_ndarray
-from atdata_dagster.shards.writer import write_samples
+from atdata_dagster.dataset import write_samples
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 

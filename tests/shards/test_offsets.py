@@ -11,7 +11,7 @@ from atdata_dagster.errors import ShardError
 from atdata_dagster.samples.packable import DictSample
 from atdata_dagster.shards.offsets import iter_range, offsets_from_manifest, read_sample_bytes, sample_at, scan_offsets
 from atdata_dagster.shards.reader import iter_samples
-from atdata_dagster.shards.writer import write_samples
+from atdata_dagster.dataset import write_samples
 
 
 class CountingFile(io.FileIO):

@@ -16,12 +16,12 @@ import webdataset as wds
 from atdata_dagster.errors import EmptyDatasetError, InvalidNameError, NotPackableError, SampleError, StoreError
 from atdata_dagster.shards import writer as writer_mod
 from atdata_dagster.shards.reader import iter_samples, open_url
+from atdata_dagster.dataset import write_samples
+from atdata_dagster.shards.patterns import brace_list
 from atdata_dagster.shards.writer import (
     ShardWriter,
-    brace_list,
     copy_dataset_to_store,
     member_header,
-    write_samples,
     write_samples_to_store,
 )
 from atdata_dagster.stores.disk import LocalDiskStore

@@ -261,7 +261,7 @@ def test_locations_resolve_file_urls_duplicate_slashes_dot_segments_symlinks_and
 
 
 def test_claim_writes_one_marker_per_index_that_readers_never_list_as_a_shard(tmp_path):
-    from atdata_dagster.dataset import load_dataset
+    from atdata_dagster.loading import load_dataset
 
     store = LocalDiskStore(tmp_path)
     assert store.owner_ids() == set()

@@ -55,8 +55,13 @@ def settle() -> None:
     """Wait for the stores' background clean-up (temp objects, unused uploads) to land."""
     import gc  # every live store of the test process (there is no bucket registry to ask)
 
-    for store in [o for o in gc.get_objects() if isinstance(o, S3DataStore)]:
-        store.flush()
+    for obj in gc.get_objects():
+        try:
+            is_store = isinstance(obj, S3DataStore)
+        except ReferenceError:  # a weak proxy whose object is gone
+            continue
+        if is_store:
+            obj.flush()
 
 
 def keys_under(client, bucket: str, prefix: str = "") -> list[str]:

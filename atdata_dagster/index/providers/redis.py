@@ -559,23 +559,44 @@ class RedisProvider(IndexProvider):
         key = ENTRY_PREFIX + entry.cid
         where = f"Redis key {key!r} on {self._address()}"
 
-        def attempt() -> None:
+        def transaction(pipe: Any) -> None:
+            stored = pipe.hget(key, "metadata") if _s(pipe.type(key)) == "hash" else None
+            kept = carry_published(stored, entry.metadata, where)
+            written = entry if kept is None else dataclasses.replace(entry, metadata=kept)
+            payload = msgpack.packb([self._op(written, label, _now_iso())], use_bin_type=False)
+            pipe.multi()
+            self._put(keys=[SEQ_KEY], args=[payload, *self._PREFIXES], client=pipe)
+            pipe.execute()
+
+        self._optimistic(key, transaction, what=what)
+
+    def _optimistic(self, key: str, transaction: Callable[[Any], T], *, what: str) -> T:
+        """Run ``transaction(pipe)`` with ``key`` WATCHed, again whenever EXEC is refused
+        because the key changed after it was read.
+
+        redis-py does not retry a WATCHing pipeline whose connection drops (it raises
+        WatchError); that is retried here by the client's own retry policy, and surfaces
+        as :class:`ProviderError` once it is exhausted. ``transaction`` must be safe to run
+        again (it re-reads what it depends on).
+        """
+
+        def attempt() -> T:
             with self._r.pipeline() as pipe:
                 while True:
                     try:
                         pipe.watch(key)
-                        stored = pipe.hget(key, "metadata") if _s(pipe.type(key)) == "hash" else None
-                        kept = carry_published(stored, entry.metadata, where)
-                        written = entry if kept is None else dataclasses.replace(entry, metadata=kept)
-                        payload = msgpack.packb([self._op(written, label, _now_iso())], use_bin_type=False)
-                        pipe.multi()
-                        self._put(keys=[SEQ_KEY], args=[payload, *self._PREFIXES], client=pipe)
-                        pipe.execute()
-                        return
-                    except redis_lib.WatchError:
-                        continue  # the entry changed after it was read: read it again
+                        return transaction(pipe)
+                    except redis_lib.WatchError as e:
+                        lost = e.__cause__ or e.__context__  # redis-py chains the connection error either way
+                        if isinstance(lost, redis_lib.ConnectionError):
+                            raise lost from None  # the connection dropped while watching: not a conflict
+                        continue  # the key changed after it was read: read it again
 
-        self._call(attempt, what=what, keys=[(key, "hash")])
+        def with_retries() -> T:
+            retry = self._r.get_retry()
+            return attempt() if retry is None else retry.call_with_retry(attempt, lambda _error: None)
+
+        return self._call(with_retries, what=what, keys=[(key, "hash")])
 
     def put_entries_bulk(
         self,
@@ -633,29 +654,23 @@ class RedisProvider(IndexProvider):
         patch = dict(patch)
         what = f"merge metadata into entry {cid}"
 
-        def attempt() -> dict:
-            with self._r.pipeline() as pipe:
-                while True:
-                    try:
-                        pipe.watch(key)
-                        key_type = _s(pipe.type(key))
-                        if key_type == "none":
-                            raise NotFoundError(f"no dataset entry with CID {cid!r} in {self.describe()}")
-                        if key_type != "hash":
-                            raise self._wrongtype(key, key_type, "hash", what)
-                        where = f"Redis key {key!r} on {self._address()}"
-                        current = decode_metadata(pipe.hget(key, "metadata"), where)
-                        merged = merge_metadata(current, patch)
-                        packed = pack_metadata(merged, what=f"entry {cid}")
-                        pipe.multi()
-                        if merged != current:
-                            pipe.hset(key, "metadata", packed)
-                        pipe.execute()
-                        return merged
-                    except redis_lib.WatchError:
-                        continue  # the entry changed after it was read: merge again on the new value
+        def transaction(pipe: Any) -> dict:
+            key_type = _s(pipe.type(key))
+            if key_type == "none":
+                raise NotFoundError(f"no dataset entry with CID {cid!r} in {self.describe()}")
+            if key_type != "hash":
+                raise self._wrongtype(key, key_type, "hash", what)
+            where = f"Redis key {key!r} on {self._address()}"
+            current = decode_metadata(pipe.hget(key, "metadata"), where)
+            merged = merge_metadata(current, patch)
+            packed = pack_metadata(merged, what=f"entry {cid}")
+            pipe.multi()
+            if merged != current:
+                pipe.hset(key, "metadata", packed)
+            pipe.execute()
+            return merged
 
-        return self._call(attempt, what=what)
+        return self._optimistic(key, transaction, what=what)
 
     def delete_entry(self, cid: str) -> None:
         """Delete the entry and labels pointing at it (those written through this

@@ -1135,7 +1135,7 @@ def _url_from_keyword_dsn(text: str) -> URL:
 
     try:
         params = {k: str(v) for k, v in conninfo_to_dict(text).items()}
-    except Exception as e:  # psycopg.ProgrammingError; its message may quote the DSN
+    except Exception as e:  # noqa: BLE001 - psycopg's parse errors vary by version; re-raised redacted as ValueError
         detail = " ".join(redact(e, *secrets_in(text)).split())
         raise ValueError(f"libpq could not parse it ({type(e).__name__}: {detail})") from None
     port = params.pop("port", None)
