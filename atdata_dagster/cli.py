@@ -19,6 +19,12 @@ from typing import Any, Iterable, Iterator, TypeVar
 from .errors import AtdataError, CorruptEntryError, GcRefusedError
 from .gc import collect_garbage, sqlite_index_path
 from .redact import redact
+from .atmosphere import AtmosphereClient
+from .index.index import Index
+from .index.providers import provider_from_url
+from .shards.reader import verify_shards
+from .stores.disk import LocalDiskStore
+from .stores.s3 import S3DataStore
 
 T = TypeVar("T")
 
@@ -52,15 +58,10 @@ class _Progress:
 
 
 def _open_index(args: argparse.Namespace):
-    from .index.index import Index
-    from .index.providers import provider_from_url
-
     url = args.index or os.environ.get("ATDATA_INDEX")
     store = _store_from(args.store or os.environ.get("ATDATA_STORE") or args.data_root)
     atmosphere = None
     if getattr(args, "handle", None):
-        from .atmosphere import AtmosphereClient
-
         password = os.environ.get("ATDATA_APP_PASSWORD")
         if not password:
             raise SystemExit("set ATDATA_APP_PASSWORD to the app password of --handle")
@@ -83,14 +84,10 @@ def _store_from(spec: str | None):
     if not spec:
         return None
     if spec.startswith("s3://"):
-        from .stores.s3 import S3DataStore
-
         bucket, _, prefix = spec[len("s3://"):].partition("/")
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
         return S3DataStore(bucket=bucket, prefix=prefix.strip("/"), endpoint_url=endpoint,
                            region_name=os.environ.get("AWS_REGION") or None)
-    from .stores.disk import LocalDiskStore
-
     return LocalDiskStore(spec)
 
 
@@ -203,8 +200,6 @@ def cmd_show(args: argparse.Namespace, out) -> int:
 
 def cmd_verify(args: argparse.Namespace, out) -> int:
     from .index.index import recorded_shard_sizes  # lazy: commands load only the engine parts they use
-    from .shards.reader import verify_shards
-
     index = _open_index(args)
     entry = index.get_dataset(args.name)
     checksums = entry.checksums  # CorruptEntryError (exit 2) if this entry's checksums are malformed

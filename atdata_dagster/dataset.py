@@ -36,7 +36,7 @@ from .errors import (
 from .loader import ShardSpec
 from .samples.batch import BatchDecoder, column_of, rows_from_columns
 from .samples.codec import unpack_payload
-from .samples.packable import _plan
+from .samples.packable import DictSample, _plan
 from .shards.cache import is_local_url
 from .shards.fastread import ShardIndex, iter_payload_views, open_index, sample_key
 from .shards.manifest import manifest_url_for, read_manifest
@@ -56,10 +56,6 @@ Opener = Callable[[str], BinaryIO]
 
 
 def _default_sample_type() -> type | None:
-    try:
-        from .samples.packable import DictSample
-    except ImportError:  # pragma: no cover - samples package missing
-        return None
     return DictSample
 
 
@@ -694,7 +690,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         ``torch.distributed`` when it is initialised. Remote shards are cached under
         ``cache_dir`` (LRU, ``cache_limit_bytes``). See docs/training.md.
         """
-        from .loader_torch import TorchDataset  # torch is an optional extra: import it only when asked for
+        from .loader_torch import TorchDataset  # lazy: torch is an optional extra, imported only when asked for
 
         return TorchDataset(
             self, shuffle=shuffle, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size,

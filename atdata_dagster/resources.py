@@ -49,10 +49,10 @@ def _register_library() -> None:
     (AttributeError, TypeError) must never break importing this module.
     """
     try:  # lazy: an optional, private Dagster API
-        from dagster_shared.libraries import DagsterLibraryRegistry
+        from dagster_shared.libraries import DagsterLibraryRegistry  # lazy: a private Dagster API, probed once at import
     except ImportError:  # pragma: no cover - older dagster
         try:  # lazy: an optional, private Dagster API (older location)
-            from dagster._core.libraries import DagsterLibraryRegistry
+            from dagster._core.libraries import DagsterLibraryRegistry  # lazy: a private Dagster API, probed once at import
         except ImportError:
             return
     try:

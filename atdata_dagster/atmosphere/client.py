@@ -84,8 +84,15 @@ class ReadLimits:
             raise ValueError(f"ReadLimits.max_list_seconds must be > 0, got {self.max_list_seconds!r}")
 
 
+def _httpx() -> Any:
+    """The httpx module, imported on first network use (it takes ~0.4 s)."""
+    import httpx  # lazy: httpx (and the atproto SDK) load on first network use
+
+    return httpx
+
+
 def _origin(url: Any) -> tuple[str, str, int | None]:
-    import httpx  # lazy: the SDK/httpx load on first network use
+    httpx = _httpx()
 
     u = httpx.URL(str(url))
     return u.scheme, (u.host or "").lower(), u.port or {"http": 80, "https": 443}.get(u.scheme)
@@ -110,7 +117,7 @@ _HOOKS = {"response": [_refuse_cross_host_redirect]}
 
 def _sdk_request(timeout: float) -> Any:
     """The SDK's HTTP layer with our redirect rule (it follows every redirect by default)."""
-    from atproto_client.request import Request  # lazy: the SDK/httpx load on first network use
+    from atproto_client.request import Request  # lazy: the atproto SDK and httpx load on first network use
 
     return Request(timeout=timeout, event_hooks=_HOOKS)
 
@@ -186,7 +193,7 @@ class _BlobStream(io.RawIOBase):
         return True
 
     def readinto(self, b: Any) -> int:
-        import httpx
+        httpx = _httpx()
 
         while not self._buf:
             try:
@@ -240,7 +247,7 @@ class AtmosphereClient:
                 "pass both handle= and password= (an app password) to log in, or neither for read-only use"
             )
         if client is None:
-            from atproto import Client
+            from atproto import Client  # lazy: the atproto SDK and httpx load on first network use
 
             client = Client(base_url=_service_root(service_url), request=_sdk_request(timeout))
             self.service_url = _service_root(service_url)
@@ -338,8 +345,8 @@ class AtmosphereClient:
 
     # ----------------------------------------------------------- error mapping
     def _call(self, op: str, fn: Callable[[], T], *, service: str | None = None, login: bool = False) -> T:
-        import httpx
-        from atproto_client import exceptions as sdk
+        httpx = _httpx()
+        from atproto_client import exceptions as sdk  # lazy: the atproto SDK and httpx load on first network use
 
         service = service or self.pds_url
         try:
@@ -398,7 +405,7 @@ class AtmosphereClient:
             ) from None
 
     def _query(self, client: Any, nsid: str, params: dict, op: str, service: str | None = None) -> dict:
-        from atproto_client.models.dot_dict import DotDict
+        from atproto_client.models.dot_dict import DotDict  # lazy: the atproto SDK and httpx load on first network use
 
         clean = {k: v for k, v in params.items() if v is not None}
         resp = self._call(op, lambda: client.invoke_query(nsid, params=DotDict(clean)), service=service)
@@ -600,7 +607,7 @@ class AtmosphereClient:
     def _reader(self, endpoint: str) -> Any:
         with self._lock:
             if endpoint not in self._readers:
-                from atproto import Client
+                from atproto import Client  # lazy: the atproto SDK and httpx load on first network use
 
                 self._readers[endpoint] = Client(base_url=endpoint, request=_sdk_request(self.timeout))
             return self._readers[endpoint]
@@ -697,7 +704,7 @@ class AtmosphereClient:
     def _http_client(self) -> Any:
         with self._lock:
             if self._http is None:
-                import httpx
+                httpx = _httpx()
 
                 self._http = httpx.Client(follow_redirects=True, max_redirects=5, timeout=self.timeout,
                                           event_hooks=_HOOKS)
@@ -705,7 +712,7 @@ class AtmosphereClient:
 
     def _http_send(self, method: str, url: str, op: str, **kwargs: Any) -> Any:
         """A streamed response (the caller reads it within a cap and closes it); same-host redirects only."""
-        import httpx  # lazy: the SDK/httpx load on first network use
+        httpx = _httpx()
 
         http = self._http_client()
         try:
@@ -718,7 +725,7 @@ class AtmosphereClient:
     @staticmethod
     def _read_capped(resp: Any, cap: int, what: str, knob: str) -> bytes:
         """The body of a streamed response, refusing more than ``cap`` bytes (announced or sent)."""
-        import httpx  # lazy: the SDK/httpx load on first network use
+        httpx = _httpx()
 
         length = resp.headers.get("content-length")
         if length and length.isdigit() and int(length) > cap:

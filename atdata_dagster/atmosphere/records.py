@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Union
 
+import msgpack
+
 from ..errors import DecodeError, InvalidRefError, RecordError, SchemaError
 from ..samples.codec import unpack_payload
 from ..samples.schema import is_safe_identifier
@@ -776,8 +778,6 @@ def encode_metadata(metadata: dict) -> dict:
         out["custom"] = custom
     if _atproto_safe(out):
         return out
-    import msgpack
-
     try:
         packed = msgpack.packb(metadata, use_bin_type=True)
     except (TypeError, ValueError) as exc:

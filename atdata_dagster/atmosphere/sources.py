@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Callable, Iterable
 
-from ..errors import AtmosphereError
+from ..errors import AtmosphereError, ChecksumMismatchError
 from .records import parse_blob_url
 
 __all__ = ["ShardSource", "shard_sources_for", "hash_stream"]
@@ -125,8 +125,6 @@ class ShardSource:
         except OSError as exc:
             raise AtmosphereError(f"shard {self.url} cannot be read: {exc.strerror or exc}") from exc
         if self.sha256 is not None and self.sha256.lower() != sha:
-            from ..errors import ChecksumMismatchError
-
             raise ChecksumMismatchError(
                 f"shard {self.url} has SHA-256 {sha}, but the index records {self.sha256}; "
                 "the file changed since it was indexed: re-write the dataset or run verify"

@@ -17,7 +17,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Mapping, TypeVar, cast
+from typing import Any, BinaryIO, Callable, Iterable, Mapping, TypeVar, cast
 
 from ..errors import (
     AtdataError,
@@ -39,9 +39,24 @@ from .entry import LabelRecord, LocalDatasetEntry, LocalSchemaRecord
 from .identity import claim_store
 from .names import ATMOSPHERE, LOCAL, resolve_ref, split_repo_prefix, validate_dataset_name
 from .providers.base import IndexProvider
+from ..atmosphere import AtmosphereBackend, AtmosphereClient, shard_sources_for
+from ..dataset import Dataset
+from ..samples.packable import DictSample, ensure_packable_type
+from ..samples.schema import (
+    build_schema_record,
+    fields_signature,
+    make_schema_ref,
+    next_version,
+    parse_schema_ref,
+    schema_json,
+    type_from_record,
+)
+from ..samples.stubs import StubManager
+from ..shards.reader import verify_shards
+from ..shards.writer import ShardWriter
+from ..stores.disk import LocalDiskStore
+from .providers import create_provider
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..dataset import Dataset
 
 __all__ = ["Index", "Repository", "create_repository"]
 
@@ -66,8 +81,6 @@ class Repository:
 
 def create_repository(provider: str | IndexProvider = "sqlite", *, data_store: DataStore | None = None, **kwargs) -> Repository:
     """Build a :class:`Repository` from a provider name (``sqlite``/``postgres``/``redis``) or object."""
-    from .providers import create_provider
-
     if isinstance(provider, str):
         provider = create_provider(provider, **kwargs)
     return Repository(provider=provider, data_store=data_store)
@@ -94,8 +107,6 @@ def _reject_ignored(name: str, options: dict[str, Any], why: str) -> None:
 def _local_provider(provider: Any, *, path: Any, dsn: Any, redis: Any) -> IndexProvider:
     """The ``local`` repository's provider from ``Index()``'s arguments; a
     :class:`ConfigurationError` for an argument the chosen provider would ignore."""
-    from .providers import create_provider
-
     given = [k for k, v in (("path", path), ("dsn", dsn), ("redis", redis)) if v is not None]
     if isinstance(provider, IndexProvider):
         if given:
@@ -134,8 +145,6 @@ def _local_provider(provider: Any, *, path: Any, dsn: Any, redis: Any) -> IndexP
 
 def _redis_provider(redis: Any) -> IndexProvider:
     """A Redis provider from ``Index(redis=...)``: a connection, a URL or a mapping of options."""
-    from .providers import create_provider
-
     if isinstance(redis, str):
         return create_provider("redis", url=redis)
     if isinstance(redis, Mapping):
@@ -234,8 +243,6 @@ class Index:
 
         self._stubs = None
         if auto_stubs or stub_dir is not None:
-            from ..samples.stubs import StubManager
-
             self._stubs = StubManager(stub_dir)
         self.types = SimpleNamespace()
 
@@ -280,8 +287,6 @@ class Index:
 
     def _store_for(self, repo: Repository) -> DataStore:
         if repo.data_store is None:
-            from ..stores.disk import LocalDiskStore
-
             repo.data_store = LocalDiskStore()
         return repo.data_store
 
@@ -297,8 +302,6 @@ class Index:
 
     @staticmethod
     def _make_atmosphere(arg: Any):
-        from ..atmosphere import AtmosphereBackend, AtmosphereClient
-
         if arg is _ATMOSPHERE_DEFAULT:
             return AtmosphereBackend(AtmosphereClient())
         if isinstance(arg, AtmosphereBackend):
@@ -306,7 +309,7 @@ class Index:
         if isinstance(arg, AtmosphereClient):
             return AtmosphereBackend(arg)
         try:
-            import atproto
+            import atproto  # lazy: the atproto SDK loads only when an atmosphere is configured
 
             if isinstance(arg, atproto.Client):
                 return AtmosphereBackend(AtmosphereClient.from_client(arg))
@@ -337,9 +340,6 @@ class Index:
         it) and in every mounted repository, so readers of a shared repository can
         decode its datasets.
         """
-        from ..samples.packable import ensure_packable_type
-        from ..samples.schema import build_schema_record, make_schema_ref, next_version
-
         ensure_packable_type(sample_type)
         name = sample_type.__name__
         if version is None:
@@ -350,8 +350,6 @@ class Index:
 
     @staticmethod
     def _store_schema(record: dict, providers: list[IndexProvider]) -> None:
-        from ..samples.schema import schema_json
-
         text = schema_json(record)
         for p in providers:
             p.put_schema(record["name"], record["version"], text)
@@ -363,8 +361,6 @@ class Index:
         stale. We reuse the newest stored version whose fields match the class exactly,
         and otherwise publish the next version.
         """
-        from ..samples.schema import build_schema_record, fields_signature, make_schema_ref, next_version
-
         name = sample_type.__name__
         record = build_schema_record(sample_type, version="0.0.0")
         signature = fields_signature(record)
@@ -401,8 +397,6 @@ class Index:
         """The schema record for ``ref`` as a dict with ``$ref`` (AbstractIndex protocol)."""
         if isinstance(ref, str) and ref.startswith(("at://", "@")):
             return self._require_atmosphere("resolving an atmosphere schema").get_schema(ref)
-        from ..samples.schema import make_schema_ref, parse_schema_ref
-
         name, version = parse_schema_ref(ref)
         record = _load_schema_text(self._schema_json(name, version), name, version)
         record["$ref"] = make_schema_ref(name, version)
@@ -414,8 +408,6 @@ class Index:
 
     def list_schemas(self) -> list[dict]:
         """Every schema record (local provider first, then mounted repositories), each with ``$ref``."""
-        from ..samples.schema import make_schema_ref
-
         seen: set[tuple[str, str]] = set()
         out = []
         for p in self._schema_providers():
@@ -430,8 +422,6 @@ class Index:
 
     def decode_schema(self, ref: str) -> type:
         """Build a sample type from a stored schema (from a generated stub module with ``auto_stubs``)."""
-        from ..samples.schema import type_from_record
-
         record = self.get_schema(ref)
         if self._stubs is not None:
             return self._stubs.load_type(record, authority=_authority_of(record.get("$ref", ref)))
@@ -677,9 +667,6 @@ class Index:
         self, samples: Iterable[Any], store: DataStore, *, prefix: str, repo: Repository, schema_ref: str | None,
         maxcount: int | None, maxsize: int | None, manifest: bool, progress: Callable[[int, int], None] | None = None,
     ) -> tuple[ShardWriteResult, str]:
-        from ..samples.packable import ensure_packable_type
-        from ..shards.writer import ShardWriter
-
         it = iter(samples)
         try:
             first = next(it)
@@ -759,8 +746,6 @@ class Index:
 
     def dataset_for_entry(self, entry: LocalDatasetEntry, sample_type: type[T] | None = None) -> "Dataset[T]":
         """A lazy :class:`Dataset` over one entry's shards (:class:`CorruptEntryError` if its row is unreadable)."""
-        from ..dataset import Dataset
-
         entry.ensure_intact()  # a listed entry whose row did not decode: never read it unverified
 
         cls = sample_type or self.decode_schema(entry.schema_ref)
@@ -773,8 +758,6 @@ class Index:
         Reads stop one byte past each shard's recorded size (``metadata["stats"]["shard_bytes"]``),
         so an overlong or endless shard is a ``mismatch``, not a read that never ends.
         """
-        from ..shards.reader import verify_shards
-
         entry = ref_or_entry if isinstance(ref_or_entry, LocalDatasetEntry) else self.get_dataset(ref_or_entry)
         return verify_shards(entry.data_urls, entry.checksums, opener=self.shard_opener(entry),
                              sizes=recorded_shard_sizes(entry))
@@ -819,16 +802,12 @@ class Index:
         return result.entry_uri
 
     def _shard_sources(self, entry: LocalDatasetEntry) -> list[Any]:
-        from ..atmosphere import shard_sources_for
-
         stores = [r.data_store for r in self._repos.values() if r.data_store is not None]
         return shard_sources_for(entry, stores=stores, opener=self.open_url)
 
     def promote_dataset(self, dataset: "Dataset", *, name: str, sample_type: type | None = None, schema_version: str = "1.0.0",
                         description: str | None = None, tags: list[str] | None = None, license: str | None = None) -> str:
         """Publish a Dataset directly to the atmosphere (schema with dedup, entry, label); return the AT URI."""
-        from ..samples.schema import build_schema_record, make_schema_ref
-
         backend = self._require_atmosphere("promote_dataset")
         cls = sample_type or _dataset_sample_type(dataset)
         record = build_schema_record(cls, version=schema_version)
@@ -843,8 +822,6 @@ class Index:
         backend = self._require_atmosphere(f"publishing {ref!r}")
         backend.ensure_writable_for(resolved.handle)
         cls = _dataset_sample_type(ds)
-        from ..samples.schema import build_schema_record
-
         record = self.get_schema(schema_ref) if schema_ref else build_schema_record(cls, version="1.0.0")
         entry = LocalDatasetEntry(name=resolved.name, schema_ref=record.get("$ref") or f"atdata://local/schema/{record['name']}@{record['version']}",
                                   data_urls=list(ds.list_shards()), metadata=metadata or None)
@@ -855,8 +832,6 @@ class Index:
     def _write_atmosphere(self, samples: Iterable[Any], *, ref: str, schema_ref: str | None, description: str | None,
                           tags: list[str] | None, license: str | None, maxcount: int, maxsize: int | None,
                           metadata: dict | None) -> LocalDatasetEntry:
-        from ..stores.disk import LocalDiskStore
-
         resolved = resolve_ref(ref, self._mounted())
         backend = self._require_atmosphere(f"writing {ref!r}")
         backend.ensure_writable_for(resolved.handle)
@@ -871,8 +846,6 @@ class Index:
             entry = LocalDatasetEntry(name=resolved.name, schema_ref=schema_ref, data_urls=list(result),
                                       metadata=_with_stats(metadata or {}, result))
             schema = self.get_schema(schema_ref)
-            from ..atmosphere import shard_sources_for
-
             sources = shard_sources_for(entry, stores=[store], opener=store.open_read)
             out = backend.promote(entry, schema, name=resolved.name, description=description, tags=tags,
                                   license=license, shard_sources=sources)
@@ -932,8 +905,6 @@ def recorded_shard_sizes(entry: LocalDatasetEntry) -> dict[str, int]:
 
 def _dataset_sample_type(ds: Any) -> type:
     cls = getattr(ds, "sample_type", None)
-    from ..samples.packable import DictSample
-
     if cls is None or cls is DictSample:
         raise ConfigurationError(
             "the dataset is untyped (DictSample) and no schema_ref was given; "

@@ -26,6 +26,7 @@ from .schema import (
     make_schema_ref,
     normalize_record,
 )
+from .packable import PackableSample
 
 __all__ = ["STUB_MARKER", "StubManager", "default_stub_dir"]
 
@@ -291,8 +292,6 @@ class StubManager:
                 raise
             module.__atdata_stub_identity__ = identity  # type: ignore[attr-defined]
         cls = getattr(module, class_name, None)
-        from .packable import PackableSample
-
         if not (isinstance(cls, type) and issubclass(cls, PackableSample)):
             raise SchemaError(
                 f"generated stub {path} does not define sample class {class_name}; "

@@ -31,6 +31,8 @@ from typing import Any, BinaryIO
 
 from ..errors import AtdataError, ShardError
 from ..samples.codec import unpack_payload
+from ..samples.schema import field_specs
+from .reader import open_url
 
 __all__ = ["ManifestBuilder", "read_manifest", "MANIFEST_VERSION", "MAX_DISTINCT_VALUES"]
 
@@ -180,10 +182,6 @@ def _declared_kinds(sample_type: type | None) -> dict[str, str]:
     if sample_type is None:
         return {}
     try:
-        from ..samples.schema import field_specs
-    except ImportError:  # pragma: no cover - samples package not available
-        return {}
-    try:
         specs = field_specs(sample_type)
     except Exception:  # noqa: BLE001 - a type without field specs gets no declared aggregates; samples still aggregate
         return {}
@@ -321,8 +319,8 @@ class ManifestBuilder:
         if self._rows is None:
             return None
         try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+            import pyarrow as pa  # lazy: pyarrow is heavy; only parquet manifests need it
+            import pyarrow.parquet as pq  # lazy: pyarrow is heavy; only parquet manifests need it
 
             table = pa.Table.from_pydict(self._rows)
             sink = io.BytesIO()
@@ -377,8 +375,6 @@ def read_manifest(url_or_stream: str | os.PathLike | BinaryIO | bytes) -> dict:
         url = os.fspath(url_or_stream)
         if url.endswith(".tar"):
             url = manifest_url_for(url)
-        from .reader import open_url
-
         where = f"manifest {url}"
         with open_url(url) as f:
             data = _read_bounded(f)

@@ -134,7 +134,7 @@ def offsets_from_manifest(parquet: bytes, end: int | None = None) -> ShardOffset
     has no offset columns or cannot be parsed.
     """
     try:
-        import pyarrow.parquet as pq  # a dependency; imported here as only manifests need it
+        import pyarrow.parquet as pq  # lazy: pyarrow is heavy; only parquet manifests need it
 
         table = pq.read_table(io.BytesIO(parquet), columns=["__key__", "__offset__"])
     except Exception:  # noqa: BLE001 - an unreadable parquet sidecar means scanning the shard headers instead

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 
 from ..errors import UnknownOptionError
 from ..shards.sinks import ShardInfo, ShardSink, ShardWriteResult  # re-exported: the stores' contract
+from ..shards.writer import copy_dataset_to_store
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..dataset import Dataset
@@ -176,8 +177,6 @@ class DataStore(ABC):
                 f"{type(self).__name__}.write_shards(prefix={prefix!r})", unknown,
                 ("prefix", "maxcount", "maxsize", "manifest", "cache_local"),
             )
-        from ..shards.writer import copy_dataset_to_store
-
         return copy_dataset_to_store(
             ds, self, prefix=prefix, maxcount=maxcount, maxsize=maxsize, manifest=manifest
         )

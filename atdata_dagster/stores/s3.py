@@ -29,6 +29,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Mapping
 from urllib.parse import quote, unquote
 
+from botocore import UNSIGNED
+from botocore import exceptions as bex
+from botocore.config import Config
+
 from ..errors import ConfigurationError, InvalidNameError, ShardError, StoreError
 from ..redact import redact
 from .base import OWNER_DIR, RESERVED_SEGMENT, DataStore, ShardSink, valid_owner_id
@@ -592,7 +596,7 @@ class _StagedShardSink:
             ) from None
 
     def commit(self, index: int, sha256: str) -> str:
-        from boto3.s3.transfer import TransferConfig
+        from boto3.s3.transfer import TransferConfig  # lazy: boto3/botocore load on first S3 use
 
         st = self._store
         if self._done:
@@ -792,8 +796,7 @@ class S3DataStore(DataStore):
         return self._client
 
     def _make_client(self):
-        import boto3
-        from botocore.config import Config
+        import boto3  # lazy: boto3/botocore load on first S3 use
 
         connect_timeout, read_timeout, max_attempts = self._timeouts
         cfg = Config(
@@ -804,7 +807,6 @@ class S3DataStore(DataStore):
             s3={"addressing_style": "path"} if self.endpoint_url else {},
         )
         if getattr(self, "_unsigned", False):
-            from botocore import UNSIGNED  # lazy: boto3/botocore load on first S3 use, as above
 
             cfg = cfg.merge(Config(signature_version=UNSIGNED))
             session = boto3.session.Session(region_name=self.region_name or "us-east-1")
@@ -886,7 +888,6 @@ class S3DataStore(DataStore):
         return redact(text, self._secret_key, self._session_token)
 
     def _to_store_error(self, exc: BaseException, op: str, key: str | None, *, bucket: str | None = None) -> StoreError:
-        from botocore import exceptions as bex
 
         bucket = bucket or self.bucket
         where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
@@ -925,7 +926,6 @@ class S3DataStore(DataStore):
 
     def _call(self, op: str, key: str | None, fn, *args, _bucket: str | None = None, **kw):
         """Run one S3 call, turning every failure into a StoreError that names the object and the fix."""
-        from botocore import exceptions as bex
 
         try:
             return fn(*args, **kw)
@@ -954,7 +954,6 @@ class S3DataStore(DataStore):
 
     def _same_content_exists(self, key: str, sha256: str) -> int | None:
         """The size of the object at ``key`` if it holds the shard ``sha256``, else ``None``."""
-        from botocore import exceptions as bex
 
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key)
@@ -1160,7 +1159,6 @@ class S3DataStore(DataStore):
         now = time.time() if now is None else now
         mtime = None if fresh else getattr(self, "_mtimes", {}).get(url)
         if mtime is None:
-            from botocore import exceptions as bex
 
             key = self._key_of(url)
             try:

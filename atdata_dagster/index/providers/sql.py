@@ -1131,7 +1131,7 @@ def is_keyword_dsn(text: str) -> bool:
 
 def _url_from_keyword_dsn(text: str) -> URL:
     """A SQLAlchemy URL from a libpq key/value DSN, parsed by libpq's own rules (psycopg)."""
-    from psycopg.conninfo import conninfo_to_dict  # optional dependency: only for key/value DSNs
+    from psycopg.conninfo import conninfo_to_dict  # lazy: psycopg is needed only to parse key/value DSNs
 
     try:
         params = {k: str(v) for k, v in conninfo_to_dict(text).items()}
@@ -1279,8 +1279,7 @@ class PostgresProvider(SqlProvider):
 
     def _upsert(self, table: Table, keys: tuple[str, ...]) -> Executable:
         """INSERT ... ON CONFLICT DO UPDATE, stamping ``created_at`` also on conflict."""
-        # imported here: loading the PostgreSQL dialect costs ~0.25 s SQLite users needn't pay
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        from sqlalchemy.dialects.postgresql import insert as pg_insert  # lazy: the PostgreSQL dialect costs ~0.25 s SQLite users needn't pay
 
         stmt = pg_insert(table).values(created_at=func.clock_timestamp())
         return stmt.on_conflict_do_update(
