@@ -10,13 +10,15 @@ for scripts.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
+import re
 import sys
 import time
 from typing import Any, Iterable, Iterator, TypeVar
 
-from .errors import AtdataError, CorruptEntryError, GcRefusedError
+from .errors import AtdataError, CorruptEntryError, GcRefusedError, NotFoundError
 from .gc import collect_garbage, sqlite_index_path
 from .redact import redact
 from .atmosphere import AtmosphereClient
@@ -57,8 +59,48 @@ class _Progress:
             self.step()
 
 
+def _type_text(field_type: Any, depth: int = 0) -> str:
+    """A schema field type as a reader thinks of it: ``str``, ``ndarray[uint8]``, ``list[int]``."""
+    if not isinstance(field_type, dict) or depth > 16:
+        return "?"
+    kind = str(field_type.get("$type", "")).split("#")[-1]
+    if field_type.get("primitive"):
+        return str(field_type["primitive"])
+    if kind == "ndarray" or "dtype" in field_type:
+        return f"ndarray[{field_type.get('dtype', '?')}]"
+    if kind == "array":
+        return f"list[{_type_text(field_type.get('items'), depth + 1)}]"
+    return kind or "?"
+
+
+_CID = re.compile(r"bafy[a-z2-7]{20,}")
+
+
+def _lookup(index: Any, ref: str) -> Any:
+    """The entry a dataset name (``repo/name``, ``@handle/name``) or a CID names."""
+    try:
+        return index.get_dataset(ref)
+    except NotFoundError:
+        if _CID.fullmatch(ref):
+            return index.get_entry(ref)
+        raise
+
+
+def _require_existing_index(url: str | None) -> None:
+    """Refuse a SQLite index file that does not exist: opening it would create an empty one,
+    so a typo in --index would silently show nothing (or let gc see no references)."""
+    path = sqlite_index_path(url)
+    if path is not None and not path.exists():
+        raise NotFoundError(
+            f"no index at {path}: check --index (or ATDATA_INDEX); an index is created by writing to it "
+            "(e.g. `make demo`, Index.write), never by this command"
+        )
+
+
 def _open_index(args: argparse.Namespace):
     url = args.index or os.environ.get("ATDATA_INDEX")
+    if args.command != "gc":  # gc makes the same check itself, with its own message and --force
+        _require_existing_index(url)
     store = _store_from(args.store or os.environ.get("ATDATA_STORE") or args.data_root)
     atmosphere = None
     if getattr(args, "handle", None):
@@ -148,7 +190,7 @@ def cmd_list(args: argparse.Namespace, out) -> int:
 
 def cmd_show(args: argparse.Namespace, out) -> int:
     index = _open_index(args)
-    entry = index.get_dataset(args.name)
+    entry = _lookup(index, args.name)
     try:
         schema = index.get_schema(entry.schema_ref)
     except AtdataError as exc:
@@ -176,8 +218,7 @@ def cmd_show(args: argparse.Namespace, out) -> int:
     out.write(f"{entry.name}  ({entry.cid})\n")
     out.write(f"  schema    {entry.schema_ref}\n")
     for f in schema.get("fields", []):
-        kind = f.get("fieldType", {})
-        t = kind.get("primitive") or kind.get("dtype") or kind.get("$type", "?").split("#")[-1]
+        t = _type_text(f.get("fieldType", {}))
         out.write(f"              {f['name']}: {t}{' (optional)' if f.get('optional') else ''}\n")
     out.write(f"  samples   {doc['samples'] if doc['samples'] is not None else '?'}\n")
     out.write(f"  size      {_fmt_bytes(doc['bytes'])} in {len(entry.data_urls)} shard(s)\n")
@@ -201,7 +242,7 @@ def cmd_show(args: argparse.Namespace, out) -> int:
 def cmd_verify(args: argparse.Namespace, out) -> int:
     from .index.index import recorded_shard_sizes  # lazy: commands load only the engine parts they use
     index = _open_index(args)
-    entry = index.get_dataset(args.name)
+    entry = _lookup(index, args.name)
     checksums = entry.checksums  # CorruptEntryError (exit 2) if this entry's checksums are malformed
     bar = _Progress(len(entry.data_urls), "verify", enabled=None if not args.json else False)
     results: dict[str, str] = {}
@@ -268,40 +309,60 @@ def cmd_gc(args: argparse.Namespace, out) -> int:
     return 0
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("atdata-dagster")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``atdata-dagster``."""
-    p = argparse.ArgumentParser(prog="atdata-dagster", description=__doc__.split("\n\n")[0])
-    p.add_argument("--index", help="index URL: sqlite:///path, postgresql://..., redis://... (env ATDATA_INDEX)")
-    p.add_argument("--store", help="shard store: a directory or s3://bucket[/prefix]; S3 endpoint and "
-                   "credentials come from AWS_ENDPOINT_URL / AWS_* or ~/.aws (env ATDATA_STORE)")
-    p.add_argument("--data-root", help="local shard directory (default ~/.atdata/data); same as --store DIR")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    sub = p.add_subparsers(dest="command", required=True)
+    def global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+        # the same options before or after the verb; after it they override (SUPPRESS: unset stays unset)
+        parser.add_argument("--index", default=default,
+                            help="index URL: sqlite:///path, postgresql://..., redis://... (env ATDATA_INDEX)")
+        parser.add_argument("--store", default=default,
+                            help="shard store: a directory or s3://bucket[/prefix]; S3 endpoint and credentials "
+                            "come from AWS_ENDPOINT_URL / AWS_* or ~/.aws (env ATDATA_STORE)")
+        parser.add_argument("--data-root", default=default,
+                            help="local shard directory (default ~/.atdata/data); same as --store DIR")
+        parser.add_argument("--json", action="store_true", default=default or False, help="machine-readable output")
 
-    s = sub.add_parser("list", help="list datasets")
+    p = argparse.ArgumentParser(prog="atdata-dagster", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    global_options(p, None)
+    after = argparse.ArgumentParser(add_help=False)
+    global_options(after, argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[after])
+
+    s = add("list", "list datasets")
     s.add_argument("--repo", default=None, help="only this repository ('local', a mounted name)")
     s.set_defaults(func=cmd_list)
 
-    s = sub.add_parser("show", help="show an entry: schema, shards, lineage")
-    s.add_argument("name")
+    s = add("show", "show an entry: schema, shards, lineage")
+    s.add_argument("name", help="dataset name (repo/name, @handle/name) or CID")
     s.set_defaults(func=cmd_show)
 
-    s = sub.add_parser("verify", help="re-hash every shard against the recorded checksums")
-    s.add_argument("name")
+    s = add("verify", "re-hash every shard against the recorded checksums")
+    s.add_argument("name", help="dataset name or CID")
     s.set_defaults(func=cmd_verify)
 
-    s = sub.add_parser("promote", help="publish an entry to the atmosphere (password from ATDATA_APP_PASSWORD)")
-    s.add_argument("name")
-    s.add_argument("--handle", required=True)
-    s.add_argument("--service", default="https://bsky.social", help="PDS URL")
-    s.add_argument("--as-name", dest="as_name", default=None)
-    s.add_argument("--description", default=None)
-    s.add_argument("--tag", action="append")
-    s.add_argument("--license", default=None)
+    s = add("promote", "publish an entry to the atmosphere (password from ATDATA_APP_PASSWORD)")
+    s.add_argument("name", help="dataset name (its latest version is published)")
+    s.add_argument("--handle", required=True, help="your ATProto handle, e.g. alice.bsky.social")
+    s.add_argument("--service", default="https://bsky.social", help="PDS URL (default https://bsky.social)")
+    s.add_argument("--as-name", dest="as_name", default=None, help="publish under this name (default: the entry's)")
+    s.add_argument("--description", default=None, help="description of the published dataset record")
+    s.add_argument("--tag", action="append", help="a tag of the published record (repeatable)")
+    s.add_argument("--license", default=None, help="license of the published record, e.g. CC-BY-4.0")
     s.set_defaults(func=cmd_promote)
 
-    s = sub.add_parser("gc", help="delete shards that no entry references")
-    s.add_argument("--dry-run", action="store_true")
+    s = add("gc", "delete shards that no entry references")
+    s.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     s.add_argument("--grace", type=float, default=3600.0,
                    help="keep unreferenced files younger than this many seconds (writes in progress); default 3600")
     s.add_argument("--force", action="store_true",

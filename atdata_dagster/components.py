@@ -57,7 +57,7 @@ from pydantic import BaseModel, BeforeValidator, Field, WrapValidator
 from .checks import DATASET_CHECKS, DatasetCheck, build_dataset_checks
 from .dataset import Dataset
 from .errors import ConfigurationError, ConfigurationTypeError, InvalidNameError
-from .index.names import validate_dataset_name
+from .index.names import validate_dataset_name, validate_repository_name
 from .io_manager import AtdataIOManager
 from .redact import redact, secrets_in
 from .resolution import positive_int
@@ -333,7 +333,6 @@ class WebDatasetScaffolder(dg.Scaffolder[DatasetScaffoldParams]):
 
 
 # --------------------------------------------------------------------------- index resource
-_REPO_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 @_preview
@@ -376,11 +375,7 @@ class AtdataIndexResourceComponent(dg.Component, dg.Model, dg.Resolvable):
         check_atmosphere_login(where, self.atmosphere_handle, self.atmosphere_password)
         repos = {}
         for name, repo in self.repos.items():
-            if name == "local" or not _REPO_NAME.fullmatch(name):
-                raise InvalidNameError(
-                    f"{where}.repos: {name!r} is not a usable repository name; use letters, digits, '_', '-' and '.' "
-                    "(and not 'local', which is the built-in repository)"
-                )
+            validate_repository_name(name, where=f"{where}.repos:")
             repos[name] = repo.to_config(f"{where}.repos[{name!r}]")
         return AtdataIndexResource(
             **_fields_of(self, AtdataIndexResource)

@@ -213,6 +213,29 @@ __all__.append("GcRefusedError")
 # -- configuration mistakes that fail loudly ---------------------------------------------
 
 
+class InvalidRepositoryNameError(InvalidNameError, ConfigurationError):
+    """A named repository's mount name is not allowed (see ``validate_repository_name``).
+
+    Both an :class:`InvalidNameError` and a :class:`ConfigurationError`: it is a name, given
+    in configuration.
+    """
+
+
+__all__.append("InvalidRepositoryNameError")
+
+
+class NoDatasetReturnedError(AtdataError, TypeError):
+    """An asset stored by the atdata IO manager returned ``None``: nothing was written.
+
+    Usually a forgotten ``return``. Return the samples (a list, generator or
+    ``Dataset``), ``dg.Output(gen)`` from a generator function, or mark an asset that
+    really produces no dataset with the definition metadata ``atdata/no_dataset: True``.
+    """
+
+
+__all__.append("NoDatasetReturnedError")
+
+
 class UnknownOptionError(ConfigurationError, TypeError):
     """A call got a keyword it does not accept (or would silently ignore).
 

@@ -35,7 +35,7 @@ import dagster as dg
 from pydantic import Field
 
 from .dataset import Dataset
-from .errors import ConfigurationError, NotFoundError
+from .errors import ConfigurationError, NoDatasetReturnedError, NotFoundError
 from .metadata import entry_metadata, preview_columns, summarize_sample
 from .naming import EMPTY_SEGMENT as EMPTY_SEGMENT
 from .naming import HASHED_PARTITION_MARK as HASHED_PARTITION_MARK
@@ -47,7 +47,7 @@ from .naming import escape_segment as escape_segment
 from .naming import parse_dataset_name as parse_dataset_name
 from .naming import partition_segment as partition_segment
 from .naming import unescape_segment as unescape_segment
-from .resolution import InputSettings, OutputSettings, WriteDefaults, recorded_cids, resolve_entry
+from .resolution import InputSettings, OutputSettings, WriteDefaults, meta_value, recorded_cids, resolve_entry
 from .resolution import asset_settings as asset_settings
 from .resources import AtdataIndexResource
 
@@ -63,6 +63,7 @@ __all__ = [
     "add_partition_metadata",
     "dataset_name",
     "parse_dataset_name",
+    "dataset_data_version",
     "set_data_version",
 ]
 
@@ -78,8 +79,14 @@ PROGRESS_AFTER_SECONDS = 2.0
 _INCOMPATIBLE_DAGSTER = (AttributeError, TypeError)
 
 
+def dataset_data_version(entry: Any) -> str:
+    """The Dagster data version of an entry: its location-independent ``content_id``
+    (schema + ordered shard SHA-256s), or its CID when a shard has no recorded checksum."""
+    return entry.content_id or entry.cid
+
+
 def set_data_version(context: dg.OutputContext, cid: str) -> bool:
-    """Make ``cid`` the data version of the asset being materialized.
+    """Make ``cid`` (a data version string) the data version of the asset being materialized.
 
     Uses ``OutputContext.step_context.set_data_version``, which is not a documented
     public API (conventions §11): ``handle_output`` runs before Dagster builds the
@@ -241,7 +248,15 @@ class AtdataIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         """Write ``obj`` (samples, a ``Dataset`` or, per partition, a mapping of them) as index entries."""
         if obj is None:
-            return
+            meta = context.definition_metadata or {}
+            if meta_value(meta.get("atdata/no_dataset")) is True:
+                return  # the asset says it produces no dataset
+            what = context.asset_key.to_user_string() if context.has_asset_key else context.name
+            raise NoDatasetReturnedError(
+                f"asset {what!r} returned None, so nothing was written (a forgotten `return`?). Return the "
+                "samples (a list, a generator or a Dataset), `return dg.Output(gen)` from a generator "
+                "function, or set metadata={'atdata/no_dataset': True} on an asset that really produces no dataset"
+            )
         if not context.has_asset_key:
             raise ConfigurationError(
                 f"AtdataIOManager stores asset outputs; output {context.name!r} of op {context.op_def.name!r} "
@@ -273,7 +288,7 @@ class AtdataIOManager(dg.ConfigurableIOManager):
                 preview=stored.preview, preview_cols=stored.columns, repo=settings.repo, upstream=upstream,
             )
         )
-        set_data_version(context, stored.entry.cid)
+        set_data_version(context, dataset_data_version(stored.entry))
 
     def _handle_range(
         self, context: dg.OutputContext, index: "Index", obj: Any, settings: OutputSettings, upstream: list[dict[str, Any]],

@@ -171,6 +171,9 @@ def entry_metadata(
     if uri:
         out["dagster/uri"] = dg.MetadataValue.text(uri)
     out["atdata/cid"] = dg.MetadataValue.text(entry.cid)
+    content = entry.content_id
+    if content is not None:  # Dagster's data version: the same data at another path keeps it
+        out["atdata/content_id"] = dg.MetadataValue.text(content)
     out["atdata/name"] = dg.MetadataValue.text(entry.name)
     if repo:
         out["atdata/repo"] = dg.MetadataValue.text(repo)

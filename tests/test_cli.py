@@ -48,11 +48,51 @@ def test_list_prints_a_table_and_json(setup):
     assert rows[0]["name"] == "items" and rows[0]["samples"] == 30 and rows[0]["shards"] == 3
 
 
+def test_global_options_work_after_the_verb_as_well(setup):
+    args, entry, _ = setup
+    code, text = run(["list"] + args + ["--json"])
+    assert code == 0 and json.loads(text)[0]["cid"] == entry.cid
+    code, text = run(["show", "items", "--json"] + args)
+    assert code == 0 and json.loads(text)["cid"] == entry.cid
+
+
+def test_version_is_printed(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("atdata-dagster ")
+
+
+def test_every_argument_has_a_help_text():
+    from atdata_dagster.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # argparse keeps subcommands only here
+    for name, sub in commands.items():
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help text"
+
+
+def test_show_and_verify_accept_a_cid(setup):
+    args, entry, _ = setup
+    code, text = run(args + ["show", entry.cid])
+    assert code == 0 and text.startswith(f"items  ({entry.cid})")
+    code, text = run(args + ["verify", entry.cid])
+    assert code == 0 and "items: OK" in text
+
+
+@pytest.mark.parametrize("command", [["list"], ["show", "items"], ["verify", "items"]])
+def test_commands_refuse_an_index_file_that_does_not_exist_without_creating_it(tmp_path, command, capsys):
+    missing = tmp_path / "typo.db"
+    code, _ = run(["--index", f"sqlite:///{missing}", *command])
+    assert code == 2 and "no index at" in capsys.readouterr().err
+    assert not missing.exists()
+
+
 def test_show_prints_schema_shards_and_lineage(setup):
     args, entry, _ = setup
     code, text = run(args + ["show", "items"])
     assert code == 0
-    assert "label: int" in text and "x: float32" in text
+    assert "label: int" in text and "x: ndarray[float32]" in text
     assert entry.data_urls[2] in text and "run_id" in text
     doc = json.loads(run(args + ["--json", "show", "items"])[1])
     assert doc["lineage"]["run_id"] == "r1" and doc["checksums"] == entry.checksums

@@ -175,6 +175,22 @@ class LocalDatasetEntry:
         """
         return list(self._meta_field("manifests", list, "a list of manifest URLs") or [])
 
+    @property
+    def content_id(self) -> str | None:
+        """A location-independent identity of the data, or ``None`` if a shard has no checksum.
+
+        ``sha256:<hex>`` over the schema ref and the shards' SHA-256s in order: the same
+        samples written under another store root, bucket or mount point get the same
+        content id, while atdata's CID (computed from the URLs) changes. Dagster uses it
+        as the data version, so moving a store does not make everything downstream stale.
+        """
+        checksums = self.checksums
+        shas = [checksums.get(u) for u in self.data_urls]
+        if not shas or any(s is None for s in shas):
+            return None
+        text = "\n".join(["atdata-dagster content v1", self.schema_ref, *[str(s).lower() for s in shas]])
+        return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
     def ensure_intact(self) -> None:
         """Raise the entry's :class:`~atdata_dagster.errors.CorruptEntryError` if its stored
         row did not decode (it was listed, but its metadata or shard list is unreadable)."""

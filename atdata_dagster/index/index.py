@@ -37,7 +37,7 @@ from ..stores.openers import RoutingOpener, store_opener
 from ..stores.s3 import AnonymousS3Opener, S3DataStore, default_chain_opener
 from .entry import LabelRecord, LocalDatasetEntry, LocalSchemaRecord
 from .identity import claim_store
-from .names import ATMOSPHERE, LOCAL, resolve_ref, split_repo_prefix, validate_dataset_name
+from .names import ATMOSPHERE, LOCAL, resolve_ref, split_repo_prefix, validate_dataset_name, validate_repository_name
 from .providers.base import IndexProvider
 from ..atmosphere import AtmosphereBackend, AtmosphereClient, shard_sources_for
 from ..dataset import Dataset
@@ -216,10 +216,7 @@ class Index:
 
         self._repos: dict[str, Repository] = {LOCAL: Repository(local_provider, data_store)}
         for key, repo in (repos or {}).items():
-            if key == LOCAL:
-                raise ConfigurationError("the repository name 'local' is reserved for the built-in repository; pick another name")
-            if key == ATMOSPHERE or not key or "/" in key or key.startswith("@"):
-                raise ConfigurationError(f"invalid repository name {key!r}: use a plain word such as 'lab'")
+            validate_repository_name(key, where="Index(repos=...):")
             if isinstance(repo, IndexProvider):
                 repo = Repository(repo)
             if not isinstance(repo, Repository):

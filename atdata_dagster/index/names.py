@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import InvalidNameError, InvalidRefError
+from ..errors import InvalidNameError, InvalidRefError, InvalidRepositoryNameError
 
-__all__ = ["ResolvedRef", "resolve_ref", "validate_dataset_name", "split_repo_prefix", "parse_at_uri"]
+__all__ = ["ResolvedRef", "resolve_ref", "validate_dataset_name", "validate_repository_name", "split_repo_prefix",
+           "parse_at_uri"]
 
 MAX_NAME_LENGTH = 512
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
@@ -40,6 +41,28 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+_REPOSITORY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+def validate_repository_name(name: object, *, where: str = "repository name") -> str:
+    """Check a named repository's mount name (``Index(repos={name: ...})``, the resource's
+    and component's ``repos``) and return it: the one rule for all three.
+
+    A name is 1-64 letters, digits, ``_``, ``-`` and ``.``, not starting with ``-`` or
+    ``.``, and not ``local`` (the built-in repository) or ``_atmosphere``. It is the
+    prefix of ``name/dataset`` refs, so it can contain no ``/`` or ``@``.
+    """
+    fix = "use 1-64 letters, digits, '_', '-' and '.' such as 'lab'"
+    if not isinstance(name, str) or not _REPOSITORY_NAME.fullmatch(name):
+        raise InvalidRepositoryNameError(f"{where} {name!r} is not a usable repository name; {fix}")
+    if name in (LOCAL, ATMOSPHERE):
+        raise InvalidRepositoryNameError(
+            f"{where} {name!r} is not a usable repository name: it is reserved for the "
+            f"{'built-in repository' if name == LOCAL else 'atmosphere'}; pick another name, {fix}"
+        )
+    return name
 
 
 def validate_dataset_name(name: str) -> str:

@@ -9,14 +9,19 @@ path does no reflection.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
 import threading
 import time
+import types
+import typing
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
 
-from ..errors import DecodeError, FieldMismatchError, NotPackableError, SampleError
+from ..errors import DecodeError, FieldMismatchError, NotPackableError, SampleError, UnsupportedTypeError
 from . import codec
 from .codec import decode_ndarray, encode_ndarray, pack_payload, unpack_payload
 from .fields import FieldSpec, resolved_hints, spec_for_annotation
@@ -360,6 +365,48 @@ class PackableSample:
 # --------------------------------------------------------------------------- @packable
 
 
+_TEMPORAL = (datetime.date, datetime.time, datetime.timedelta)  # datetime.datetime is a date
+
+
+def _unencodable(tp: Any, depth: int = 0) -> str | None:
+    """Why values annotated ``tp`` cannot be written and read back as they are, or ``None``."""
+    if depth > 16:
+        return None
+    origin = typing.get_origin(tp) or tp
+    if origin is tuple:
+        return "a tuple is stored by msgpack as a list and would read back as a list; annotate it list[T]"
+    if origin in (set, frozenset):
+        return "msgpack cannot store a set; use list[T] (e.g. sorted(values))"
+    if isinstance(origin, type) and issubclass(origin, _TEMPORAL):
+        return (f"msgpack cannot store {origin.__name__}; store an ISO-8601 str (value.isoformat()) "
+                "or a POSIX timestamp (float)")
+    if isinstance(origin, type) and issubclass(origin, (complex, decimal.Decimal, uuid.UUID)):
+        return f"msgpack cannot store {origin.__name__}; store it as str"
+    if origin is typing.Annotated:
+        return _unencodable(typing.get_args(tp)[0], depth + 1)
+    if origin not in (list, dict, typing.Union, types.UnionType):
+        return None  # ndarray shapes/dtypes and other parametrized types are not field containers
+    for arg in typing.get_args(tp):
+        why = _unencodable(arg, depth + 1)
+        if why is not None:
+            return why
+    return None
+
+
+def _refuse_unencodable_fields(cls: type) -> None:
+    """:class:`UnsupportedTypeError` at decoration time for a field no sample could round-trip."""
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except (NameError, TypeError, AttributeError):
+        return  # unresolvable forward refs: reported with a fix when the class is first used
+    for f in dataclasses.fields(cls):
+        why = _unencodable(hints.get(f.name, f.type))
+        if why is not None:
+            raise UnsupportedTypeError(
+                f"{cls.__qualname__}.{f.name}: field type {hints.get(f.name, f.type)!r} is not supported: {why}"
+            )
+
+
 def packable(cls: type[T] | None = None, /) -> Any:
     """Turn an annotated class into a dataclass subclass of :class:`PackableSample`.
 
@@ -375,9 +422,10 @@ def packable(cls: type[T] | None = None, /) -> Any:
             "put it on a class with annotated fields"
         )
     if issubclass(cls, PackableSample):
-        if "__dataclass_fields__" in cls.__dict__:
-            return cls
-        return dataclasses.dataclass(cls)
+        if "__dataclass_fields__" not in cls.__dict__:
+            cls = dataclasses.dataclass(cls)
+        _refuse_unencodable_fields(cls)
+        return cls
     if "__dataclass_fields__" not in cls.__dict__:
         cls = dataclasses.dataclass(cls)
     params = cls.__dataclass_params__  # type: ignore[attr-defined]
@@ -386,6 +434,7 @@ def packable(cls: type[T] | None = None, /) -> Any:
         "__qualname__": cls.__qualname__,
         "__doc__": cls.__doc__,
     }
+    _refuse_unencodable_fields(cls)
     new = type(cls.__name__, (cls, PackableSample), namespace)
     return dataclasses.dataclass(
         new,

@@ -178,7 +178,7 @@ def test_yaml_declared_upstream_and_downstream_materialize_into_index_with_linea
         assert md(raw_mat, "atdata/shard_count") == 3  # maxcount 4 over 10 samples
         assert [c.name for c in md(raw_mat, "dagster/column_schema").columns] == ["idx", "split", "vec"]
         raw_cid = md(raw_mat, "atdata/cid")
-        assert raw_mat.tags["dagster/data_version"] == raw_cid
+        assert raw_mat.tags["dagster/data_version"] == md(raw_mat, "atdata/content_id")
 
         index = engine_index(defs)
         try:

@@ -123,7 +123,7 @@ def test_materialization_metadata_has_every_key(io_manager, instance, index):
     assert "| key | label | vec |" in preview and "| r4 | 4 | float32[4] |" in preview and "r5" not in preview
 
 
-def test_data_version_is_the_cid_and_unchanged_data_keeps_it(io_manager, instance, index):
+def test_data_version_is_the_content_id_and_unchanged_data_keeps_it(io_manager, instance, index):
     @dg.asset(code_version="1")
     def up():
         return dg.Output(row_stream(30))
@@ -131,8 +131,9 @@ def test_data_version_is_the_cid_and_unchanged_data_keeps_it(io_manager, instanc
     first = materialization(dg.materialize([up], resources={"io_manager": io_manager}, instance=instance), "up")
     second = materialization(dg.materialize([up], resources={"io_manager": io_manager}, instance=instance), "up")
     assert md(first, "atdata/cid") == md(second, "atdata/cid")
-    assert first.tags["dagster/data_version"] == md(first, "atdata/cid")
-    assert second.tags["dagster/data_version"] == md(first, "atdata/cid")
+    assert md(first, "atdata/content_id").startswith("sha256:")
+    assert first.tags["dagster/data_version"] == md(first, "atdata/content_id")
+    assert second.tags["dagster/data_version"] == md(first, "atdata/content_id")
     assert len(index.list_entries()) == 1, "re-materializing unchanged data created a new entry"
 
 
@@ -147,7 +148,26 @@ def test_changed_data_changes_the_cid(io_manager, instance):
     n["value"] = 11
     b = materialization(dg.materialize([up], resources={"io_manager": io_manager}, instance=instance), "up")
     assert md(a, "atdata/cid") != md(b, "atdata/cid")
-    assert b.tags["dagster/data_version"] == md(b, "atdata/cid")
+    assert b.tags["dagster/data_version"] == md(b, "atdata/content_id") != a.tags["dagster/data_version"]
+
+
+def test_the_same_data_under_another_store_root_keeps_its_data_version_but_not_its_cid(tmp_path, instance):
+    """The CID is atdata's (computed from URLs); the data version must not depend on where the store is mounted."""
+    from atdata_dagster import AtdataIndexResource, AtdataIOManager, LocalDiskStoreConfig
+
+    @dg.asset
+    def up():
+        return rows(12)
+
+    found = []
+    for where in ("site-a", "site-b"):
+        resource = AtdataIndexResource(path=str(tmp_path / where / "index.db"), atmosphere=False,
+                                       data_store=LocalDiskStoreConfig(root=str(tmp_path / where / "data")))
+        result = dg.materialize([up], resources={"io_manager": AtdataIOManager(index=resource)}, instance=instance)
+        found.append(materialization(result, "up"))
+    a, b = found
+    assert md(a, "atdata/cid") != md(b, "atdata/cid")
+    assert a.tags["dagster/data_version"] == b.tags["dagster/data_version"] == md(a, "atdata/content_id")
 
 
 def test_set_data_version_helper_sets_the_tag(tmp_path, instance):
@@ -273,8 +293,23 @@ def test_dataset_output_is_registered_with_insert_dataset(io_manager, instance, 
     assert [r.label for r in index.dataset("copied", Row).ordered()] == list(range(12))
 
 
-def test_none_output_stores_nothing(io_manager, instance, index):
+def test_a_none_output_fails_with_a_typed_error_saying_how_to_fix_it(io_manager, instance, index):
     @dg.asset
+    def forgot_return():
+        rows(3)  # the samples are built but not returned
+
+    result = dg.materialize([forgot_return], resources={"io_manager": io_manager}, instance=instance,
+                            raise_on_error=False)
+    assert not result.success
+    error = result.get_step_failure_events()[0].event_specific_data.error
+    text = str(error)
+    assert "NoDatasetReturnedError" in text and "returned None" in text
+    assert "dg.Output(gen)" in text and "atdata/no_dataset" in text
+    assert index.list_entries() == []
+
+
+def test_an_asset_that_declares_no_dataset_may_return_none(io_manager, instance, index):
+    @dg.asset(metadata={"atdata/no_dataset": True})
     def side_effect_only():
         return None
 

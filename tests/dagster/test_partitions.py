@@ -45,7 +45,7 @@ def test_static_partitions_with_hostile_keys_get_one_entry_each_and_fan_in(io_ma
         assert md(mat, "dagster/partition_row_count") == 3
         assert "dagster/row_count" not in mat.metadata
         assert md(mat, "atdata/name") == dataset_name(dg.AssetKey("up"), pk)
-        assert mat.tags["dagster/data_version"] == md(mat, "atdata/cid")
+        assert mat.tags["dagster/data_version"] == md(mat, "atdata/content_id")
         cids[pk] = md(mat, "atdata/cid")
     assert len(set(cids.values())) == 4
     names = sorted(e.name for e in index.list_entries())

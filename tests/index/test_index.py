@@ -151,6 +151,25 @@ def test_local_is_a_reserved_repository_name(tmp_path):
         local.Index(path=str(tmp_path / "x.db"), repos={"lab": object()})
 
 
+@pytest.mark.parametrize("name, ok", [
+    ("lab", True), ("lab.v2", True), ("team_a-1", True),
+    ("local", False), ("_atmosphere", False), ("a/b", False), ("@lab", False), ("", False), (".hidden", False),
+    ("x" * 65, False),
+])
+def test_repository_names_follow_one_rule_in_the_index_the_resource_and_the_component(tmp_path, name, ok):
+    from atdata_dagster.errors import InvalidNameError, InvalidRepositoryNameError
+    from atdata_dagster.index.names import validate_repository_name
+
+    repo = local.Repository(local.create_provider("sqlite", path=str(tmp_path / "lab.db")))
+    if ok:
+        assert validate_repository_name(name) == name
+        local.Index(path=str(tmp_path / "x.db"), repos={name: repo}, atmosphere=None).close()
+        return
+    with pytest.raises(InvalidRepositoryNameError, match="not a usable repository name") as caught:
+        local.Index(path=str(tmp_path / "x.db"), repos={name: repo}, atmosphere=None)
+    assert isinstance(caught.value, ConfigurationError) and isinstance(caught.value, InvalidNameError)
+
+
 def test_add_entry_indexes_existing_shards_without_copying(index, tmp_path):
     from atdata_dagster import write_samples
 

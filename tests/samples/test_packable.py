@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime  # noqa: F401 - named by annotations built in the unsupported-type tests
+import decimal  # noqa: F401
 import pickle
 import re
 import uuid
-from typing import Any
+from typing import Any, Optional  # noqa: F401 - Optional: as above
 
 import msgpack
 import numpy as np
@@ -404,3 +406,33 @@ def test_packing_is_fast_enough_for_the_shard_benchmark():
     baseline = best(lambda: msgpack.packb(raw))
     assert ours < max(10 * baseline, 20e-6), (ours, baseline)
     assert re.fullmatch(r"[0-9a-f-]{36}", s.as_wds["__key__"])
+
+
+@pytest.mark.parametrize("annotation, says", [
+    ("datetime.datetime", "isoformat"),
+    ("Optional[datetime.date]", "isoformat"),
+    ("set[int]", "cannot store a set"),
+    ("list[frozenset]", "cannot store a set"),
+    ("tuple[int, int]", "would read back as a list"),
+    ("decimal.Decimal", "store it as str"),
+])
+def test_a_field_type_no_sample_could_round_trip_is_refused_when_the_class_is_decorated(annotation, says):
+    from atdata_dagster.errors import UnsupportedTypeError
+
+    namespace: dict = {}
+    exec(f"class Bad:\n    ok: int\n    when: {annotation}\n", {**globals(), **locals()}, namespace)
+    with pytest.raises(UnsupportedTypeError, match=f"Bad.when: .*{says}"):
+        packable(namespace["Bad"])
+
+
+def test_fields_msgpack_can_carry_are_still_accepted_at_decoration():
+
+    @packable
+    class Loose:
+        meta: dict
+        anything: Any
+        ids: list[int]
+        blob: bytes | None = None
+
+    sample = Loose(meta={"a": [1, 2]}, anything="x", ids=[1])
+    assert Loose.from_bytes(sample.packed) == sample
