@@ -37,7 +37,7 @@ lint: $(VENV)/.installed-dev
 services:
 	bash scripts/test-services.sh
 
-## `dagster dev` on 127.0.0.1 with the example loaded and a fresh DAGSTER_HOME.
+## `dagster dev` on 127.0.0.1 (PORT=3000 by default) with the example loaded; DAGSTER_HOME is .demo/dagster_home, kept between runs.
 dev: $(VENV)/.installed-base
 	bash scripts/dev.sh
 

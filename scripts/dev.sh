@@ -1,8 +1,27 @@
 #!/usr/bin/env bash
-# `make dev`: dagster dev on 127.0.0.1 with the example loaded, a project-local DAGSTER_HOME, telemetry off.
+# `make dev`: dagster dev on 127.0.0.1:${PORT:-3000} with the example loaded, telemetry off.
+# DAGSTER_HOME defaults to .demo/dagster_home: it is kept between runs (so `make demo`'s runs and
+# their materializations show up in the UI); set DAGSTER_HOME to use another, or `make clean` to reset.
+# Ctrl-C / SIGTERM stop it cleanly: dagster dev gets the signal itself (exec) and stops its children.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PORT="${PORT:-3000}"
+if ! .venv/bin/python - "$PORT" <<'PY'
+import socket, sys
+port = int(sys.argv[1])
+with socket.socket() as s:
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        sys.exit(1)
+PY
+then
+  echo "make dev: port $PORT on 127.0.0.1 is already in use (another dagster dev?)." >&2
+  echo "          Stop it, or pick another port: make dev PORT=$((PORT + 1))" >&2
+  exit 1
+fi
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.demo/dagster_home}"
 mkdir -p "$DAGSTER_HOME"
 [ -f "$DAGSTER_HOME/dagster.yaml" ] || printf 'telemetry:\n  enabled: false\n' > "$DAGSTER_HOME/dagster.yaml"
-exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${PORT:-3000}"
+echo "make dev: http://127.0.0.1:$PORT  (DAGSTER_HOME=$DAGSTER_HOME; Ctrl-C to stop)"
+exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "$PORT"

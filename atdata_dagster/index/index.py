@@ -13,6 +13,7 @@ provider transaction only after every shard is durable.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -56,6 +57,8 @@ from ..shards.reader import verify_shards
 from ..shards.writer import ShardWriter
 from ..stores.disk import LocalDiskStore
 from .providers import create_provider
+
+log = logging.getLogger("atdata_dagster.index")
 
 
 __all__ = ["Index", "Repository", "create_repository"]
@@ -678,13 +681,44 @@ class Index:
             raise NotPackableError(f"sample 0 of dataset {prefix!r}: {exc}") from None
         if schema_ref is None:
             schema_ref = self._implicit_schema_ref(sample_type, repo)
-        with ShardWriter(store, prefix, maxcount=maxcount, maxsize=maxsize, manifest=manifest,
-                         sample_type=sample_type, progress=progress) as writer:
-            writer.write_sample(first)
-            for sample in it:
-                writer.write_sample(sample)
-            result = writer.close()
+        writer = ShardWriter(store, prefix, maxcount=maxcount, maxsize=maxsize, manifest=manifest,
+                             sample_type=sample_type, progress=progress)
+        try:
+            with writer:
+                writer.write_sample(first)
+                for sample in it:
+                    writer.write_sample(sample)
+                result = writer.close()
+        except Exception:  # the samples' generator, a codec or the store failed: nothing gets indexed
+            self._remove_unreferenced(store, writer.created_urls)
+            raise
         return result, schema_ref
+
+    def _remove_unreferenced(self, store: DataStore, urls: list[str]) -> None:
+        """Delete what a failed write created, so repeated failures do not fill the store.
+
+        Only objects this write itself created (not content that was already stored), and
+        only if no entry of any mounted repository references them (re-checked here). When
+        the references cannot be read, everything is left for gc. Never raises: the write's
+        own error is what the caller sees.
+        """
+        if not urls:
+            return
+        referenced: set[str] = set()
+        try:
+            for repo in self._repos.values():
+                for entry in repo.provider.iter_entries():
+                    referenced.update(entry.referenced_urls())
+        except AtdataError as exc:
+            log.warning("left %d object(s) of a failed write for gc: cannot read the references (%s)", len(urls), exc)
+            return
+        for url in urls:
+            if url in referenced:
+                continue
+            try:
+                store.delete(url)
+            except (AtdataError, OSError) as exc:
+                log.warning("could not remove %s after a failed write (%s); gc will", url, exc)
 
     # -------------------------------------------------------------- reading
     def open_url(self, url: str) -> BinaryIO:

@@ -282,6 +282,7 @@ class ShardWriter:
         self._sink: ShardSink | None = None
         # (sink, shard position, manifest builder or None) of shards committing in the background
         self._pending: list[tuple[Any, int, Any]] = []
+        self._created: list[str] = []  # final URLs (shards, then their sidecars) this writer created
         self._enc: TarStreamEncoder | None = None
         self._builder: ManifestBuilder | None = None
         self._count = 0  # samples in the current shard
@@ -352,6 +353,26 @@ class ShardWriter:
                 s.abort()  # a background commit is let finish: no thread outlives the writer
             except Exception:  # noqa: BLE001, S110 - abort must not mask the error being raised
                 pass
+        for s, position, _ in pending:  # finished in the background after all: it is this writer's
+            if s.done() and position < len(self._shards):
+                self._note_created(s, self._shards[position].url)
+
+    def _note_created(self, sink: Any, url: str | None) -> None:
+        if url is None or not getattr(sink, "created", True):
+            return
+        self._created.append(url)
+        if url.endswith(".manifest.json"):  # the parquet sidecar is written next to it when pyarrow is there
+            self._created.append(url[: -len(".json")] + ".parquet")
+
+    @property
+    def created_urls(self) -> list[str]:
+        """Final URLs of the shards (and their sidecars) this writer put in the store itself.
+
+        Not those whose identical content was already stored (content-addressed names are
+        shared, so they may belong to other entries). After a failed write these are what
+        it left behind: see ``Index.write``, which removes them.
+        """
+        return list(self._created)
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -415,8 +436,10 @@ class ShardWriter:
             self._pending.append((sink, len(self._shards), builder))
         else:
             url = sink.commit(len(self._shards), sha)
+            self._note_created(sink, url)
             if builder is not None:
                 manifest_url = builder.write(self.store, url)
+                self._note_created(sink, manifest_url)
         self._sink = self._enc = None
         self._shards.append(ShardInfo(url=url, sha256=sha, size=enc.size, num_samples=self._count, manifest_url=manifest_url))
         self._done_bytes += enc.size
@@ -432,9 +455,11 @@ class ShardWriter:
         while self._pending and (block or self._pending[0][0].done()):
             sink, position, builder = self._pending[0]
             sink.wait()
+            info = self._shards[position]
+            self._note_created(sink, info.url)
             if builder is not None:
-                info = self._shards[position]
                 self._shards[position] = dataclasses.replace(info, manifest_url=builder.write(self.store, info.url))
+                self._note_created(sink, self._shards[position].manifest_url)
             self._pending.pop(0)
 
     def _report(self, force: bool = False) -> None:

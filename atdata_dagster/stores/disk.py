@@ -92,6 +92,9 @@ def _file_sha256(path: str) -> str:
 class DiskSink:
     """One shard being written to ``<dir>/.tmp-<uuid4>.tar.part``."""
 
+    #: whether the commit put a new file under the final name (False: the content was already there)
+    created = False
+
     def __init__(self, directory: str):
         self.directory = directory
         self.tmp_path = os.path.join(directory, f".tmp-{uuid.uuid4().hex}.tar.part")
@@ -142,6 +145,7 @@ class DiskSink:
             final = os.path.join(self.directory, f"data--{sha256[:width]}--{index:06d}.tar")
             for _attempt in range(3):
                 if self._link(final):
+                    self.created = True
                     return final
                 try:
                     same = os.path.getsize(final) == self._size and _file_sha256(final) == sha256

@@ -302,6 +302,8 @@ class S3ShardSink:
         self._create: Future | None = None  # -> UploadId
         self._tmp_object = False  # a completed upload sits at the temporary key
         self._abort_failed = False
+        #: whether the commit put a new object under the final key (False: the content was already there)
+        self.created = False
         self._parts: list[Future] = []
         self._error: BaseException | None = None
         self._done = False  # no more writes: committing, committed or aborted
@@ -471,6 +473,7 @@ class S3ShardSink:
             "PutObject", final_key, st.client.put_object, Bucket=st.bucket, Key=final_key, Body=body,
             ContentType="application/x-tar", Metadata={"sha256": sha256},
         )
+        self.created = True
 
     def _complete_and_move(self, final_key: str, sha256: str) -> None:
         """Finish the multipart upload of the temporary key, then copy it server-side to the final key."""
@@ -495,6 +498,7 @@ class S3ShardSink:
         self._create = None  # the upload is an object now: _discard() deletes it instead
         self._tmp_object = True
         st._server_copy(self._tmp_key, final_key, self._size, sha256)
+        self.created = True
         self._tmp_object = False
         # the shard is durable under its final key; the temporary copy is garbage (and
         # gc's to remove if this process dies first), so drop it off the critical path

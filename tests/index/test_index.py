@@ -326,3 +326,50 @@ def test_concurrent_writer_processes_lose_nothing(tmp_path):
     assert idx.get_dataset("shared").cid in {e.cid for e in shared}
     for e in idx.list_entries():
         assert set(idx.verify(e).values()) == {"ok"}
+
+
+# -- a write that fails halfway --------------------------------------------------------------------
+def _failing(n_ok: int, offset: int = 0):
+    yield from rows(n_ok, offset)
+    raise RuntimeError("the sample generator failed")
+
+
+def _shard_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".atdata-dagster" not in p.parts)
+
+
+def test_repeated_failed_writes_leave_no_shards_behind(tmp_path):
+    data = tmp_path / "data"
+    idx = local.Index(path=str(tmp_path / "i.db"), data_store=local.LocalDiskStore(data), atmosphere=None)
+    for attempt in range(3):
+        with pytest.raises(RuntimeError, match="generator failed"):
+            idx.write(_failing(17, offset=attempt * 100), name="flaky", maxcount=5, manifest=True)
+    assert _shard_files(data) == []  # 3 committed shards and their sidecars per attempt, all removed
+    assert idx.list_entries() == []
+    idx.close()
+
+
+def test_a_failed_write_keeps_shards_that_other_entries_reference(tmp_path):
+    data = tmp_path / "data"
+    idx = local.Index(path=str(tmp_path / "i.db"), data_store=local.LocalDiskStore(data), atmosphere=None)
+    kept = idx.write(rows(10), name="same", maxcount=5)
+    before = _shard_files(data)
+    with pytest.raises(RuntimeError):
+        idx.write(_failing(12), name="same", maxcount=5)  # the first 2 shards are identical: reused, not created
+    assert _shard_files(data) == before
+    assert idx.verify(kept) == {u: "ok" for u in kept.data_urls}
+    idx.close()
+
+
+@pytest.mark.s3
+def test_a_failed_write_to_s3_removes_the_objects_it_created(tmp_path, s3_store, s3_client, s3_bucket):
+    idx = local.Index(path=str(tmp_path / "i.db"), data_store=s3_store, atmosphere=None)
+    kept = idx.write(rows(5), name="s3keep", maxcount=5)
+    with pytest.raises(RuntimeError):
+        idx.write(_failing(23), name="s3flaky", maxcount=5)
+    s3_store.flush()
+    keys = [o["Key"] for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
+            for o in page.get("Contents", [])]
+    assert not [k for k in keys if "s3flaky" in k and k.endswith(".tar")], keys
+    assert idx.verify(kept) == {u: "ok" for u in kept.data_urls}
+    idx.close()
