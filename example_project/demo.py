@@ -7,6 +7,7 @@ which ``make dev`` shows too), then prints the index entries and their lineage.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -36,18 +37,35 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+def _step(label: str, log, run) -> dg.ExecuteInProcessResult:
+    """Run one materialization with Dagster's log lines going to ``log``; print one summary line."""
+    print(f"  {label:<44}", end="", flush=True)
+    with contextlib.redirect_stderr(log):
+        result = run()
+    evaluations = result.get_asset_check_evaluations()
+    passed = sum(1 for e in evaluations if e.passed)
+    checks_text = f", checks {passed}/{len(evaluations)} passed" if evaluations else ""
+    print(f"{'ok' if result.success else 'FAILED'}{checks_text}")
+    return result
+
+
 def main() -> int:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     instance = _instance()
     resources = defs.resources
     assets = [digits_raw, digits_split, digits_features]
-    ok = dg.materialize(assets, selection=[digits_raw], resources=resources, instance=instance,
-                        raise_on_error=True).success
-    for split in SPLITS.get_partition_keys():
-        ok &= dg.materialize(assets + checks, selection=[digits_split, digits_features], partition_key=split,
-                             resources=resources, instance=instance, raise_on_error=True).success
-    trained = dg.materialize(assets + [digits_classifier], selection=[digits_classifier], resources=resources,
-                             instance=instance, raise_on_error=True)
+    log_path = HOME / "demo.log"
+    print(f"materializing the example (Dagster's full log: {log_path})")
+    with open(log_path, "a", encoding="utf-8") as log:
+        ok = _step("digits_raw", log, lambda: dg.materialize(
+            assets + checks, selection=[digits_raw], resources=resources, instance=instance, raise_on_error=True)).success
+        for split in SPLITS.get_partition_keys():
+            ok &= _step(f"digits_split, digits_features [{split}]", log, lambda split=split: dg.materialize(
+                assets + checks, selection=[digits_split, digits_features], partition_key=split,
+                resources=resources, instance=instance, raise_on_error=True)).success
+        trained = _step("digits_classifier", log, lambda: dg.materialize(
+            assets + [digits_classifier], selection=[digits_classifier], resources=resources, instance=instance,
+            raise_on_error=True))
     ok &= trained.success
     model = trained.asset_materializations_for_node("digits_classifier")[0].metadata
     idx = index.build_index()  # EnvVar fields (the scale-out settings) are read here

@@ -42,6 +42,11 @@ def test_demo_materializes_every_dataset_and_prints_entries_and_lineage(tmp_path
     trained = [line for line in lines if "digits_classifier (model)" in line]
     assert len(trained) == 1 and rows["digits_features/partition=train"][-1][:20] in trained[0]
     assert float(trained[0].rsplit(" ", 1)[-1]) > 0.8  # a linear model on digits scores ~0.9
+    # a short summary: every asset's checks ran (digits_raw's too), Dagster's DEBUG log went to a file
+    assert "  digits_raw" in out.stdout and "checks 3/3 passed" in out.stdout
+    assert out.stdout.count("checks 6/6 passed") == 2
+    assert "DEBUG" not in out.stdout + out.stderr and len(lines) < 40
+    assert "STEP_SUCCESS" in (tmp_path / "demo.log").read_text()
 
     from atdata_dagster import local
 
