@@ -24,6 +24,7 @@ Naming lives in :mod:`atdata_dagster.naming`, settings and entry resolution in
 :mod:`atdata_dagster.resolution`; their public names are re-exported here.
 """
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -35,7 +36,7 @@ import dagster as dg
 from pydantic import Field
 
 from .dataset import Dataset
-from .errors import ConfigurationError, NoDatasetReturnedError, NotFoundError
+from .errors import AtdataError, ConfigurationError, NoDatasetReturnedError, NotFoundError, SchemaError
 from .metadata import entry_metadata, preview_columns, summarize_sample
 from .naming import EMPTY_SEGMENT as EMPTY_SEGMENT
 from .naming import HASHED_PARTITION_MARK as HASHED_PARTITION_MARK
@@ -50,6 +51,7 @@ from .naming import unescape_segment as unescape_segment
 from .resolution import InputSettings, OutputSettings, WriteDefaults, meta_value, recorded_cids, resolve_entry
 from .resolution import asset_settings as asset_settings
 from .resources import AtdataIndexResource
+from .samples.schema import build_schema_record
 
 if TYPE_CHECKING:  # pragma: no cover
     from .index.entry import LocalDatasetEntry
@@ -426,6 +428,9 @@ class AtdataIOManager(dg.ConfigurableIOManager):
                 f"atdata: {what}: skipping {len(missing)} partitions that are not materialized "
                 f"(allow_missing_partitions): {missing[:10]}"
             )
+        if sample_type is not None:
+            for schema_ref in dict.fromkeys(e.schema_ref for _, e in found):
+                _check_matches_schema(index, sample_type, schema_ref, what)
         _record_loaded(
             context,
             [{"asset_key": list(key.path), "partition": pk, "cid": e.cid} for pk, e in found],
@@ -451,6 +456,52 @@ def _progress_logger(context: dg.OutputContext, name: str, started: float) -> Ca
         )
 
     return progress
+
+
+def _field_kind(field_type: Any) -> str:
+    """A schema field type compared by what decoding needs: primitive name, ``ndarray`` (any
+    dtype: a bare ``NDArray`` annotation reads every dtype) or ``list[...]``."""
+    if not isinstance(field_type, dict):
+        return "?"
+    kind = str(field_type.get("$type", "")).split("#")[-1]
+    if field_type.get("primitive"):
+        return str(field_type["primitive"])
+    if kind == "array":
+        return f"list[{_field_kind(field_type.get('items'))}]"
+    return kind or "?"
+
+
+def _check_matches_schema(index: "Index", sample_type: type, schema_ref: str, what: str) -> None:
+    """:class:`SchemaError` when ``Dataset[sample_type]`` cannot read entries of ``schema_ref``.
+
+    Checked when the input is loaded, so a wrong annotation is reported as such, naming the
+    fields, instead of failing on the first decode inside the asset. Types without a field
+    plan (``DictSample``, duck-typed samples) and entries without a stored schema are not checked.
+    """
+    if not dataclasses.is_dataclass(sample_type):
+        return
+    try:
+        stored = index.get_schema(schema_ref)
+        wanted = build_schema_record(sample_type, version="0.0.0")
+    except AtdataError:
+        return  # no stored schema, or a type no schema describes: the decode reports it
+    have = {str(f.get("name")): _field_kind(f.get("fieldType")) for f in stored.get("fields", []) if isinstance(f, dict)}
+    need = {f["name"]: _field_kind(f.get("fieldType")) for f in wanted.get("fields", [])}
+    defaults = {
+        f.name for f in dataclasses.fields(sample_type)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
+    missing = sorted(n for n in need if n not in have and n not in defaults)
+    extra = sorted(n for n in have if n not in need)
+    differ = sorted(f"{n} ({have[n]} stored, {need[n]} annotated)" for n in need.keys() & have.keys() if need[n] != have[n])
+    if missing or extra or differ:
+        parts = [f"missing {missing}" if missing else "", f"not in the annotation {extra}" if extra else "",
+                 f"different types {differ}" if differ else ""]
+        raise SchemaError(
+            f"{what}: Dataset[{sample_type.__name__}] does not match the stored schema {schema_ref}: "
+            f"{'; '.join(p for p in parts if p)}. Annotate the input with the type it was written with "
+            "(Index.get_schema_type), or leave it unannotated to use the stored schema"
+        )
 
 
 def _annotated_sample_type(context: dg.InputContext) -> type | None:

@@ -12,7 +12,26 @@ from atdata_dagster.dataset import Dataset
 from atdata_dagster.io_manager import AtdataIOManager
 from atdata_dagster.resources import AtdataIndexResource, LocalDiskStoreConfig, RepositoryConfig
 
+from atdata_dagster.samples import packable
+
 from .helpers import Row, materialization, md, row_stream, rows
+
+
+@packable
+class WrongRow:
+    """Not what `up` was written with: `label` is a str and `score` is not stored."""
+
+    key: str
+    label: str
+    score: float
+
+
+@packable
+class NarrowRow:
+    """Compatible with Row except that it leaves `vec` out."""
+
+    key: str
+    label: int
 
 
 def _shards_on_disk(root: Path) -> list[Path]:
@@ -423,3 +442,40 @@ def test_an_input_dataset_supports_len_random_access_projection_and_training(io_
     import importlib.util
 
     assert got["torch"] == (list(range(35)) if importlib.util.find_spec("torch") else None)
+
+
+def test_a_wrongly_annotated_input_fails_at_load_naming_the_fields(io_manager, instance):
+    @dg.asset
+    def up():
+        return rows(4)
+
+    @dg.asset(metadata={"atdata/no_dataset": True})
+    def down(up: Dataset[WrongRow]):  # pragma: no cover - never runs
+        raise AssertionError("the input must not load")
+
+    dg.materialize([up], resources={"io_manager": io_manager}, instance=instance)
+    result = dg.materialize([up, down], selection=["down"], resources={"io_manager": io_manager},
+                            instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0]
+    text = str(failure.event_specific_data.error)
+    assert "SchemaError" in text and "Dataset[WrongRow] does not match the stored schema" in text
+    assert "missing ['score']" in text and "not in the annotation ['vec']" in text
+    assert "label (int stored, str annotated)" in text
+    assert "LOADED_INPUT" not in [e.event_type_value for e in result.all_events if e.step_key == "down"]
+
+
+def test_an_annotation_that_leaves_a_field_out_is_still_refused(io_manager, instance):
+    @dg.asset
+    def up():
+        return rows(3)
+
+    @dg.asset(metadata={"atdata/no_dataset": True})
+    def down(up: Dataset[NarrowRow]):  # pragma: no cover - never runs
+        raise AssertionError
+
+    dg.materialize([up], resources={"io_manager": io_manager}, instance=instance)
+    result = dg.materialize([up, down], selection=["down"], resources={"io_manager": io_manager},
+                            instance=instance, raise_on_error=False)
+    assert not result.success
+    assert "not in the annotation ['vec']" in str(result.get_step_failure_events()[0].event_specific_data.error)
