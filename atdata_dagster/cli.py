@@ -167,10 +167,21 @@ def _fmt_bytes(size: int | None) -> str:
     return str(n)
 
 
+def _current_cid(index: Any, name: str) -> str | None:
+    """The CID ``name`` resolves to (its label, else its newest entry), or ``None``."""
+    try:
+        return index.get_dataset(name).cid
+    except AtdataError:
+        return None
+
+
 def cmd_list(args: argparse.Namespace, out) -> int:
     index = _open_index(args)
     rows = [_entry_summary(e) for e in index.list_datasets(args.repo)]
     rows.sort(key=lambda r: (r["name"], r["created_at"] or ""))
+    current = {name: _current_cid(index, name) for name in dict.fromkeys(r["name"] for r in rows)}
+    for r in rows:
+        r["current"] = current[r["name"]] == r["cid"]
     if args.json:
         json.dump(rows, out, indent=2)
         out.write("\n")
@@ -178,10 +189,14 @@ def cmd_list(args: argparse.Namespace, out) -> int:
     if not rows:
         out.write("no datasets\n")
         return 0
-    out.write(f"{'NAME':<32} {'SAMPLES':>9} {'SHARDS':>6} {'SIZE':>10}  CID\n")
+    several = {r["name"] for r in rows if sum(1 for o in rows if o["name"] == r["name"]) > 1}
+    out.write(f"  {'NAME':<32} {'SAMPLES':>9} {'SHARDS':>6} {'SIZE':>10}  CID\n")
     for r in rows:
         samples = "?" if r["samples"] is None else str(r["samples"])
-        out.write(f"{r['name']:<32} {samples:>9} {r['shards']:>6} {_fmt_bytes(r['bytes']):>10}  {r['cid']}\n")
+        mark = "*" if r["current"] and r["name"] in several else " "
+        out.write(f"{mark} {r['name']:<32} {samples:>9} {r['shards']:>6} {_fmt_bytes(r['bytes']):>10}  {r['cid']}\n")
+    if several:
+        out.write("* = current: the version the name resolves to (its label); the others are older versions\n")
     for r in rows:
         if "error" in r:
             sys.stderr.write(f"error: {r['error']}\n")
@@ -197,6 +212,8 @@ def cmd_show(args: argparse.Namespace, out) -> int:
         schema = {"error": str(exc)}
     meta = entry.metadata if isinstance(entry.metadata, dict) else {}
     summary = _entry_summary(entry)
+    resolves_to = _current_cid(index, entry.name)
+    summary["current"] = resolves_to == entry.cid
     try:
         checksums = entry.checksums
     except CorruptEntryError as exc:
@@ -216,6 +233,8 @@ def cmd_show(args: argparse.Namespace, out) -> int:
         out.write("\n")
         return 0 if "error" not in doc else 1
     out.write(f"{entry.name}  ({entry.cid})\n")
+    if not doc["current"]:
+        out.write(f"  current   no: {entry.name!r} resolves to {resolves_to} (this is an older version)\n")
     out.write(f"  schema    {entry.schema_ref}\n")
     for f in schema.get("fields", []):
         t = _type_text(f.get("fieldType", {}))

@@ -219,3 +219,18 @@ def test_verify_and_gc_work_on_an_s3_store_named_by_url(tmp_path, rgw_server, s3
     left = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])}
     assert {u.split("/", 3)[3] for u in entry.data_urls} <= left
     assert "team/items/data--deadbeef--000009.tar" not in left
+
+
+def test_list_and_show_say_which_version_is_current(setup):
+    args, old, tmp_path = setup
+    idx = local.Index(path=str(tmp_path / "index.db"), data_store=local.LocalDiskStore(tmp_path / "data"), atmosphere=None)
+    new = idx.write([Item(label=i, x=np.zeros(3, np.float32)) for i in range(5)], name="items")
+    idx.close()
+    rows = json.loads(run(args + ["--json", "list"])[1])
+    assert {r["cid"]: r["current"] for r in rows} == {old.cid: False, new.cid: True}
+    code, text = run(args + ["list"])
+    marked = [line for line in text.splitlines() if line.startswith("* items")]
+    assert len(marked) == 1 and new.cid in marked[0] and "* = current" in text
+    code, text = run(args + ["show", old.cid])
+    assert code == 0 and f"current   no: 'items' resolves to {new.cid}" in text
+    assert json.loads(run(args + ["--json", "show", "items"])[1])["current"] is True
