@@ -7,6 +7,7 @@ sample type or a few samples and returns Dagster metadata values.
 from __future__ import annotations
 
 import posixpath
+from urllib.parse import quote
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -65,13 +66,29 @@ def column_schema(sample_type: type | None) -> dg.TableSchema | None:
     )
 
 
+def _number(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
 def summarize_value(value: Any, limit: int = PREVIEW_CELL_CHARS) -> str:
-    """A short, single-line rendering of one field value (arrays as shape and dtype)."""
+    """A short, single-line rendering of one field value.
+
+    Arrays show dtype and shape, then their values when they have at most 6 elements, else
+    their min / max / mean (numeric arrays; e.g. ``float32[64] min 0 max 16 mean 4.91``).
+    """
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
     if shape is not None and dtype is not None:
         dims = "×".join(str(d) for d in shape) or "scalar"
-        return f"{dtype}[{dims}]"
+        head = f"{dtype}[{dims}]"
+        kind = getattr(dtype, "kind", "")
+        size = int(getattr(value, "size", 0))
+        if kind not in "biuf" or size == 0:
+            return head
+        if size <= 6:
+            return f"{head} [{', '.join(_number(v) for v in value.ravel().tolist())}]"
+        return (f"{head} min {_number(value.min().item())} max {_number(value.max().item())} "
+                f"mean {float(value.mean()):.4g}")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return f"bytes[{len(value)}]"
     if isinstance(value, (list, tuple)) and len(value) > 8:
@@ -182,9 +199,38 @@ def entry_metadata(
     total = stats.get("total_bytes")
     if isinstance(total, int):
         out["atdata/bytes"] = dg.MetadataValue.int(total)
+        out["atdata/size"] = dg.MetadataValue.text(human_bytes(total))
     if preview is not None:
         cols = list(preview_cols or (list(preview[0]) if preview else []))
         out["atdata/preview"] = dg.MetadataValue.md(preview_markdown(preview, cols))
     if upstream:
-        out["atdata/upstream"] = dg.MetadataValue.json([dict(u) for u in upstream])
+        out["atdata/upstream"] = dg.MetadataValue.md(upstream_markdown(upstream))
+        out["atdata/upstream_cids"] = dg.MetadataValue.json([dict(u) for u in upstream])  # for machines
     return out
+
+
+def human_bytes(n: int) -> str:
+    """``1447936`` -> ``"1.4 MiB"`` (powers of 1024; bytes below 1 KiB as is)."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover - the loop always returns
+
+
+def short_cid(cid: str) -> str:
+    """A CID shortened for display (``bafyreig6sr…hmvsq``); the full one stays in ``atdata/cid``."""
+    return cid if len(cid) <= 24 else f"{cid[:12]}…{cid[-6:]}"
+
+
+def upstream_markdown(upstream: Iterable[Mapping[str, Any]]) -> str:
+    """The datasets an asset was computed from: a table linking each upstream asset's page."""
+    lines = ["| upstream asset | partition | CID |", "| --- | --- | --- |"]
+    for u in upstream:
+        path = [str(p) for p in u.get("asset_key") or []]
+        label = _md_cell("/".join(path)) or "?"
+        link = f"[{label}](/assets/{'/'.join(quote(p, safe='') for p in path)})" if path else label
+        part = _md_cell(str(u["partition"])) if u.get("partition") else "–"
+        lines.append(f"| {link} | {part} | `{short_cid(str(u.get('cid', '')))}` |")
+    return "\n".join(lines)

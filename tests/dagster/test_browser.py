@@ -222,3 +222,8 @@ def test_chromium_renders_the_asset_page_with_the_row_count_columns_and_cid_the_
     assert values["atdata/cid"] == index_entry.cid
     assert values["atdata/name"] == ASSET
     assert index_entry.cid in asset_page.texts
+    # sizes read as sizes; the data version (location independent) is shown next to the CID
+    from atdata_dagster.metadata import human_bytes
+
+    assert values["atdata/size"] == human_bytes(index_entry.metadata["stats"]["total_bytes"])
+    assert values["atdata/content_id"] == index_entry.content_id

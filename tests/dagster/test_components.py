@@ -337,7 +337,7 @@ def test_python_constructed_components_build_the_same_dataset_asset(tmp_path, in
     assert [e.passed for e in result.get_asset_check_evaluations()] == [True]
     assert md(materialization(result, key("pts/raw")), "atdata/shard_count") == 2
     scaled_mat = materialization(result, key("pts/scaled"))
-    assert md(scaled_mat, "atdata/upstream")[0]["cid"] == md(materialization(result, key("pts/raw")), "atdata/cid")
+    assert md(scaled_mat, "atdata/upstream_cids")[0]["cid"] == md(materialization(result, key("pts/raw")), "atdata/cid")
 
 
 def test_python_component_keeps_envvar_secrets_as_envvar():

@@ -139,7 +139,8 @@ def test_materialization_metadata_has_every_key(io_manager, instance, index):
     assert md(mat, "atdata/bytes") == stats["total_bytes"] > 0
     assert md(mat, "atdata/name") == "up"
     preview = md(mat, "atdata/preview")
-    assert "| key | label | vec |" in preview and "| r4 | 4 | float32[4] |" in preview and "r5" not in preview
+    assert "| key | label | vec |" in preview and "| r4 | 4 | float32[4] [4, 4, 4, 4] |" in preview and "r5" not in preview
+    assert md(mat, "atdata/size") == f"{stats['total_bytes'] / 1024:.1f} KiB"
 
 
 def test_data_version_is_the_content_id_and_unchanged_data_keeps_it(io_manager, instance, index):
@@ -237,7 +238,10 @@ def test_lineage_in_the_index_names_the_upstream_cids_this_step_loaded(io_manage
     assert index.get_dataset("other").metadata["lineage"]["upstream"] == []
     # followable from the index alone
     assert index.get_entry(lineage["upstream"][0]["cid"]).name == "up"
-    assert md(materialization(result, "down"), "atdata/upstream")[0]["cid"] == up_entry.cid
+    down_mat = materialization(result, "down")
+    assert md(down_mat, "atdata/upstream_cids")[0]["cid"] == up_entry.cid
+    table = md(down_mat, "atdata/upstream")  # for people: a table linking the upstream asset's page
+    assert "| [up](/assets/up) | – | `" in table and up_entry.cid[:12] in table and up_entry.cid not in table
 
 
 def test_input_is_the_entry_the_upstream_materialization_recorded_not_the_latest_label(io_manager, instance, index):
@@ -479,3 +483,14 @@ def test_an_annotation_that_leaves_a_field_out_is_still_refused(io_manager, inst
                             instance=instance, raise_on_error=False)
     assert not result.success
     assert "not in the annotation ['vec']" in str(result.get_step_failure_events()[0].event_specific_data.error)
+
+
+def test_previews_show_small_arrays_and_statistics_of_large_ones():
+    from atdata_dagster.metadata import human_bytes, summarize_value
+
+    assert summarize_value(np.array([1.5, 2.0], np.float32)) == "float32[2] [1.5, 2]"
+    big = np.arange(64, dtype=np.float32).reshape(8, 8)
+    assert summarize_value(big) == "float32[8×8] min 0 max 63 mean 31.5"
+    assert summarize_value(np.zeros(0, np.uint8)) == "uint8[0]"
+    assert summarize_value(np.array(["a", "b"])).startswith("<U1[2]")
+    assert [human_bytes(n) for n in (512, 2048, 1447936, 3 * 2**30)] == ["512 B", "2.0 KiB", "1.4 MiB", "3.0 GiB"]
