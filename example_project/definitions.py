@@ -70,7 +70,7 @@ def _split_of(i: int) -> str:
     return "test" if hashlib.sha256(str(i).encode()).digest()[0] < 52 else "train"
 
 
-@dg.asset(group_name="ingest", kinds={"webdataset"}, code_version="1", metadata={"atdata/maxcount": 500})
+@dg.asset(group_name="digits", kinds={"webdataset"}, code_version="1", metadata={"atdata/maxcount": 500})
 def digits_raw(context: dg.AssetExecutionContext):
     """The 1,797 images of scikit-learn's bundled digits dataset, as typed samples."""
     from sklearn.datasets import load_digits
@@ -83,7 +83,7 @@ def digits_raw(context: dg.AssetExecutionContext):
     )
 
 
-@dg.asset(group_name="prepare", kinds={"webdataset"}, code_version="1", partitions_def=SPLITS)
+@dg.asset(group_name="digits", kinds={"webdataset"}, code_version="1", partitions_def=SPLITS)
 def digits_split(context: dg.AssetExecutionContext, digits_raw: Dataset[Digit]):
     """A deterministic 80/20 train/test split of ``digits_raw``, one partition per split."""
     split = context.partition_key
@@ -91,7 +91,7 @@ def digits_split(context: dg.AssetExecutionContext, digits_raw: Dataset[Digit]):
 
 
 @dg.asset(
-    group_name="features",
+    group_name="digits",
     kinds={"webdataset"},
     code_version="1",
     partitions_def=SPLITS,
@@ -107,7 +107,7 @@ def digits_features(digits_split: Dataset[Digit]):
 
 
 @dg.asset(
-    group_name="train",
+    group_name="digits",
     kinds={"scikitlearn"},
     code_version="1",
     ins={"digits_features": dg.AssetIn(partition_mapping=dg.SpecificPartitionsPartitionMapping(["train"]))},
@@ -219,7 +219,13 @@ index = AtdataIndexResource(
 )
 
 all_assets = [digits_raw, digits_split, digits_features]
-checks = [c for a in all_assets for c in build_dataset_checks(a)]
+# the checksum check blocks: a run that materializes a dataset whose shards fail it stops
+# before any downstream asset reads them; sample count and schema only report
+checks = [
+    c for a in all_assets
+    for c in build_dataset_checks(a, checks=["checksums"], blocking=True)
+    + build_dataset_checks(a, checks=["sample_count", "schema"])
+]
 promotion_job = build_promotion_job()
 
 defs = dg.Definitions(

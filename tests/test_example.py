@@ -58,3 +58,13 @@ def test_demo_materializes_every_dataset_and_prints_entries_and_lineage(tmp_path
     sample = next(iter(idx.dataset_for_entry(feats).ordered()))
     assert sample.features.shape == (64,) and 0.0 <= float(sample.features.max()) <= 1.0
     assert (tmp_path / "models" / "digits_classifier.pkl").stat().st_size > 0
+
+
+def test_the_example_is_one_asset_group_and_its_checksum_checks_block_downstream():
+    from example_project import definitions as ex
+
+    groups = {spec.group_name for a in ex.all_assets + [ex.digits_classifier] for spec in a.specs}
+    assert groups == {"digits"}
+    blocking = {spec.name: spec.blocking for c in ex.checks for spec in c.check_specs}
+    assert blocking["atdata_checksums"] is True
+    assert blocking["atdata_sample_count"] is False and blocking["atdata_schema"] is False
