@@ -203,10 +203,26 @@ def entry_metadata(
     if preview is not None:
         cols = list(preview_cols or (list(preview[0]) if preview else []))
         out["atdata/preview"] = dg.MetadataValue.md(preview_markdown(preview, cols))
+    status = promotion_status(entry)
+    if status is not None:
+        out["atdata/promotion"] = dg.MetadataValue.text(status)
     if upstream:
         out["atdata/upstream"] = dg.MetadataValue.md(upstream_markdown(upstream))
         out["atdata/upstream_cids"] = dg.MetadataValue.json([dict(u) for u in upstream])  # for machines
     return out
+
+
+def promotion_status(entry: Any) -> str | None:
+    """``promoted: at://...`` for a published entry, ``pending (...)`` for one marked with
+    ``atdata/promote`` and not yet published, ``None`` otherwise."""
+    meta = entry.metadata if isinstance(entry.metadata, dict) else {}
+    published = meta.get("atmosphere")
+    uri = published.get("uri") if isinstance(published, dict) else None
+    if isinstance(uri, str) and uri:
+        return f"promoted: {uri}"
+    if meta.get("promote") is True:
+        return "pending: the promotion sensor or schedule will publish it"
+    return None
 
 
 def human_bytes(n: int) -> str:

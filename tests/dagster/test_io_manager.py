@@ -380,6 +380,7 @@ def test_definition_metadata_overrides_name_repo_sharding_and_promotion(tmp_path
     result = dg.materialize([digits], resources={"io_manager": AtdataIOManager(index=resource)}, instance=instance)
     mat = materialization(result, "digits")
     assert md(mat, "atdata/name") == "team/digits" and md(mat, "atdata/repo") == "lab"
+    assert md(mat, "atdata/promotion").startswith("pending")
     index = resource.build_index()
     try:
         entry = index.get_dataset("lab/team/digits")
@@ -494,3 +495,16 @@ def test_previews_show_small_arrays_and_statistics_of_large_ones():
     assert summarize_value(np.zeros(0, np.uint8)) == "uint8[0]"
     assert summarize_value(np.array(["a", "b"])).startswith("<U1[2]")
     assert [human_bytes(n) for n in (512, 2048, 1447936, 3 * 2**30)] == ["512 B", "2.0 KiB", "1.4 MiB", "3.0 GiB"]
+
+
+def test_promotion_status_says_pending_or_gives_the_at_uri():
+    from atdata_dagster.index.entry import LocalDatasetEntry
+    from atdata_dagster.metadata import promotion_status
+
+    def entry(meta):
+        return LocalDatasetEntry("d", "atdata://local/schema/Row@1.0.0", ["/d/a.tar"], metadata=meta)
+
+    uri = "at://did:plc:x/science.alt.dataset.entry/3k"
+    assert promotion_status(entry({"promote": True})).startswith("pending")
+    assert promotion_status(entry({"promote": True, "atmosphere": {"uri": uri}})) == f"promoted: {uri}"
+    assert promotion_status(entry({})) is None and promotion_status(entry(None)) is None
