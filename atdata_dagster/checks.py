@@ -119,9 +119,21 @@ def _make_check(
                 severity=dg.AssetCheckSeverity.WARN,
                 description=f"no dataset of asset {key.to_user_string()!r} is in the index yet; materialize it first",
             )
-        return spec.run(index, targets)
+        return _with_partitions(spec.run(index, targets), targets)
 
     return _check
+
+
+def _with_partitions(result: dg.AssetCheckResult, targets: Targets) -> dg.AssetCheckResult:
+    """Say which partitions a check evaluated: in its metadata and at the start of its description."""
+    keys = [pk for pk, _ in targets if pk is not None]
+    if not keys:
+        return result
+    shown = ", ".join(keys[:20]) + (f" … ({len(keys)} in all)" if len(keys) > 20 else "")
+    return result._replace(
+        metadata={**result.metadata, "partitions": dg.MetadataValue.text(shown)},
+        description=f"[{shown}] {result.description or ''}".strip(),
+    )
 
 
 def _index_and_settings(

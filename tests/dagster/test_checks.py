@@ -119,6 +119,8 @@ def test_checks_on_a_partitioned_asset_verify_the_run_partition(io_manager, inst
     ev = _evaluations(result)
     assert all(e.passed for e in ev.values())
     assert _value(ev["atdata_sample_count"], "samples_counted") == 5
+    assert {_value(e, "partitions") for e in ev.values()} == {"b"}  # each result says which partition
+    assert all(e.description.startswith("[b] ") for e in ev.values())
     assert dg.materialize([up], partition_key="a", resources=res, instance=instance).success
 
     # run on their own, the checks cover every materialized partition
@@ -126,6 +128,7 @@ def test_checks_on_a_partitioned_asset_verify_the_run_partition(io_manager, inst
     ev = _evaluations(alone)
     assert _value(ev["atdata_sample_count"], "samples_counted") == 8
     assert _value(ev["atdata_checksums"], "entries_checked") == 2
+    assert _value(ev["atdata_checksums"], "partitions") == "a, b"
     assert index.get_dataset(dataset_name(dg.AssetKey("up"), "a")).metadata["stats"]["num_samples"] == 3
 
 
