@@ -30,7 +30,7 @@ test: $(VENV)/.installed-dev lint services
 
 ## ruff (pyflakes, statement errors, no blind/silent excepts) and mypy, configured in pyproject.toml.
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check atdata_dagster tests benchmarks example_project scripts
+	$(VENV)/bin/ruff check atdata_dagster tests benchmarks example_project examples scripts
 	$(VENV)/bin/mypy
 
 ## Start (or check) PostgreSQL, Redis, the local S3 server and the local PDS.
