@@ -18,12 +18,12 @@ import sys
 import time
 from typing import Any, Iterable, Iterator, TypeVar
 
+from .atmosphere import AtmosphereClient
 from .errors import AtdataError, CorruptEntryError, GcRefusedError, NotFoundError
 from .gc import collect_garbage, sqlite_index_path
-from .redact import redact
-from .atmosphere import AtmosphereClient
 from .index.index import Index
 from .index.providers import provider_from_url
+from .redact import redact
 from .shards.reader import verify_shards
 from .stores.disk import LocalDiskStore
 from .stores.s3 import S3DataStore

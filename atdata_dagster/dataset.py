@@ -43,8 +43,8 @@ from .shards.manifest import manifest_url_for, read_manifest
 from .shards.offsets import ShardOffsets, locate, offsets_from_manifest, sample_at, scan_offsets
 from .shards.patterns import brace_list, expand_patterns
 from .shards.reader import ShardOpener, iter_samples
-from .shuffle import DEFAULT_BUFFER_BYTES, GLOBAL_SHUFFLE_MAX, ShuffleBuffer, epoch_rng, global_order
 from .shards.writer import ShardWriter
+from .shuffle import DEFAULT_BUFFER_BYTES, GLOBAL_SHUFFLE_MAX, ShuffleBuffer, epoch_rng, global_order
 from .stores.base import read_span
 from .stores.disk import PathStore
 from .stores.openers import default_opener

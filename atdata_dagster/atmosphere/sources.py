@@ -9,7 +9,6 @@ where it is, and a blob of another record (``at://<did>/blob/<cid>``) is copied.
 from __future__ import annotations
 
 import functools
-
 import hashlib
 import os
 from dataclasses import dataclass, replace

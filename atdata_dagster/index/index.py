@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, BinaryIO, Callable, Iterable, Mapping, TypeVar, cast
 
+from ..atmosphere import AtmosphereBackend, AtmosphereClient, shard_sources_for
+from ..dataset import Dataset
 from ..errors import (
     AtdataError,
     AtmosphereUnavailableError,
@@ -32,16 +34,6 @@ from ..errors import (
     SchemaError,
     UnknownOptionError,
 )
-from ..stores.base import DataStore, ShardWriteResult
-from ..stores.http import HttpOpener
-from ..stores.openers import RoutingOpener, store_opener
-from ..stores.s3 import AnonymousS3Opener, S3DataStore, default_chain_opener
-from .entry import LabelRecord, LocalDatasetEntry, LocalSchemaRecord
-from .identity import claim_store
-from .names import ATMOSPHERE, LOCAL, resolve_ref, split_repo_prefix, validate_dataset_name, validate_repository_name
-from .providers.base import IndexProvider
-from ..atmosphere import AtmosphereBackend, AtmosphereClient, shard_sources_for
-from ..dataset import Dataset
 from ..samples.packable import DictSample, ensure_packable_type
 from ..samples.schema import (
     build_schema_record,
@@ -55,8 +47,16 @@ from ..samples.schema import (
 from ..samples.stubs import StubManager
 from ..shards.reader import verify_shards
 from ..shards.writer import ShardWriter
+from ..stores.base import DataStore, ShardWriteResult
 from ..stores.disk import LocalDiskStore
+from ..stores.http import HttpOpener
+from ..stores.openers import RoutingOpener, store_opener
+from ..stores.s3 import AnonymousS3Opener, S3DataStore, default_chain_opener
+from .entry import LabelRecord, LocalDatasetEntry, LocalSchemaRecord
+from .identity import claim_store
+from .names import ATMOSPHERE, LOCAL, resolve_ref, split_repo_prefix, validate_dataset_name, validate_repository_name
 from .providers import create_provider
+from .providers.base import IndexProvider
 
 log = logging.getLogger("atdata_dagster.index")
 

@@ -7,17 +7,17 @@ of a record can become code.
 
 from __future__ import annotations
 
-import uuid
-
 import importlib.util
 import re
 import shutil
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write
 from ..errors import SchemaError
+from ..files import atomic_write
+from .packable import PackableSample
 from .schema import (
     FieldSpec,
     RecordShape,
@@ -26,7 +26,6 @@ from .schema import (
     make_schema_ref,
     normalize_record,
 )
-from .packable import PackableSample
 
 __all__ = ["STUB_MARKER", "StubManager", "default_stub_dir"]
 

@@ -23,8 +23,8 @@ import tempfile
 import threading
 import time
 import uuid
-from contextlib import closing
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Mapping
 from urllib.parse import quote, unquote
