@@ -24,9 +24,11 @@ from .gc import collect_garbage, sqlite_index_path
 from .index.index import Index
 from .index.providers import provider_from_url
 from .redact import redact
+from .samples.schema import field_type_text
 from .shards.reader import verify_shards
 from .stores.disk import LocalDiskStore
 from .stores.s3 import S3DataStore
+from .text import human_bytes
 
 T = TypeVar("T")
 
@@ -57,20 +59,6 @@ class _Progress:
         for item in items:
             yield item
             self.step()
-
-
-def _type_text(field_type: Any, depth: int = 0) -> str:
-    """A schema field type as a reader thinks of it: ``str``, ``ndarray[uint8]``, ``list[int]``."""
-    if not isinstance(field_type, dict) or depth > 16:
-        return "?"
-    kind = str(field_type.get("$type", "")).split("#")[-1]
-    if field_type.get("primitive"):
-        return str(field_type["primitive"])
-    if kind == "ndarray" or "dtype" in field_type:
-        return f"ndarray[{field_type.get('dtype', '?')}]"
-    if kind == "array":
-        return f"list[{_type_text(field_type.get('items'), depth + 1)}]"
-    return kind or "?"
 
 
 _CID = re.compile(r"bafy[a-z2-7]{20,}")
@@ -157,14 +145,7 @@ def _entry_summary(entry) -> dict[str, Any]:
 
 
 def _fmt_bytes(size: int | None) -> str:
-    if size is None:
-        return "?"
-    n = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    return "?" if size is None else human_bytes(size)
 
 
 def _current_cid(index: Any, name: str) -> str | None:
@@ -237,7 +218,7 @@ def cmd_show(args: argparse.Namespace, out) -> int:
         out.write(f"  current   no: {entry.name!r} resolves to {resolves_to} (this is an older version)\n")
     out.write(f"  schema    {entry.schema_ref}\n")
     for f in schema.get("fields", []):
-        t = _type_text(f.get("fieldType", {}))
+        t = field_type_text(f.get("fieldType", {}))
         out.write(f"              {f['name']}: {t}{' (optional)' if f.get('optional') else ''}\n")
     out.write(f"  samples   {doc['samples'] if doc['samples'] is not None else '?'}\n")
     out.write(f"  size      {_fmt_bytes(doc['bytes'])} in {len(entry.data_urls)} shard(s)\n")

@@ -43,7 +43,7 @@ from .shards.manifest import manifest_url_for, read_manifest
 from .shards.offsets import ShardOffsets, locate, offsets_from_manifest, sample_at, scan_offsets
 from .shards.patterns import brace_list, expand_patterns
 from .shards.reader import ShardOpener, iter_samples
-from .shards.writer import ShardWriter
+from .shards.writer import ShardWriter, write_all
 from .shuffle import DEFAULT_BUFFER_BYTES, GLOBAL_SHUFFLE_MAX, ShuffleBuffer, epoch_rng, global_order
 from .stores.base import read_span
 from .stores.disk import PathStore
@@ -829,15 +829,7 @@ def write_samples(
         pattern, numbered = os.path.join(folder, f"{p.stem.replace('%', '%%')}-%06d{p.suffix.replace('%', '%%')}"), True
     store = PathStore(pattern, numbered)
     with ShardWriter(store, "", maxcount=maxcount, maxsize=maxsize, manifest=manifest) as writer:
-        for sample in samples:
-            writer.write_sample(sample)
-        if writer.num_samples == 0:
-            writer.abort()
-            raise EmptyDatasetError(
-                f"samples must be non-empty: nothing to write to {raw!r}; "
-                "pass an iterable that yields at least one sample"
-            )
-        result = writer.close()
+        result = write_all(writer, samples, where=f"to {raw!r}")
     sample_type = writer.sample_type
     ds_cls = Dataset[sample_type] if sample_type is not None else Dataset  # type: ignore[valid-type]
     return ds_cls(brace_list(list(result)))

@@ -51,7 +51,7 @@ from .naming import unescape_segment as unescape_segment
 from .resolution import InputSettings, OutputSettings, WriteDefaults, meta_value, recorded_cids, resolve_entry
 from .resolution import asset_settings as asset_settings
 from .resources import AtdataIndexResource
-from .samples.schema import build_schema_record
+from .samples.schema import build_schema_record, field_type_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from .index.entry import LocalDatasetEntry
@@ -458,19 +458,6 @@ def _progress_logger(context: dg.OutputContext, name: str, started: float) -> Ca
     return progress
 
 
-def _field_kind(field_type: Any) -> str:
-    """A schema field type compared by what decoding needs: primitive name, ``ndarray`` (any
-    dtype: a bare ``NDArray`` annotation reads every dtype) or ``list[...]``."""
-    if not isinstance(field_type, dict):
-        return "?"
-    kind = str(field_type.get("$type", "")).split("#")[-1]
-    if field_type.get("primitive"):
-        return str(field_type["primitive"])
-    if kind == "array":
-        return f"list[{_field_kind(field_type.get('items'))}]"
-    return kind or "?"
-
-
 def _check_matches_schema(index: "Index", sample_type: type, schema_ref: str, what: str) -> None:
     """:class:`SchemaError` when ``Dataset[sample_type]`` cannot read entries of ``schema_ref``.
 
@@ -485,8 +472,11 @@ def _check_matches_schema(index: "Index", sample_type: type, schema_ref: str, wh
         wanted = build_schema_record(sample_type, version="0.0.0")
     except AtdataError:
         return  # no stored schema, or a type no schema describes: the decode reports it
-    have = {str(f.get("name")): _field_kind(f.get("fieldType")) for f in stored.get("fields", []) if isinstance(f, dict)}
-    need = {f["name"]: _field_kind(f.get("fieldType")) for f in wanted.get("fields", [])}
+    def kinds(record: dict) -> dict[str, str]:
+        fields = [f for f in record.get("fields", []) if isinstance(f, dict)]
+        return {str(f.get("name")): field_type_text(f.get("fieldType"), dtype=False) for f in fields}
+
+    have, need = kinds(stored), kinds(wanted)
     defaults = {
         f.name for f in dataclasses.fields(sample_type)
         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING

@@ -7,16 +7,18 @@ sample type or a few samples and returns Dagster metadata values.
 from __future__ import annotations
 
 import posixpath
-from urllib.parse import quote
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import dagster as dg
 
 from .errors import AtdataError
 from .samples.schema import field_specs
+from .text import human_bytes
 
 __all__ = [
+    "human_bytes",
     "column_schema",
     "column_type",
     "dataset_uri",
@@ -223,16 +225,6 @@ def promotion_status(entry: Any) -> str | None:
     if meta.get("promote") is True:
         return "pending: the promotion sensor or schedule will publish it"
     return None
-
-
-def human_bytes(n: int) -> str:
-    """``1447936`` -> ``"1.4 MiB"`` (powers of 1024; bytes below 1 KiB as is)."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover - the loop always returns
 
 
 def short_cid(cid: str) -> str:

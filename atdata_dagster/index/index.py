@@ -12,6 +12,7 @@ provider transaction only after every shard is durable.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import tempfile
@@ -46,7 +47,7 @@ from ..samples.schema import (
 )
 from ..samples.stubs import StubManager
 from ..shards.reader import verify_shards
-from ..shards.writer import ShardWriter
+from ..shards.writer import ShardWriter, write_all
 from ..stores.base import DataStore, ShardWriteResult
 from ..stores.disk import LocalDiskStore
 from ..stores.http import HttpOpener
@@ -685,10 +686,7 @@ class Index:
                              sample_type=sample_type, progress=progress)
         try:
             with writer:
-                writer.write_sample(first)
-                for sample in it:
-                    writer.write_sample(sample)
-                result = writer.close()
+                result = write_all(writer, itertools.chain([first], it), where=f"for dataset {prefix!r}")
         except Exception:  # the samples' generator, a codec or the store failed: nothing gets indexed
             self._remove_unreferenced(store, writer.created_urls)
             raise

@@ -44,6 +44,7 @@ __all__ = [
     "RecordShape",
     "build_schema_record",
     "field_specs",
+    "field_type_text",
     "fields_signature",
     "make_schema_ref",
     "next_version",
@@ -94,6 +95,22 @@ def field_specs(cls: type) -> list[FieldSpec]:
 
 
 # --------------------------------------------------------------------------- records
+
+
+def field_type_text(field_type: Any, *, dtype: bool = True, _depth: int = 0) -> str:
+    """A schema record's ``fieldType`` as a reader thinks of it: ``str``, ``ndarray[uint8]``,
+    ``list[int]``; with ``dtype=False`` arrays are just ``ndarray`` (for comparing what decoding
+    needs: a bare ``NDArray`` annotation reads every dtype). ``?`` for anything unrecognised."""
+    if not isinstance(field_type, dict) or _depth > _MAX_DEPTH:
+        return "?"
+    kind = str(field_type.get("$type", "")).split("#")[-1]
+    if field_type.get("primitive"):
+        return str(field_type["primitive"])
+    if kind == "ndarray" or "dtype" in field_type:
+        return f"ndarray[{field_type.get('dtype', '?')}]" if dtype else "ndarray"
+    if kind == "array":
+        return f"list[{field_type_text(field_type.get('items'), dtype=dtype, _depth=_depth + 1)}]"
+    return kind or "?"
 
 
 def _field_type(spec: FieldSpec) -> dict[str, Any]:

@@ -25,6 +25,7 @@ __all__ = [
     "TarStreamEncoder",
     "copy_dataset_to_store",
     "validate_sample_key",
+    "write_all",
     "write_samples_to_store",
 ]
 
@@ -491,15 +492,24 @@ def write_samples_to_store(
     with ShardWriter(
         store, prefix, maxcount=maxcount, maxsize=maxsize, manifest=manifest, sample_type=sample_type, progress=progress
     ) as writer:
-        for sample in samples:
-            writer.write_sample(sample)
-        if writer.num_samples == 0:
-            writer.abort()
-            raise EmptyDatasetError(
-                f"samples must be non-empty: nothing to write under {prefix!r}; "
-                "pass an iterable that yields at least one sample (a generator already consumed yields none)"
-            )
-        return writer.close()
+        return write_all(writer, samples, where=f"under {prefix!r}")
+
+
+def write_all(writer: ShardWriter, samples: Iterable[Any], *, where: str) -> ShardWriteResult:
+    """Write every sample and close ``writer``: the one empty-dataset check of the package.
+
+    Raises :class:`EmptyDatasetError` (the writer aborted, nothing written) if ``samples``
+    yields nothing; ``where`` says where the dataset was going (``under 'name'``, ``to 'x.tar'``).
+    """
+    for sample in samples:
+        writer.write_sample(sample)
+    if writer.num_samples == 0:
+        writer.abort()
+        raise EmptyDatasetError(
+            f"samples must be non-empty: nothing to write {where}; "
+            "pass an iterable that yields at least one sample (a generator already consumed yields none)"
+        )
+    return writer.close()
 
 
 class RawSamples(Protocol):

@@ -403,18 +403,13 @@ class PathSink(DiskSink):
             raise StoreError(f"cannot create shard directory {directory}: {exc}") from exc
         super().__init__(directory)
 
-    def commit(self, index: int, sha256: str) -> str:
+    def _place(self, index: int, sha256: str) -> str:
+        """The fixed name, replaced (DiskSink.commit fsyncs before and after, and aborts on error)."""
         final = self.pattern % index if self.numbered else self.pattern
-        if self._fd is None:
-            raise StoreError(f"shard {self.tmp_path} is already committed or aborted")
         try:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
             os.replace(self.tmp_path, final)
         except OSError as exc:
-            self.abort()
-            raise StoreError(f"cannot commit shard {final}: {exc}") from exc
+            raise StoreError(f"cannot commit shard {final}: {exc.strerror or exc}") from exc
         return final
 
 

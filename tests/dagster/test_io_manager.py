@@ -449,18 +449,24 @@ def test_an_input_dataset_supports_len_random_access_projection_and_training(io_
     assert got["torch"] == (list(range(35)) if importlib.util.find_spec("torch") else None)
 
 
-def test_a_wrongly_annotated_input_fails_at_load_naming_the_fields(io_manager, instance):
+def _load_annotated_as(sample_type: type, io_manager, instance) -> dg.ExecuteInProcessResult:
+    """Materialize `up` (rows of Row), then run only `down`, whose input is annotated Dataset[sample_type]."""
+
     @dg.asset
     def up():
         return rows(4)
 
-    @dg.asset(metadata={"atdata/no_dataset": True})
-    def down(up: Dataset[WrongRow]):  # pragma: no cover - never runs
+    @dg.asset(metadata={"atdata/no_dataset": True}, ins={"up": dg.AssetIn(dagster_type=Dataset[sample_type])})
+    def down(up):  # pragma: no cover - never runs: the input must not load
         raise AssertionError("the input must not load")
 
     dg.materialize([up], resources={"io_manager": io_manager}, instance=instance)
-    result = dg.materialize([up, down], selection=["down"], resources={"io_manager": io_manager},
-                            instance=instance, raise_on_error=False)
+    return dg.materialize([up, down], selection=["down"], resources={"io_manager": io_manager},
+                          instance=instance, raise_on_error=False)
+
+
+def test_a_wrongly_annotated_input_fails_at_load_naming_the_fields(io_manager, instance):
+    result = _load_annotated_as(WrongRow, io_manager, instance)
     assert not result.success
     failure = result.get_step_failure_events()[0]
     text = str(failure.event_specific_data.error)
@@ -471,17 +477,7 @@ def test_a_wrongly_annotated_input_fails_at_load_naming_the_fields(io_manager, i
 
 
 def test_an_annotation_that_leaves_a_field_out_is_still_refused(io_manager, instance):
-    @dg.asset
-    def up():
-        return rows(3)
-
-    @dg.asset(metadata={"atdata/no_dataset": True})
-    def down(up: Dataset[NarrowRow]):  # pragma: no cover - never runs
-        raise AssertionError
-
-    dg.materialize([up], resources={"io_manager": io_manager}, instance=instance)
-    result = dg.materialize([up, down], selection=["down"], resources={"io_manager": io_manager},
-                            instance=instance, raise_on_error=False)
+    result = _load_annotated_as(NarrowRow, io_manager, instance)
     assert not result.success
     assert "not in the annotation ['vec']" in str(result.get_step_failure_events()[0].event_specific_data.error)
 

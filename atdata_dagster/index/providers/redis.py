@@ -42,12 +42,12 @@ from ...errors import ConfigurationError, NotFoundError, ProviderError
 from ...redact import leaks, redact, secrets_in
 from ..entry import LabelRecord, LocalDatasetEntry
 from .base import (
+    PUBLISHED_KEY,
     IndexProvider,
     ProviderKind,
+    carry_published,
     decode_entry_columns,
     decode_entry_columns_lenient,
-    PUBLISHED_KEY,
-    carry_published,
     decode_metadata,
     merge_metadata,
     pack_metadata,

@@ -48,7 +48,8 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy import exc as sa_exc, text as sql_text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
@@ -58,9 +59,9 @@ from ..entry import LabelRecord, LocalDatasetEntry
 from .base import (
     IndexProvider,
     ProviderKind,
+    carry_published,
     decode_entry_columns,
     decode_entry_columns_lenient,
-    carry_published,
     decode_metadata,
     merge_metadata,
     pack_metadata,
@@ -1279,7 +1280,7 @@ class PostgresProvider(SqlProvider):
 
     def _upsert(self, table: Table, keys: tuple[str, ...]) -> Executable:
         """INSERT ... ON CONFLICT DO UPDATE, stamping ``created_at`` also on conflict."""
-        from sqlalchemy.dialects.postgresql import insert as pg_insert  # lazy: the PostgreSQL dialect costs ~0.25 s SQLite users needn't pay
+        from sqlalchemy.dialects.postgresql import insert as pg_insert  # lazy: 0.25 s SQLite users skip
 
         stmt = pg_insert(table).values(created_at=func.clock_timestamp())
         return stmt.on_conflict_do_update(

@@ -164,19 +164,27 @@ def run_interleaved(first: Callable[[], object], second: Callable[[], object], p
     return second_finished_first
 
 
-def test_a_merge_made_while_another_merge_is_between_read_and_write_survives(provider, provider_url, provider_kind):
-    e = entry({"checksums": {"a": "0" * 64}})
-    provider.put_entry(e)
+def interleave_with_a_paused_writer(
+    provider_url: str, provider_kind: str, first: Callable[[IndexProvider], object], second: Callable[[], object],
+) -> bool:
+    """``first(paused)`` runs on a second provider that stops right after its read; ``second``
+    runs meanwhile; returns what :func:`run_interleaved` does."""
     pause = Pause()
     paused = provider_pausing_after_its_read(provider_url, provider_kind, pause)
     try:
-        second_finished_first = run_interleaved(
-            lambda: paused.merge_entry_metadata(e.cid, {"atmosphere": URI}),
-            lambda: provider.merge_entry_metadata(e.cid, {"reviewed": True}),
-            pause,
-        )
+        return run_interleaved(lambda: first(paused), second, pause)
     finally:
         paused.close()
+
+
+def test_a_merge_made_while_another_merge_is_between_read_and_write_survives(provider, provider_url, provider_kind):
+    e = entry({"checksums": {"a": "0" * 64}})
+    provider.put_entry(e)
+    second_finished_first = interleave_with_a_paused_writer(
+        provider_url, provider_kind,
+        lambda paused: paused.merge_entry_metadata(e.cid, {"atmosphere": URI}),
+        lambda: provider.merge_entry_metadata(e.cid, {"reviewed": True}),
+    )
 
     # Redis lets the second merge commit in between (the first one's EXEC is refused and it
     # merges again); SQLite and PostgreSQL make it wait for the first one's commit.
@@ -251,15 +259,10 @@ def test_a_reput_with_its_own_record_replaces_the_stored_one(provider):
 def test_a_promotion_recorded_while_a_reput_is_between_read_and_write_survives(provider, provider_url, provider_kind):
     e = entry({"checksums": {"a": "0" * 64}})
     provider.put_entry(e)
-    pause = Pause()
-    paused = provider_pausing_after_its_read(provider_url, provider_kind, pause)
-    try:
-        run_interleaved(
-            lambda: paused.put_entry(entry({"checksums": {"a": "1" * 64}})),
-            lambda: provider.merge_entry_metadata(e.cid, {"atmosphere": URI}),
-            pause,
-        )
-    finally:
-        paused.close()
+    interleave_with_a_paused_writer(
+        provider_url, provider_kind,
+        lambda paused: paused.put_entry(entry({"checksums": {"a": "1" * 64}})),
+        lambda: provider.merge_entry_metadata(e.cid, {"atmosphere": URI}),
+    )
 
     assert provider.get_entry(e.cid).metadata == {"checksums": {"a": "1" * 64}, "atmosphere": URI}
