@@ -12,12 +12,13 @@ import functools
 import hashlib
 import os
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any, BinaryIO, Callable, Iterable
 
 from ..errors import AtmosphereError, ChecksumMismatchError
 from .records import parse_blob_url
 
-__all__ = ["ShardSource", "shard_sources_for", "hash_stream"]
+__all__ = ["ShardSource", "ShardSourceKind", "shard_sources_for", "hash_stream"]
 
 CHUNK = 1024 * 1024
 
@@ -34,6 +35,15 @@ def hash_stream(stream: BinaryIO) -> tuple[str, int]:
         n += len(chunk)
 
 
+class ShardSourceKind(StrEnum):
+    """Where a shard's bytes come from when it is published (see :class:`ShardSource`)."""
+
+    FILE = "file"
+    S3 = "s3"
+    HTTP = "http"
+    BLOB = "blob"
+
+
 @dataclass(frozen=True)
 class ShardSource:
     """One shard to publish.
@@ -46,7 +56,7 @@ class ShardSource:
     for upload when ``path`` alone is not enough.
     """
 
-    kind: str
+    kind: ShardSourceKind
     url: str
     sha256: str | None = None
     size: int | None = None
@@ -65,7 +75,7 @@ class ShardSource:
         p = os.fspath(path)
         if p.startswith("file://"):
             p = p[len("file://"):]
-        return cls("file", url or p, sha256=sha256, size=size, path=p)
+        return cls(ShardSourceKind.FILE, url or p, sha256=sha256, size=size, path=p)
 
     @classmethod
     def s3(cls, url: str, *, sha256: str | None = None, size: int | None = None, endpoint: str | None = None,
@@ -76,7 +86,7 @@ class ShardSource:
         bucket, key = url[5:].split("/", 1)
         if not bucket or not key:
             raise AtmosphereError(f"{url!r} is not an s3://bucket/key URL")
-        return cls("s3", url, sha256=sha256, size=size, bucket=bucket, key=key,
+        return cls(ShardSourceKind.S3, url, sha256=sha256, size=size, bucket=bucket, key=key,
                    endpoint=(endpoint or None) and endpoint.rstrip("/"), region=region or None)
 
     @classmethod
@@ -84,14 +94,14 @@ class ShardSource:
         """A public http(s) URL, referenced where it is (storageHttp)."""
         if not url.startswith(("http://", "https://")):
             raise AtmosphereError(f"{url!r} is not an http(s) URL")
-        return cls("http", url, sha256=sha256, size=size)
+        return cls(ShardSourceKind.HTTP, url, sha256=sha256, size=size)
 
     @classmethod
     def blob(cls, url: str, *, opener: Callable[[], BinaryIO] | None = None, sha256: str | None = None,
              size: int | None = None) -> "ShardSource":
         """A blob of an existing atmosphere record, copied into the publisher's PDS."""
         parse_blob_url(url)
-        return cls("blob", url, sha256=sha256, size=size, opener=opener)
+        return cls(ShardSourceKind.BLOB, url, sha256=sha256, size=size, opener=opener)
 
     # -- helpers --------------------------------------------------------------------
     @property

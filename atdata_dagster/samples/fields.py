@@ -11,13 +11,14 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Union
 
 import numpy as np
 
 from ..errors import UnsupportedTypeError
 
-__all__ = ["DEFAULT_NDARRAY_DTYPE", "FieldSpec", "PRIMITIVES", "PRIMITIVE_TYPES", "resolved_hints", "spec_for_annotation"]
+__all__ = ["DEFAULT_NDARRAY_DTYPE", "FieldKind", "FieldSpec", "PRIMITIVES", "PRIMITIVE_TYPES", "resolved_hints", "spec_for_annotation"]
 
 PRIMITIVES: dict[type, str] = {str: "str", int: "int", float: "float", bool: "bool", bytes: "bytes"}
 PRIMITIVE_TYPES: dict[str, type] = {v: k for k, v in PRIMITIVES.items()}
@@ -35,6 +36,14 @@ _MAX_DEPTH = 16  # nesting of list[list[...]] accepted from a record
 # --------------------------------------------------------------------------- field specs
 
 
+class FieldKind(StrEnum):
+    """The three shapes a schema field takes (equal to the strings atdata's records use)."""
+
+    PRIMITIVE = "primitive"
+    NDARRAY = "ndarray"
+    ARRAY = "array"
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     """What a schema says about one field (or about the items of a list field).
@@ -45,11 +54,14 @@ class FieldSpec:
     """
 
     name: str
-    kind: str
+    kind: FieldKind
     optional: bool = False
     primitive: str | None = None
     dtype: str | None = None
     items: FieldSpec | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", FieldKind(self.kind))  # a plain string kind is checked here
 
 
 def _unsupported(owner: str, name: str, tp: Any, why: str = "") -> UnsupportedTypeError:
@@ -96,9 +108,9 @@ def _spec_for(tp: Any, name: str, owner: str, depth: int) -> FieldSpec:
     except TypeError:  # unhashable annotation objects
         primitive = None
     if primitive is not None:
-        return FieldSpec(name, "primitive", primitive=primitive)
+        return FieldSpec(name, FieldKind.PRIMITIVE, primitive=primitive)
     if tp is np.ndarray or origin is np.ndarray:
-        return FieldSpec(name, "ndarray", dtype=_ndarray_dtype_name(tp) or DEFAULT_NDARRAY_DTYPE)
+        return FieldSpec(name, FieldKind.NDARRAY, dtype=_ndarray_dtype_name(tp) or DEFAULT_NDARRAY_DTYPE)
     if origin is list or tp is list:
         args = typing.get_args(tp)
         if len(args) != 1:
@@ -106,7 +118,7 @@ def _spec_for(tp: Any, name: str, owner: str, depth: int) -> FieldSpec:
         items = _spec_for(args[0], name, owner, depth + 1)
         if items.optional:
             raise _unsupported(owner, name, tp, "list items cannot be optional")
-        return FieldSpec(name, "array", items=items)
+        return FieldSpec(name, FieldKind.ARRAY, items=items)
     if dataclasses.is_dataclass(tp):
         raise _unsupported(owner, name, tp, "Nested dataclass types not yet supported")
     raise _unsupported(owner, name, tp)

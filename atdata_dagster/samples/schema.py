@@ -33,6 +33,7 @@ from .fields import (  # re-exported: schema's public names predate the fields m
     BINARY_KINDS,
     DEFAULT_NDARRAY_DTYPE,
     PRIMITIVE_TYPES,
+    FieldKind,
     FieldSpec,
     resolved_hints,
     spec_for_annotation,
@@ -306,16 +307,16 @@ def _spec_from_field_type(ft: Any, name: str, where: str, depth: int) -> FieldSp
                 f"{where}: field {name!r} has unknown primitive {primitive!r:.40}; "
                 f"expected one of {sorted(PRIMITIVE_TYPES)}"
             )
-        return FieldSpec(name, "primitive", primitive=primitive)
+        return FieldSpec(name, FieldKind.PRIMITIVE, primitive=primitive)
     if kind == "ndarray":
-        return FieldSpec(name, "ndarray", dtype=_dtype_name(ft.get("dtype")))
+        return FieldSpec(name, FieldKind.NDARRAY, dtype=_dtype_name(ft.get("dtype")))
     if kind == "structured":
-        return FieldSpec(name, "ndarray")
+        return FieldSpec(name, FieldKind.NDARRAY)
     if kind in BINARY_KINDS:
-        return FieldSpec(name, "primitive", primitive="bytes")
+        return FieldSpec(name, FieldKind.PRIMITIVE, primitive="bytes")
     if kind == "array":
         items = _spec_from_field_type(ft.get("items"), name, where, depth + 1)
-        return FieldSpec(name, "array", items=items)
+        return FieldSpec(name, FieldKind.ARRAY, items=items)
     if kind == "ref":
         raise SchemaError(
             f"{where}: field {name!r} is a 'ref' field, which is not supported; "
@@ -339,7 +340,7 @@ def _spec_from_json_schema(prop: Any, name: str, where: str, depth: int) -> tupl
     ref = prop.get("$ref")
     if isinstance(ref, str):
         if ref.endswith("/ndarray") or "ndarray" in ref:
-            return FieldSpec(name, "ndarray"), False
+            return FieldSpec(name, FieldKind.NDARRAY), False
         raise SchemaError(f"{where}: property {name!r} has unsupported $ref {ref!r:.80}")
     jtype = prop.get("type")
     nullable = False
@@ -350,14 +351,14 @@ def _spec_from_json_schema(prop: Any, name: str, where: str, depth: int) -> tupl
             raise SchemaError(f"{where}: property {name!r} has a multi-type union {jtype!r:.80}")
         jtype = rest[0]
     if jtype == "string" and (prop.get("format") == "byte" or "contentEncoding" in prop):
-        return FieldSpec(name, "primitive", primitive="bytes"), nullable
+        return FieldSpec(name, FieldKind.PRIMITIVE, primitive="bytes"), nullable
     if isinstance(jtype, str) and jtype in _JSON_PRIMITIVES:
-        return FieldSpec(name, "primitive", primitive=_JSON_PRIMITIVES[jtype]), nullable
+        return FieldSpec(name, FieldKind.PRIMITIVE, primitive=_JSON_PRIMITIVES[jtype]), nullable
     if jtype == "array":
         items, item_null = _spec_from_json_schema(prop.get("items"), name, where, depth + 1)
         if item_null:
             raise SchemaError(f"{where}: property {name!r} has nullable array items")
-        return FieldSpec(name, "array", items=items), nullable
+        return FieldSpec(name, FieldKind.ARRAY, items=items), nullable
     raise SchemaError(f"{where}: property {name!r} has unsupported JSON-Schema type {jtype!r:.80}")
 
 

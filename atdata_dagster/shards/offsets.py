@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Iterator
 
 from ..errors import ShardError
 from .reader import BLOCK, MAX_META_SIZE, _header_name, _parse_pax, _parse_size, iter_samples
@@ -168,9 +168,6 @@ def locate(cumulative: list[int], i: int) -> tuple[int, int]:
     """(shard, index within shard) of global sample ``i`` given cumulative sample counts ``[0, n0, n0+n1, ...]``."""
     s = bisect_right(cumulative, i) - 1
     return s, i - cumulative[s]
-
-
-OffsetsSource = Callable[[str], ShardOffsets]
 
 
 def iter_range(f: BinaryIO, url: str, offsets: ShardOffsets | None, start: int, stop: int) -> Iterator[tuple[str, bytes]]:

@@ -108,10 +108,6 @@ class RoutingOpener:
         with route.open(url) as f:
             return read_span(f, start, stop)
 
-    def credentialed_buckets(self) -> list[str]:
-        """Buckets this opener reads with stored credentials (for inspection and tests)."""
-        return [r.bucket for r in self.routes if isinstance(r, S3Opener)]
-
     def __repr__(self) -> str:
         parts = [f"routes={list(self.routes)!r}", f"s3={self.s3!r}", f"http={self.http!r}"]
         if self.schemes:

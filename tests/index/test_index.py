@@ -284,9 +284,21 @@ def test_atmosphere_methods_say_what_to_configure_when_disabled(index):
         index.get_dataset("@alice.test/p")
 
 
-def test_default_atmosphere_makes_no_network_call_until_needed(tmp_path):
+def test_default_atmosphere_makes_no_network_call_until_needed(tmp_path, monkeypatch):
+    import socket
+
+    calls = []
+
+    def no_network(self, address, *args, **kwargs):
+        calls.append(address)
+        raise OSError(f"test: no network ({address})")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     idx = local.Index(path=str(tmp_path / "x.db"))
-    assert idx._atmosphere is None  # nothing created, nothing contacted
+    idx.write(rows(3), name="offline")
+    assert [r.value for r in idx.dataset("offline", Row).ordered()] == [0, 1, 2]
+    assert [e.name for e in idx.list_datasets()] == ["offline"]
+    assert calls == []  # constructing, writing, reading and listing never touched the network
 
 
 def test_verify_reports_a_tampered_shard(index):

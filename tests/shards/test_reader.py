@@ -123,10 +123,26 @@ def test_uppercase_suffix_and_extra_members():
     assert samples(data) == [("K", payload(1)), ("k2", payload(2))]
 
 
-def test_base256_size():
-    assert reader_mod._parse_size(b"\x80" + (9 * 1024**3).to_bytes(11, "big")) == 9 * 1024**3
-    with pytest.raises(ValueError):
-        reader_mod._parse_size(b"\xff" * 12)
+def with_size_field(tar: bytes, field: bytes) -> bytes:
+    """``tar`` with its first header's 12-byte size field replaced and the checksum redone."""
+    header = bytearray(tar[:512])
+    header[124:136] = field
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\x00 " % sum(header)
+    return bytes(header) + tar[512:]
+
+
+def test_a_base256_size_field_is_read_as_gnu_tar_writes_it_for_huge_members():
+    data = payload(3)
+    tar = make_tar([("k.msgpack", data)])
+    base256 = with_size_field(tar, b"\x80" + len(data).to_bytes(11, "big"))  # GNU form for members over 8 GiB
+    assert samples(base256) == [("k", data)]
+
+
+def test_a_negative_base256_size_field_is_an_unreadable_shard():
+    tar = with_size_field(make_tar([("k.msgpack", payload(3))]), b"\xff" * 12)
+    with pytest.raises(ShardError, match="unreadable size field"):
+        samples(tar)
 
 
 def test_webdataset_tarwriter_shards(tmp_path):
