@@ -24,6 +24,7 @@ from .gc import collect_garbage, sqlite_index_path
 from .index.index import Index
 from .index.providers import provider_from_url
 from .redact import redact
+from .repair import repair_entry
 from .samples.schema import field_type_text
 from .shards.reader import verify_shards
 from .stores.disk import LocalDiskStore
@@ -260,6 +261,31 @@ def cmd_verify(args: argparse.Namespace, out) -> int:
     return 0 if not bad else 1
 
 
+def cmd_repair(args: argparse.Namespace, out) -> int:
+    """Restore damaged shards of an entry from intact copies with the same checksum."""
+    index = _open_index(args)
+    entry = _lookup(index, args.name)
+    result = repair_entry(index, entry, dry_run=args.dry_run)
+    if args.json:
+        json.dump({"name": result.name, "cid": result.cid, "ok": result.ok, "dry_run": result.dry_run,
+                   "shards": [{"url": s.url, "was": s.was, "restored_from": s.restored_from, "note": s.note}
+                              for s in result.shards]}, out, indent=2)
+        out.write("\n")
+        return 0 if result.ok else 1
+    verb = "would restore" if args.dry_run else "restored"
+    for s in result.shards:
+        if s.restored:
+            out.write(f"{verb} {s.url} ({s.was}) from {s.restored_from}\n")
+        else:
+            out.write(f"still {s.was}: {s.url}\n  {s.note}\n")
+    if not result.shards:
+        out.write(f"{entry.name} ({entry.cid}): every shard is intact, nothing to repair\n")
+    else:
+        fixed = sum(s.restored for s in result.shards)
+        out.write(f"{entry.name} ({entry.cid}): {fixed} of {len(result.shards)} damaged shard(s) {verb}\n")
+    return 0 if result.ok else 1
+
+
 def cmd_promote(args: argparse.Namespace, out) -> int:
     index = _open_index(args)
     uri = index.promote_entry(args.name, name=args.as_name, description=args.description,
@@ -350,6 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("verify", "re-hash every shard against the recorded checksums")
     s.add_argument("name", help="dataset name or CID")
     s.set_defaults(func=cmd_verify)
+
+    s = add("repair", "restore damaged or missing shards of an entry from intact copies with the same checksum")
+    s.add_argument("name", help="dataset name or CID")
+    s.add_argument("--dry-run", action="store_true", help="find and check the copies, write nothing")
+    s.set_defaults(func=cmd_repair)
 
     s = add("promote", "publish an entry to the atmosphere (password from ATDATA_APP_PASSWORD)")
     s.add_argument("name", help="dataset name (its latest version is published)")

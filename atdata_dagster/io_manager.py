@@ -27,6 +27,7 @@ Naming lives in :mod:`atdata_dagster.naming`, settings and entry resolution in
 import dataclasses
 import itertools
 import threading
+import typing
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -62,7 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "AtdataIOManager",
     "DatasetNameParts",
-    "add_partition_metadata",
+    "add_materialization_metadata",
     "dataset_name",
     "parse_dataset_name",
     "dataset_data_version",
@@ -108,23 +109,29 @@ def set_data_version(context: dg.OutputContext, cid: str) -> bool:
         return False
 
 
-def add_partition_metadata(context: dg.OutputContext, partition_key: str, metadata: Mapping[str, Any]) -> bool:
-    """Attach metadata to one partition's materialization of a multi-partition output.
+def add_materialization_metadata(
+    context: dg.OutputContext, metadata: Mapping[str, Any], partition_key: str | None = None
+) -> bool:
+    """Attach metadata to the asset's materialization event only (one partition's, if given).
 
-    ``add_output_metadata`` copies one dict onto every partition's event; a single-run
-    backfill needs per-partition CIDs and row counts, which Dagster merges from the
-    step's partition-scoped asset metadata (``StepExecutionContext.add_asset_metadata``,
-    not a documented IO-manager API). Returns ``False`` when unavailable.
+    ``add_output_metadata`` puts its dict on the materialization *and* on the "handled
+    output" event, so the run log shows every row twice; it also copies one dict onto
+    every partition's event, where a single-run backfill needs per-partition CIDs and
+    row counts. Dagster merges the step's asset-scoped metadata into the materialization
+    alone (``StepExecutionContext.add_asset_metadata``, not a documented IO-manager API),
+    so that is used; ``add_output_metadata`` is the fallback where no step exists (a
+    context built with ``build_output_context``). Returns ``False`` on the fallback.
     """
     step = getattr(context, "_step_context", None)
-    if step is None:
-        return False
-    try:
-        step.add_asset_metadata(dict(metadata), asset_key=context.asset_key, partition_key=partition_key)
-        return True
-    except _INCOMPATIBLE_DAGSTER as exc:  # pragma: no cover - only on an incompatible Dagster
-        context.log.warning(f"atdata: could not attach metadata to partition {partition_key!r} ({exc!r})")
-        return False
+    if step is not None:
+        try:
+            step.add_asset_metadata(dict(metadata), asset_key=context.asset_key, partition_key=partition_key)
+            return True
+        except _INCOMPATIBLE_DAGSTER as exc:  # pragma: no cover - only on an incompatible Dagster
+            context.log.warning(f"atdata: could not attach metadata to the materialization ({exc!r})")
+    if partition_key is None:
+        context.add_output_metadata(dict(metadata))
+    return False
 
 
 # Upstream entries loaded per (run id, step key): load_input records, handle_output reads.
@@ -212,8 +219,9 @@ class AtdataIOManager(dg.ConfigurableIOManager):
 
     Per-asset definition metadata overrides the defaults below: ``atdata/name`` (the
     dataset name instead of the asset-key path), ``atdata/repo``, ``atdata/maxcount``,
-    ``atdata/maxsize``, ``atdata/manifest`` and ``atdata/promote`` (mark the entry for
-    the promotion sensor). On an ``AssetIn``, ``allow_missing_partitions: True`` lets a
+    ``atdata/maxsize``, ``atdata/manifest``, ``atdata/promote`` (mark the entry for
+    the promotion sensor) and ``atdata/allow_empty`` (an output with no samples becomes an
+    empty dataset, typed by the asset's return annotation, instead of failing). On an ``AssetIn``, ``allow_missing_partitions: True`` lets a
     fan-in skip upstream partitions that were never materialized.
 
     Single-run backfills (``BackfillPolicy.single_run()``): an asset run over a range of
@@ -284,11 +292,12 @@ class AtdataIOManager(dg.ConfigurableIOManager):
                 )
             obj = obj[partition]
         stored = self._store(context, index, obj, partition, settings, upstream)
-        context.add_output_metadata(
+        add_materialization_metadata(
+            context,
             entry_metadata(
                 stored.entry, sample_type=stored.sample_type, partitioned=partition is not None,
                 preview=stored.preview, preview_cols=stored.columns, repo=settings.repo, upstream=upstream,
-            )
+            ),
         )
         set_data_version(context, dataset_data_version(stored.entry))
 
@@ -321,7 +330,7 @@ class AtdataIOManager(dg.ConfigurableIOManager):
                 stored.entry, sample_type=stored.sample_type, partitioned=True, preview=stored.preview,
                 preview_cols=stored.columns, repo=settings.repo, upstream=upstream,
             )
-            add_partition_metadata(context, pk, md)
+            add_materialization_metadata(context, md, pk)
             cids[pk] = stored.entry.cid
             stats = stored.entry.stats
             total_rows += int(stats.get("num_samples") or 0)
@@ -364,8 +373,10 @@ class AtdataIOManager(dg.ConfigurableIOManager):
         else:
             _check_iterable(obj, f"asset {context.asset_key.to_user_string()!r}")
             tap = _Tap(obj, max(self.preview_rows, 1))
-            entry = index.write(tap, name=full, metadata=metadata, progress=_progress_logger(context, bare, started), **write_opts)
-            sample_type = tap.sample_type
+            declared = _output_sample_type(context) if settings.allow_empty else None
+            entry = index.write(tap, name=full, metadata=metadata, progress=_progress_logger(context, bare, started),
+                                allow_empty=settings.allow_empty, sample_type=declared, **write_opts)
+            sample_type = tap.sample_type or declared
             rows = tap.rows[: self.preview_rows] if self.preview_rows > 0 else None
             cols = tap.columns
         stats = entry.stats
@@ -502,6 +513,27 @@ def _annotated_sample_type(context: dg.InputContext) -> type | None:
         return None
     if isinstance(typing_type, type) and issubclass(typing_type, Dataset):
         return typing_type.sample_type
+    return None
+
+
+def _output_sample_type(context: dg.OutputContext) -> type | None:
+    """``T`` of an asset's return annotation (``list[T]``, ``Iterator[T]``, ``Dataset[T]``...), else ``None``.
+
+    What an opted-in empty dataset is typed by, since it has no sample to take it from.
+    """
+    try:
+        typing_type = context.dagster_type.typing_type
+    except dg.DagsterInvariantViolationError:  # a context built without a Dagster type
+        return None
+    for _ in range(3):  # Output[list[T]] / Iterator[T] / T, unwrapped outside in
+        if isinstance(typing_type, type) and issubclass(typing_type, Dataset):
+            return typing_type.sample_type
+        if isinstance(typing_type, type) and hasattr(typing_type, "packed"):
+            return typing_type
+        args = typing.get_args(typing_type)
+        if not args:
+            return None
+        typing_type = args[0]
     return None
 
 

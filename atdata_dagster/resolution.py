@@ -74,7 +74,8 @@ class OutputSettings:
     ``name`` (``atdata/name``) replaces the asset-key path in the dataset name; ``repo``
     (``atdata/repo``) is the repository written to; ``maxcount`` / ``maxsize`` /
     ``manifest`` are passed to the shard writer; ``promote`` (``atdata/promote``) marks
-    the entries for the promotion sensor.
+    the entries for the promotion sensor; ``allow_empty`` (``atdata/allow_empty``) lets
+    an output with no samples be stored as an empty dataset instead of failing.
     """
 
     asset_key: dg.AssetKey
@@ -84,6 +85,7 @@ class OutputSettings:
     maxsize: Optional[int]
     manifest: bool
     promote: bool
+    allow_empty: bool = False
 
     @classmethod
     def parse(
@@ -110,6 +112,7 @@ class OutputSettings:
             maxsize=positive_int(where, "'atdata/maxsize'", m.get("atdata/maxsize", defaults.maxsize)),
             manifest=bool(m.get("atdata/manifest", defaults.manifest)),
             promote=bool(m.get("atdata/promote", False)),
+            allow_empty=_flag(where, "atdata/allow_empty", m.get("atdata/allow_empty", False)),
         )
 
     def write_options(self) -> dict[str, Any]:
@@ -128,6 +131,12 @@ class OutputSettings:
             )
         bare = dataset_name(self.asset_key, partition, base=self.name)
         return bare, f"{self.repo}/{bare}"
+
+
+def _flag(where: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationTypeError(f"{where}: '{key}' must be true or false, got {value!r} ({type(value).__name__})")
+    return value
 
 
 def asset_settings(

@@ -19,13 +19,15 @@ system, in one run on this machine:
   WebDataset: its 1,000-sample buffer), with its quality: mean displacement (fraction
   of N; a uniform shuffle gives ~0.33) and adjacent-pair rate (~2/N uniform, 1 unshuffled);
 * shuffle memory: how much a shuffled epoch over images raises peak RSS above a
-  sequential epoch, both in one fresh process;
+  sequential epoch, each epoch in its own fresh process;
 * random access: ``ds[i]`` lookups/s at random positions;
 * DataLoader: torch ``DataLoader`` with 2 workers, epochs 1 and 2 (shuffled, batches of
   256), and whether every sample came exactly once per epoch;
 * verification (ours): re-hashing every shard against its recorded SHA-256.
 
-Peers live in ``.cache/bench-venv`` (``scripts/install-bench-venv.sh``, run on first
+Each system runs in its own fresh child process (imports done before timing), given
+``--system-timeout`` seconds per workload: one that hangs is killed and reported as
+timed out, and the others' figures still print. Peers live in ``.cache/bench-venv`` (``scripts/install-bench-venv.sh``, run on first
 use); this module re-executes itself there. Ratios are ours / peer (> 1: ours is faster,
 or for memory, < 1: ours uses less). The load average is printed before and after:
 this is a shared 2-core machine, so figures move from run to run.
@@ -556,7 +558,7 @@ class Lance:
 
         def get(i: int) -> tuple[int, np.ndarray]:
             t = ds.take([i])
-            return t.column("label")[0].as_py(), t.column(field).values.to_numpy().reshape(shape)
+            return t.column("label")[0].as_py(), t.column(field).chunk(0).values.to_numpy().reshape(shape)
 
         return get
 
@@ -619,33 +621,83 @@ def measure(sys_name: str, wl: Workload, d: str, lookups: int, results: dict) ->
             r[f"dl{e}_once"] = _exactly_once(labels, wl.n)
 
 
-def shuffle_memory(sys_name: str, wl: Workload, d: str) -> float:
-    """Peak RSS a shuffled epoch adds over a sequential one (MiB), in a fresh process."""
+def measure_isolated(sys_name: str, wl: Workload, d: str, lookups: int, timeout: float) -> dict:
+    """:func:`measure` in a fresh child process, given at most ``timeout`` seconds.
+
+    Each system starts from a clean interpreter (no page cache warmed by, and no memory
+    left over from, the system before it), and one that hangs (a stuck worker pool, say)
+    is killed and reported as timed out instead of stalling the whole run.
+    """
     env = dict(os.environ, PYTHONPATH=ROOT)
-    cmd = [sys.executable, "-m", "benchmarks.bench_training", "--child-memory", sys_name, "--child-workload", wl.name, "--child-dir", d]
+    cmd = [sys.executable, "-m", "benchmarks.bench_training", "--child-measure", sys_name, "--child-workload", wl.name,
+           "--child-dir", d, "--lookups", str(lookups)]
     if wl.n < 5000:
         cmd.append("--quick")
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
-    if out.returncode != 0:
-        print(f"   shuffle memory {sys_name}: failed: {out.stderr.strip().splitlines()[-1:]}", flush=True)
-        return float("nan")
-    return float(out.stdout.strip().splitlines()[-1])
+    try:
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"   {wl.name}/{sys_name}: TIMED OUT after {timeout:.0f}s (killed; --system-timeout raises the limit)", flush=True)
+        return {"timed_out": True}
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if out.returncode != 0 or not lines:
+        print(f"   {wl.name}/{sys_name}: child exited with {out.returncode}", flush=True)
+        return {"failed": True}
+    return json.loads(lines[-1][len("RESULT "):])
 
 
-def _child_memory(sys_name: str, wl: Workload, d: str) -> None:
-    """Print the peak RSS a shuffled epoch adds over a sequential epoch of the same system (MiB).
+#: What each system imports before its first timed step, so no write or read pays for imports.
+WARM_IMPORTS = {
+    "ours": ["atdata_dagster.dataset", "atdata_dagster.shards.writer", "atdata_dagster.loader_torch", "torch.utils.data"],
+    "mosaic": ["streaming", "torch.utils.data"],
+    "litdata": ["litdata", "torch.utils.data"],
+    "hf": ["datasets", "torch.utils.data"],
+    "wds": ["webdataset", "torch.utils.data"],
+    "lance": ["lance", "pyarrow"],
+}
 
-    Both epochs run in this fresh process: the sequential one first (its peak is the
-    baseline: imports, caches, a batch in flight), then the peak is reset
-    (``/proc/self/clear_refs``) and the shuffled epoch runs.
+
+def _child_measure(sys_name: str, wl: Workload, d: str, lookups: int) -> None:
+    import importlib
+
+    for module in WARM_IMPORTS.get(sys_name, []):
+        importlib.import_module(module)
+    results: dict = {}
+    try:
+        measure(sys_name, wl, d, lookups, results)
+    except Exception as exc:  # noqa: BLE001 - one peer failing must not lose the figures measured before it; printed
+        print(f"   {wl.name}/{sys_name}: FAILED {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr, flush=True)
+    print("RESULT " + json.dumps(results.get(wl.name, {}).get(sys_name, {}), default=str), flush=True)
+
+
+def shuffle_memory(sys_name: str, wl: Workload, d: str) -> float:
+    """Peak RSS of a shuffled epoch minus that of a sequential epoch (MiB), each in its own fresh process.
+
+    Separate processes, so neither epoch reuses memory the other one left allocated (run
+    in one process, the second epoch would look cheaper than it is).
     """
+    peaks = []
+    for mode in ("seq", "shuffled"):
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        cmd = [sys.executable, "-m", "benchmarks.bench_training", "--child-memory", sys_name, "--child-workload", wl.name,
+               "--child-dir", d, "--child-mode", mode]
+        if wl.n < 5000:
+            cmd.append("--quick")
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+        if out.returncode != 0:
+            print(f"   shuffle memory {sys_name} ({mode}): failed: {out.stderr.strip().splitlines()[-1:]}", flush=True)
+            return float("nan")
+        peaks.append(float(out.stdout.strip().splitlines()[-1]))
+    return peaks[1] - peaks[0]
+
+
+def _child_memory(sys_name: str, wl: Workload, d: str, mode: str) -> None:
+    """Print this fresh process's peak RSS (MiB) after one epoch, sequential or shuffled."""
     impl = IMPLS[sys_name]()
-    impl.seq(wl, d)
-    seq_peak = _rss_kib("VmHWM")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    impl.shuffled(wl, d, SEED)
-    print((_rss_kib("VmHWM") - seq_peak) / 1024)
+    if mode == "seq":
+        impl.seq(wl, d)
+    else:
+        impl.shuffled(wl, d, SEED)
+    print(_rss_kib("VmHWM") / 1024)
 
 
 # ------------------------------------------------------------------ report
@@ -702,6 +754,10 @@ def report(results: dict, systems: list[str]) -> None:
             f"{per[s]['displacement']:.2f} / {per[s]['adjacent']:.4f}" if "displacement" in per.get(s, {}) else "-" for s in systems
         ]
         print("| shuffle displacement / adjacent-pair rate | " + " | ".join(qual) + " | |")
+        for s in systems:
+            r = per.get(s, {})
+            if r.get("timed_out") or r.get("failed"):
+                print(f"\n{s}: {'timed out (killed)' if r.get('timed_out') else 'failed'}; its figures are missing above.")
         o = per.get("ours", {})
         if "buffered" in o:
             dq, aq = o["buffered_quality"]
@@ -722,9 +778,12 @@ def main() -> int:
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--lookups", type=int, default=2000)
     ap.add_argument("--keep", help="write the data under this directory and keep it")
+    ap.add_argument("--system-timeout", type=float, default=900, help="seconds one system may take per workload (default 900)")
+    ap.add_argument("--child-measure", help=argparse.SUPPRESS)
     ap.add_argument("--child-memory", help=argparse.SUPPRESS)
     ap.add_argument("--child-workload", help=argparse.SUPPRESS)
     ap.add_argument("--child-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--child-mode", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not _in_bench_venv():
         _reexec_in_venv()
@@ -733,7 +792,10 @@ def main() -> int:
     _stub_torchvision()
     wls = workloads(args.quick)
     if args.child_memory:
-        _child_memory(args.child_memory, wls[args.child_workload], args.child_dir)
+        _child_memory(args.child_memory, wls[args.child_workload], args.child_dir, args.child_mode)
+        return 0
+    if args.child_measure:
+        _child_measure(args.child_measure, wls[args.child_workload], args.child_dir, args.lookups)
         return 0
     systems = [s for s in args.systems.split(",") if s]
     load0 = os.getloadavg()
@@ -749,12 +811,9 @@ def main() -> int:
                 shutil.rmtree(d, ignore_errors=True)
                 os.makedirs(d)
                 t = time.perf_counter()
-                try:
-                    measure(s, wl, d, min(args.lookups, wl.n), results)
-                    if wname == "images" and getattr(IMPLS[s], "shuffled", None):
-                        results[wname][s]["shufmem"] = shuffle_memory(s, wl, d)
-                except Exception as exc:  # noqa: BLE001 - one peer failing must not lose the others' figures; the failure is printed
-                    print(f"   {wname}/{s}: FAILED {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+                r = results.setdefault(wname, {})[s] = measure_isolated(s, wl, d, min(args.lookups, wl.n), args.system_timeout)
+                if wname == "images" and getattr(IMPLS[s], "shuffled", None) and "shuffled" in r:
+                    r["shufmem"] = shuffle_memory(s, wl, d)
                 print(f"   {wname}/{s}: {time.perf_counter() - t:.0f}s {json.dumps(results.get(wname, {}).get(s, {}), default=str)[:400]}", flush=True)
                 if not args.keep:
                     shutil.rmtree(d, ignore_errors=True)

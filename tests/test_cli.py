@@ -80,7 +80,35 @@ def test_show_and_verify_accept_a_cid(setup):
     assert code == 0 and "items: OK" in text
 
 
-@pytest.mark.parametrize("command", [["list"], ["show", "items"], ["verify", "items"]])
+def test_repair_restores_a_corrupted_shard_from_the_rematerialized_copy_and_says_so(setup):
+    args, old, tmp_path = setup
+    shard = Path(old.data_urls[0])
+    good = shard.read_bytes()
+    shard.write_bytes(good[:600] + b"\xff" * 8 + good[608:])
+    idx = local.Index(path=str(tmp_path / "index.db"), data_store=local.LocalDiskStore(tmp_path / "data"), atmosphere=None)
+    new = idx.write([Item(label=i, x=np.ones(3, np.float32)) for i in range(30)], name="items", maxcount=10)
+    idx.close()
+    code, text = run(args + ["verify", old.cid])
+    assert code == 1 and "1 bad shard" in text
+    code, text = run(args + ["repair", old.cid, "--dry-run"])
+    assert code == 0 and f"would restore {shard} (mismatch) from {new.data_urls[0]}" in text
+    assert shard.read_bytes() != good
+    code, text = run(args + ["repair", old.cid])
+    assert code == 0 and f"restored {shard} (mismatch) from {new.data_urls[0]}" in text
+    assert "1 of 1 damaged shard(s) restored" in text and shard.read_bytes() == good
+    code, text = run(args + ["--json", "repair", old.cid])
+    assert code == 0 and json.loads(text) == {"name": "items", "cid": old.cid, "ok": True, "dry_run": False, "shards": []}
+
+
+def test_repair_without_a_copy_exits_1_and_says_which_asset_to_rematerialize(setup):
+    args, entry, _ = setup
+    Path(entry.data_urls[2]).unlink()
+    code, text = run(args + ["repair", "items"])
+    assert code == 1 and f"still missing: {entry.data_urls[2]}" in text
+    assert "re-materialize asset 'items'" in text and "0 of 1 damaged shard(s) restored" in text
+
+
+@pytest.mark.parametrize("command", [["list"], ["show", "items"], ["verify", "items"], ["repair", "items"]])
 def test_commands_refuse_an_index_file_that_does_not_exist_without_creating_it(tmp_path, command, capsys):
     missing = tmp_path / "typo.db"
     code, _ = run(["--index", f"sqlite:///{missing}", *command])

@@ -635,6 +635,8 @@ class Index:
         metadata: dict | None = None,
         manifest: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        allow_empty: bool = False,
+        sample_type: type | None = None,
     ) -> LocalDatasetEntry:
         """Stream samples into shards and create an index entry in one step.
 
@@ -642,9 +644,16 @@ class Index:
         unless a store is configured), ``repo/name`` to a mounted repository, and
         ``@handle/name`` publishes to the atmosphere. ``maxcount``/``maxsize`` bound
         the final shards (atdata ignores them). ``progress(samples, bytes)`` is called
-        every few seconds while writing. Raises :class:`EmptyDatasetError` for no samples.
+        every few seconds while writing. Raises :class:`EmptyDatasetError` for no samples,
+        unless ``allow_empty``: then an entry with one empty shard is written, typed by
+        ``sample_type`` (or ``schema_ref``), since no sample says what the type is.
         """
         key, repo, bare = self._route_write(name)
+        if allow_empty and key == ATMOSPHERE:
+            raise ConfigurationError(
+                f"allow_empty: an empty dataset cannot be published to the atmosphere ({name!r}); "
+                "write it to a local repository"
+            )
         if key == ATMOSPHERE:
             return self._write_atmosphere(
                 samples, ref=bare, schema_ref=schema_ref, description=description, tags=tags,
@@ -656,7 +665,7 @@ class Index:
         claim_store(store, repo.provider, what=f"record the index identity before writing {name!r}")
         result, schema_ref = self._write_shards(
             samples, store, prefix=bare, repo=repo, schema_ref=schema_ref, maxcount=maxcount,
-            maxsize=maxsize, manifest=manifest, progress=progress,
+            maxsize=maxsize, manifest=manifest, progress=progress, allow_empty=allow_empty, sample_type=sample_type,
         )
         entry = LocalDatasetEntry(name=bare, schema_ref=schema_ref, data_urls=list(result), metadata=_with_stats(metadata or {}, result))
         return self._commit(repo, entry)
@@ -667,26 +676,38 @@ class Index:
     def _write_shards(
         self, samples: Iterable[Any], store: DataStore, *, prefix: str, repo: Repository, schema_ref: str | None,
         maxcount: int | None, maxsize: int | None, manifest: bool, progress: Callable[[int, int], None] | None = None,
+        allow_empty: bool = False, sample_type: type | None = None,
     ) -> tuple[ShardWriteResult, str]:
         it = iter(samples)
         try:
             first = next(it)
+            pending: Iterable[Any] = itertools.chain([first], it)
+            sample_type = type(first)
         except StopIteration:
-            raise EmptyDatasetError(
-                f"samples must be non-empty: nothing to write for dataset {prefix!r}; pass at least one sample"
-            ) from None
-        sample_type = type(first)
-        try:
-            ensure_packable_type(sample_type)
-        except NotPackableError as exc:
-            raise NotPackableError(f"sample 0 of dataset {prefix!r}: {exc}") from None
+            if not allow_empty:
+                raise EmptyDatasetError(
+                    f"samples must be non-empty: nothing to write for dataset {prefix!r}; pass at least one sample "
+                    "(or allow_empty=True with sample_type=, for a dataset that may really be empty)"
+                ) from None
+            if sample_type is None and schema_ref is None:
+                raise EmptyDatasetError(
+                    f"dataset {prefix!r} is empty and allow_empty is set, but nothing says its sample type: "
+                    "pass sample_type= (in Dagster: annotate the asset's return type, e.g. -> list[MySample])"
+                ) from None
+            pending = ()
+        if sample_type is not None:
+            try:
+                ensure_packable_type(sample_type)
+            except NotPackableError as exc:
+                raise NotPackableError(f"sample 0 of dataset {prefix!r}: {exc}") from None
         if schema_ref is None:
+            assert sample_type is not None
             schema_ref = self._implicit_schema_ref(sample_type, repo)
         writer = ShardWriter(store, prefix, maxcount=maxcount, maxsize=maxsize, manifest=manifest,
                              sample_type=sample_type, progress=progress)
         try:
             with writer:
-                result = write_all(writer, itertools.chain([first], it), where=f"for dataset {prefix!r}")
+                result = write_all(writer, pending, where=f"for dataset {prefix!r}", allow_empty=allow_empty)
         except Exception:  # the samples' generator, a codec or the store failed: nothing gets indexed
             self._remove_unreferenced(store, writer.created_urls)
             raise

@@ -326,13 +326,20 @@ class ShardWriter:
             self.abort()
             raise
 
-    def close(self) -> ShardWriteResult:
-        """Finish and commit the last shard; return every shard's URL and checksum."""
+    def close(self, *, empty_shard: bool = False) -> ShardWriteResult:
+        """Finish and commit the last shard; return every shard's URL and checksum.
+
+        With ``empty_shard`` a writer that was given no sample commits one valid, empty tar
+        shard (an opted-in empty dataset), so the entry still lists a checksummed shard.
+        """
         if self._result is not None:
             return self._result
         if self._closed:
             raise RuntimeError("ShardWriter was aborted; nothing to close")
         try:
+            if empty_shard and not self._total and not self._shards:
+                self._open_shard()
+                self._finish_shard()
             if self._count:
                 self._finish_shard()
             self._settle(block=True)  # every shard durable before anyone records the URLs
@@ -495,14 +502,17 @@ def write_samples_to_store(
         return write_all(writer, samples, where=f"under {prefix!r}")
 
 
-def write_all(writer: ShardWriter, samples: Iterable[Any], *, where: str) -> ShardWriteResult:
+def write_all(writer: ShardWriter, samples: Iterable[Any], *, where: str, allow_empty: bool = False) -> ShardWriteResult:
     """Write every sample and close ``writer``: the one empty-dataset check of the package.
 
     Raises :class:`EmptyDatasetError` (the writer aborted, nothing written) if ``samples``
-    yields nothing; ``where`` says where the dataset was going (``under 'name'``, ``to 'x.tar'``).
+    yields nothing, unless ``allow_empty`` (then one empty shard is committed);
+    ``where`` says where the dataset was going (``under 'name'``, ``to 'x.tar'``).
     """
     for sample in samples:
         writer.write_sample(sample)
+    if writer.num_samples == 0 and allow_empty:
+        return writer.close(empty_shard=True)
     if writer.num_samples == 0:
         writer.abort()
         raise EmptyDatasetError(

@@ -13,7 +13,7 @@ import re
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 
-from ..errors import UnknownOptionError
+from ..errors import StoreError, UnknownOptionError
 from ..shards.sinks import ShardInfo, ShardSink, ShardWriteResult  # re-exported: the stores' contract
 from ..shards.writer import copy_dataset_to_store
 
@@ -150,6 +150,14 @@ class DataStore(ABC):
     @abstractmethod
     def delete(self, url: str) -> None:
         """Delete one object of this store (missing objects are ignored)."""
+
+    def restore(self, url: str, data: BinaryIO) -> None:
+        """Replace the object at ``url`` (one of this store's) with the bytes of ``data``, atomically.
+
+        Used by ``repair`` after the caller checked the bytes against the recorded SHA-256:
+        readers see the damaged object or the whole good one, never a mix.
+        """
+        raise StoreError(f"{self!r} cannot restore objects in place; re-materialize the dataset instead")
 
     def write_shards(
         self,

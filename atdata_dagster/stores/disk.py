@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import time
 import uuid
@@ -383,6 +384,21 @@ class LocalDiskStore(DataStore):
             pass
         except OSError as exc:
             raise StoreError(f"cannot delete {path}: {exc.strerror or exc}") from exc
+
+    def restore(self, url: str, data: BinaryIO) -> None:
+        path = self._path(url)
+        tmp = path.parent / f".tmp-{uuid.uuid4().hex}.tar.part"  # gc's own temp name: a crash leaves nothing it misses
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                shutil.copyfileobj(data, f, 1 << 20)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot restore {path}: {exc.strerror or exc}") from exc
 
 
 # ---------------------------------------------------------------- write_samples' fixed paths

@@ -1180,6 +1180,11 @@ class S3DataStore(DataStore):
         key = self._key_of(url)
         self._call("DeleteObject", key, self.client.delete_object, Bucket=self.bucket, Key=key)
 
+    def restore(self, url: str, data: BinaryIO) -> None:
+        """Replace the object (S3 replaces a whole object atomically: readers never see a mix)."""
+        key = self._key_of(url)
+        self._call("PutObject", key, self.client.upload_fileobj, data, self.bucket, key)
+
     def abort_stale_uploads(self, prefix: str | None = None, *, older_than: float = 0.0) -> int:
         """Abort this store's unfinished multipart uploads (under ``prefix``) started more than
         ``older_than`` seconds ago; return how many were aborted. Part of ``gc``: uploads left by

@@ -143,6 +143,28 @@ def test_materialization_metadata_has_every_key(io_manager, instance, index):
     assert md(mat, "atdata/size") == f"{stats['total_bytes'] / 1024:.1f} KiB"
 
 
+def test_the_run_log_carries_the_metadata_once_on_the_materialization(io_manager, instance):
+    @dg.asset
+    def up():
+        return rows(5)
+
+    result = dg.materialize([up], resources={"io_manager": io_manager}, instance=instance)
+    events = [e for e in result.all_events if e.step_key == "up"]
+    handled = [e for e in events if e.event_type_value == "HANDLED_OUTPUT"]
+    mats = [e for e in events if e.event_type_value == "ASSET_MATERIALIZATION"]
+    assert len(handled) == 1 and len(mats) == 1
+    assert not [k for k in handled[0].event_specific_data.metadata if k.startswith(("atdata/", "dagster/"))]
+    assert md(mats[0].event_specific_data.materialization, "dagster/row_count") == 5
+
+
+def test_a_context_without_a_step_still_gets_the_metadata_as_output_metadata():
+    from atdata_dagster.io_manager import add_materialization_metadata
+
+    context = dg.build_output_context(asset_key=dg.AssetKey("x"))
+    assert add_materialization_metadata(context, {"atdata/name": "x"}) is False
+    assert context.get_logged_metadata() == {"atdata/name": dg.MetadataValue.text("x")}
+
+
 def test_data_version_is_the_content_id_and_unchanged_data_keeps_it(io_manager, instance, index):
     @dg.asset(code_version="1")
     def up():
@@ -314,6 +336,41 @@ def test_dataset_output_is_registered_with_insert_dataset(io_manager, instance, 
     assert len(entry.data_urls) == 1  # re-sharded by the asset's maxcount
     assert "| r0 |" in md(mat, "atdata/preview")
     assert [r.label for r in index.dataset("copied", Row).ordered()] == list(range(12))
+
+
+def test_an_asset_that_opts_in_may_store_an_empty_dataset_typed_by_its_annotation(io_manager, instance, index):
+    @dg.asset(metadata={"atdata/allow_empty": True})
+    def maybe_empty() -> list[Row]:
+        return []
+
+    @dg.asset
+    def down(maybe_empty: Dataset[Row]) -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata={"seen": len(maybe_empty), "decoded": len(list(maybe_empty.ordered()))})
+
+    result = dg.materialize([maybe_empty, down], resources={"io_manager": io_manager}, instance=instance)
+    assert result.success
+    assert md(materialization(result, "maybe_empty"), "dagster/row_count") == 0
+    assert md(materialization(result, "down"), "seen") == 0 == md(materialization(result, "down"), "decoded")
+    assert index.get_dataset("maybe_empty").stats["num_samples"] == 0
+
+
+def test_an_empty_output_without_the_opt_in_fails_and_names_it(io_manager, instance):
+    @dg.asset
+    def nothing() -> list[Row]:
+        return []
+
+    with pytest.raises(Exception, match="non-empty") as info:
+        dg.materialize([nothing], resources={"io_manager": io_manager}, instance=instance)
+    assert "allow_empty" in str(info.value)
+
+
+def test_allow_empty_must_be_a_boolean(io_manager, instance):
+    @dg.asset(metadata={"atdata/allow_empty": "yes"})
+    def loose() -> list[Row]:
+        return []
+
+    with pytest.raises(Exception, match="'atdata/allow_empty' must be true or false"):
+        dg.materialize([loose], resources={"io_manager": io_manager}, instance=instance)
 
 
 def test_a_none_output_fails_with_a_typed_error_saying_how_to_fix_it(io_manager, instance, index):

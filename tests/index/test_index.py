@@ -101,6 +101,26 @@ def test_empty_samples_raise_and_leave_nothing(index, tmp_path):
     assert not list((tmp_path / "data").rglob("*.tar"))
 
 
+def test_an_opted_in_empty_dataset_is_one_checksummed_empty_shard_that_reads_as_nothing(index):
+    entry = index.write([], name="empty", allow_empty=True, sample_type=Row)
+    assert entry.stats["num_samples"] == 0 and entry.stats["num_shards"] == 1
+    assert open(entry.data_urls[0], "rb").read() == bytes(1024)  # a valid tar: just its end-of-archive blocks
+    assert index.verify("empty") == {entry.data_urls[0]: "ok"}
+    ds = index.dataset("empty")
+    assert ds.sample_type.__name__ == "Row" and len(ds) == 0
+    assert list(ds.ordered()) == [] and list(ds.ordered(batch_size=4)) == [] and list(ds.shuffled(batch_size=4)) == []
+
+
+def test_an_empty_dataset_without_a_sample_type_says_how_to_give_one(index):
+    with pytest.raises(EmptyDatasetError, match="sample_type="):
+        index.write(iter(()), name="empty", allow_empty=True)
+    assert index.list_entries() == []
+
+
+def test_allow_empty_changes_nothing_for_a_dataset_with_samples(index):
+    assert index.write(rows(3), name="a", allow_empty=True).cid == index.write(rows(3), name="a").cid
+
+
 @pytest.mark.parametrize("bad", ["../escape", "/abs", "a//b", "a/./b", "x\x00y", "a" * 600])
 def test_invalid_names_are_refused_and_nothing_is_written(index, tmp_path, bad):
     with pytest.raises(InvalidNameError):

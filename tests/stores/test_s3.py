@@ -566,3 +566,24 @@ def test_keys_are_taken_verbatim_from_s3_urls_and_decoded_from_endpoint_urls(s3_
             assert f.read() == body
     s3_store.delete(f"s3://{s3_bucket}/a#b/x.tar")
     assert keys_under(s3_client, s3_bucket) == ["a", "p%41/x.tar", "q?x=1/x.tar", "with space/x.tar"]
+
+
+def test_repair_restores_a_damaged_s3_shard_from_a_local_copy_with_the_same_checksum(rgw_server, s3_bucket, s3_client, tmp_path):
+    from atdata_dagster import local
+    from atdata_dagster.repair import repair_entry
+
+    store = S3DataStore(rgw_server.credentials, bucket=s3_bucket, prefix="rep")
+    lab = local.create_repository("sqlite", path=str(tmp_path / "lab.db"), data_store=store)
+    index = local.Index(path=str(tmp_path / "index.db"), data_store=local.LocalDiskStore(tmp_path / "data"),
+                        repos={"lab": lab}, atmosphere=None)
+    remote = index.write(embs(60), name="lab/embeddings", maxcount=30)
+    copy = index.write(embs(60), name="embeddings", maxcount=30)  # the same content on local disk
+    key = remote.data_urls[1].split(f"s3://{s3_bucket}/", 1)[1]
+    good = get_bytes(s3_client, remote.data_urls[1])
+    s3_client.put_object(Bucket=s3_bucket, Key=key, Body=good[:700] + b"\xff" * 8 + good[708:])
+    assert index.verify(remote)[remote.data_urls[1]] == "mismatch"
+
+    result = repair_entry(index, remote)
+    assert result.ok and result.shards[0].restored_from == copy.data_urls[1]
+    assert get_bytes(s3_client, remote.data_urls[1]) == good
+    assert set(index.verify(remote).values()) == {"ok"}
