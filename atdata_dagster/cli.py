@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, TypeVar
 from .atmosphere import AtmosphereClient
 from .errors import AtdataError, CorruptEntryError, GcRefusedError, NotFoundError
 from .gc import collect_garbage, sqlite_index_path
-from .index.index import Index
+from .index.index import Index, recorded_shard_sizes
 from .index.providers import provider_from_url
 from .redact import redact
 from .repair import repair_entry
@@ -36,24 +36,49 @@ T = TypeVar("T")
 __all__ = ["main", "build_parser"]
 
 
-class _Progress:
-    """A one-line progress bar on stderr (only when stderr is a terminal, or forced)."""
+#: Seconds between plain progress lines when stderr is not a terminal (logs, CI).
+PLAIN_PROGRESS_EVERY = 5.0
 
-    def __init__(self, total: int, label: str, enabled: bool | None = None) -> None:
-        self.total, self.label, self.done = max(total, 1), label, 0
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._last = 0.0
+
+class _Progress:
+    """Progress of long work on stderr, counted in items or bytes.
+
+    On a terminal: a one-line bar, redrawn at most ten times a second. Otherwise (a log
+    file, CI): a plain line every :data:`PLAIN_PROGRESS_EVERY` seconds, and a last one
+    when the work ends, so short work prints nothing. ``enabled=False`` (``--json``): silent.
+    """
+
+    def __init__(self, total: int, label: str, *, unit: str = "items", enabled: bool = True,
+                 tty: bool | None = None) -> None:
+        self.total, self.label, self.unit, self.done = total, label, unit, 0
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self._last = time.monotonic() if not self.tty else 0.0
+        self._printed = False
+
+    def _amount(self, n: int) -> str:
+        return human_bytes(n) if self.unit == "bytes" else f"{n:,}"
 
     def step(self, n: int = 1) -> None:
         self.done += n
+        if not self.enabled:
+            return
         now = time.monotonic()
-        if self.enabled and (now - self._last > 0.1 or self.done >= self.total):
+        finished = self.done >= self.total
+        share = min(self.done / self.total, 1.0) if self.total > 0 else 1.0
+        text = f"{self._amount(self.done)}/{self._amount(self.total)}"
+        if self.tty:
+            if now - self._last > 0.1 or finished:
+                self._last = now
+                filled = int(30 * share)
+                sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {text}")
+                if finished:
+                    sys.stderr.write("\n")
+                sys.stderr.flush()
+        elif now - self._last >= PLAIN_PROGRESS_EVERY or (finished and self._printed):
             self._last = now
-            width = 30
-            filled = int(width * self.done / self.total)
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
-            if self.done >= self.total:
-                sys.stderr.write("\n")
+            self._printed = not finished
+            sys.stderr.write(f"{self.label}: {text} ({share:.0%})\n")
             sys.stderr.flush()
 
     def wrap(self, items: Iterable[T]) -> Iterator[T]:
@@ -241,15 +266,18 @@ def cmd_show(args: argparse.Namespace, out) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, out) -> int:
-    from .index.index import recorded_shard_sizes  # lazy: commands load only the engine parts they use
     index = _open_index(args)
     entry = _lookup(index, args.name)
     checksums = entry.checksums  # CorruptEntryError (exit 2) if this entry's checksums are malformed
-    bar = _Progress(len(entry.data_urls), "verify", enabled=None if not args.json else False)
     results: dict[str, str] = {}
     opener, sizes = index.shard_opener(entry), recorded_shard_sizes(entry)  # bounded by the recorded sizes
-    for url in bar.wrap(entry.data_urls):
+    if sizes:
+        bar = _Progress(sum(sizes.values()), "verify", unit="bytes", enabled=not args.json)
+    else:  # sizes not recorded (an older or foreign entry): count shards
+        bar = _Progress(len(entry.data_urls), "verify", enabled=not args.json)
+    for url in entry.data_urls:
         results.update(verify_shards([url], checksums, opener=opener, sizes=sizes))
+        bar.step(sizes.get(url, 0) if sizes else 1)
     bad = {u: s for u, s in results.items() if s not in ("ok", "skipped")}
     if args.json:
         json.dump({"name": entry.name, "cid": entry.cid, "ok": not bad, "shards": results}, out, indent=2)
@@ -288,8 +316,11 @@ def cmd_repair(args: argparse.Namespace, out) -> int:
 
 def cmd_promote(args: argparse.Namespace, out) -> int:
     index = _open_index(args)
+    entry = _lookup(index, args.name)
+    local_bytes = sum(size for url, size in recorded_shard_sizes(entry).items() if "://" not in url or url.startswith("file://"))
+    bar = _Progress(local_bytes, "upload", unit="bytes", enabled=not args.json and local_bytes > 0)
     uri = index.promote_entry(args.name, name=args.as_name, description=args.description,
-                              tags=args.tag or None, license=args.license)
+                              tags=args.tag or None, license=args.license, progress=bar.step)
     if args.json:
         json.dump({"name": args.name, "uri": uri}, out)
         out.write("\n")
@@ -309,7 +340,7 @@ def cmd_gc(args: argparse.Namespace, out) -> int:
             "every shard of the store. Pass --force if you really mean it"
         )
     index = _open_index(args)
-    bar = _Progress(0, "gc", enabled=None if not args.json else False)
+    bar = _Progress(0, "gc", enabled=not args.json)
 
     def wrap(candidates):
         bar.total = max(len(candidates), 1)

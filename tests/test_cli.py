@@ -80,6 +80,36 @@ def test_show_and_verify_accept_a_cid(setup):
     assert code == 0 and "items: OK" in text
 
 
+def test_verify_reports_progress_in_bytes_as_plain_lines_when_not_on_a_terminal(setup, capsys, monkeypatch):
+    from atdata_dagster import cli
+
+    args, entry, _ = setup
+    monkeypatch.setattr(cli, "PLAIN_PROGRESS_EVERY", 0.0)
+    code, _ = run(args + ["verify", "items"])
+    lines = capsys.readouterr().err.splitlines()
+    total = cli.human_bytes(entry.stats["total_bytes"])
+    assert code == 0 and len(lines) == 3  # one line per shard: a log gets lines, never carriage returns
+    assert lines[-1] == f"verify: {total}/{total} (100%)" and "KiB/" in lines[0]
+
+
+def test_short_work_prints_no_progress_off_a_terminal_and_none_at_all_with_json(setup, capsys):
+    args, _, _ = setup
+    assert run(args + ["verify", "items"])[0] == 0
+    assert capsys.readouterr().err == ""  # done well within PLAIN_PROGRESS_EVERY
+    assert run(args + ["--json", "verify", "items"])[0] == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_the_progress_bar_on_a_terminal_redraws_one_line_and_ends_it(capsys):
+    from atdata_dagster.cli import _Progress
+
+    bar = _Progress(3 << 20, "upload", unit="bytes", tty=True)
+    for _ in range(3):
+        bar.step(1 << 20)
+    err = capsys.readouterr().err
+    assert err.startswith("\rupload [") and err.endswith("] 3.0 MiB/3.0 MiB\n") and err.count("\n") == 1
+
+
 def test_repair_restores_a_corrupted_shard_from_the_rematerialized_copy_and_says_so(setup):
     args, old, tmp_path = setup
     shard = Path(old.data_urls[0])

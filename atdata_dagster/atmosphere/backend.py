@@ -14,7 +14,7 @@ import logging
 import weakref
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
 
 from ..errors import (
     AtmosphereError,
@@ -345,7 +345,7 @@ class AtmosphereBackend:
             return ("s3", first.bucket, first.endpoint or None, tuple((s.key, s.sha256) for s in sources))
         return ("http", tuple((s.url, s.sha256) for s in sources))
 
-    def _storage(self, sources: list[ShardSource], name: str):
+    def _storage(self, sources: list[ShardSource], name: str, progress: Callable[[int], None] | None = None):
         first = sources[0]
         if first.kind == "s3":
             return StorageS3(first.bucket or "", tuple(S3Shard(s.key or "", Checksum.sha256(s.sha256)) for s in sources),
@@ -355,7 +355,7 @@ class AtmosphereBackend:
         blobs = []
         for s in sources:
             with s.open() as stream:
-                up = self.client.upload_blob(stream, TAR_MIME, size=s.size, max_size=self.blob_limit)
+                up = self.client.upload_blob(stream, TAR_MIME, size=s.size, max_size=self.blob_limit, progress=progress)
             if s.sha256 and up.sha256 != s.sha256.lower():
                 raise ChecksumMismatchError(
                     f"shard {s.url if s.kind != 'file' else '(local file)'} of dataset {name!r} changed while "
@@ -389,8 +389,8 @@ class AtmosphereBackend:
 
     def _publish_prepared(self, name: str, schema_uri: str, prepared: list[ShardSource], *, description: str | None,
                           tags: list[str] | None, license: str | None, metadata: dict | None,
-                          size: DatasetSize | dict | None) -> str:
-        storage = self._storage(prepared, name)
+                          size: DatasetSize | dict | None, progress: Callable[[int], None] | None = None) -> str:
+        storage = self._storage(prepared, name, progress)
         if isinstance(size, dict):
             size = DatasetSize(size.get("samples"), size.get("bytes"), size.get("shards"))
         public_meta = {k: v for k, v in (metadata or {}).items() if k not in _PRIVATE_METADATA}
@@ -461,8 +461,11 @@ class AtmosphereBackend:
     # ---------------------------------------------------------------- promotion
     def promote(self, entry: LocalDatasetEntry, schema_record: dict, *, name: str | None = None,
                 description: str | None = None, tags: list[str] | None = None, license: str | None = None,
-                shard_sources: list[ShardSource] | None = None, version: str | None = None) -> PromotionResult:
+                shard_sources: list[ShardSource] | None = None, version: str | None = None,
+                progress: Callable[[int], None] | None = None) -> PromotionResult:
         """Publish a local entry (schema, entry, label); idempotent.
+
+        ``progress(n)`` is called with the bytes of each chunk of shard data uploaded as a blob.
 
         Reuses, in order: the record named by ``entry.metadata["atmosphere"]["uri"]`` if
         it still exists in the caller's repository; an existing entry of the caller with
@@ -486,7 +489,7 @@ class AtmosphereBackend:
             label_uri = self._ensure_label(did, name, existing, version, None, description)
             return PromotionResult(existing, schema_uri, label_uri, reused=True)
         entry_uri = self._publish_prepared(name, schema_uri, prepared, description=description, tags=tags,
-                                           license=license, metadata=entry.metadata, size=None)
+                                           license=license, metadata=entry.metadata, size=None, progress=progress)
         label_uri = self._label_with_retry(name, entry_uri, version, description)
         return PromotionResult(entry_uri, schema_uri, label_uri, reused=False)
 

@@ -614,8 +614,12 @@ class AtmosphereClient:
 
     # ------------------------------------------------------------------- blobs
     def upload_blob(self, data: bytes | BinaryIO, mime_type: str = "application/octet-stream", *,
-                    size: int | None = None, max_size: int | None = None) -> UploadedBlob:
-        """Upload bytes or a readable stream as a blob (streamed, hashed on the way)."""
+                    size: int | None = None, max_size: int | None = None,
+                    progress: Callable[[int], None] | None = None) -> UploadedBlob:
+        """Upload bytes or a readable stream as a blob (streamed, hashed on the way).
+
+        ``progress(n)`` is called with the size of each chunk as it is sent.
+        """
         self._ensure_session("uploading a blob")
         digest = hashlib.sha256()
         count = 0
@@ -624,6 +628,8 @@ class AtmosphereClient:
             digest.update(payload)
             count = len(payload)
             size = count
+            if progress is not None:
+                progress(count)
         else:
             stream = data
 
@@ -637,6 +643,8 @@ class AtmosphereClient:
                     if max_size is not None and count > max_size:
                         raise BlobTooLargeError(f"blob exceeds {max_size} bytes while uploading")
                     digest.update(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
                     yield chunk
 
             payload = chunks()

@@ -814,12 +814,14 @@ class Index:
 
     # ------------------------------------------------------------ atmosphere
     def promote_entry(self, entry_name: str, *, name: str | None = None, description: str | None = None,
-                      tags: list[str] | None = None, license: str | None = None) -> str:
+                      tags: list[str] | None = None, license: str | None = None,
+                      progress: Callable[[int], None] | None = None) -> str:
         """Publish a locally indexed dataset (schema, entry, label) to the atmosphere; return the entry's AT URI.
 
         Promoting the same entry again reuses its records (the URIs are kept in the
         local entry's ``metadata["atmosphere"]``). Local shards are uploaded as blobs;
-        S3 and HTTP shards are referenced where they are.
+        S3 and HTTP shards are referenced where they are. ``progress(n)`` is called with
+        the bytes of each uploaded chunk.
         """
         backend = self._require_atmosphere("promote_entry")
         resolved = resolve_ref(entry_name, self._mounted())
@@ -827,7 +829,8 @@ class Index:
             raise InvalidRefError(f"{entry_name!r} is already an atmosphere ref; promote a local entry name")
         repo = self._repo(resolved.backend)
         entry = self._lookup(repo.provider, resolved.name, entry_name)
-        return self._promote(backend, repo, entry, name=name, description=description, tags=tags, license=license)
+        return self._promote(backend, repo, entry, name=name, description=description, tags=tags, license=license,
+                             progress=progress)
 
     def promote_cid(self, cid: str, **kwargs: Any) -> str:
         """Like :meth:`promote_entry`, for the entry with this CID."""
