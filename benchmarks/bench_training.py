@@ -588,6 +588,15 @@ def _quality(labels: np.ndarray) -> tuple[float, float]:
     return shuffle_quality(labels)
 
 
+def _checkpoint(r: dict) -> None:
+    """In a child process: print the figures so far, so a system killed later keeps them."""
+    if _CHILD:
+        print("RESULT " + json.dumps(r, default=str), flush=True)
+
+
+_CHILD = False  # set in the child processes of measure_isolated
+
+
 def measure(sys_name: str, wl: Workload, d: str, lookups: int, results: dict) -> None:
     impl = IMPLS[sys_name]()
     r = results.setdefault(wl.name, {}).setdefault(sys_name, {})
@@ -596,11 +605,13 @@ def measure(sys_name: str, wl: Workload, d: str, lookups: int, results: dict) ->
     labels, dt = _timed(lambda: impl.seq(wl, d))
     r["seq"] = wl.n / dt
     r["seq_once"] = _exactly_once(labels, wl.n)
+    _checkpoint(r)
     if getattr(impl, "shuffled", None):
         labels, dt = _timed(lambda: impl.shuffled(wl, d, SEED))
         r["shuffled"] = wl.n / dt
         r["shuffled_once"] = _exactly_once(labels, wl.n)
         r["displacement"], r["adjacent"] = _quality(labels)
+        _checkpoint(r)
     if sys_name == "ours":
         labels, dt = _timed(lambda: impl.shuffled_buffer(wl, d, SEED))
         r["buffered"] = wl.n / dt
@@ -613,12 +624,14 @@ def measure(sys_name: str, wl: Workload, d: str, lookups: int, results: dict) ->
         assert label == idx[0] and wl.check(label, arr), (sys_name, "lookup returned the wrong sample")
         _, dt = _timed(lambda: [get(i) for i in idx])
         r["lookup"] = lookups / dt
+        _checkpoint(r)
     epoch_fn = impl.loader(wl, d) if getattr(impl, "loader", None) else None
     if epoch_fn is not None:
         for e in (1, 2):
             labels, dt = _timed(lambda: epoch_fn(e))
             r[f"dl{e}"] = wl.n / dt
             r[f"dl{e}_once"] = _exactly_once(labels, wl.n)
+            _checkpoint(r)
 
 
 def measure_isolated(sys_name: str, wl: Workload, d: str, lookups: int, timeout: float) -> dict:
@@ -635,14 +648,16 @@ def measure_isolated(sys_name: str, wl: Workload, d: str, lookups: int, timeout:
         cmd.append("--quick")
     try:
         out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
+        stdout, status = out.stdout, ({} if out.returncode == 0 else {"failed": True})
+    except subprocess.TimeoutExpired as exc:
         print(f"   {wl.name}/{sys_name}: TIMED OUT after {timeout:.0f}s (killed; --system-timeout raises the limit)", flush=True)
-        return {"timed_out": True}
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-    if out.returncode != 0 or not lines:
-        print(f"   {wl.name}/{sys_name}: child exited with {out.returncode}", flush=True)
-        return {"failed": True}
-    return json.loads(lines[-1][len("RESULT "):])
+        raw = exc.stdout or b""
+        stdout, status = (raw.decode() if isinstance(raw, bytes) else raw), {"timed_out": True}
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
+    figures = json.loads(lines[-1][len("RESULT "):]) if lines else {}
+    if status.get("failed"):
+        print(f"   {wl.name}/{sys_name}: child exited with an error", flush=True)
+    return {**figures, **status}  # the figures measured before a kill are kept
 
 
 #: What each system imports before its first timed step, so no write or read pays for imports.
@@ -658,6 +673,9 @@ WARM_IMPORTS = {
 
 def _child_measure(sys_name: str, wl: Workload, d: str, lookups: int) -> None:
     import importlib
+
+    global _CHILD
+    _CHILD = True
 
     for module in WARM_IMPORTS.get(sys_name, []):
         importlib.import_module(module)
@@ -757,7 +775,8 @@ def report(results: dict, systems: list[str]) -> None:
         for s in systems:
             r = per.get(s, {})
             if r.get("timed_out") or r.get("failed"):
-                print(f"\n{s}: {'timed out (killed)' if r.get('timed_out') else 'failed'}; its figures are missing above.")
+                print(f"\n{s}: {'timed out (killed after --system-timeout)' if r.get('timed_out') else 'failed'}; "
+                      "the figures it did not reach are '-' above.")
         o = per.get("ours", {})
         if "buffered" in o:
             dq, aq = o["buffered_quality"]
