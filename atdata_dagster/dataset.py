@@ -12,6 +12,7 @@ annotation, with ``isinstance`` and with pickle.
 
 from __future__ import annotations
 
+import copy
 import copyreg
 import hashlib
 import os
@@ -196,6 +197,8 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         self._key_map: dict[str, tuple[int, int]] | None = None
         self._mapped: dict[int, ShardIndex | None] = {}  # local shards indexed in memory maps, for ds[i]
         self._cum: list[int] | None = None
+        #: Fields every read decodes (:meth:`select_columns`); ``None``: all of them.
+        self.columns: tuple[str, ...] | None = None
 
     # -------------------------------------------------------------- basics
     def list_shards(self) -> list[str]:
@@ -226,7 +229,21 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                     "gives one; S3 stores must be configured with credentials, not client=), or open it in the "
                     "worker process"
                 ) from None
-        return (_rebuild, (type(self), self._shards, self.url, self.metadata, opener, self.cid))
+        return (_rebuild, (type(self), self._shards, self.url, self.metadata, opener, self.cid, self.columns))
+
+    def select_columns(self, columns: Sequence[str] | None) -> "Dataset[T]":
+        """The same dataset, every read of which decodes only ``columns`` (the other fields read as ``None``).
+
+        A projection for the whole dataset: iteration, :meth:`ordered`, :meth:`shuffled`,
+        ``ds[i]``, :meth:`get` and :meth:`torch` all decode just these fields (an explicit
+        ``fields=`` still wins). ``None`` selects every field again. Unknown names raise
+        :class:`FieldMismatchError` now, not mid-epoch. Nothing is re-read or copied.
+        """
+        if columns is not None:
+            _projection(self._require_type(), columns)
+        ds = copy.copy(self)
+        ds.columns = None if columns is None else tuple(columns)
+        return ds
 
     def as_type(self, sample_type: type[Any]) -> "Dataset[Any]":
         """The same shards decoded as ``sample_type`` (payloads are re-read, not converted)."""
@@ -253,6 +270,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                 yield from iter_samples(f, url)
 
     def _decoder(self, fields: Sequence[str] | None = None) -> Callable[[str, str, bytes], Any]:
+        fields = self.columns if fields is None else fields
         if fields is not None:
             return self._projector(fields)
         st = self._require_type()
@@ -306,6 +324,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
     def _payload_decoder(self, fields: Sequence[str] | None) -> Callable[[Any], Any]:
         """``payload -> sample``: ``T.from_bytes``, or only ``fields`` decoded (the rest ``None``)."""
         st = self._require_type()
+        fields = self.columns if fields is None else fields
         return st.from_bytes if fields is None else _projection(st, fields)
 
     def _samples(self, shards: Iterable[str], fields: Sequence[str] | None = None) -> Iterator[Any]:
@@ -324,6 +343,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
     def _batch_decoder(self, fields: Sequence[str] | None) -> tuple[BatchDecoder | None, Callable[[Any], Any]]:
         """(columns decoder or None, per-sample decoder) for batches; projections go sample by sample."""
         st = self._require_type()
+        fields = self.columns if fields is None else fields
         return (BatchDecoder.for_type(st) if fields is None else None), self._payload_decoder(fields)
 
     def _decode_batch(
@@ -614,7 +634,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             if index is not None and i < len(index):  # a payload slice of the map: no open, no seek
                 payload = index.payload(i)
                 try:
-                    return self._require_type().from_bytes(payload)
+                    return self._payload_decoder(None)(payload)
                 except Exception as exc:
                     raise _decode_error(self._require_type(), url, sample_key(index, i), exc) from exc
         offsets = self.shard_offsets(shard)
@@ -788,10 +808,11 @@ copyreg.pickle(_DatasetMeta, _reduce_dataset_class)
 
 
 def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, opener: Any,
-             cid: str | None = None) -> Dataset:
+             cid: str | None = None, columns: tuple[str, ...] | None = None) -> Dataset:
     # ``cls`` itself pickles as ``Dataset[T]`` (see _reduce_dataset_class)
     ds = cls(shards, metadata=metadata, opener=opener, cid=cid)
     ds.url = url
+    ds.columns = columns
     return ds
 
 

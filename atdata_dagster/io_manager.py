@@ -37,7 +37,7 @@ import dagster as dg
 from pydantic import Field
 
 from .dataset import Dataset
-from .errors import AtdataError, ConfigurationError, NoDatasetReturnedError, NotFoundError, SchemaError
+from .errors import AtdataError, ConfigurationError, FieldMismatchError, NoDatasetReturnedError, NotFoundError, SchemaError
 from .metadata import entry_metadata, preview_columns, summarize_sample
 from .naming import EMPTY_SEGMENT as EMPTY_SEGMENT
 from .naming import HASHED_PARTITION_MARK as HASHED_PARTITION_MARK
@@ -446,7 +446,13 @@ class AtdataIOManager(dg.ConfigurableIOManager):
             context,
             [{"asset_key": list(key.path), "partition": pk, "cid": e.cid} for pk, e in found],
         )
-        return _dataset_over(index, [e for _, e in found], sample_type, [pk for pk, _ in found])
+        dataset = _dataset_over(index, [e for _, e in found], sample_type, [pk for pk, _ in found])
+        if inputs.columns is None:
+            return dataset
+        try:
+            return dataset.select_columns(inputs.columns)
+        except FieldMismatchError as exc:
+            raise ConfigurationError(f"input from {what}: AssetIn metadata 'columns': {exc}") from None
 
 
 def _code_version(context: dg.OutputContext) -> str | None:

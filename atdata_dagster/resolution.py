@@ -151,10 +151,13 @@ class InputSettings:
     """How one asset input is loaded, parsed once from its ``AssetIn`` metadata.
 
     ``allow_missing_partitions`` lets a fan-in over several upstream partitions skip
-    the ones never materialized instead of failing.
+    the ones never materialized instead of failing. ``columns`` (the convention of the
+    deltalake, iceberg, duckdb and polars IO managers) loads a dataset that decodes only
+    those fields.
     """
 
     allow_missing_partitions: bool = False
+    columns: Optional[tuple[str, ...]] = None
 
     @classmethod
     def parse(cls, metadata: Mapping[str, Any] | None, asset_key: dg.AssetKey) -> "InputSettings":
@@ -166,7 +169,15 @@ class InputSettings:
                 f"input from {_where(asset_key)}: 'allow_missing_partitions' must be true or false, "
                 f"got {allow!r} ({type(allow).__name__})"
             )
-        return cls(allow_missing_partitions=allow)
+        columns = m.get("columns")
+        if columns is not None and (
+            isinstance(columns, str) or not isinstance(columns, (list, tuple)) or not columns
+            or not all(isinstance(c, str) and c for c in columns)
+        ):
+            raise ConfigurationTypeError(
+                f"input from {_where(asset_key)}: 'columns' must be a non-empty list of field names, got {columns!r}"
+            )
+        return cls(allow_missing_partitions=allow, columns=None if columns is None else tuple(columns))
 
 
 # --------------------------------------------------------------------------- entry resolution

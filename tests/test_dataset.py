@@ -405,3 +405,31 @@ def test_malformed_entry_metadata_is_a_typed_error_or_ignored(indexed):
     wrong_counts = Dataset[Digit](indexed.list_shards(), metadata={"stats": {"shard_samples": ["5", 5, 5, 5, 3]}})
     with pytest.raises(TypeError, match="unknown"):  # not trusted; no manifests either
         len(wrong_counts)
+
+
+# ------------------------------------------------------------------ column projection
+
+
+def test_select_columns_decodes_only_those_fields_in_every_read(sharded):
+    labels = sharded.select_columns(["label"])
+    assert [(d.label, d.image) for d in labels] == [(i, None) for i in range(10)]
+    assert [d.label for d in labels.ordered()] == list(range(10))
+    batch = next(labels.ordered(batch_size=4))
+    assert list(batch.label) == [0, 1, 2, 3] and batch.image == [None] * 4
+    assert sorted(d.label for d in labels.shuffled(seed=1)) == list(range(10))
+    assert next(iter(labels.ordered(fields=["image"]))).image is not None  # an explicit fields= still wins
+
+
+def test_select_columns_leaves_the_original_whole_and_survives_pickling(sharded):
+    labels = sharded.select_columns(["label"])
+    assert sharded.columns is None and next(iter(sharded)).image is not None
+    again = pickle.loads(pickle.dumps(labels))
+    assert again.columns == ("label",) and next(iter(again)).image is None
+    assert next(iter(labels.select_columns(None))).image is not None
+
+
+def test_select_columns_refuses_unknown_fields_at_once(sharded):
+    from atdata_dagster.errors import FieldMismatchError
+
+    with pytest.raises(FieldMismatchError, match="no field"):
+        sharded.select_columns(["label", "colour"])

@@ -473,6 +473,44 @@ def test_long_writes_log_progress(io_manager, instance, monkeypatch):
     assert any("atdata: local/logged ->" in m for m in messages)
 
 
+def test_asset_in_columns_loads_a_dataset_that_decodes_only_those_fields(io_manager, instance):
+    got = {}
+
+    @dg.asset(metadata={"atdata/maxcount": 4})
+    def up():
+        return rows(10)
+
+    @dg.asset(ins={"up": dg.AssetIn(metadata={"columns": ["label"]})})
+    def labels_only(up: Dataset[Row]) -> dg.MaterializeResult:
+        got["columns"] = up.columns
+        got["iter"] = [(r.label, r.key, r.vec) for r in up]
+        got["item"] = (up[6].label, up[6].vec)
+        got["batch"] = [int(v) for v in next(up.ordered(batch_size=3)).label]
+        return dg.MaterializeResult()
+
+    assert dg.materialize([up, labels_only], resources={"io_manager": io_manager}, instance=instance).success
+    assert got["columns"] == ("label",)
+    assert got["iter"] == [(i, None, None) for i in range(10)] and got["item"] == (6, None)
+    assert got["batch"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("columns, needle", [(["label", "colour"], "no field"), ("label", "non-empty list"), ([], "non-empty list")])
+def test_asset_in_columns_that_are_not_fields_of_the_type_are_a_clear_error(io_manager, instance, columns, needle):
+    @dg.asset
+    def up():
+        return rows(3)
+
+    @dg.asset(ins={"up": dg.AssetIn(metadata={"columns": columns})})
+    def down(up: Dataset[Row]) -> None:
+        return None
+
+    dg.materialize([up], resources={"io_manager": io_manager}, instance=instance)
+    result = dg.materialize([up, down], selection=["down"], resources={"io_manager": io_manager}, instance=instance,
+                            raise_on_error=False)
+    assert not result.success
+    assert needle in str(result.get_step_failure_events()[0].event_specific_data.error)
+
+
 def test_an_input_dataset_supports_len_random_access_projection_and_training(io_manager, instance, index):
     got = {}
 
