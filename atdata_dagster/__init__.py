@@ -29,6 +29,8 @@ _LAZY = {
     "S3DataStoreConfig": ".resources",
     "RepositoryConfig": ".resources",
     "AtdataIOManager": ".io_manager",
+    "dataset_asset": ".assets",
+    "dataset_multi_asset": ".assets",
     "build_dataset_checks": ".checks",
     "build_promotion_job": ".promotion",
     "build_promotion_sensor": ".promotion",
@@ -38,6 +40,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .assets import dataset_asset, dataset_multi_asset
     from .atmosphere import AtmosphereClient
     from .checks import build_dataset_checks
     from .io_manager import AtdataIOManager
@@ -80,6 +83,8 @@ __all__ = [
     "build_promotion_sensor",
     "compute_cid",
     "create_repository",
+    "dataset_asset",
+    "dataset_multi_asset",
     "load_dataset",
     "local",
     "packable",

@@ -34,9 +34,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 import dagster as dg
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from .dataset import Dataset
+from .assets import BARE_GENERATOR_HINT_INSTALLED as BARE_GENERATOR_HINT_INSTALLED  # the yielded-sample hint, on import
 from .errors import AtdataError, ConfigurationError, FieldMismatchError, NoDatasetReturnedError, NotFoundError, SchemaError
 from .metadata import entry_metadata, preview_columns, summarize_sample
 from .naming import EMPTY_SEGMENT as EMPTY_SEGMENT
@@ -230,6 +231,8 @@ class AtdataIOManager(dg.ConfigurableIOManager):
     materialization gets its own ``atdata/cid`` and row count. The data version of a range
     run is Dagster's default (Dagster keeps one data version per asset and step).
     """
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt option fails; it is never silently ignored
 
     index: dg.ResourceDependency[AtdataIndexResource] = Field(
         description="The index to store datasets in and load them from: an AtdataIndexResource.",

@@ -133,6 +133,30 @@ class OutputSettings:
         return bare, f"{self.repo}/{bare}"
 
 
+#: The ``atdata/*`` definition-metadata keys an asset stored by the IO manager may set.
+OUTPUT_METADATA_KEYS = frozenset({
+    "atdata/name", "atdata/repo", "atdata/maxcount", "atdata/maxsize", "atdata/manifest", "atdata/promote",
+    "atdata/allow_empty", "atdata/no_dataset",
+})
+
+
+def validate_output_metadata(metadata: Mapping[str, Any] | None, asset: str | dg.AssetKey) -> OutputSettings:
+    """Check an asset's ``atdata/*`` definition metadata when the definitions load.
+
+    Raises :class:`ConfigurationError` naming the asset for an unknown ``atdata/...`` key
+    (a typo would otherwise be ignored) and for a value of the wrong kind
+    (``atdata/maxcount="ten"``). The repository name is checked when the asset runs,
+    against the index resource it is given.
+    """
+    key = asset if isinstance(asset, dg.AssetKey) else dg.AssetKey.from_user_string(asset)
+    unknown = sorted(k for k in (metadata or {}) if k.startswith("atdata/") and k not in OUTPUT_METADATA_KEYS)
+    if unknown:
+        raise ConfigurationError(
+            f"{_where(key)}: unknown metadata key(s) {unknown}; the IO manager reads {sorted(OUTPUT_METADATA_KEYS)}"
+        )
+    return OutputSettings.parse(metadata, key)
+
+
 def _flag(where: str, key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigurationTypeError(f"{where}: '{key}' must be true or false, got {value!r} ({type(value).__name__})")

@@ -16,7 +16,7 @@ import threading
 from typing import Any, Literal, Optional, Union
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from .errors import ConfigurationError
 from .redact import redact
@@ -76,6 +76,8 @@ def _masked_repr_args(model: Any, pairs: Any) -> Any:
 class LocalDiskStoreConfig(dg.Config):
     """Shards on the local filesystem."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt option fails; it is never silently ignored
+
     kind: Literal["local"] = Field(default="local", description="Store kind: 'local' for shards on local disk.")
     root: Optional[str] = Field(
         default=None,
@@ -91,6 +93,8 @@ class LocalDiskStoreConfig(dg.Config):
 
 class S3DataStoreConfig(dg.Config):
     """Shards in an S3 bucket (AWS or any S3-compatible server)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt option fails; it is never silently ignored
 
     kind: Literal["s3"] = Field(default="s3", description="Store kind: 's3' for shards in an S3 bucket.")
     bucket: str = Field(description="Bucket name, e.g. 'my-datasets'.")
@@ -198,6 +202,8 @@ def _build_provider(path: str | None, dsn: str | None, redis_url: str | None, wh
 class RepositoryConfig(dg.Config):
     """A named repository: its own index provider and data store."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt option fails; it is never silently ignored
+
     path: Optional[str] = Field(default=None, description="SQLite index file of this repository.")
     dsn: Optional[str] = Field(
         default=None,
@@ -228,6 +234,8 @@ class AtdataIndexResource(dg.ConfigurableResource):
     With none of ``path``, ``dsn`` and ``redis_url`` the index is SQLite at
     ``~/.atdata/index.db``, as for ``Index()``.
     """
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt option fails; it is never silently ignored
 
     path: Optional[str] = Field(
         default=None,

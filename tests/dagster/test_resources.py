@@ -249,3 +249,18 @@ def test_build_index_outside_a_run_names_every_unset_envvar(tmp_path, monkeypatc
     )
     with pytest.raises(ConfigurationError, match="TEST_UNSET_DSN, TEST_UNSET_SECRET.*not set"):
         resource.build_index()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: AtdataIndexResource(path="x.db", data_dir="data", atmosphere=False),  # data_dir is not an option
+        lambda: AtdataIndexResource(path="x.db", data_store=LocalDiskStoreConfig(rot="data"), atmosphere=False),
+        lambda: AtdataIOManager(index=AtdataIndexResource(path="x.db", atmosphere=False), max_count=5),
+    ],
+)
+def test_a_misspelt_option_fails_when_the_definitions_load_instead_of_being_ignored(build):
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="Extra inputs are not permitted"):
+        build()
