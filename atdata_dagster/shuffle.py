@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .shards.fastread import PAGE, RELEASE_EVERY, ShardIndex
+from .shards.fastread import FAULT_AROUND, RELEASE_EVERY, ShardIndex
 
 __all__ = ["DEFAULT_BUFFER_BYTES", "GLOBAL_SHUFFLE_MAX", "ShuffleBuffer", "epoch_rng", "global_order", "shuffle_quality"]
 
@@ -50,8 +50,9 @@ def global_order(indexes: Sequence[ShardIndex], rng: np.random.Generator) -> Ite
     perm = rng.permutation(total)
     shard_ids = shard_of[perm]
     local = perm - starts[shard_ids]
-    # hand back pages every RELEASE_EVERY bytes mapped in: a sample touches at least one page
-    touched = np.maximum(np.concatenate([ix.sizes for ix in indexes])[perm], PAGE)
+    # hand back pages every RELEASE_EVERY bytes mapped in: reading a sample maps at least
+    # the fault-around window (a page is not enough: the kernel maps its neighbours too)
+    touched = np.maximum(np.concatenate([ix.sizes for ix in indexes])[perm], FAULT_AROUND)
     marks = np.flatnonzero(np.diff(np.cumsum(touched) // RELEASE_EVERY)) + 1
     done = 0
     for mark in [*marks.tolist(), total]:

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import ShardError
 from .reader import BLOCK, iter_samples
 
-__all__ = ["ShardIndex", "iter_payload_views", "map_file", "open_index", "sample_key", "scan_shard"]
+__all__ = ["FAULT_AROUND", "ShardIndex", "iter_payload_views", "map_file", "open_index", "sample_key", "scan_shard"]
 
 _ZERO = bytes(BLOCK)
 _SUFFIX = b".msgpack"
@@ -32,6 +32,9 @@ _SUFFIX = b".msgpack"
 #: (``madvise(MADV_DONTNEED)``): keeps resident memory bounded while walking big shards.
 RELEASE_EVERY = 16 << 20
 PAGE = mmap.PAGESIZE
+#: What one page fault may map in (Linux's default ``fault_around_bytes``): a sample read
+#: from a map costs at least this much resident memory until the pages are released.
+FAULT_AROUND = 64 << 10
 
 
 @dataclass
@@ -237,7 +240,13 @@ def open_index(stream: BinaryIO, url: str = "<stream>") -> ShardIndex | None:
         stream.seek(0)
         return None
     offsets, sizes = found
-    return ShardIndex(url, mm, offsets, sizes)
+    index = ShardIndex(url, mm, offsets, sizes)
+    # The scan touched one header per sample, and the kernel maps the pages around each
+    # fault too (fault-around): for samples of tens of KiB that is the whole file. Hand
+    # them back now (they stay in the page cache), so opening many shards at once, as a
+    # global shuffle does, does not count every shard's bytes as this process's memory.
+    index.release()
+    return index
 
 
 def scan_shard(stream: BinaryIO, url: str = "<stream>") -> ShardIndex:

@@ -149,3 +149,35 @@ def test_streams_that_cannot_be_mapped_are_indexed_through_the_parser():
     index = scan_shard(io.BytesIO(data), "mem")
     assert payloads_of(index) == [p for _, p in iter_samples(io.BytesIO(data), "mem")]
     assert index.keys == ["k00000", "k00001", "k00002"]
+
+
+def _resident_kib(path: str) -> int:
+    """Resident KiB of this process's mappings of ``path`` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            first = line.split(maxsplit=1)[0]
+            if "-" in first and not first.endswith(":"):  # a mapping's header line
+                inside = line.rstrip().endswith(path)
+            elif inside and first == "Rss:":
+                total += int(line.split()[1])
+    return total
+
+
+def test_opening_a_shard_leaves_none_of_its_pages_resident_in_this_process(tmp_path):
+    import os
+
+    from atdata_dagster.shards.fastread import FAULT_AROUND
+    from atdata_dagster.shards.writer import TarStreamEncoder
+
+    path = str(tmp_path / "big.tar")
+    with open(path, "wb") as f:  # 200 samples of 40 KiB: a header every ten pages
+        enc = TarStreamEncoder(f.write)
+        for i in range(200):
+            enc.add(b"%010d.msgpack" % i, msgpack.packb({"x": os.urandom(40 << 10)}))
+        enc.finish()
+    with open(path, "rb") as f:
+        index = open_index(f, path)
+        assert index is not None and len(index) == 200
+        assert _resident_kib(path) * 1024 < FAULT_AROUND  # the scan's pages were handed back
+        assert msgpack.unpackb(bytes(index.payload(150)))["x"] != b""  # and the map still reads
