@@ -31,6 +31,8 @@ _LAZY = {
     "AtdataIOManager": ".io_manager",
     "dataset_asset": ".assets",
     "dataset_multi_asset": ".assets",
+    "observable_dataset": ".observe",
+    "build_dataset_observation_sensor": ".observe",
     "build_dataset_checks": ".checks",
     "build_promotion_job": ".promotion",
     "build_promotion_sensor": ".promotion",
@@ -43,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .assets import dataset_asset, dataset_multi_asset
     from .atmosphere import AtmosphereClient
     from .checks import build_dataset_checks
+    from .observe import build_dataset_observation_sensor, observable_dataset
     from .io_manager import AtdataIOManager
     from .promotion import build_promotion_job, build_promotion_schedule, build_promotion_sensor
     from .resources import AtdataIndexResource, LocalDiskStoreConfig, RepositoryConfig, S3DataStoreConfig
@@ -78,6 +81,7 @@ __all__ = [
     "SampleBatch",
     "__version__",
     "build_dataset_checks",
+    "build_dataset_observation_sensor",
     "build_promotion_job",
     "build_promotion_schedule",
     "build_promotion_sensor",
@@ -87,6 +91,7 @@ __all__ = [
     "dataset_multi_asset",
     "load_dataset",
     "local",
+    "observable_dataset",
     "packable",
     "write_samples",
 ]

@@ -32,6 +32,7 @@ from .errors import (
     EmptyDatasetError,
     FieldMismatchError,
     NotFoundError,
+    SchemaError,
     ShardError,
 )
 from .loader import ShardSpec
@@ -45,7 +46,7 @@ from .shards.offsets import ShardOffsets, locate, offsets_from_manifest, sample_
 from .shards.patterns import brace_list, expand_patterns
 from .shards.reader import ShardOpener, iter_samples
 from .shards.writer import ShardWriter, write_all
-from .shuffle import DEFAULT_BUFFER_BYTES, GLOBAL_SHUFFLE_MAX, ShuffleBuffer, epoch_rng, global_order
+from .shuffle import DEFAULT_BUFFER_BYTES, GLOBAL_SHUFFLE_MAX, ShuffleBuffer, epoch_rng, global_batches, global_order
 from .stores.base import read_span
 from .stores.disk import PathStore
 from .stores.openers import default_opener
@@ -245,6 +246,97 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         ds.columns = None if columns is None else tuple(columns)
         return ds
 
+    # -------------------------------------------------------------- zero-copy derived datasets
+    def parent_cids(self) -> list[str]:
+        """CIDs of the index entries these shards come from (for lineage)."""
+        meta = self.metadata if isinstance(self.metadata, dict) else {}
+        derived = meta.get("derived_from")
+        if isinstance(derived, list) and all(isinstance(c, str) for c in derived):
+            return list(derived)
+        return [self.cid] if self.cid else []
+
+    def _subset_metadata(self, positions: Sequence[int]) -> dict[str, Any]:
+        """The shard facts (checksums, per-shard counts and sizes, manifests) of ``positions``."""
+        meta = self.metadata if isinstance(self.metadata, dict) else {}
+        urls = [self._shards[i] for i in positions]
+        raw_checksums, raw_stats = meta.get("checksums"), meta.get("stats")
+        checksums: dict[str, Any] = raw_checksums if isinstance(raw_checksums, dict) else {}
+        out: dict[str, Any] = {"checksums": {u: checksums[u] for u in urls if u in checksums}}
+        stats: dict[str, Any] = raw_stats if isinstance(raw_stats, dict) else {}
+        counts, sizes, n = stats.get("shard_samples"), stats.get("shard_bytes"), len(self._shards)
+        if isinstance(counts, list) and _ints(counts, n):
+            picked = {"shard_samples": [counts[i] for i in positions]}
+            if isinstance(sizes, list) and _ints(sizes, n):
+                picked["shard_bytes"] = [sizes[i] for i in positions]
+            out["stats"] = picked
+        manifests = meta.get("manifests")
+        if isinstance(manifests, list):
+            wanted = {manifest_url_for(u) for u in urls}
+            out["manifests"] = [m for m in manifests if m in wanted]
+        out["derived_from"] = self.parent_cids()
+        return out
+
+    def select_shards(self, shards: Sequence[int] | Sequence[str] | slice) -> "Dataset[T]":
+        """A dataset over some of these shards (positions, a slice, or URLs), in the order given.
+
+        Nothing is read or copied: the result names the same shard files, with their
+        recorded checksums, counts and manifests, and remembers the entries they came from,
+        so an IO manager (or :meth:`Index.reference_dataset`) indexes it as a zero-copy
+        entry whose lineage names its parents.
+        """
+        n = len(self._shards)
+        if isinstance(shards, slice):
+            positions = list(range(n))[shards]
+        else:
+            where = {u: i for i, u in enumerate(self._shards)}
+            positions = []
+            for s in shards:
+                if isinstance(s, str):
+                    if s not in where:
+                        raise IndexError(f"{s!r} is not a shard of {self!r}")
+                    positions.append(where[s])
+                elif isinstance(s, (int, np.integer)) and not isinstance(s, bool) and -n <= s < n:
+                    positions.append(int(s) % n)
+                else:
+                    raise IndexError(f"shard position {s!r} is out of range for {n} shard(s)")
+        if not positions:
+            raise EmptyDatasetError(f"select_shards selected no shard of {self!r}")
+        ds = type(self)([self._shards[i] for i in positions], metadata=self._subset_metadata(positions), opener=self._opener)
+        ds.columns = self.columns
+        return ds
+
+    @staticmethod
+    def concat(datasets: Sequence["Dataset[Any]"], *, opener: ShardOpener | Opener | None = None) -> "Dataset[Any]":
+        """One dataset over the shards of ``datasets``, in order, with no copy (see :meth:`select_shards`).
+
+        All must have the same sample type. Each shard is opened with the opener of the
+        dataset it came from, unless ``opener`` is given.
+        """
+        parts = list(datasets)
+        if not parts:
+            raise EmptyDatasetError("Dataset.concat needs at least one dataset")
+        types = {d.sample_type for d in parts}
+        if len(types) > 1:
+            names = sorted(getattr(t, "__name__", str(t)) for t in types)
+            raise SchemaError(f"Dataset.concat: the datasets have different sample types {names}; "
+                              "convert them with as_type(...) first")
+        metas = [d._subset_metadata(range(len(d._shards))) for d in parts]
+        meta: dict[str, Any] = {"checksums": {}, "derived_from": []}
+        for m in metas:
+            meta["checksums"].update(m["checksums"])
+            meta["derived_from"] += [c for c in m["derived_from"] if c not in meta["derived_from"]]
+        if all("stats" in m for m in metas):
+            meta["stats"] = {"shard_samples": [c for m in metas for c in m["stats"]["shard_samples"]]}
+            if all("shard_bytes" in m["stats"] for m in metas):
+                meta["stats"]["shard_bytes"] = [b for m in metas for b in m["stats"]["shard_bytes"]]
+        if any("manifests" in m for m in metas):
+            meta["manifests"] = [u for m in metas for u in m.get("manifests", [])]
+        if opener is None:
+            openers = [d._opener for d in parts]
+            opener = openers[0] if all(o is openers[0] for o in openers) else _PerShardOpener(parts)
+        urls = [u for d in parts for u in d._shards]
+        return type(parts[0])(urls, metadata=meta, opener=opener)
+
     def as_type(self, sample_type: type[Any]) -> "Dataset[Any]":
         """The same shards decoded as ``sample_type`` (payloads are re-read, not converted)."""
         ds = Dataset[sample_type](self._shards, metadata=self.metadata, opener=self._opener, cid=self.cid)  # type: ignore[valid-type]
@@ -436,30 +528,53 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             _check_batch_size(batch_size)
         if fields is not None:
             _projection(self._require_type(), fields)
-        it = self._shuffled_payloads(buffer_size, buffer_bytes, seed, epoch)
+        rng = epoch_rng(seed, epoch)
+        shards = [self._shards[i] for i in rng.permutation(len(self._shards)).tolist()]
+        if batch_size is not None and buffer_size is None and buffer_bytes is None:
+            indexes = self._global_indexes(shards)
+            if indexes is not None:  # the fast path: a numpy permutation cut into batches of views
+                return self._global_batches(indexes, rng, batch_size, fields)
+        it = self._shuffled_payloads(buffer_size, buffer_bytes, rng, shards)
         if batch_size is None:
             return self._decode_tagged(it, fields)
         return self._shuffled_batches(it, batch_size, fields)
 
+    def _global_indexes(self, shards: Sequence[str]) -> list[ShardIndex] | None:
+        """Every shard memory-mapped and indexed, when all are local and few enough samples for a global shuffle."""
+        indexes: list[ShardIndex] = []
+        for url in shards:
+            with closing(self._open(url)) as f:
+                index = open_index(f, url)
+            if index is None:
+                return None
+            indexes.append(index)
+        return indexes if sum(len(ix) for ix in indexes) <= GLOBAL_SHUFFLE_MAX else None
+
+    def _global_batches(
+        self, indexes: list[ShardIndex], rng: Any, batch_size: int, fields: Sequence[str] | None,
+    ) -> Iterator[SampleBatch[T]]:
+        dec = self._batch_decoder(fields)
+        views = [memoryview(ix.buffer) for ix in indexes]
+        starts = [ix.offsets.tolist() for ix in indexes]
+        ends = [(ix.offsets + ix.sizes).tolist() for ix in indexes]
+        for shard_ids, local in global_batches(indexes, rng, batch_size):
+            payloads = [views[s][starts[s][i] : ends[s][i]] for s, i in zip(shard_ids, local)]
+
+            def where(pos: int, shard_ids: list[int] = shard_ids, local: list[int] = local) -> tuple[str, str]:
+                ix = indexes[shard_ids[pos]]
+                return ix.url, sample_key(ix, local[pos])
+
+            yield self._decode_batch(dec, payloads, where)
+
     def _shuffled_payloads(
-        self, buffer_size: int | None, buffer_bytes: int | None, seed: int | None, epoch: int
+        self, buffer_size: int | None, buffer_bytes: int | None, rng: Any, shards: list[str]
     ) -> Iterator[tuple[Any, tuple[str, Callable[[int], str], int]]]:
         """(payload, (url, key_of, position)) of every sample, shuffled."""
-        rng = epoch_rng(seed, epoch)
-        shards = [self._shards[i] for i in rng.permutation(len(self._shards)).tolist()]
         if buffer_size is None and buffer_bytes is None:
-            indexes: list[ShardIndex] = []
-            for url in shards:
-                with closing(self._open(url)) as f:
-                    index = open_index(f, url)
-                if index is None:
-                    break
-                indexes.append(index)
-            else:
-                if sum(len(ix) for ix in indexes) <= GLOBAL_SHUFFLE_MAX:
-                    yield from _global_payloads(indexes, rng)
-                    return
-            del indexes
+            indexes = self._global_indexes(shards)
+            if indexes is not None:
+                yield from _global_payloads(indexes, rng)
+                return
         buffer = ShuffleBuffer(
             rng,
             max_bytes=buffer_bytes or DEFAULT_BUFFER_BYTES,
@@ -717,6 +832,31 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             drop_last=drop_last, verify=verify, fields=fields, shuffle_buffer_bytes=shuffle_buffer_bytes,
             cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes,
         )
+
+
+class _PerShardOpener:
+    """Opens each shard with the opener of the dataset it came from (:meth:`Dataset.concat`); picklable."""
+
+    def __init__(self, parts: Sequence[Dataset[Any]]):
+        self.routes: dict[str, Any] = {}
+        for d in parts:
+            for u in d.list_shards():
+                self.routes.setdefault(u, d.opener)
+
+    def __call__(self, url: str) -> BinaryIO:
+        opener = self.routes.get(url)
+        if opener is None:
+            opener = default_opener()
+        return opener(url)
+
+    def read_range(self, url: str, start: int, stop: int | None) -> bytes:
+        """Bytes ``[start, stop)`` of ``url``, ranged through the shard's own opener where it can be."""
+        opener = self.routes.get(url) or default_opener()
+        ranged = getattr(opener, "read_range", None)
+        if ranged is not None:
+            return ranged(url, start, stop)
+        with closing(opener(url)) as f:
+            return read_span(f, start, stop)
 
 
 def _ints(values: Any, n: int) -> bool:

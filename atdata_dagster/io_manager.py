@@ -39,7 +39,7 @@ from pydantic import ConfigDict, Field
 from .dataset import Dataset
 from .assets import BARE_GENERATOR_HINT_INSTALLED as BARE_GENERATOR_HINT_INSTALLED  # the yielded-sample hint, on import
 from .errors import AtdataError, ConfigurationError, FieldMismatchError, NoDatasetReturnedError, NotFoundError, SchemaError
-from .metadata import entry_metadata, preview_columns, summarize_sample
+from .metadata import column_lineage, entry_metadata, preview_columns, summarize_sample
 from .naming import EMPTY_SEGMENT as EMPTY_SEGMENT
 from .naming import HASHED_PARTITION_MARK as HASHED_PARTITION_MARK
 from .naming import MAX_PARTITION_SEGMENT as MAX_PARTITION_SEGMENT
@@ -295,13 +295,14 @@ class AtdataIOManager(dg.ConfigurableIOManager):
                 )
             obj = obj[partition]
         stored = self._store(context, index, obj, partition, settings, upstream)
-        add_materialization_metadata(
-            context,
-            entry_metadata(
-                stored.entry, sample_type=stored.sample_type, partitioned=partition is not None,
-                preview=stored.preview, preview_cols=stored.columns, repo=settings.repo, upstream=upstream,
-            ),
+        md = entry_metadata(
+            stored.entry, sample_type=stored.sample_type, partitioned=partition is not None,
+            preview=stored.preview, preview_cols=stored.columns, repo=settings.repo, upstream=upstream,
         )
+        lineage = column_lineage(stored.sample_type, _upstream_types(index, upstream))
+        if lineage is not None:
+            md["dagster/column_lineage"] = dg.MetadataValue.column_lineage(lineage)
+        add_materialization_metadata(context, md)
         set_data_version(context, dataset_data_version(stored.entry))
 
     def _handle_range(
@@ -362,7 +363,15 @@ class AtdataIOManager(dg.ConfigurableIOManager):
         write_opts = settings.write_options()
         started = time.monotonic()
         if isinstance(obj, Dataset):
-            entry = index.insert_dataset(obj, name=full, metadata=metadata, **write_opts)
+            entry = None
+            if not settings.copy and _referencable(obj):  # zero-copy: the shards are indexed where they are
+                lineage["parents"] = obj.parent_cids()
+                try:
+                    entry = index.reference_dataset(obj, name=full, metadata=metadata)
+                except ConfigurationError:  # exactly another entry's shards: a reference would be that entry
+                    del lineage["parents"]
+            if entry is None:
+                entry = index.insert_dataset(obj, name=full, metadata=metadata, **write_opts)
             sample_type: type | None = obj.sample_type
             cols = preview_columns(sample_type)
             rows = None
@@ -456,6 +465,34 @@ class AtdataIOManager(dg.ConfigurableIOManager):
             return dataset.select_columns(inputs.columns)
         except FieldMismatchError as exc:
             raise ConfigurationError(f"input from {what}: AssetIn metadata 'columns': {exc}") from None
+
+
+def _upstream_types(index: "Index", upstream: list[dict[str, Any]]) -> list[tuple[dg.AssetKey, type]]:
+    """(asset key, sample type) of each upstream entry this step loaded (for column lineage)."""
+    out: list[tuple[dg.AssetKey, type]] = []
+    seen: set[tuple[tuple[str, ...], str]] = set()
+    for u in upstream:
+        key = tuple(u.get("asset_key") or ())
+        cid = u.get("cid")
+        if not key or not isinstance(cid, str):
+            continue
+        try:
+            ref = index.get_entry(cid).schema_ref
+            if (key, ref) in seen:
+                continue
+            seen.add((key, ref))
+            out.append((dg.AssetKey(list(key)), index.decode_schema(ref)))
+        except AtdataError:  # an upstream entry gone or unreadable: no lineage for it, the write stands
+            continue
+    return out
+
+
+def _referencable(ds: Dataset[Any]) -> bool:
+    """Whether every shard of ``ds`` has a recorded checksum and sample count (then it needs no copy)."""
+    try:
+        return all(spec.sha256 for spec in ds.shard_specs())
+    except (TypeError, AtdataError):  # counts unknown (bare URLs without manifests) or malformed metadata
+        return False
 
 
 def _code_version(context: dg.OutputContext) -> str | None:
@@ -571,25 +608,9 @@ def _dataset_over(
                 "input as Dataset[YourSample] to read them all as one type"
             )
         sample_type = index.decode_schema(refs[0])
-    urls: list[str] = []
-    checksums: dict[str, str] = {}
-    for e in entries:
-        urls.extend(e.data_urls)
-        checksums.update(e.checksums)
-    meta = {
-        "checksums": checksums,
-        "entries": [{"partition": pk, "cid": e.cid, "name": e.name} for pk, e in zip(partitions, entries)],
-    }
-    # per-shard counts and sizes, concatenated like the URLs: len(), ds[i] and ds.torch() need them
-    # (the Dataset checks the values; a malformed entry's stats raise CorruptEntryError here)
-    stats = [e.stats for e in entries]
-    counts = [st.get("shard_samples") for st in stats]
-    known = [c for c, e in zip(counts, entries) if isinstance(c, list) and len(c) == len(e.data_urls)]
-    if len(known) == len(entries):
-        sizes = [st.get("shard_bytes") for st in stats]
-        meta["stats"] = {
-            "shard_samples": [n for c in known for n in c],
-            "shard_bytes": [b for c, z in zip(known, sizes)
-                            for b in (z if isinstance(z, list) and len(z) == len(c) else [None] * len(c))],
-        }
-    return Dataset[sample_type](urls, metadata=meta, opener=index.shard_opener())  # type: ignore[valid-type]
+    # one dataset over every partition's shards, with their checksums, counts and sizes (len(),
+    # ds[i] and ds.torch() need them), each opened by its own entry's route; no copy
+    dataset = Dataset.concat([index.dataset_for_entry(e, sample_type) for e in entries])
+    assert isinstance(dataset.metadata, dict)
+    dataset.metadata["entries"] = [{"partition": pk, "cid": e.cid, "name": e.name} for pk, e in zip(partitions, entries)]
+    return dataset

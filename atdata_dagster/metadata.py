@@ -19,6 +19,7 @@ from .text import human_bytes
 
 __all__ = [
     "human_bytes",
+    "column_lineage",
     "column_schema",
     "column_type",
     "dataset_uri",
@@ -194,6 +195,7 @@ def entry_metadata(
     if content is not None:  # Dagster's data version: the same data at another path keeps it
         out["atdata/content_id"] = dg.MetadataValue.text(content)
     out["atdata/name"] = dg.MetadataValue.text(entry.name)
+    out["dagster/table_name"] = dg.MetadataValue.text(entry.name if not repo or repo == "local" else f"{repo}/{entry.name}")
     if repo:
         out["atdata/repo"] = dg.MetadataValue.text(repo)
     out["atdata/schema_ref"] = dg.MetadataValue.text(entry.schema_ref)
@@ -212,6 +214,26 @@ def entry_metadata(
         out["atdata/upstream"] = dg.MetadataValue.md(upstream_markdown(upstream))
         out["atdata/upstream_cids"] = dg.MetadataValue.json([dict(u) for u in upstream])  # for machines
     return out
+
+
+def column_lineage(
+    sample_type: type | None, upstream_types: Sequence[tuple[dg.AssetKey, type]],
+) -> dg.TableColumnLineage | None:
+    """``dagster/column_lineage``: each field of ``sample_type`` that an upstream sample type
+    has too, with the same name and type, depends on that upstream column (``None`` if none does)."""
+    if sample_type is None:
+        return None
+    try:
+        ours = {spec.name: column_type(spec) for spec in field_specs(sample_type)}
+        theirs = [(key, {spec.name: column_type(spec) for spec in field_specs(t)}) for key, t in upstream_types]
+    except AtdataError:  # an untyped side: nothing can be said about its columns
+        return None
+    deps = {
+        name: [dg.TableColumnDep(asset_key=key, column_name=name) for key, cols in theirs if cols.get(name) == kind]
+        for name, kind in ours.items()
+    }
+    deps = {name: found for name, found in deps.items() if found}
+    return dg.TableColumnLineage(deps_by_column=deps) if deps else None
 
 
 def promotion_status(entry: Any) -> str | None:

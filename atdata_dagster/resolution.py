@@ -75,7 +75,10 @@ class OutputSettings:
     (``atdata/repo``) is the repository written to; ``maxcount`` / ``maxsize`` /
     ``manifest`` are passed to the shard writer; ``promote`` (``atdata/promote``) marks
     the entries for the promotion sensor; ``allow_empty`` (``atdata/allow_empty``) lets
-    an output with no samples be stored as an empty dataset instead of failing.
+    an output with no samples be stored as an empty dataset instead of failing; ``copy``
+    (``atdata/copy``) copies a returned ``Dataset``'s shards into the repository's store
+    instead of referencing them where they are (zero-copy, the default when every shard
+    has a recorded checksum).
     """
 
     asset_key: dg.AssetKey
@@ -86,6 +89,7 @@ class OutputSettings:
     manifest: bool
     promote: bool
     allow_empty: bool = False
+    copy: bool = False
 
     @classmethod
     def parse(
@@ -113,6 +117,7 @@ class OutputSettings:
             manifest=bool(m.get("atdata/manifest", defaults.manifest)),
             promote=bool(m.get("atdata/promote", False)),
             allow_empty=_flag(where, "atdata/allow_empty", m.get("atdata/allow_empty", False)),
+            copy=_flag(where, "atdata/copy", m.get("atdata/copy", False)),
         )
 
     def write_options(self) -> dict[str, Any]:
@@ -136,7 +141,7 @@ class OutputSettings:
 #: The ``atdata/*`` definition-metadata keys an asset stored by the IO manager may set.
 OUTPUT_METADATA_KEYS = frozenset({
     "atdata/name", "atdata/repo", "atdata/maxcount", "atdata/maxsize", "atdata/manifest", "atdata/promote",
-    "atdata/allow_empty", "atdata/no_dataset",
+    "atdata/allow_empty", "atdata/no_dataset", "atdata/copy",
 })
 
 

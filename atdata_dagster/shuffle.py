@@ -22,7 +22,7 @@ import numpy as np
 
 from .shards.fastread import FAULT_AROUND, RELEASE_EVERY, ShardIndex
 
-__all__ = ["DEFAULT_BUFFER_BYTES", "GLOBAL_SHUFFLE_MAX", "ShuffleBuffer", "epoch_rng", "global_order", "shuffle_quality"]
+__all__ = ["DEFAULT_BUFFER_BYTES", "GLOBAL_SHUFFLE_MAX", "ShuffleBuffer", "epoch_rng", "global_batches", "global_order", "shuffle_quality"]
 
 #: Default bound of the shuffle buffer, in payload bytes.
 DEFAULT_BUFFER_BYTES = 32 << 20
@@ -39,27 +39,55 @@ def epoch_rng(seed: int | None, epoch: int = 0) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int(seed) & 0xFFFFFFFFFFFFFFFF, spawn_key=(int(epoch),)))
 
 
-def global_order(indexes: Sequence[ShardIndex], rng: np.random.Generator) -> Iterator[tuple[int, int]]:
-    """``(shard position, sample position)`` of every sample of ``indexes``, uniformly permuted."""
+def _permutation(indexes: Sequence[ShardIndex], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shard position, sample position, cumulative bytes mapped in) of every sample, uniformly permuted."""
     counts = np.array([len(ix) for ix in indexes], np.int64)
     total = int(counts.sum())
-    if not total:
-        return
     shard_of = np.repeat(np.arange(len(indexes), dtype=np.int32), counts)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     perm = rng.permutation(total)
     shard_ids = shard_of[perm]
     local = perm - starts[shard_ids]
-    # hand back pages every RELEASE_EVERY bytes mapped in: reading a sample maps at least
-    # the fault-around window (a page is not enough: the kernel maps its neighbours too)
-    touched = np.maximum(np.concatenate([ix.sizes for ix in indexes])[perm], FAULT_AROUND)
-    marks = np.flatnonzero(np.diff(np.cumsum(touched) // RELEASE_EVERY)) + 1
+    # reading a sample maps at least the fault-around window (a page is not enough: the
+    # kernel maps its neighbours too); pages are handed back every RELEASE_EVERY bytes
+    touched = np.cumsum(np.maximum(np.concatenate([ix.sizes for ix in indexes])[perm], FAULT_AROUND)) if total else perm
+    return shard_ids, local, touched
+
+
+def global_order(indexes: Sequence[ShardIndex], rng: np.random.Generator) -> Iterator[tuple[int, int]]:
+    """``(shard position, sample position)`` of every sample of ``indexes``, uniformly permuted."""
+    shard_ids, local, touched = _permutation(indexes, rng)
+    total = len(shard_ids)
+    if not total:
+        return
+    marks = np.flatnonzero(np.diff(touched // RELEASE_EVERY)) + 1
     done = 0
     for mark in [*marks.tolist(), total]:
         yield from zip(shard_ids[done:mark].tolist(), local[done:mark].tolist())
         done = mark
         for ix in indexes:
             ix.release()
+
+
+def global_batches(
+    indexes: Sequence[ShardIndex], rng: np.random.Generator, batch_size: int,
+) -> Iterator[tuple[list[int], list[int]]]:
+    """:func:`global_order` in batches: ``(shard positions, sample positions)`` lists per batch.
+
+    The same permutation as :func:`global_order` for the same ``rng`` state, drawn once
+    with numpy and cut into batches, so no per-sample tuple or generator step is made.
+    Pages are handed back whenever a batch crosses a ``RELEASE_EVERY`` mark.
+    """
+    shard_ids, local, touched = _permutation(indexes, rng)
+    released = 0
+    for start in range(0, len(shard_ids), batch_size):
+        stop = min(start + batch_size, len(shard_ids))
+        yield shard_ids[start:stop].tolist(), local[start:stop].tolist()
+        level = int(touched[stop - 1]) // RELEASE_EVERY
+        if level > released:
+            released = level
+            for ix in indexes:
+                ix.release()
 
 
 class ShuffleBuffer:

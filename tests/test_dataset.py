@@ -433,3 +433,17 @@ def test_select_columns_refuses_unknown_fields_at_once(sharded):
 
     with pytest.raises(FieldMismatchError, match="no field"):
         sharded.select_columns(["label", "colour"])
+
+
+def test_batched_global_shuffle_is_the_same_order_as_the_per_sample_one(sharded):
+    per_sample = [d.label for d in sharded.shuffled(seed=3, epoch=2)]
+    batched = [int(x) for b in sharded.shuffled(batch_size=4, seed=3, epoch=2) for x in b.label]
+    assert batched == per_sample and sorted(batched) == list(range(10))
+    assert per_sample != [d.label for d in sharded.shuffled(seed=3, epoch=1)]
+
+
+def test_a_bad_payload_in_a_batched_global_shuffle_names_its_shard_and_key(tmp_path):
+    write_samples([Other(name="a"), Other(name="b")], tmp_path / "o.tar")
+    ds = Dataset[Digit](str(tmp_path / "o.tar"))
+    with pytest.raises(ShardError, match=r"o\.tar: sample '000000000[01]' does not decode as Digit"):
+        list(ds.shuffled(batch_size=2, seed=1))

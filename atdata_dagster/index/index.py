@@ -46,6 +46,7 @@ from ..samples.schema import (
     type_from_record,
 )
 from ..samples.stubs import StubManager
+from ..shards.manifest import manifest_url_for
 from ..shards.reader import verify_shards
 from ..shards.writer import ShardWriter, write_all
 from ..stores.base import DataStore, ShardWriteResult
@@ -556,6 +557,65 @@ class Index:
             schema_ref = self._implicit_schema_ref(_dataset_sample_type(ds), repo)
         meta = dict(metadata if metadata is not None else (getattr(ds, "metadata", None) or {}))
         entry = LocalDatasetEntry(name=name, schema_ref=schema_ref, data_urls=list(ds.list_shards()), metadata=meta or None)
+        return self._commit(repo, entry)
+
+    def reference_dataset(
+        self, ds: "Dataset", *, name: str, schema_ref: str | None = None, metadata: dict | None = None,
+    ) -> LocalDatasetEntry:
+        """Index ``ds``'s shards where they already are: a zero-copy entry under ``name``.
+
+        For datasets read from this index and derived from it (``Dataset.select_shards``,
+        ``Dataset.concat``, an upstream input passed through): nothing is read or written;
+        the entry keeps each shard's recorded SHA-256, sample count, size and manifest, and
+        ``metadata["derived_from"]`` names the entries the shards come from. gc keeps a
+        shard while any entry references it. Raises :class:`ConfigurationError` when a shard
+        has no recorded checksum (bare URLs: copy them with :meth:`insert_dataset`).
+        """
+        key, repo, bare = self._route_write(name)
+        if key == ATMOSPHERE:
+            raise ConfigurationError(
+                f"reference_dataset({name!r}): an atmosphere entry cannot reference local shards; use insert_dataset"
+            )
+        assert repo is not None
+        specs = ds.shard_specs()
+        unverified = [s.url for s in specs if not s.sha256]
+        if unverified:
+            raise ConfigurationError(
+                f"reference_dataset({name!r}): {len(unverified)} shard(s) have no recorded checksum (first: "
+                f"{unverified[0]}), so the entry could not be verified; reference datasets read from an index, or copy "
+                "this one with insert_dataset(...)"
+            )
+        if schema_ref is None:
+            schema_ref = self._implicit_schema_ref(_dataset_sample_type(ds), repo)
+        source = ds.metadata if isinstance(ds.metadata, dict) else {}
+        meta = dict(metadata or {})
+        meta["checksums"] = {s.url: s.sha256 for s in specs}
+        stats: dict[str, Any] = {
+            "num_samples": sum(s.num_samples for s in specs), "num_shards": len(specs),
+            "shard_samples": [s.num_samples for s in specs],
+        }
+        if all(isinstance(s.nbytes, int) for s in specs):
+            stats["shard_bytes"] = [s.nbytes for s in specs]
+            stats["total_bytes"] = sum(stats["shard_bytes"])
+        meta["stats"] = stats
+        wanted = {manifest_url_for(s.url) for s in specs}
+        manifests = [m for m in source.get("manifests") or [] if isinstance(m, str) and m in wanted]
+        if manifests:
+            meta["manifests"] = manifests
+        meta["derived_from"] = ds.parent_cids()
+        entry = LocalDatasetEntry(name=bare, schema_ref=schema_ref, data_urls=[s.url for s in specs], metadata=meta)
+        try:
+            same = repo.provider.get_entry(entry.cid)
+        except NotFoundError:
+            same = None
+        if same is not None and same.name != bare:
+            # atdata's CID depends on the schema and the URLs only: the same shards in the same
+            # order would be the other entry's row, and writing it would rename that entry
+            raise ConfigurationError(
+                f"reference_dataset({name!r}): these are exactly the shards of entry {same.name!r} ({same.cid}), "
+                "so a reference would be that entry itself; copy them with insert_dataset(...) to get a "
+                "separate entry, or read the existing one"
+            )
         return self._commit(repo, entry)
 
     def insert_dataset(

@@ -599,3 +599,97 @@ def test_promotion_status_says_pending_or_gives_the_at_uri():
     assert promotion_status(entry({"promote": True})).startswith("pending")
     assert promotion_status(entry({"promote": True, "atmosphere": {"uri": uri}})) == f"promoted: {uri}"
     assert promotion_status(entry({})) is None and promotion_status(entry(None)) is None
+
+
+# --------------------------------------------------------------------------- zero-copy derived datasets
+
+
+def test_a_subset_of_upstream_shards_is_indexed_with_no_copy(io_manager, instance, index, tmp_path):
+    @dg.asset(metadata={"atdata/maxcount": 4})
+    def up():
+        return rows(10)
+
+    @dg.asset
+    def head_shards(up: Dataset[Row]):
+        return up.select_shards([0, 1])
+
+    dg.materialize([up], resources={"io_manager": io_manager}, instance=instance)
+    before = _shards_on_disk(tmp_path / "data")
+    result = dg.materialize([up, head_shards], selection=["head_shards"],
+                            resources={"io_manager": io_manager}, instance=instance)
+    assert _shards_on_disk(tmp_path / "data") == before  # no new shard file
+    parent = index.get_dataset("up")
+    head = index.get_dataset("head_shards")
+    assert head.data_urls == parent.data_urls[:2]
+    assert head.metadata["lineage"]["parents"] == [parent.cid] == head.metadata["derived_from"]
+    assert md(materialization(result, "head_shards"), "dagster/row_count") == 8
+    assert set(index.verify(head).values()) == {"ok"}
+
+
+def test_an_upstream_passed_through_whole_is_copied_and_the_upstream_entry_is_untouched(io_manager, instance, index):
+    @dg.asset(metadata={"atdata/maxcount": 4})
+    def up():
+        return rows(10)
+
+    @dg.asset
+    def same(up: Dataset[Row]):
+        return up  # atdata's CID is the schema plus the URLs: a reference would be `up`'s own row
+
+    dg.materialize([up, same], resources={"io_manager": io_manager}, instance=instance)
+    parent, copy = index.get_dataset("up"), index.get_dataset("same")
+    assert parent.name == "up" and copy.name == "same" and copy.cid != parent.cid
+    assert index.get_entry(parent.cid).name == "up"
+    assert [r.label for r in index.dataset("same", Row)] == list(range(10))
+
+
+def test_copy_stays_available_as_an_explicit_option(io_manager, instance, index, tmp_path):
+    @dg.asset(metadata={"atdata/maxcount": 4})
+    def up():
+        return rows(10)
+
+    @dg.asset(metadata={"atdata/copy": True})
+    def copied(up: Dataset[Row]):
+        return up
+
+    dg.materialize([up, copied], resources={"io_manager": io_manager}, instance=instance)
+    entry = index.get_dataset("copied")
+    assert not set(entry.data_urls) & set(index.get_dataset("up").data_urls)
+    assert all(Path(u).parent.name == "copied" for u in entry.data_urls)
+
+
+def test_a_fan_in_of_partitions_is_one_zero_copy_entry(io_manager, instance, index, tmp_path):
+    parts = dg.StaticPartitionsDefinition(["a", "b", "c"])
+
+    @dg.asset(partitions_def=parts)
+    def daily(context: dg.AssetExecutionContext):
+        return rows(3, start=10 * "abc".index(context.partition_key))
+
+    @dg.asset(ins={"daily": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())})
+    def everything(daily: Dataset[Row]):
+        return daily
+
+    for pk in "abc":
+        dg.materialize([daily], partition_key=pk, resources={"io_manager": io_manager}, instance=instance)
+    before = _shards_on_disk(tmp_path / "data")
+    dg.materialize([daily, everything], selection=["everything"], resources={"io_manager": io_manager}, instance=instance)
+    assert _shards_on_disk(tmp_path / "data") == before
+    entry = index.get_dataset("everything")
+    assert entry.stats["num_samples"] == 9 and len(entry.metadata["derived_from"]) == 3
+    assert sorted(r.label for r in index.dataset("everything", Row)) == [0, 1, 2, 10, 11, 12, 20, 21, 22]
+
+
+def test_table_name_and_column_lineage_of_fields_carried_unchanged(io_manager, instance):
+    @dg.asset
+    def up():
+        return rows(3)
+
+    @dg.asset
+    def narrowed(up: Dataset[Row]):
+        return [WrongRow(key=r.key, label=str(r.label), score=1.0) for r in up]  # key carried, label retyped
+
+    result = dg.materialize([up, narrowed], resources={"io_manager": io_manager}, instance=instance)
+    mat = materialization(result, "narrowed")
+    assert md(mat, "dagster/table_name") == "narrowed"
+    lineage = md(mat, "dagster/column_lineage")
+    assert set(lineage.deps_by_column) == {"key"}
+    assert lineage.deps_by_column["key"] == [dg.TableColumnDep(asset_key=dg.AssetKey("up"), column_name="key")]
