@@ -10,6 +10,9 @@ if ! .venv/bin/python - "$PORT" <<'PY'
 import socket, sys
 port = int(sys.argv[1])
 with socket.socket() as s:
+    # as the webserver binds: a listener still refuses, connections left in TIME_WAIT by a
+    # dagster dev just stopped do not (without this, a restart would be refused for a minute)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(("127.0.0.1", port))
     except OSError:
