@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import dagster as dg
@@ -98,9 +99,26 @@ def dataset_asset(fn: Callable[..., Any] | None = None, **asset_kwargs: Any) -> 
             yield from events  # the checks and observations, once the dataset is stored
 
         compute.__signature__ = _without_return(fn)  # type: ignore[attr-defined]
-        return dg.asset(**asset_kwargs)(compute)
+        kwargs = dict(asset_kwargs)
+        kwargs["metadata"] = {**_code_references(fn), **(asset_kwargs.get("metadata") or {})}
+        return dg.asset(**kwargs)(compute)
 
     return decorate(fn) if fn is not None else decorate
+
+
+def _code_references(fn: Callable[..., Any]) -> dict[str, Any]:
+    """``dagster/code_references`` pointing at ``fn``'s own source (not at this wrapper), for the UI."""
+    try:
+        path = inspect.getsourcefile(fn)
+        line = inspect.getsourcelines(fn)[1]
+    except (OSError, TypeError):  # defined in a REPL or notebook cell without a file
+        return {}
+    if not path:
+        return {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # code references are a beta Dagster API
+        ref = dg.CodeReferencesMetadataValue(code_references=[dg.LocalFileCodeReference(file_path=path, line_number=line)])
+    return {"dagster/code_references": ref}
 
 
 def dataset_multi_asset(fn: Callable[..., Any] | None = None, **multi_asset_kwargs: Any) -> Any:

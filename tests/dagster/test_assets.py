@@ -117,3 +117,15 @@ def test_a_multi_asset_that_returns_something_else_says_what_to_return(io_manage
 
     result = dg.materialize([wrong], resources={"io_manager": io_manager}, instance=instance, raise_on_error=False)
     assert "return a mapping output name -> samples" in str(result.get_step_failure_events()[0].event_specific_data.error)
+
+
+def test_a_dataset_asset_points_its_code_reference_at_the_decorated_function():
+    @dataset_asset
+    def referenced():
+        yield Row(key="r0", label=0, vec=np.zeros(2, np.float32))
+
+    refs = referenced.specs_by_key[dg.AssetKey("referenced")].metadata["dagster/code_references"].code_references
+    assert len(refs) == 1 and refs[0].file_path == __file__
+    lines = open(__file__).read().splitlines()
+    assert lines[refs[0].line_number - 1].strip() == "@dataset_asset"  # the definition, decorator first
+    assert lines[refs[0].line_number].strip() == "def referenced():"
