@@ -32,6 +32,7 @@ _LAZY = {
     "dataset_asset": ".assets",
     "dataset_multi_asset": ".assets",
     "observable_dataset": ".observe",
+    "validate_definitions": ".validation",
     "build_dataset_observation_sensor": ".observe",
     "build_dataset_checks": ".checks",
     "build_promotion_job": ".promotion",
@@ -50,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .promotion import build_promotion_job, build_promotion_schedule, build_promotion_sensor
     from .resources import AtdataIndexResource, LocalDiskStoreConfig, RepositoryConfig, S3DataStoreConfig
     from .stores.s3 import S3DataStore
+    from .validation import validate_definitions
 
 
 def __getattr__(name: str) -> Any:
@@ -93,5 +95,6 @@ __all__ = [
     "local",
     "observable_dataset",
     "packable",
+    "validate_definitions",
     "write_samples",
 ]

@@ -40,6 +40,7 @@ from atdata_dagster import (
     build_promotion_schedule,
     build_promotion_sensor,
     packable,
+    validate_definitions,
 )
 from atdata_dagster.errors import ConfigurationError
 
@@ -228,11 +229,13 @@ checks = [
 ]
 promotion_job = build_promotion_job()
 
-defs = dg.Definitions(
+# validate_definitions: a typo in an asset's atdata/* metadata or an unknown repository
+# stops the code location from loading, instead of failing the first run
+defs = validate_definitions(dg.Definitions(
     assets=[*all_assets, digits_classifier],
     asset_checks=checks,
     jobs=[promotion_job],
     sensors=[build_promotion_sensor(promotion_job)],
     schedules=[build_promotion_schedule("0 3 * * *", promotion_job)],
     resources={"io_manager": AtdataIOManager(index=index), "atdata_index": index},
-)
+))

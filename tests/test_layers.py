@@ -40,7 +40,7 @@ LAYERS: dict[str, int] = {
     "atmosphere": 6,  # atmosphere.compat (atdata's client classes) too
     "index.index": 7, "local": 7, "loading": 7, "gc": 7, "repair": 7, "cli": 7,
     "metadata": 8, "naming": 8, "resolution": 8, "resources": 8, "io_manager": 8, "checks": 8,
-    "promotion": 8, "components": 8, "assets": 8, "observe": 8,
+    "promotion": 8, "components": 8, "assets": 8, "observe": 8, "validation": 8,
     "": 9,  # the package's own __init__ only: it re-exports everything
 }
 DAGSTER_LAYER = 8
