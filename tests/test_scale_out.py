@@ -2,22 +2,29 @@
 
 Dagster's own instance (runs, event log, schedules) on PostgreSQL through
 ``dagster-postgres``, the dataset index on PostgreSQL, the shards on S3 (Ceph RGW), and
-the example pipeline materialized by the ``dagster`` CLI in a subprocess with the
-multiprocess executor, so every step runs in a process of its own. The example is
-configured for this purely through the environment (``ATDATA_INDEX_DSN``,
-``ATDATA_S3_*``, ``AWS_*``); nothing may land on the local disk.
+the example pipeline materialized by the ``dagster`` CLI in a subprocess. It runs twice,
+once per executor:
 
-The pipeline runs once per module (three runs: ``digits_raw``, then ``digits_split`` and
-``digits_features`` for each of the partitions ``train`` and ``test``); each test asserts
-one property of the result. The first tests (no services) pin down how the example reads
-that environment, and that a combination which cannot work fails when the definitions
-load, naming the variable, instead of silently writing to the local disk.
+- ``multiprocess``: Dagster's multiprocess executor, every step in a process of its own;
+- ``celery``: ``dagster-celery`` with Redis as broker and result backend and two Celery
+  worker processes (``dagster-celery worker start``), every step a Celery task.
+
+The example is configured for this purely through the environment
+(``ATDATA_INDEX_DSN``, ``ATDATA_S3_*``, ``AWS_*``, and the broker URLs for Celery);
+nothing may land on the local disk.
+
+The pipeline runs once per executor (three runs: ``digits_raw``, then ``digits_split``
+and ``digits_features`` for each of the partitions ``train`` and ``test``); each test
+asserts one property of the result. The first tests (no services) pin down how the
+example reads that environment, and that a combination which cannot work fails when
+the definitions load, naming the variable, instead of silently writing to the local disk.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,14 +35,18 @@ import pytest
 
 
 def services(fn):
-    """The end-to-end tests: real PostgreSQL and S3 (Ceph RGW), grouped with the other S3 tests."""
-    for mark in (pytest.mark.postgres, pytest.mark.s3, pytest.mark.slow, pytest.mark.xdist_group("s3")):
+    """The end-to-end tests: real PostgreSQL, Redis and S3 (Ceph RGW), grouped with the other S3 tests."""
+    for mark in (pytest.mark.postgres, pytest.mark.redis, pytest.mark.s3, pytest.mark.slow,
+                 pytest.mark.xdist_group("s3")):
         fn = mark(fn)
     return fn
 
 
 ROOT = Path(__file__).resolve().parent.parent
-DAGSTER = Path(sys.executable).with_name("dagster")
+BIN = Path(sys.executable).parent
+DAGSTER = BIN / "dagster"
+EXECUTORS = ("multiprocess", "celery")
+CELERY_WORKERS = ("worker1", "worker2")
 SPLITS = ("train", "test")
 NAMES = ["digits_raw"] + [f"{a}/partition={p}" for a in ("digits_split", "digits_features") for p in SPLITS]
 # One process per step. forkserver with the definitions preloaded forks each step from a
@@ -138,8 +149,14 @@ def _dagster_url(url: str) -> str:
     return "postgresql+psycopg2://" + url[len("postgresql://"):]
 
 
+@pytest.fixture(scope="module", params=EXECUTORS)
+def executor(request) -> str:
+    """Which executor runs the steps; every end-to-end test runs once per executor."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def dagster_pg_url(_postgres_admin):
+def dagster_pg_url(_postgres_admin, executor):
     """A brand-new database for Dagster's instance storage (dagster-postgres migrates it), dropped after."""
     from tests.fixtures.services import _pg_admin_url, service_missing
 
@@ -155,7 +172,7 @@ def dagster_pg_url(_postgres_admin):
 
 
 @pytest.fixture(scope="module")
-def index_dsn(_postgres_database):
+def index_dsn(_postgres_database, executor):
     """A fresh schema for the dataset index, alone on the DSN's search_path (as ``postgres_dsn``, per module)."""
     from tests.fixtures.services import scratch_schema
 
@@ -164,16 +181,75 @@ def index_dsn(_postgres_database):
 
 
 @pytest.fixture(scope="module")
-def bucket(s3_client):
+def bucket(s3_client, executor):
     name = f"atd-scale-{uuid.uuid4().hex[:16]}"
     s3_client.create_bucket(Bucket=name)
     return name
 
 
 @pytest.fixture(scope="module")
-def scale_out(tmp_path_factory, dagster_pg_url, index_dsn, bucket, s3_server):
+def broker_url(request, executor):
+    """A Redis database of its own (leased like the index tests') as Celery broker and result backend."""
+    from tests.fixtures.services import REDIS_BASE_URL, leased_redis_db, service_missing
+
+    if executor != "celery":
+        yield None
+        return
+    with leased_redis_db(request.config) as (db, reason):
+        if db is None:
+            service_missing("redis", reason)
+        yield f"{REDIS_BASE_URL}/{db}"
+
+
+def _celery_yaml() -> str:
+    # What docs/scale-out.md tells an operator to give the workers: the executor's own
+    # config block, with the broker URLs (which may hold a password) from the environment.
+    return (
+        "execution:\n"
+        "  config:\n"
+        "    broker: {env: DAGSTER_CELERY_BROKER_URL}\n"
+        "    backend: {env: DAGSTER_CELERY_BACKEND_URL}\n"
+    )
+
+
+def _start_celery_workers(base: Path, env: dict) -> list[subprocess.Popen]:
+    """Start the workers as docs/scale-out.md does and wait until each says it is ready."""
+    (base / "celery.yaml").write_text(_celery_yaml())
+    workers = []
+    for name in CELERY_WORKERS:
+        # one task at a time per worker, so two steps at once need both workers
+        cmd = [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
+               "-y", str(base / "celery.yaml"), "-n", name, "--", "--concurrency=1"]
+        with open(base / f"{name}.log", "w") as log:
+            workers.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True))
+    deadline = time.monotonic() + 180
+    for name, proc in zip(CELERY_WORKERS, workers):
+        while " ready." not in (base / f"{name}.log").read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _stop(workers)
+                raise AssertionError(f"Celery {name} did not start:\n{(base / f'{name}.log').read_text()[-4000:]}")
+            time.sleep(0.5)
+    return workers
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each process group (Celery's warm shutdown), SIGKILL what is left after 30 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def scale_out(tmp_path_factory, executor, dagster_pg_url, index_dsn, bucket, broker_url, s3_server):
     """Materialize the whole example in the scale-out shape; return what the checks need."""
-    base = tmp_path_factory.mktemp("scale_out")
+    base = tmp_path_factory.mktemp(f"scale_out_{executor}")
     home = base / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(_dagster_yaml())
@@ -192,11 +268,16 @@ def scale_out(tmp_path_factory, dagster_pg_url, index_dsn, bucket, s3_server):
         AWS_ACCESS_KEY_ID=s3_server["aws_access_key_id"],
         AWS_SECRET_ACCESS_KEY=s3_server["aws_secret_access_key"],
         PYTHONUNBUFFERED="1",
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # dagster-celery starts `celery` from PATH
     )
+    if executor == "celery":
+        module, config = "example_project.celery_definitions", []
+        env.update(DAGSTER_CELERY_BROKER_URL=broker_url, DAGSTER_CELERY_BACKEND_URL=broker_url)
+    else:
+        module, config = "example_project.definitions", ["--config-json", json.dumps(MULTIPROCESS)]
 
     def launch(args: list[str]) -> tuple[list[str], subprocess.Popen, float]:
-        cmd = [str(DAGSTER), "asset", "materialize", "-m", "example_project.definitions", "-a", "defs",
-               *args, "--config-json", json.dumps(MULTIPROCESS)]
+        cmd = [str(DAGSTER), "asset", "materialize", "-m", module, "-a", "defs", *args, *config]
         with open(base / f"run-{args[-1]}.log", "w") as log:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         return args, proc, time.monotonic()
@@ -210,13 +291,19 @@ def scale_out(tmp_path_factory, dagster_pg_url, index_dsn, bucket, s3_server):
             assert rc == 0, f"dagster asset materialize {' '.join(args)} failed:\n{log[-4000:]}"
         return took
 
-    # the unpartitioned source first, then both partitions at once: two runs writing to
-    # the same instance database, index and bucket concurrently, as two workers would
-    timings = wait([launch(["--select", "digits_raw"])])
-    timings += wait([launch(["--select", "digits_split,digits_features", "--partition", split]) for split in SPLITS])
-    print(f"scale-out runs took {timings} s")  # shown with -s; figures for docs/scale-out.md
-    return {"home": home, "example_home": example_home, "pg_url": dagster_pg_url, "index_dsn": index_dsn,
-            "bucket": bucket, "s3": s3_server, "pytest_pid": os.getpid()}
+    workers = _start_celery_workers(base, env) if executor == "celery" else []
+    try:
+        # the unpartitioned source first, then both partitions at once: two runs writing to
+        # the same instance database, index and bucket concurrently, as two workers would
+        timings = wait([launch(["--select", "digits_raw"])])
+        timings += wait([launch(["--select", "digits_split,digits_features", "--partition", split])
+                         for split in SPLITS])
+    finally:
+        _stop(workers)
+    print(f"scale-out runs ({executor}) took {timings} s")  # shown with -s; figures for docs/scale-out.md
+    return {"executor": executor, "home": home, "example_home": example_home, "pg_url": dagster_pg_url,
+            "index_dsn": index_dsn, "bucket": bucket, "s3": s3_server, "pytest_pid": os.getpid(),
+            "worker_pids": [w.pid for w in workers]}
 
 
 @pytest.fixture(scope="module")
@@ -290,25 +377,67 @@ def test_runs_and_events_are_recorded_in_the_postgres_instance_storage(scale_out
     assert not list(scale_out["home"].rglob("*.db")), "no SQLite storage may appear under DAGSTER_HOME"
 
 
+def _step_events(instance, run, event_type) -> dict[str, list]:
+    records = instance.get_records_for_run(run.run_id, of_type=event_type).records
+    out: dict[str, list] = {}
+    for r in records:
+        out.setdefault(r.event_log_entry.step_key, []).append(r.event_log_entry)
+    return out
+
+
 @services
-def test_each_step_runs_in_its_own_process(scale_out, instance):
+def test_every_step_runs_outside_the_orchestrating_process(scale_out, instance):
+    from dagster import DagsterEventType
+
+    for run in _runs(instance).values():
+        run_start = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.RUN_START).records
+        orchestrator = run_start[0].event_log_entry.dagster_event.pid
+        steps = {k: e[0].dagster_event.pid for k, e in _step_events(instance, run, DagsterEventType.STEP_START).items()}
+        # the materialization step and at least one check step per run
+        assert len(steps) >= 2, steps
+        assert orchestrator not in steps.values(), f"a step ran in the orchestrating process: {steps}"
+        assert scale_out["pytest_pid"] not in steps.values()
+
+
+@services
+@pytest.mark.parametrize("executor", ["multiprocess"], indirect=True)
+def test_with_multiprocess_each_step_has_a_process_of_its_own(scale_out, instance):
     from dagster import DagsterEventType
 
     step_pids: dict[tuple[str, str], int] = {}
     for run in _runs(instance).values():
-        records = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_START).records
-        run_start = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.RUN_START).records
-        orchestrator = run_start[0].event_log_entry.dagster_event.pid
-        steps = {r.event_log_entry.step_key: r.event_log_entry.dagster_event.pid for r in records}
-        # the materialization step and at least one check step per run
-        assert len(steps) >= 2, steps
-        assert orchestrator not in steps.values(), f"a step ran in the orchestrating process: {steps}"
+        steps = {k: e[0].dagster_event.pid for k, e in _step_events(instance, run, DagsterEventType.STEP_START).items()}
         step_pids.update({(run.run_id, k): pid for k, pid in steps.items()})
         # the multiprocess executor announced a worker per step
         workers = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_WORKER_STARTING).records
         assert {w.event_log_entry.step_key for w in workers} == set(steps)
     assert len(set(step_pids.values())) == len(step_pids), f"steps shared a process: {step_pids}"
-    assert scale_out["pytest_pid"] not in step_pids.values()
+
+
+@services
+@pytest.mark.parametrize("executor", ["celery"], indirect=True)
+def test_with_celery_steps_run_as_tasks_spread_over_both_workers(scale_out, instance):
+    from dagster import DagsterEventType
+
+    worker_of: dict[tuple[str, str], str] = {}
+    pids_of: dict[str, set[int]] = {}
+    for run in _runs(instance).values():
+        started = _step_events(instance, run, DagsterEventType.STEP_START)
+        # dagster-celery's task reports "Executing steps <key> in celery worker" with the worker's name
+        for entry in instance.get_records_for_run(run.run_id, of_type=DagsterEventType.ENGINE_EVENT).records:
+            event = entry.event_log_entry.dagster_event
+            if "in celery worker" in (event.message or ""):
+                name = event.engine_event_data.metadata["Celery worker"].value
+                worker_of[(run.run_id, entry.event_log_entry.step_key)] = name
+        assert set(started) <= {k for (rid, k) in worker_of if rid == run.run_id}, (
+            f"steps without a Celery task: {set(started)} vs {worker_of}")
+        for key, entries in started.items():
+            pids_of.setdefault(worker_of[(run.run_id, key)], set()).add(entries[0].dagster_event.pid)
+    names = {name.split("@")[0] for name in worker_of.values()}
+    assert names == set(CELERY_WORKERS), f"steps did not run on both workers: {worker_of}"
+    # two workers are two processes (each with its own pool process running the tasks)
+    all_pids = [pid for pids in pids_of.values() for pid in pids]
+    assert len(all_pids) == len(set(all_pids)), f"two workers reported the same process: {pids_of}"
 
 
 @services
