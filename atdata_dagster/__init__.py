@@ -15,7 +15,7 @@ from . import local
 from .dataset import Dataset, SampleBatch, write_samples
 from .loading import load_dataset
 from .errors import AtdataError
-from .index.entry import LocalDatasetEntry, LocalSchemaRecord, compute_cid
+from .index.entry import LocalDatasetEntry, LocalSchemaRecord, compute_cid, generate_cid, generate_cid_from_bytes, verify_cid
 from .index.index import Index, Repository, create_repository
 from .samples import DictSample, PackableSample, packable
 from .stores.disk import LocalDiskStore
@@ -91,10 +91,13 @@ __all__ = [
     "create_repository",
     "dataset_asset",
     "dataset_multi_asset",
+    "generate_cid",
+    "generate_cid_from_bytes",
     "load_dataset",
     "local",
     "observable_dataset",
     "packable",
     "validate_definitions",
+    "verify_cid",
     "write_samples",
 ]

@@ -174,6 +174,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         if isinstance(url, (str, os.PathLike)):
             self.url = os.fspath(url)
             self._shards = expand_patterns([self.url])
+            given = [self.url]
         else:
             # Each element may itself be a brace pattern: atdata indexes ``ds.url``
             # verbatim when inserting without a store, and expands it on read.
@@ -187,6 +188,9 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                 self.url = brace_list(self._shards)
         if not self._shards or not all(self._shards):
             raise EmptyDatasetError(f"dataset URL {url!r} names no shards")
+        #: The URLs as written (brace patterns unexpanded): what an index records for this
+        #: dataset when it indexes it in place, as atdata does, so both give the same CID.
+        self.urls_as_given: list[str] = given
         st = type(self).sample_type
         self.sample_type = st if st is not None else _default_sample_type()
         self.metadata = metadata
@@ -230,7 +234,8 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                     "gives one; S3 stores must be configured with credentials, not client=), or open it in the "
                     "worker process"
                 ) from None
-        return (_rebuild, (type(self), self._shards, self.url, self.metadata, opener, self.cid, self.columns))
+        return (_rebuild, (type(self), self._shards, self.url, self.metadata, opener, self.cid, self.columns,
+                           self.urls_as_given))
 
     def select_columns(self, columns: Sequence[str] | None) -> "Dataset[T]":
         """The same dataset, every read of which decodes only ``columns`` (the other fields read as ``None``).
@@ -340,7 +345,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
     def as_type(self, sample_type: type[Any]) -> "Dataset[Any]":
         """The same shards decoded as ``sample_type`` (payloads are re-read, not converted)."""
         ds = Dataset[sample_type](self._shards, metadata=self.metadata, opener=self._opener, cid=self.cid)  # type: ignore[valid-type]
-        ds.url = self.url
+        ds.url, ds.urls_as_given = self.url, list(self.urls_as_given)
         return ds
 
     # -------------------------------------------------------------- reading
@@ -948,11 +953,14 @@ copyreg.pickle(_DatasetMeta, _reduce_dataset_class)
 
 
 def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, opener: Any,
-             cid: str | None = None, columns: tuple[str, ...] | None = None) -> Dataset:
+             cid: str | None = None, columns: tuple[str, ...] | None = None,
+             urls_as_given: list[str] | None = None) -> Dataset:
     # ``cls`` itself pickles as ``Dataset[T]`` (see _reduce_dataset_class)
     ds = cls(shards, metadata=metadata, opener=opener, cid=cid)
     ds.url = url
     ds.columns = columns
+    if urls_as_given is not None:
+        ds.urls_as_given = urls_as_given
     return ds
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +25,9 @@ __all__ = [
     "LocalSchemaRecord",
     "compute_cid",
     "dag_cbor_encode",
+    "generate_cid",
+    "generate_cid_from_bytes",
+    "verify_cid",
 ]
 
 
@@ -38,11 +43,13 @@ def _cbor_head(major: int, n: int) -> bytes:
     return bytes([(major << 5) | 27]) + n.to_bytes(8, "big")
 
 
-def dag_cbor_encode(value: Any) -> bytes:
-    """Encode str / int / bool / None / list / dict[str, ...] as canonical DAG-CBOR.
+def dag_cbor_encode(value: Any, *, tuples: bool = True) -> bytes:
+    """Encode str / int / float / bool / None / bytes / list / dict[str, ...] as canonical DAG-CBOR.
 
-    Definite lengths, minimal heads, map keys sorted length-first then bytewise:
-    the encoding libipld produces for these types.
+    Definite lengths, minimal heads, map keys sorted length-first then bytewise, floats
+    always as 64-bit: the encoding libipld (atdata's encoder) produces for these types.
+    Integers outside CBOR's 64-bit range and non-finite floats raise ``ValueError``, as
+    libipld does. ``tuples=False`` refuses tuples as libipld does (``TypeError``).
     """
     if value is None:
         return b"\xf6"
@@ -51,33 +58,61 @@ def dag_cbor_encode(value: Any) -> bytes:
     if value is False:
         return b"\xf4"
     if isinstance(value, int):
+        if not -(2**64) <= value < 2**64:
+            raise ValueError(f"integer {value} is outside DAG-CBOR's 64-bit range")
         return _cbor_head(0, value) if value >= 0 else _cbor_head(1, -1 - value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"DAG-CBOR has no encoding for the float {value!r}")
+        return b"\xfb" + struct.pack(">d", value or 0.0)  # -0.0 is written as 0.0, as libipld does
     if isinstance(value, str):
         raw = value.encode("utf-8")
         return _cbor_head(3, len(raw)) + raw
     if isinstance(value, (bytes, bytearray)):
         return _cbor_head(2, len(value)) + bytes(value)
-    if isinstance(value, (list, tuple)):
-        return _cbor_head(4, len(value)) + b"".join(dag_cbor_encode(v) for v in value)
+    if isinstance(value, list) or (tuples and isinstance(value, tuple)):
+        return _cbor_head(4, len(value)) + b"".join(dag_cbor_encode(v, tuples=tuples) for v in value)
     if isinstance(value, dict):
-        keys = [k.encode("utf-8") for k in value]
         if any(not isinstance(k, str) for k in value):
             raise TypeError("DAG-CBOR map keys must be strings")
+        keys = [k.encode("utf-8") for k in value]
         ordered = sorted(zip(keys, value.values()), key=lambda kv: (len(kv[0]), kv[0]))
         out = [_cbor_head(5, len(ordered))]
         for k, v in ordered:
             out.append(_cbor_head(3, len(k)) + k)
-            out.append(dag_cbor_encode(v))
+            out.append(dag_cbor_encode(v, tuples=tuples))
         return b"".join(out)
     raise TypeError(f"cannot DAG-CBOR encode {type(value).__name__}")
 
 
+def generate_cid_from_bytes(data_bytes: bytes) -> str:
+    """The CIDv1 (dag-cbor, SHA-256, base32 ``bafyrei…``) of already-encoded DAG-CBOR bytes (atdata's name)."""
+    cid = bytes([0x01, 0x71, 0x12, 0x20]) + hashlib.sha256(data_bytes).digest()
+    return "b" + base64.b32encode(cid).decode("ascii").lower().rstrip("=")
+
+
+def generate_cid(data: Any) -> str:
+    """The CID atdata's ``generate_cid`` gives ``data``: DAG-CBOR, SHA-256, CIDv1 base32.
+
+    Accepts what libipld encodes (dicts with string keys, lists, str, bytes, int, finite
+    float, bool, None); anything else (a tuple, NaN, an int beyond 64 bits, an object)
+    raises ``ValueError`` as atdata does.
+    """
+    try:
+        body = dag_cbor_encode(data, tuples=False)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"Failed to encode data as DAG-CBOR: {e}") from e
+    return generate_cid_from_bytes(body)
+
+
+def verify_cid(cid: str, data: Any) -> bool:
+    """Whether ``cid`` is :func:`generate_cid` of ``data`` (atdata's name)."""
+    return cid == generate_cid(data)
+
+
 def compute_cid(schema_ref: str, data_urls: list[str]) -> str:
     """The atdata entry CID (``bafyrei…``) of a schema ref and shard URL list."""
-    body = dag_cbor_encode({"schema_ref": schema_ref, "data_urls": list(data_urls)})
-    digest = hashlib.sha256(body).digest()
-    cid = bytes([0x01, 0x71, 0x12, 0x20]) + digest
-    return "b" + base64.b32encode(cid).decode("ascii").lower().rstrip("=")
+    return generate_cid_from_bytes(dag_cbor_encode({"schema_ref": schema_ref, "data_urls": list(data_urls)}))
 
 
 @dataclass

@@ -556,7 +556,9 @@ class Index:
         if schema_ref is None:
             schema_ref = self._implicit_schema_ref(_dataset_sample_type(ds), repo)
         meta = dict(metadata if metadata is not None else (getattr(ds, "metadata", None) or {}))
-        entry = LocalDatasetEntry(name=name, schema_ref=schema_ref, data_urls=list(ds.list_shards()), metadata=meta or None)
+        # the URLs as written, brace patterns unexpanded: what atdata records, so the CID is atdata's
+        urls = list(getattr(ds, "urls_as_given", None) or ds.list_shards())
+        entry = LocalDatasetEntry(name=name, schema_ref=schema_ref, data_urls=urls, metadata=meta or None)
         return self._commit(repo, entry)
 
     def reference_dataset(

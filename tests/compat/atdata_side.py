@@ -439,6 +439,19 @@ def op_cid(req: dict[str, Any]) -> list[str]:
     return [generate_cid({"schema_ref": ref, "data_urls": urls}) for ref, urls in req["items"]]
 
 
+def op_generate_cid(req: dict[str, Any]) -> list[Any]:
+    """atdata's ``generate_cid`` of each value: the CID, or ``{"error": <exception type>}``."""
+    from atdata._cid import generate_cid
+
+    out: list[Any] = []
+    for value in req["values"]:
+        try:
+            out.append(generate_cid(value))
+        except Exception as e:  # noqa: BLE001 - the exception type is the answer
+            out.append({"error": type(e).__name__})
+    return out
+
+
 def op_encode(req: dict[str, Any]) -> dict[str, Any]:
     """The exact msgpack payload atdata writes for one sample (hex)."""
     cls = sample_type(req["type"])

@@ -150,6 +150,21 @@ def test_atdata_brace_url_entry_ours_reads(atdata: AtdataSide, tmp_path: Path) -
         assert wire.diff_samples(values, _read_ours(index, "braced")) == []
 
 
+def test_our_insert_of_a_brace_url_without_a_store_gives_atdatas_entry_and_cid(atdata: AtdataSide, tmp_path: Path) -> None:
+    """Indexed in place, a brace-pattern URL is recorded as written (not expanded), as atdata does."""
+    from atdata_dagster import Dataset
+
+    values = wire.make_values("AllTypes", N, seed=2)
+    theirs = atdata.call("write", provider={"kind": "sqlite", "path": str(tmp_path / "theirs.db")}, type="AllTypes",
+                         samples=values, name="braced", mode="brace", maxcount=5, out_dir=str(tmp_path / "parts"))
+    (pattern,) = theirs["data_urls"]
+    assert "{" in pattern
+    with open_our_index({"kind": "sqlite", "path": str(tmp_path / "ours.db")}) as index:
+        entry = index.insert_dataset(Dataset[our_type("AllTypes")](pattern), name="braced")
+        assert (entry.data_urls, entry.schema_ref, entry.cid) == ([pattern], theirs["schema_ref"], theirs["cid"])
+        assert wire.diff_samples(values, _read_ours(index, "braced")) == []  # and it still reads every shard
+
+
 def test_same_samples_same_bytes(atdata: AtdataSide) -> None:
     """The msgpack payload of every sample is byte-identical on both sides."""
     T = our_type("AllTypes")
@@ -181,6 +196,29 @@ def test_cids_agree(atdata: AtdataSide) -> None:
         ("atdata://local/schema/Many@1.0.0", [f"/s/{i}.tar" for i in range(300)]),
     ]
     assert atdata.call("cid", items=items) == [compute_cid(r, u) for r, u in items]
+
+
+ARBITRARY_DATA = [
+    {"name": "test", "value": 42}, 1.0, 0.1, -2.5, 1e300, 5e-324, -0.0, {"a": 1.5, "bb": [1, 2.0]},
+    b"xy", True, None, "", [], {}, 2**64 - 1, -(2**64), {"b": 1, "a": 2, "aa": 3}, {"nested": {"f": [0.5, {"x": None}]}},
+    float("nan"), float("inf"), 2**64, -(2**64) - 1,  # atdata refuses these: so must we
+]
+
+
+def test_generate_cid_of_arbitrary_data_matches_atdata_floats_included(atdata: AtdataSide) -> None:
+    from atdata_dagster import generate_cid, verify_cid
+
+    def ours(value: Any) -> Any:
+        try:
+            return generate_cid(value)
+        except Exception as e:  # noqa: BLE001 - compared with atdata's exception type
+            return {"error": type(e).__name__}
+
+    theirs = atdata.call("generate_cid", values=ARBITRARY_DATA)
+    assert [ours(v) for v in ARBITRARY_DATA] == theirs
+    assert sum(isinstance(t, dict) for t in theirs) == 4  # the four refusals above, all ValueError
+    assert all(t == {"error": "ValueError"} for t in theirs if isinstance(t, dict))
+    assert verify_cid(theirs[1], 1.0) and not verify_cid(theirs[1], 1)  # 1.0 and 1 differ, as in atdata
 
 
 # ------------------------------------------------------------- schemas, stubs, labels
