@@ -9,6 +9,7 @@ import dagster as dg
 from atdata_dagster.checks import build_dataset_checks
 from atdata_dagster.dataset import Dataset
 from atdata_dagster.io_manager import AtdataIOManager
+from atdata_dagster.observe import observable_dataset
 from atdata_dagster.resources import AtdataIndexResource, LocalDiskStoreConfig
 
 from .helpers import Row, row_stream
@@ -26,6 +27,9 @@ def e2e_even(e2e_rows: Dataset[Row]):
     return dg.Output(r for r in e2e_rows.ordered() if r.label % 2 == 0)
 
 
+#: a dataset written outside Dagster (the browser test writes it with the engine), observed
+outside_rows = observable_dataset("outside_rows", group_name="outside")
+
 index = AtdataIndexResource(
     path=dg.EnvVar("ATDATA_E2E_INDEX"),
     data_store=LocalDiskStoreConfig(root=dg.EnvVar("ATDATA_E2E_DATA")),
@@ -33,7 +37,7 @@ index = AtdataIndexResource(
 )
 
 defs = dg.Definitions(
-    assets=[e2e_rows, e2e_even],
+    assets=[e2e_rows, e2e_even, outside_rows],
     asset_checks=build_dataset_checks(e2e_rows, checks=["checksums"]),
-    resources={"io_manager": AtdataIOManager(index=index)},
+    resources={"io_manager": AtdataIOManager(index=index), "atdata": index},
 )

@@ -5,7 +5,10 @@ one materialization of ``e2e_rows`` launched over GraphQL. The first-visit pop-u
 dismissed server-side (``mutation { setNuxSeen }``). Then headless Debian Chromium
 renders the asset page (``--dump-dom`` after the single-page app has settled under a
 virtual-time budget) and the test reads the rendered DOM: the row count, the columns
-table and the CID must be what the index reports.
+table and the CID must be what the index reports. A second dataset, ``outside_rows``, is
+written with the engine before the server starts (as an atdata user would) and observed
+through its observable source asset; its page must show the observation's row count,
+CID and content identity, and Dagster must hold that identity as its data version.
 
 Chromium comes from ``scripts/install-chromium.sh``. Without it the test skips with
 the reason, or fails under ``CI=true``.
@@ -41,6 +44,8 @@ CHROMIUM_FLAGS = [
     "--window-size=1400,900",
 ]
 ASSET = "e2e_rows"
+OUTSIDE = "outside_rows"  # written with the engine, not by Dagster; observed (e2e_defs.outside_rows)
+OUTSIDE_ROWS = 25
 #: the visible texts the asset page shows once its data has loaded
 LOADED_MARKERS = ("Row count", "Column name", "atdata/cid")
 NUX_TEXT = "Join the Dagster community"
@@ -125,7 +130,7 @@ class RenderedPage(HTMLParser):
         raise AssertionError(f"no table with header {header!r}; headers: {[t.header for t in self.tables]}")
 
 
-def render(url: str, *, attempts: int = 3) -> RenderedPage:
+def render(url: str, *, attempts: int = 3, markers: tuple[str, ...] = LOADED_MARKERS) -> RenderedPage:
     """``url`` as rendered by headless Chromium (a fresh profile each time).
 
     The page is dumped once virtual time has run for the budget (Chromium pauses virtual
@@ -142,10 +147,17 @@ def render(url: str, *, attempts: int = 3) -> RenderedPage:
             )
         assert proc.returncode == 0, f"chromium exited {proc.returncode}:\n{proc.stderr[-3000:]}"
         page = RenderedPage(proc.stdout)
-        if all(m in page.texts for m in LOADED_MARKERS):
+        if all(m in page.texts for m in markers):
             return page
     assert page is not None
     raise AssertionError(f"the asset page did not finish rendering after {attempts} dumps; it shows:\n{page.text[:3000]}")
+
+
+OBSERVATION = """
+query($path: [String!]!) { assetOrError(assetKey: {path: $path}) { ... on Asset {
+  assetObservations(limit: 1) { runId tags { key value } }
+} } }
+"""
 
 
 # -- fixtures -------------------------------------------------------------------------
@@ -161,26 +173,55 @@ def materialized(chromium, tmp_path_factory) -> tuple[DevServer, Path]:
     """``dagster dev`` with ``e2e_rows`` materialized once and the first-visit pop-up dismissed."""
     tmp = tmp_path_factory.mktemp("browser")
     env = {"ATDATA_E2E_INDEX": str(tmp / "index.db"), "ATDATA_E2E_DATA": str(tmp / "data")}
+    _write_outside_dagster(tmp)
     with dagster_dev_server(tmp, "tests.dagster.e2e_defs", "atdata_e2e", env=env) as server:
         server.wait_loaded()
         server.wait_run(server.launch("__ASSET_JOB", assets=[[ASSET]]), timeout=120)
+        # "Observe" on the source asset's page launches the same job with the source selected
+        server.wait_run(server.launch("__ASSET_JOB", assets=[[OUTSIDE]]), timeout=120)
         assert server.gql("mutation { setNuxSeen }")["setNuxSeen"] is True
         yield server, tmp
+
+
+def _write_outside_dagster(tmp: Path) -> None:
+    """What a user of atdata (or the CLI) does: write a dataset into the same index, no Dagster."""
+    from atdata_dagster import local
+
+    from .helpers import row_stream
+
+    with local.Index(path=str(tmp / "index.db"), data_store=local.LocalDiskStore(str(tmp / "data")),
+                     atmosphere=None) as index:
+        index.write(row_stream(OUTSIDE_ROWS), name=OUTSIDE)
+
+
+def _entry(tmp: Path, name: str):
+    from atdata_dagster.resources import AtdataIndexResource, LocalDiskStoreConfig
+
+    index = AtdataIndexResource(
+        path=str(tmp / "index.db"), data_store=LocalDiskStoreConfig(root=str(tmp / "data")), atmosphere=False
+    ).build_index()
+    try:
+        return index.get_dataset(name)
+    finally:
+        index.close()
 
 
 @pytest.fixture(scope="module")
 def index_entry(materialized):
     """What the index records for the materialized dataset."""
-    from atdata_dagster.resources import AtdataIndexResource, LocalDiskStoreConfig
+    return _entry(materialized[1], ASSET)
 
-    _, tmp = materialized
-    index = AtdataIndexResource(
-        path=str(tmp / "index.db"), data_store=LocalDiskStoreConfig(root=str(tmp / "data")), atmosphere=False
-    ).build_index()
-    try:
-        return index.get_dataset(ASSET)
-    finally:
-        index.close()
+
+@pytest.fixture(scope="module")
+def outside_entry(materialized):
+    """What the index records for the dataset written outside Dagster."""
+    return _entry(materialized[1], OUTSIDE)
+
+
+@pytest.fixture(scope="module")
+def observed_page(materialized) -> RenderedPage:
+    server, _ = materialized
+    return render(f"{server.gql.base}/assets/{OUTSIDE}", markers=("Latest observation", "Row count", "atdata/cid"))
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +234,8 @@ def asset_page(materialized) -> RenderedPage:
 # One test on one server: the dagster dev start and the run are most of the cost, and
 # under pytest 9.2 xdist's --dist loadgroup no longer keeps a module's tests on one worker
 # (pytest-dev/pytest-xdist#1386), so separate tests would each start their own server.
-def test_chromium_renders_the_asset_page_with_the_row_count_columns_and_cid_the_index_reports(
-    materialized, asset_page, index_entry
+def test_chromium_renders_the_materialized_and_the_observed_asset_pages_with_what_the_index_reports(
+    materialized, asset_page, index_entry, observed_page, outside_entry
 ):
     from atdata_dagster.metadata import column_schema
 
@@ -227,3 +268,19 @@ def test_chromium_renders_the_asset_page_with_the_row_count_columns_and_cid_the_
 
     assert values["atdata/size"] == human_bytes(index_entry.metadata["stats"]["total_bytes"])
     assert values["atdata/content_id"] == index_entry.content_id
+
+    # the dataset written outside Dagster: an observable source asset ("External Asset",
+    # with an Observe button) whose latest observation carries the entry's row count and CID
+    assert "External Asset" in observed_page.texts and "Observe" in observed_page.texts
+    assert "Latest observation" in observed_page.texts
+    assert observed_page.value_after("Row count") == str(OUTSIDE_ROWS)
+    observed = observed_page.table_with_header("Key", "Timestamp", "Value")
+    seen = {" ".join(row[0]): " ".join(row[-1]) for row in observed.body if row}
+    assert seen["atdata/cid"] == outside_entry.cid != index_entry.cid
+    assert seen["atdata/content_id"] == outside_entry.content_id
+    assert seen["atdata/name"] == OUTSIDE and seen["atdata/repo"] == "local"
+    assert seen["atdata/schema_ref"] == outside_entry.schema_ref
+    # Dagster recorded the entry's content identity as the source asset's data version
+    version = server.gql(OBSERVATION, {"path": [OUTSIDE]})["assetOrError"]["assetObservations"][0]
+    tags = {t["key"]: t["value"] for t in version["tags"]}
+    assert tags["dagster/data_version"] == outside_entry.content_id
