@@ -9,7 +9,8 @@ Messages name the dataset, field, shard or URL and say how to fix the problem.
 
 from __future__ import annotations
 
-from typing import Iterable
+
+from typing import Any, Iterable
 
 
 class AtdataError(Exception):
@@ -82,6 +83,21 @@ class ConfigurationError(AtdataError, ValueError):
     """The Index, a repository, store or resource is configured inconsistently."""
 
 
+class SameShardsError(ConfigurationError):
+    """A dataset to index by reference is exactly an existing entry's shards.
+
+    atdata's CID depends on the schema and the URLs only, so such a reference would be
+    that entry itself; ``existing`` is it. Label the new name onto it
+    (:meth:`~atdata_dagster.index.index.Index.label`) for a zero-copy alias, or copy the
+    shards to get an entry of its own.
+    """
+
+    def __init__(self, message: str, existing: Any):
+        super().__init__(message)
+        #: the existing entry (a ``LocalDatasetEntry``)
+        self.existing: Any = existing
+
+
 class AtmosphereError(AtdataError):
     """An ATProto operation failed (authentication, PDS unavailable, bad record)."""
 
@@ -109,6 +125,7 @@ __all__ = [
     "NotPackableError",
     "ProviderError",
     "RecordError",
+    "SameShardsError",
     "SampleError",
     "SchemaError",
     "ShardError",

@@ -38,7 +38,9 @@ from pydantic import ConfigDict, Field
 
 from .dataset import Dataset
 from .assets import BARE_GENERATOR_HINT_INSTALLED as BARE_GENERATOR_HINT_INSTALLED  # the yielded-sample hint, on import
-from .errors import AtdataError, ConfigurationError, FieldMismatchError, NoDatasetReturnedError, NotFoundError, SchemaError
+from .errors import (
+    AtdataError, ConfigurationError, FieldMismatchError, NoDatasetReturnedError, NotFoundError, SameShardsError, SchemaError,
+)
 from .metadata import column_lineage, entry_metadata, preview_columns, summarize_sample
 from .naming import EMPTY_SEGMENT as EMPTY_SEGMENT
 from .naming import HASHED_PARTITION_MARK as HASHED_PARTITION_MARK
@@ -212,6 +214,18 @@ class _Stored(NamedTuple):
     sample_type: type | None
     preview: list[dict[str, str]] | None
     columns: list[str]
+    #: the name of the existing entry this output is exactly (stored as a label on it), if any
+    alias_of: str | None = None
+    #: the output's own dataset name in its repository (a label when ``alias_of`` is set)
+    name: str | None = None
+
+    def metadata(self, md: dict[str, Any], repo: str) -> dict[str, Any]:
+        """``md`` naming this output's own dataset name, and the entry it aliases if any."""
+        if self.alias_of is not None and self.name is not None:
+            md["atdata/name"] = dg.MetadataValue.text(self.name)
+            md["dagster/table_name"] = dg.MetadataValue.text(self.name if repo == "local" else f"{repo}/{self.name}")
+            md["atdata/alias_of"] = dg.MetadataValue.text(self.alias_of)
+        return md
 
 
 # --------------------------------------------------------------------------- the IO manager
@@ -295,10 +309,10 @@ class AtdataIOManager(dg.ConfigurableIOManager):
                 )
             obj = obj[partition]
         stored = self._store(context, index, obj, partition, settings, upstream)
-        md = entry_metadata(
+        md = stored.metadata(entry_metadata(
             stored.entry, sample_type=stored.sample_type, partitioned=partition is not None,
             preview=stored.preview, preview_cols=stored.columns, repo=settings.repo, upstream=upstream,
-        )
+        ), settings.repo)
         lineage = column_lineage(stored.sample_type, _upstream_types(index, upstream))
         if lineage is not None:
             md["dagster/column_lineage"] = dg.MetadataValue.column_lineage(lineage)
@@ -330,10 +344,10 @@ class AtdataIOManager(dg.ConfigurableIOManager):
             if value is None:
                 continue
             stored = self._store(context, index, value, pk, settings, upstream)
-            md = entry_metadata(
+            md = stored.metadata(entry_metadata(
                 stored.entry, sample_type=stored.sample_type, partitioned=True, preview=stored.preview,
                 preview_cols=stored.columns, repo=settings.repo, upstream=upstream,
-            )
+            ), settings.repo)
             add_materialization_metadata(context, md, pk)
             cids[pk] = stored.entry.cid
             stats = stored.entry.stats
@@ -362,14 +376,21 @@ class AtdataIOManager(dg.ConfigurableIOManager):
             metadata["promote"] = True
         write_opts = settings.write_options()
         started = time.monotonic()
+        alias_of: str | None = None
         if isinstance(obj, Dataset):
             entry = None
-            if not settings.copy and _referencable(obj):  # zero-copy: the shards are indexed where they are
+            # zero-copy: the shards are indexed where they are, unless the asset asks for a copy
+            # (atdata/copy) or for its own shard size (atdata/maxcount, atdata/maxsize)
+            if not (settings.copy or settings.reshard) and _referencable(obj):
                 lineage["parents"] = obj.parent_cids()
                 try:
                     entry = index.reference_dataset(obj, name=full, metadata=metadata)
-                except ConfigurationError:  # exactly another entry's shards: a reference would be that entry
-                    del lineage["parents"]
+                except SameShardsError as same:
+                    # exactly another entry's shards (an upstream passed through unchanged): that
+                    # entry *is* this dataset, so the name becomes a label on it; nothing is copied
+                    existing: LocalDatasetEntry = same.existing
+                    entry, alias_of = existing, existing.name
+                    index.label(bare, existing.cid, repo=settings.repo)
             if entry is None:
                 entry = index.insert_dataset(obj, name=full, metadata=metadata, **write_opts)
             sample_type: type | None = obj.sample_type
@@ -399,7 +420,9 @@ class AtdataIOManager(dg.ConfigurableIOManager):
             f"atdata: {full} -> {entry.cid}: {n if n is not None else '?'} samples, "
             f"{stats.get('num_shards', len(entry.data_urls))} shards, {size / 1e6:.1f} MB in {elapsed:.1f}s"
         )
-        return _Stored(entry, sample_type, rows, cols)
+        if alias_of is not None:
+            context.log.info(f"atdata: {full} is exactly {alias_of!r}'s shards; labelled {full} -> {entry.cid}, nothing copied")
+        return _Stored(entry, sample_type, rows, cols, alias_of, bare)
 
     # ------------------------------------------------------------------- input
     def load_input(self, context: dg.InputContext) -> Any:

@@ -78,7 +78,9 @@ class OutputSettings:
     an output with no samples be stored as an empty dataset instead of failing; ``copy``
     (``atdata/copy``) copies a returned ``Dataset``'s shards into the repository's store
     instead of referencing them where they are (zero-copy, the default when every shard
-    has a recorded checksum).
+    has a recorded checksum). ``reshard`` is set when the asset itself gives
+    ``atdata/maxcount`` or ``atdata/maxsize``: a returned ``Dataset`` is then re-written
+    with that shard size, since a reference would keep its parent's shards.
     """
 
     asset_key: dg.AssetKey
@@ -90,6 +92,7 @@ class OutputSettings:
     promote: bool
     allow_empty: bool = False
     copy: bool = False
+    reshard: bool = False
 
     @classmethod
     def parse(
@@ -118,6 +121,7 @@ class OutputSettings:
             promote=bool(m.get("atdata/promote", False)),
             allow_empty=_flag(where, "atdata/allow_empty", m.get("atdata/allow_empty", False)),
             copy=_flag(where, "atdata/copy", m.get("atdata/copy", False)),
+            reshard="atdata/maxcount" in m or "atdata/maxsize" in m,
         )
 
     def write_options(self) -> dict[str, Any]:

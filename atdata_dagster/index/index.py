@@ -30,6 +30,7 @@ from ..errors import (
     ConfigurationTypeError,
     EmptyDatasetError,
     InvalidRefError,
+    SameShardsError,
     NotFoundError,
     NotPackableError,
     SchemaError,
@@ -613,10 +614,11 @@ class Index:
         if same is not None and same.name != bare:
             # atdata's CID depends on the schema and the URLs only: the same shards in the same
             # order would be the other entry's row, and writing it would rename that entry
-            raise ConfigurationError(
+            raise SameShardsError(
                 f"reference_dataset({name!r}): these are exactly the shards of entry {same.name!r} ({same.cid}), "
-                "so a reference would be that entry itself; copy them with insert_dataset(...) to get a "
-                "separate entry, or read the existing one"
+                "so a reference would be that entry itself; label the name onto it (index.label(name, cid)), "
+                "copy them with insert_dataset(...) to get a separate entry, or read the existing one",
+                existing=same,
             )
         return self._commit(repo, entry)
 

@@ -626,20 +626,37 @@ def test_a_subset_of_upstream_shards_is_indexed_with_no_copy(io_manager, instanc
     assert set(index.verify(head).values()) == {"ok"}
 
 
-def test_an_upstream_passed_through_whole_is_copied_and_the_upstream_entry_is_untouched(io_manager, instance, index):
+def test_an_upstream_passed_through_whole_becomes_a_label_on_its_entry_with_no_copy(io_manager, instance, index, tmp_path):
     @dg.asset(metadata={"atdata/maxcount": 4})
     def up():
         return rows(10)
 
     @dg.asset
     def same(up: Dataset[Row]):
-        return up  # atdata's CID is the schema plus the URLs: a reference would be `up`'s own row
+        return up  # atdata's CID is the schema plus the URLs: `same` *is* `up`'s entry
 
-    dg.materialize([up, same], resources={"io_manager": io_manager}, instance=instance)
-    parent, copy = index.get_dataset("up"), index.get_dataset("same")
-    assert parent.name == "up" and copy.name == "same" and copy.cid != parent.cid
-    assert index.get_entry(parent.cid).name == "up"
-    assert [r.label for r in index.dataset("same", Row)] == list(range(10))
+    @dg.asset
+    def downstream(same: Dataset[Row]):
+        return [r for r in same if r.label % 2 == 0]
+
+    dg.materialize([up], resources={"io_manager": io_manager}, instance=instance)
+    before = _shards_on_disk(tmp_path / "data")
+    result = dg.materialize([up, same, downstream], selection=["same", "downstream"],
+                            resources={"io_manager": io_manager}, instance=instance)
+    parent = index.get_dataset("up")
+    new = set(_shards_on_disk(tmp_path / "data")) - set(before)
+    assert new and {p.parent.name for p in new} == {"downstream"}  # no shard written for `same`
+    # the name resolves, through its label, to the upstream's own entry, which is untouched
+    assert index.get_label("same").cid == parent.cid
+    assert index.get_dataset("same").cid == parent.cid and index.get_entry(parent.cid).name == "up"
+    assert [e.name for e in index.list_entries()].count("same") == 0
+    mat = materialization(result, "same")
+    assert md(mat, "atdata/cid") == parent.cid and md(mat, "atdata/alias_of") == "up"
+    assert md(mat, "atdata/name") == "same" and md(mat, "dagster/table_name") == "same"
+    assert md(mat, "dagster/row_count") == 10
+    # and downstream reads it like any dataset
+    assert [r.label for r in index.dataset("downstream", Row)] == [0, 2, 4, 6, 8]
+    assert set(index.verify("same").values()) == {"ok"}
 
 
 def test_copy_stays_available_as_an_explicit_option(io_manager, instance, index, tmp_path):
