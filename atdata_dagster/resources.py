@@ -275,6 +275,16 @@ class AtdataIndexResource(dg.ConfigurableResource):
     _index: Any = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
+    def __init__(self, **data: Any):
+        # Combinations that cannot work fail where the resource is built, i.e. when the
+        # definitions load (values may still be unresolved dagster.EnvVar names: only
+        # whether a field is set matters here), with a ConfigurationError naming the fields.
+        super().__init__(**data)
+        check_index_choice("AtdataIndexResource", self.path, self.dsn, self.redis_url)
+        for name, repo in self.repos.items():
+            check_index_choice(f"AtdataIndexResource.repos[{name!r}]", repo.path, repo.dsn, repo.redis_url, required=True)
+        check_atmosphere_login("AtdataIndexResource", self.atmosphere_handle, self.atmosphere_password)
+
     def __repr_args__(self) -> Any:  # the DSN / Redis URL may hold a password
         return _masked_repr_args(self, super().__repr_args__())
 

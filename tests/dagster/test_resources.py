@@ -83,10 +83,34 @@ def test_setup_opens_the_index_and_teardown_closes_it(tmp_path, instance, monkey
     assert seen[0].atmosphere is None  # atmosphere=False
 
 
-def test_only_one_provider_may_be_configured(tmp_path):
-    resource = AtdataIndexResource(path=str(tmp_path / "i.db"), redis_url="redis://127.0.0.1:1/0")
-    with pytest.raises(ConfigurationError, match="only one of path"):
-        resource.build_index()
+def test_only_one_provider_may_be_configured_and_it_fails_when_the_resource_is_built(tmp_path):
+    # built = when the definitions load: nothing is opened, and an EnvVar counts as set
+    with pytest.raises(ConfigurationError, match="only one of path.*got path, redis_url"):
+        AtdataIndexResource(path=str(tmp_path / "i.db"), redis_url="redis://127.0.0.1:1/0")
+    with pytest.raises(ConfigurationError, match="got path, dsn"):
+        AtdataIndexResource(path=str(tmp_path / "i.db"), dsn=dg.EnvVar("ATDATA_INDEX_DSN"))
+    with pytest.raises(ConfigurationError, match=r"repos\['lab'\] needs an index"):
+        AtdataIndexResource(repos={"lab": RepositoryConfig()})
+    with pytest.raises(ConfigurationError, match="set both atmosphere_handle and atmosphere_password"):
+        AtdataIndexResource(atmosphere_handle="lab.example.com")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_definitions_with_an_impossible_index_fail_to_load(tmp_path):
+    code = (
+        "import dagster as dg\n"
+        "from atdata_dagster import AtdataIndexResource, AtdataIOManager\n"
+        f"index = AtdataIndexResource(path={str(tmp_path / 'i.db')!r}, dsn=dg.EnvVar('DSN'))\n"
+        "defs = dg.Definitions(resources={'io_manager': AtdataIOManager(index=index)})\n"
+    )
+    (tmp_path / "bad_defs.py").write_text(code)
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import bad_defs"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0
+    assert "ConfigurationError: AtdataIndexResource: set only one of path" in out.stderr
 
 
 def test_named_repositories_are_mounted_with_their_own_store(tmp_path):
