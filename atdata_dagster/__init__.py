@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import local
 from .dataset import Dataset, SampleBatch, write_samples
-from .loading import load_dataset
+from .loading import DatasetDict, get_default_index, load_dataset, set_default_index
 from .errors import AtdataError
 from .index.entry import LocalDatasetEntry, LocalSchemaRecord, compute_cid, generate_cid, generate_cid_from_bytes, verify_cid
 from .index.index import Index, Repository, create_repository
@@ -69,6 +69,7 @@ __all__ = [
     "AtdataIndexResource",
     "AtmosphereClient",
     "Dataset",
+    "DatasetDict",
     "DictSample",
     "Index",
     "LocalDatasetEntry",
@@ -93,10 +94,12 @@ __all__ = [
     "dataset_multi_asset",
     "generate_cid",
     "generate_cid_from_bytes",
+    "get_default_index",
     "load_dataset",
     "local",
     "observable_dataset",
     "packable",
+    "set_default_index",
     "validate_definitions",
     "verify_cid",
     "write_samples",

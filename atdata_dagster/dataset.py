@@ -32,8 +32,10 @@ from .errors import (
     EmptyDatasetError,
     FieldMismatchError,
     NotFoundError,
+    PayloadTypeError,
     SchemaError,
     ShardError,
+    ShardNotFoundError,
 )
 from .loader import ShardSpec
 from .samples.batch import BatchDecoder, column_of, rows_from_columns
@@ -353,7 +355,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         try:
             return self.opener(url)
         except FileNotFoundError as exc:
-            raise ShardError(
+            raise ShardNotFoundError(
                 f"shard {url} does not exist (moved, deleted or garbage-collected?); "
                 "check the dataset's URLs or re-materialize it"
             ) from exc
@@ -642,12 +644,19 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         return True  # a Dataset always names shards; never fall back to len() for truth
 
     def __len__(self) -> int:
-        """The number of samples, from the index entry's per-shard counts or the manifests.
+        """The number of samples: the index entry's per-shard counts, else the manifests,
+        else (bare shard URLs, as atdata does) a scan of each shard's tar headers, done once.
 
-        Raises ``TypeError`` when neither records them (e.g. bare shard URLs without
-        manifest sidecars): :meth:`count` streams the shards to count them.
+        The scan reads headers only (payloads are skipped with a seek on local files); a
+        remote shard without a manifest is streamed once to count it.
         """
-        return sum(spec.num_samples for spec in self.shard_specs())
+        return self._cumulative()[-1]
+
+    def _shard_counts(self) -> list[int]:
+        try:
+            return [spec.num_samples for spec in self.shard_specs()]
+        except TypeError:  # counts recorded nowhere: scan the headers (cached per shard)
+            return [len(self.shard_offsets(s).keys) for s in range(len(self._shards))]
 
     def shard_specs(self) -> list[Any]:
         """Per-shard :class:`~atdata_dagster.loader.ShardSpec` (URL, sample count, checksum, bytes).
@@ -713,8 +722,8 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         cum = self._cum
         if cum is None:  # computed once: ds[i] looks it up on every call
             cum = [0]
-            for spec in self.shard_specs():
-                cum.append(cum[-1] + spec.num_samples)
+            for n in self._shard_counts():
+                cum.append(cum[-1] + n)
             self._cum = cum
         return cum
 
@@ -931,7 +940,9 @@ def _global_payloads(indexes: list[ShardIndex], rng: Any) -> Iterator[tuple[Any,
 
 
 def _decode_error(st: type, url: str, key: str, exc: Exception) -> ShardError:
-    return ShardError(
+    # a payload that is not a map, or whose fields do not fit the type, is a TypeError in
+    # atdata too (``cls(**payload)``): keep that, so ``except TypeError`` still catches it
+    return (PayloadTypeError if isinstance(exc, TypeError) else ShardError)(
         f"shard {url}: sample {key!r} does not decode as {st.__name__}: {exc}. "
         "Read it as Dataset[DictSample] to see its fields, or use the sample type it "
         "was written with (index.decode_schema(entry.schema_ref))"

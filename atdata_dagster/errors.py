@@ -10,6 +10,7 @@ Messages name the dataset, field, shard or URL and say how to fix the problem.
 from __future__ import annotations
 
 
+import tarfile
 from typing import Any, Iterable
 
 
@@ -22,6 +23,20 @@ class NotFoundError(AtdataError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class DataFilesNotFoundError(NotFoundError, FileNotFoundError):
+    """``load_dataset`` found no shards at a location (an empty directory, a glob matching nothing).
+
+    Also a ``FileNotFoundError``, which is what atdata raises.
+    """
+
+
+class UnknownSplitError(NotFoundError, ValueError):
+    """``load_dataset(..., split=...)`` named a split the location does not have.
+
+    Also a ``ValueError``, which is what atdata raises.
+    """
 
 
 class InvalidNameError(AtdataError, ValueError):
@@ -65,6 +80,30 @@ class ShardError(AtdataError, ValueError):
 
 class DecodeError(ShardError):
     """A sample payload (msgpack or ndarray bytes) is malformed."""
+
+
+class ShardNotFoundError(ShardError, FileNotFoundError):
+    """A shard does not exist (moved, deleted, garbage-collected).
+
+    Also a ``FileNotFoundError``, which is what atdata raises, so existing ``except``
+    clauses keep catching it.
+    """
+
+
+class CorruptShardError(ShardError, tarfile.ReadError):
+    """A shard is not a tar archive, or is truncated or malformed.
+
+    Also a ``tarfile.ReadError``, which is what atdata (through ``tarfile``) raises for
+    a file that is not a tar. atdata reads a truncated tar's complete members and stops
+    without an error; this package raises instead, so no sample is silently lost.
+    """
+
+
+class PayloadTypeError(DecodeError, TypeError):
+    """A sample payload is not a map of the sample type's fields (a msgpack list, say).
+
+    Also a ``TypeError``, which is what atdata raises (``cls(**payload)`` fails).
+    """
 
 
 class ChecksumMismatchError(ShardError):
@@ -116,6 +155,8 @@ __all__ = [
     "AtmosphereUnavailableError",
     "ChecksumMismatchError",
     "ConfigurationError",
+    "CorruptShardError",
+    "DataFilesNotFoundError",
     "DecodeError",
     "EmptyDatasetError",
     "FieldMismatchError",
@@ -123,13 +164,16 @@ __all__ = [
     "InvalidRefError",
     "NotFoundError",
     "NotPackableError",
+    "PayloadTypeError",
     "ProviderError",
     "RecordError",
     "SameShardsError",
     "SampleError",
     "SchemaError",
     "ShardError",
+    "ShardNotFoundError",
     "StoreError",
+    "UnknownSplitError",
     "UnsupportedTypeError",
 ]
 

@@ -75,7 +75,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
-from .errors import ChecksumMismatchError, LoaderStateError, ShardError
+from .errors import ChecksumMismatchError, LoaderStateError, ShardError, ShardNotFoundError
 from .shards.cache import ShardCache, is_local_url, local_path
 from .shards.fastread import open_index, sample_key
 from .shards.offsets import ShardOffsets, iter_range, scan_offsets
@@ -533,7 +533,7 @@ class Loader:
                 try:
                     st = os.stat(path)
                 except FileNotFoundError:
-                    raise ShardError(f"shard {url} does not exist (moved, deleted or garbage-collected?); "
+                    raise ShardNotFoundError(f"shard {url} does not exist (moved, deleted or garbage-collected?); "
                                      "check the dataset's URLs or re-materialize it") from None
                 memo = (path, st.st_size, st.st_mtime_ns, expected)
                 if memo not in self._verified:

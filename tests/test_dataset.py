@@ -11,7 +11,6 @@ import pytest
 from numpy.typing import NDArray
 
 from atdata_dagster.dataset import Dataset, SampleBatch
-from atdata_dagster.loading import load_dataset
 from atdata_dagster.errors import ConfigurationTypeError, EmptyDatasetError, NotFoundError, ShardError
 from atdata_dagster.samples.packable import DictSample, packable
 from atdata_dagster.dataset import write_samples
@@ -216,54 +215,6 @@ def test_optional_fields_and_lists(tmp_path):
     assert b.xs == [[1, 2], []] and b.note == [None, "n"]
 
 
-# ------------------------------------------------------------------ load_dataset
-
-
-def test_load_dataset_paths(sharded, tmp_path):
-    shards = sharded.list_shards()
-    assert load_dataset(shards[0]).count() == 3
-    assert type(load_dataset(shards[0])) is Dataset
-    ds = load_dataset(sharded.url, Digit)
-    assert type(ds) is Dataset[Digit] and ds.count() == 10
-    d = load_dataset(str(tmp_path), Digit)  # a directory: its .tar files, sorted
-    assert d.list_shards() == shards
-    assert load_dataset("file://" + shards[1], Digit).head(1)[0].label == 3
-    assert load_dataset(tmp_path / "out-000003.tar").count() == 1
-
-
-def test_load_dataset_directory_splits(tmp_path):
-    (tmp_path / "test").mkdir()
-    write_samples(_digits(2), tmp_path / "train-0.tar")
-    write_samples(_digits(3), tmp_path / "test" / "a.tar")
-    assert load_dataset(str(tmp_path), split="train").count() == 2
-    assert load_dataset(str(tmp_path), split="test").count() == 3
-    with pytest.raises(NotFoundError):
-        load_dataset(str(tmp_path), split="validation")
-
-
-def test_load_dataset_through_index(sharded):
-    from atdata_dagster.index.entry import LocalDatasetEntry
-
-    class FakeIndex:
-        def get_dataset(self, ref):
-            assert ref == "digits"
-            return LocalDatasetEntry(name="digits", schema_ref="atdata://local/schema/Digit@1.0.0",
-                                     data_urls=sharded.list_shards(), metadata={"m": 1})
-
-        def decode_schema(self, ref):
-            return Digit
-
-        def open_url(self, url):
-            return open(url, "rb")
-
-    ds = load_dataset("digits", index=FakeIndex())
-    assert type(ds) is Dataset[Digit] and ds.metadata == {"m": 1}
-    assert ds.count() == 10
-    assert type(load_dataset("digits", Other, index=FakeIndex())) is Dataset[Other]
-    with pytest.raises(NotFoundError):
-        load_dataset("digits", index=FakeIndex(), split="test")
-
-
 def test_list_elements_are_brace_expanded(sharded):
     """atdata indexes a brace pattern verbatim as an entry URL; reading must expand it."""
     ds = Dataset[Digit]([sharded.url])
@@ -296,10 +247,13 @@ def test_len_of_bare_shards_comes_from_their_manifests(tmp_path):
     assert len(Dataset[Digit](ds.list_shards())) == 10
 
 
-def test_len_without_counts_is_a_clear_type_error(sharded):
-    with pytest.raises(TypeError, match=r"count\(\)"):
-        len(sharded)
-    assert bool(sharded) and len(list(sharded)) == 10  # truthiness and list() do not need len()
+def test_len_and_getitem_without_recorded_counts_scan_the_headers_once_as_atdata_counts(sharded):
+    # bare shard URLs, no manifests: atdata's len() iterates every sample; ours reads headers only
+    assert len(sharded) == 10 == sharded.count()
+    assert [sharded[i].label for i in (0, 4, 9, -1)] == [0, 4, 9, 9]
+    with pytest.raises(TypeError, match=r"count\(\)"):  # the loader's planning still needs recorded counts
+        sharded.shard_specs()
+    assert bool(sharded) and len(list(sharded)) == 10
 
 
 def test_getitem_matches_ordered_for_every_index(indexed):
@@ -404,7 +358,8 @@ def test_malformed_entry_metadata_is_a_typed_error_or_ignored(indexed):
         len(bad)
     wrong_counts = Dataset[Digit](indexed.list_shards(), metadata={"stats": {"shard_samples": ["5", 5, 5, 5, 3]}})
     with pytest.raises(TypeError, match="unknown"):  # not trusted; no manifests either
-        len(wrong_counts)
+        wrong_counts.shard_specs()
+    assert len(wrong_counts) == len(indexed)  # len() counts the shards themselves instead
 
 
 # ------------------------------------------------------------------ column projection
@@ -447,3 +402,52 @@ def test_a_bad_payload_in_a_batched_global_shuffle_names_its_shard_and_key(tmp_p
     ds = Dataset[Digit](str(tmp_path / "o.tar"))
     with pytest.raises(ShardError, match=r"o\.tar: sample '000000000[01]' does not decode as Digit"):
         list(ds.shuffled(batch_size=2, seed=1))
+
+
+# ------------------------------------------------------------------ atdata's exception types
+
+
+def _bad_shards(tmp_path):
+    """Shards that cannot be read, by what atdata 0.7 raises for each (checked in tests/compat)."""
+    import io
+    import tarfile
+
+    import msgpack
+
+    good = write_samples(_digits(5), tmp_path / "good.tar").list_shards()[0]
+    raw = open(good, "rb").read()
+    (tmp_path / "text.tar").write_bytes(b"not a tar at all, just text....")
+    (tmp_path / "truncated.tar").write_bytes(raw[:1500])
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        data = msgpack.packb([1, 2, 3])
+        info = tarfile.TarInfo("k0.msgpack")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    (tmp_path / "list.tar").write_bytes(buf.getvalue())
+    return {
+        "missing.tar": FileNotFoundError,
+        "text.tar": tarfile.ReadError,
+        "truncated.tar": tarfile.ReadError,  # atdata silently stops at the last whole sample; we raise
+        "list.tar": TypeError,
+    }
+
+
+READS = {
+    "iterate": lambda ds: list(ds),
+    "ordered batches": lambda ds: list(ds.ordered(batch_size=2)),
+    "shuffled": lambda ds: list(ds.shuffled(seed=1)),
+    "shuffled batches": lambda ds: list(ds.shuffled(batch_size=2, seed=1)),
+    "ds[i]": lambda ds: ds[0],
+}
+
+
+@pytest.mark.parametrize("read", list(READS))
+def test_read_errors_are_also_the_exceptions_atdata_raises(tmp_path, read):
+    from atdata_dagster.errors import AtdataError
+
+    for name, atdata_type in _bad_shards(tmp_path).items():
+        with pytest.raises(atdata_type) as err:
+            READS[read](Dataset[Digit](str(tmp_path / name)))
+        assert isinstance(err.value, ShardError) and isinstance(err.value, AtdataError), (name, err.value)
+        assert str(tmp_path / name) in str(err.value), name  # and the message still names the shard

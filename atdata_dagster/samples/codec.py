@@ -18,7 +18,7 @@ from typing import Any, Literal
 import msgpack
 import numpy as np
 
-from ..errors import DecodeError, SampleError
+from ..errors import DecodeError, PayloadTypeError, SampleError
 
 __all__ = [
     "MAX_NDIM",
@@ -427,7 +427,7 @@ def unpack_payload(data: bytes | bytearray | memoryview) -> dict[str, Any]:
             f"{type(exc).__name__}: {exc}"
         ) from None
     if type(obj) is not dict:
-        raise DecodeError(
+        raise PayloadTypeError(
             f"sample payload must be a msgpack map of field name -> value, got {type(obj).__name__}"
         )
     return obj

@@ -22,7 +22,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-from ..errors import ShardError
+from ..errors import CorruptShardError
 from .reader import BLOCK, MAX_META_SIZE, _header_name, _parse_pax, _parse_size, iter_samples
 
 __all__ = ["ShardOffsets", "scan_offsets", "offsets_from_manifest", "read_sample_bytes", "sample_at"]
@@ -88,20 +88,20 @@ def scan_offsets(f: BinaryIO, url: str = "<stream>") -> ShardOffsets:
     while True:
         header = _read_exact(f, BLOCK)
         if len(header) < BLOCK:
-            raise ShardError(f"shard {url} is truncated at byte {pos + len(header)} (no end-of-archive marker)")
+            raise CorruptShardError(f"shard {url} is truncated at byte {pos + len(header)} (no end-of-archive marker)")
         if header == bytes(BLOCK):
             return ShardOffsets(tuple(keys), tuple(offsets), pos)
         try:
             size = _parse_size(header[124:136])
         except ValueError:
-            raise ShardError(f"shard {url}: unreadable size field in the header at offset {pos}") from None
+            raise CorruptShardError(f"shard {url}: unreadable size field in the header at offset {pos}") from None
         typeflag = header[156:157]
         start = pos
         pos += BLOCK
         padded = size + (-size % BLOCK)
         if typeflag in (b"x", b"L"):
             if size > MAX_META_SIZE:
-                raise ShardError(f"shard {url}: meta header at offset {start} claims {size} bytes")
+                raise CorruptShardError(f"shard {url}: meta header at offset {start} claims {size} bytes")
             data = _read_exact(f, padded)[:size]
             if first_meta is None:
                 first_meta = start
@@ -158,10 +158,10 @@ def sample_at(data: bytes, url: str, key: str | None = None) -> tuple[str, bytes
     """``(key, payload)`` of the first sample in ``data`` (a sample's byte range + end marker)."""
     for k, payload in iter_samples(io.BytesIO(data), url):
         if key is not None and k != key:
-            raise ShardError(f"shard {url}: expected sample {key!r} at its recorded offset, found {k!r}; "
+            raise CorruptShardError(f"shard {url}: expected sample {key!r} at its recorded offset, found {k!r}; "
                              "the offset index is stale (the shard was rewritten?)")
         return k, payload
-    raise ShardError(f"shard {url}: no sample at the recorded offset")
+    raise CorruptShardError(f"shard {url}: no sample at the recorded offset")
 
 
 def locate(cumulative: list[int], i: int) -> tuple[int, int]:
@@ -187,4 +187,4 @@ def iter_range(f: BinaryIO, url: str, offsets: ShardOffsets | None, start: int, 
         n -= 1
         if n == 0:
             return
-    raise ShardError(f"shard {url} holds fewer samples than recorded (wanted samples {start}..{stop - 1})")
+    raise CorruptShardError(f"shard {url} holds fewer samples than recorded (wanted samples {start}..{stop - 1})")

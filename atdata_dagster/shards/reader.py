@@ -22,7 +22,7 @@ from zlib import adler32
 from typing import BinaryIO, Callable, Iterable, Iterator, Mapping, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
-from ..errors import NotFoundError, ShardError, StoreError
+from ..errors import CorruptShardError, NotFoundError, ShardError, StoreError
 
 __all__ = [
     "iter_members",
@@ -85,7 +85,7 @@ def _parse_pax(data: bytes, url: str, offset: int) -> dict[str, str]:
             break
         count += 1
         if count > MAX_PAX_RECORDS:
-            raise ShardError(
+            raise CorruptShardError(
                 f"shard {url}: pax header at offset {offset} holds more than {MAX_PAX_RECORDS} records; "
                 "the shard is corrupt or hostile"
             )
@@ -96,23 +96,23 @@ def _parse_pax(data: bytes, url: str, offset: int) -> dict[str, str]:
             length = -1
         end = pos + length
         if length <= 0 or end > n or data[end - 1 : end] != b"\n":
-            raise ShardError(f"shard {url}: malformed pax header at offset {offset}")
+            raise CorruptShardError(f"shard {url}: malformed pax header at offset {offset}")
         eq = data.find(b"=", sp + 1, end)
         if eq < 0:
-            raise ShardError(f"shard {url}: malformed pax record at offset {offset}")
+            raise CorruptShardError(f"shard {url}: malformed pax record at offset {offset}")
         keyword = data[sp + 1 : eq]
         if keyword in _PAX_KEYWORDS:
             try:
                 records[keyword.decode("ascii")] = data[eq + 1 : end - 1].decode("utf-8")
             except UnicodeDecodeError:
-                raise ShardError(f"shard {url}: pax record at offset {offset} is not UTF-8") from None
+                raise CorruptShardError(f"shard {url}: pax record at offset {offset} is not UTF-8") from None
         pos = end
     return records
 
 
 def _check_name(name: str, url: str, offset: int) -> None:
     if name.startswith("/") or ".." in name.split("/") or "\0" in name:
-        raise ShardError(
+        raise CorruptShardError(
             f"shard {url}: member {name!r} at offset {offset} has an absolute or '..' name; "
             "refusing to read a tar that could escape its directory"
         )
@@ -145,7 +145,7 @@ def iter_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str,
             buf = b"".join(parts)
             if have < BLOCK:
                 where = "is empty" if base == 0 and have == 0 else f"ends at byte {base + have}"
-                raise ShardError(
+                raise CorruptShardError(
                     f"shard {url} is truncated: it {where} without an end-of-archive marker "
                     f"(last member {member!r}); re-copy or re-write the shard{_compressed_hint(buf, base)}"
                 )
@@ -171,7 +171,7 @@ def iter_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str,
         if stored != total - sum(header[148:156]) + 256:
             signed = sum(b - 256 if b > 127 else b for b in header[:148] + header[156:]) + 256
             if stored != signed:
-                raise ShardError(
+                raise CorruptShardError(
                     f"shard {url}: bad tar header checksum at offset {offset} "
                     f"(after member {member!r}); the shard is corrupt or not a tar file"
                     f"{_compressed_hint(header, offset)}"
@@ -183,7 +183,7 @@ def iter_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str,
             try:
                 size = _parse_size(header[124:136])
             except ValueError:
-                raise ShardError(f"shard {url}: unreadable size field in the header at offset {offset}") from None
+                raise CorruptShardError(f"shard {url}: unreadable size field in the header at offset {offset}") from None
         meta = typeflag in (b"x", b"g", b"L", b"K")
         if typeflag in _NO_DATA:
             size = 0
@@ -193,15 +193,15 @@ def iter_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str,
                 try:
                     size = int(pax["size"])
                 except ValueError:
-                    raise ShardError(f"shard {url}: bad pax size at offset {offset}") from None
+                    raise CorruptShardError(f"shard {url}: bad pax size at offset {offset}") from None
             elif "size" in global_pax:
                 try:
                     size = int(global_pax["size"])
                 except ValueError:
-                    raise ShardError(f"shard {url}: bad pax size at offset {offset}") from None
+                    raise CorruptShardError(f"shard {url}: bad pax size at offset {offset}") from None
         limit = MAX_META_SIZE if meta else MAX_MEMBER_SIZE
         if size < 0 or size > limit:
-            raise ShardError(
+            raise CorruptShardError(
                 f"shard {url}: member at offset {offset} claims {size} bytes (limit {limit}); "
                 "the shard is corrupt or hostile"
             )
@@ -217,7 +217,7 @@ def iter_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str,
             while have < padded:
                 chunk = read(max(READ_CHUNK, min(padded - have, 1 << 24)))
                 if not chunk:
-                    raise ShardError(
+                    raise CorruptShardError(
                         f"shard {url} is truncated: member at offset {offset} needs {size} bytes, "
                         f"only {max(0, have)} are present; re-copy or re-write the shard"
                     )
@@ -250,7 +250,7 @@ def iter_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str,
         elif typeflag == b"g":
             global_count += 1
             if global_count > MAX_GLOBAL_PAX:
-                raise ShardError(
+                raise CorruptShardError(
                     f"shard {url}: more than {MAX_GLOBAL_PAX} global pax headers (the last at offset "
                     f"{offset}); the shard is corrupt or hostile"
                 )
@@ -259,7 +259,7 @@ def iter_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str,
             try:
                 longname = data.split(b"\0", 1)[0].decode("utf-8")
             except UnicodeDecodeError:
-                raise ShardError(f"shard {url}: GNU long name at offset {offset} is not UTF-8") from None
+                raise CorruptShardError(f"shard {url}: GNU long name at offset {offset} is not UTF-8") from None
         elif typeflag == b"K":
             pass
         else:  # directories, links, devices, sparse and unknown members are skipped
@@ -290,7 +290,7 @@ def _header_name(header: bytes, url: str, offset: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ShardError(f"shard {url}: member name {raw!r} at offset {offset} is not UTF-8") from None
+        raise CorruptShardError(f"shard {url}: member name {raw!r} at offset {offset} is not UTF-8") from None
 
 
 def iter_samples(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str, bytes]]:
@@ -320,7 +320,7 @@ def iter_samples(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str,
             key, payload = k, None
             seen = [suffix]
         elif suffix in seen:
-            raise ShardError(f"shard {url}: sample {key!r} has two '{suffix}' members; keys must be unique")
+            raise CorruptShardError(f"shard {url}: sample {key!r} has two '{suffix}' members; keys must be unique")
         else:
             seen.append(suffix)
         if suffix == "msgpack":
@@ -332,7 +332,7 @@ def iter_samples(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str,
 
 
 def _missing(url: str, key: str, seen: list[str]) -> ShardError:
-    return ShardError(
+    return CorruptShardError(
         f"Sample missing 'msgpack' key: shard {url}, sample {key!r} has members {sorted(seen)}; "
         "every sample needs a '<key>.msgpack' member (keys must not contain '.')"
     )

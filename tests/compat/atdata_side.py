@@ -439,6 +439,27 @@ def op_cid(req: dict[str, Any]) -> list[str]:
     return [generate_cid({"schema_ref": ref, "data_urls": urls}) for ref, urls in req["items"]]
 
 
+def op_load_splits(req: dict[str, Any]) -> Any:
+    """What atdata's ``load_dataset`` gives: {split: shard URLs}, or {"error": type, "message": ...}."""
+    kwargs = {k: req[k] for k in ("split", "data_files") if req.get(k) is not None}
+    try:
+        got = atdata.load_dataset(req["path"], sample_type("Tiny"), **kwargs)
+    except Exception as e:  # noqa: BLE001 - the exception type is the answer
+        return {"error": type(e).__name__, "message": str(e)}
+    if isinstance(got, dict):
+        return {"splits": {k: v.list_shards() for k, v in got.items()}}
+    return {"dataset": got.list_shards()}
+
+
+def op_read_error(req: dict[str, Any]) -> dict[str, Any]:
+    """Read a shard with atdata; the exception's class (module, name), or the sample count."""
+    try:
+        n = sum(1 for _ in atdata.Dataset[sample_type(req["type"])](req["url"]).ordered())
+    except Exception as e:  # noqa: BLE001 - the exception type is the answer
+        return {"module": type(e).__module__, "name": type(e).__qualname__}
+    return {"samples": n}
+
+
 def op_generate_cid(req: dict[str, Any]) -> list[Any]:
     """atdata's ``generate_cid`` of each value: the CID, or ``{"error": <exception type>}``."""
     from atdata._cid import generate_cid

@@ -221,6 +221,74 @@ def test_generate_cid_of_arbitrary_data_matches_atdata_floats_included(atdata: A
     assert verify_cid(theirs[1], 1.0) and not verify_cid(theirs[1], 1)  # 1.0 and 1 differ, as in atdata
 
 
+def test_load_dataset_finds_the_same_splits_and_shards_as_atdata(atdata: AtdataSide, tmp_path: Path) -> None:
+    from atdata_dagster import load_dataset, write_samples
+
+    Tiny = our_type("Tiny")
+    rows = [Tiny(**v) for v in wire.make_values("Tiny", 4)]
+    write_samples(rows[:2], tmp_path / "mnist-train-000000.tar")
+    write_samples(rows[2:3], tmp_path / "mnist-test-000000.tar")
+    write_samples(rows[3:], tmp_path / "valid-000000.tar")
+    write_samples(rows, tmp_path / "other.tar")  # no split in the name: train
+    (tmp_path / "empty").mkdir()
+
+    def ours(path: str, **kw: Any) -> Any:
+        got = load_dataset(path, Tiny, **kw)
+        if isinstance(got, dict):
+            return {"splits": {k: v.list_shards() for k, v in got.items()}}
+        return {"dataset": got.list_shards()}
+
+    cases = [
+        {"path": str(tmp_path)},
+        {"path": str(tmp_path / "*.tar")},
+        {"path": str(tmp_path / "mnist-*.tar"), "split": "test"},
+        {"path": str(tmp_path / "other.tar")},
+        {"path": str(tmp_path), "data_files": {"a": str(tmp_path / "other.tar"), "b": [str(tmp_path / "valid-000000.tar")]}},
+        {"path": str(tmp_path), "split": "nope"},
+        {"path": str(tmp_path / "empty")},
+    ]
+    for case in cases:
+        theirs = atdata.call("load_splits", **case)
+        if "error" in theirs:
+            # our typed error is also theirs: UnknownSplitError is a ValueError, DataFilesNotFoundError a FileNotFoundError
+            expected = {"ValueError": ValueError, "FileNotFoundError": FileNotFoundError}[theirs["error"]]
+            with pytest.raises(expected):
+                load_dataset(case["path"], Tiny, **{k: v for k, v in case.items() if k != "path"})
+        else:
+            assert ours(case["path"], **{k: v for k, v in case.items() if k != "path"}) == theirs, case
+
+
+def test_unreadable_shards_raise_an_instance_of_what_atdata_raises(atdata: AtdataSide, tmp_path: Path) -> None:
+    import builtins
+    import importlib
+    import io
+    import tarfile
+
+    import msgpack
+
+    from atdata_dagster import Dataset, write_samples
+    from atdata_dagster.errors import ShardError
+
+    Tiny = our_type("Tiny")
+    good = write_samples([Tiny(**v) for v in wire.make_values("Tiny", 3)], tmp_path / "good.tar").list_shards()[0]
+    (tmp_path / "text.tar").write_bytes(b"not a tar at all, just text....")
+    (tmp_path / "noise.tar").write_bytes(bytes(range(256)) * 3)
+    with tarfile.open(tmp_path / "list.tar", "w") as t:
+        data = msgpack.packb([1, 2, 3])
+        info = tarfile.TarInfo("k0.msgpack")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    for name in ("missing.tar", "text.tar", "noise.tar", "list.tar"):
+        theirs = atdata.call("read_error", type="Tiny", url=str(tmp_path / name))
+        assert "name" in theirs, (name, theirs)
+        module = builtins if theirs["module"] == "builtins" else importlib.import_module(theirs["module"])
+        expected = getattr(module, theirs["name"])
+        with pytest.raises(expected) as err:
+            list(Dataset[Tiny](str(tmp_path / name)))
+        assert isinstance(err.value, ShardError), name
+    assert atdata.call("read_error", type="Tiny", url=good) == {"samples": 3}
+
+
 # ------------------------------------------------------------- schemas, stubs, labels
 
 
