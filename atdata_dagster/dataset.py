@@ -17,6 +17,7 @@ import copyreg
 import hashlib
 import os
 import pickle
+import typing
 import re
 import threading
 from contextlib import closing
@@ -75,8 +76,25 @@ class SampleBatch(Generic[T]):
     def __init__(self, samples: Sequence[T], sample_type: type | None = None):
         self._samples: list[T] | None = list(samples)
         self._n = len(self._samples)
-        self.sample_type = sample_type
+        self._sample_type = sample_type
         self._fields: dict[str, Any] = {}
+
+    @property
+    def sample_type(self) -> type | None:
+        """The sample type: given, else ``T`` of ``SampleBatch[T](...)`` (as atdata), else the first sample's type."""
+        st = self.__dict__.get("_sample_type")
+        if st is None:
+            args = typing.get_args(self.__dict__.get("__orig_class__"))
+            if args and isinstance(args[0], type):
+                st = args[0]
+            elif self._samples:
+                st = type(self._samples[0])
+            self._sample_type = st
+        return st
+
+    @sample_type.setter
+    def sample_type(self, value: type | None) -> None:
+        self._sample_type = value
 
     @classmethod
     def from_columns(cls, columns: dict[str, Any], n: int, sample_type: type) -> "SampleBatch[T]":
@@ -84,7 +102,7 @@ class SampleBatch(Generic[T]):
         batch = cls.__new__(cls)
         batch._samples = None
         batch._n = n
-        batch.sample_type = sample_type
+        batch._sample_type = sample_type
         batch._fields = dict(columns)
         return batch
 

@@ -190,7 +190,7 @@ def _convert_for(spec: FieldSpec) -> Convert | None:
 class _Plan:
     """Everything the per-sample path needs, computed once per class."""
 
-    __slots__ = ("owner", "cls_name", "steps", "specs", "decoders", "names", "noinit")
+    __slots__ = ("owner", "cls_name", "steps", "specs", "decoders", "names", "noinit", "array_fields")
 
     def __init__(self, cls: type) -> None:
         self.owner = cls
@@ -230,6 +230,8 @@ class _Plan:
                 decoders.append((name, _convert_for(spec), required, fast, _check_for(spec)))
         self.decoders = tuple(decoders)
         self.noinit = frozenset(name for name, f in fields.items() if not f.init)
+        #: ndarray fields a constructor may be given serialized bytes for (see __post_init__)
+        self.array_fields = tuple(name for name, spec in specs.items() if spec is not None and spec.kind == "ndarray")
 
     def decode_error_text(self, name: str, value: Any) -> str:
         spec = self.specs[name]
@@ -276,6 +278,18 @@ class PackableSample:
     read one back, turning every ndarray-typed field (``NDArray``, ``NDArray[np.X]``,
     ``np.ndarray``, optional or inside lists, string annotations too) into a numpy array.
     """
+
+    def __post_init__(self) -> None:
+        # Serialized array bytes given to the constructor are decoded, as atdata does, so
+        # ``T(**DictSample.from_bytes(b).to_dict())`` gives arrays (atdata decodes only bare
+        # ``NDArray`` annotations; every ndarray field is decoded here).
+        for name in _plan(type(self)).array_fields:
+            value = getattr(self, name)
+            if value.__class__ is bytes or value.__class__ is bytearray:
+                try:
+                    object.__setattr__(self, name, decode_ndarray(bytes(value)))
+                except DecodeError as exc:
+                    raise SampleError(f"{type(self).__qualname__}.{name}: bytes that are not a serialized array: {exc}") from None
 
     @property
     def packed(self) -> bytes:
@@ -483,8 +497,12 @@ class DictSample:
 
     __slots__ = ("_data",)
 
-    def __init__(self, data: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
-        merged = dict(data) if data is not None else {}
+    def __init__(self, data: Mapping[str, Any] | None = None, /, _data: Mapping[str, Any] | None = None,
+                 **fields: Any) -> None:
+        # ``DictSample(_data={...})`` is atdata's spelling; atdata then ignores keyword
+        # fields, here they are added (nothing given is dropped)
+        base = data if data is not None else _data
+        merged = dict(base) if base is not None else {}
         merged.update(fields)
         object.__setattr__(self, "_data", merged)
 

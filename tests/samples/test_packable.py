@@ -13,6 +13,7 @@ from typing import Any, Optional  # noqa: F401 - Optional: as above
 import msgpack
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from atdata_dagster.errors import (
     DecodeError,
@@ -436,3 +437,51 @@ def test_fields_msgpack_can_carry_are_still_accepted_at_decoration():
 
     sample = Loose(meta={"a": [1, 2]}, anything="x", ids=[1])
     assert Loose.from_bytes(sample.packed) == sample
+
+
+# --------------------------------------------------------------------------- atdata parity
+
+
+@packable
+class Encoded:
+    vec: NDArray[np.float32]
+    mask: Optional[NDArray] = None
+    raw: bytes = b""
+    label: int = 0
+
+
+def test_serialized_array_bytes_given_to_the_constructor_are_decoded():
+
+    s = Encoded(vec=np.arange(3, dtype=np.float32), mask=np.ones((2, 2), np.uint8), raw=b"\x01", label=7)
+    back = Encoded(**DictSample.from_bytes(s.packed).to_dict())  # atdata's round trip
+    assert isinstance(back.vec, np.ndarray) and back.vec.dtype == np.float32
+    np.testing.assert_array_equal(back.vec, s.vec)
+    np.testing.assert_array_equal(back.mask, s.mask)
+    assert back.raw == b"\x01" and back.label == 7  # a bytes field stays bytes
+    with pytest.raises(SampleError, match=r"Encoded.vec: bytes that are not a serialized array"):
+        Encoded(vec=b"garbage")
+
+
+def test_samplebatch_of_t_knows_its_sample_type():
+    from atdata_dagster import SampleBatch, packable
+
+    @packable
+    class Item:
+        x: int
+
+    assert SampleBatch[Item]([Item(1), Item(2)]).sample_type is Item
+    assert SampleBatch[Item]([]).sample_type is Item  # from T, as atdata
+    assert SampleBatch([Item(3)]).sample_type is Item  # inferred from the samples
+    assert SampleBatch([], sample_type=Item).sample_type is Item
+    assert SampleBatch([]).sample_type is None
+
+
+def test_dictsample_accepts_atdatas_data_keyword():
+    from atdata_dagster import DictSample
+
+    d = DictSample(_data={"a": 1, "b": "x"})
+    assert d.a == 1 and d["b"] == "x" and d.to_dict() == {"a": 1, "b": "x"}
+    assert DictSample(a=1).to_dict() == {"a": 1}
+    assert DictSample({"a": 1}).to_dict() == {"a": 1}
+    # atdata drops keyword fields given next to _data; they are kept here
+    assert DictSample(_data={"a": 1}, b=2).to_dict() == {"a": 1, "b": 2}
