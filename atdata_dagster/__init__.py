@@ -15,6 +15,9 @@ from . import local
 from .dataset import Dataset, SampleBatch, write_samples
 from .loading import DatasetDict, get_default_index, load_dataset, set_default_index
 from .errors import AtdataError
+from .files import sha256_bytes, sha256_file
+from .shards.reader import verify_checksums
+from .shards.sinks import ShardWriteResult
 from .index.entry import LocalDatasetEntry, LocalSchemaRecord, compute_cid, generate_cid, generate_cid_from_bytes, verify_cid
 from .index.index import Index, Repository, create_repository
 from .samples import DictSample, PackableSample, packable
@@ -82,6 +85,7 @@ __all__ = [
     "S3DataStore",
     "S3DataStoreConfig",
     "SampleBatch",
+    "ShardWriteResult",
     "__version__",
     "build_dataset_checks",
     "build_dataset_observation_sensor",
@@ -100,7 +104,10 @@ __all__ = [
     "observable_dataset",
     "packable",
     "set_default_index",
+    "sha256_bytes",
+    "sha256_file",
     "validate_definitions",
+    "verify_checksums",
     "verify_cid",
     "write_samples",
 ]

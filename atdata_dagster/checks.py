@@ -306,7 +306,7 @@ def _check_schema(index: "Index", targets: Targets) -> dg.AssetCheckResult:
         ref = entry.schema_ref
         try:
             if ref not in refs:
-                refs[ref] = index.decode_schema(ref)
+                refs[ref] = index.get_schema_type(ref, register=False)
             cls = refs[ref]
             ds = Dataset[cls](list(entry.data_urls[:1]), opener=index.open_url)  # type: ignore[valid-type]
             head = ds.head(1)

@@ -319,7 +319,7 @@ def cmd_promote(args: argparse.Namespace, out) -> int:
     entry = _lookup(index, args.name)
     local_bytes = sum(size for url, size in recorded_shard_sizes(entry).items() if "://" not in url or url.startswith("file://"))
     bar = _Progress(local_bytes, "upload", unit="bytes", enabled=not args.json and local_bytes > 0)
-    uri = index.promote_entry(args.name, name=args.as_name, description=args.description,
+    uri = index.promote(args.name, name=args.as_name, description=args.description,
                               tags=args.tag or None, license=args.license, progress=bar.step)
     if args.json:
         json.dump({"name": args.name, "uri": uri}, out)

@@ -20,6 +20,7 @@ import pickle
 import typing
 import re
 import threading
+import warnings
 from contextlib import closing
 from itertools import islice
 from pathlib import Path
@@ -232,6 +233,8 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
 
     @property
     def shard_list(self) -> list[str]:
+        """Deprecated (atdata 0.7): use :meth:`list_shards`."""
+        warnings.warn("shard_list is deprecated, use list_shards() instead", DeprecationWarning, stacklevel=2)
         return list(self._shards)
 
     @property
@@ -963,7 +966,7 @@ def _decode_error(st: type, url: str, key: str, exc: Exception) -> ShardError:
     return (PayloadTypeError if isinstance(exc, TypeError) else ShardError)(
         f"shard {url}: sample {key!r} does not decode as {st.__name__}: {exc}. "
         "Read it as Dataset[DictSample] to see its fields, or use the sample type it "
-        "was written with (index.decode_schema(entry.schema_ref))"
+        "was written with (index.get_schema_type(entry.schema_ref))"
     )
 
 

@@ -6,10 +6,25 @@ all use :func:`atomic_write`, so every such write is fsynced before it becomes v
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 
-__all__ = ["atomic_write", "fsync_dir"]
+__all__ = ["atomic_write", "fsync_dir", "sha256_bytes", "sha256_file"]
+
+
+def sha256_file(path: str | os.PathLike, *, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file, read in chunks (atdata 0.7's name)."""
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(chunk_size):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    """SHA-256 hex digest of in-memory bytes (atdata 0.7's name)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

@@ -407,7 +407,7 @@ class AtdataIOManager(dg.ConfigurableIOManager):
             _check_iterable(obj, f"asset {context.asset_key.to_user_string()!r}")
             tap = _Tap(obj, max(self.preview_rows, 1))
             declared = _output_sample_type(context) if settings.allow_empty else None
-            entry = index.write(tap, name=full, metadata=metadata, progress=_progress_logger(context, bare, started),
+            entry = index.write_samples(tap, name=full, metadata=metadata, progress=_progress_logger(context, bare, started),
                                 allow_empty=settings.allow_empty, sample_type=declared, **write_opts)
             sample_type = tap.sample_type or declared
             rows = tap.rows[: self.preview_rows] if self.preview_rows > 0 else None
@@ -504,7 +504,7 @@ def _upstream_types(index: "Index", upstream: list[dict[str, Any]]) -> list[tupl
             if (key, ref) in seen:
                 continue
             seen.add((key, ref))
-            out.append((dg.AssetKey(list(key)), index.decode_schema(ref)))
+            out.append((dg.AssetKey(list(key)), index.get_schema_type(ref, register=False)))
         except AtdataError:  # an upstream entry gone or unreadable: no lineage for it, the write stands
             continue
     return out
@@ -630,7 +630,7 @@ def _dataset_over(
                 f"the upstream partitions were written with different schemas ({refs[:4]}); annotate the "
                 "input as Dataset[YourSample] to read them all as one type"
             )
-        sample_type = index.decode_schema(refs[0])
+        sample_type = index.get_schema_type(refs[0], register=False)
     # one dataset over every partition's shards, with their checksums, counts and sizes (len(),
     # ds[i] and ds.torch() need them), each opened by its own entry's route; no copy
     dataset = Dataset.concat([index.dataset_for_entry(e, sample_type) for e in entries])

@@ -243,7 +243,7 @@ def _from_index(ref: str, sample_type: type | None, index: Any) -> Dataset:
     else:
         entry = index.get_dataset(name)
     if sample_type is None:
-        sample_type = index.decode_schema(entry.schema_ref)
+        sample_type = index.get_schema_type(entry.schema_ref, register=False)
     shard_opener = getattr(index, "shard_opener", None)
     opener = shard_opener(entry) if shard_opener is not None else getattr(index, "open_url", None)
     return Dataset[sample_type](list(entry.data_urls), metadata=entry.metadata, opener=opener, cid=entry.cid)  # type: ignore[valid-type]

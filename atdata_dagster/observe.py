@@ -41,7 +41,7 @@ def observe_entry(index: Any, name: str, *, repo: str = "local") -> tuple[dg.Dat
     """
     entry = _entry_of(index, repo, name)
     try:
-        sample_type = index.decode_schema(entry.schema_ref)
+        sample_type = index.get_schema_type(entry.schema_ref, register=False)
     except AtdataError:  # a schema that cannot be read or rebuilt only loses the column schema
         sample_type = None
     metadata = entry_metadata(entry, sample_type=sample_type, partitioned=False, repo=repo)

@@ -343,7 +343,7 @@ def _promote_one(index: "Index", target: _Target) -> tuple["LocalDatasetEntry", 
         entry = index.get_entry(value)
     else:
         before = promoted_uri(index.get_dataset(value))
-        uri = index.promote_entry(value)
+        uri = index.promote(value)
         entry = index.get_dataset(value)
     return entry, uri, before == uri
 

@@ -9,7 +9,7 @@ samples ``{key: str, label: int, embedding: float32[dim]}``:
 - ``via_io_manager`` returns a generator (``dg.Output(gen())``); AtdataIOManager streams it
   with ``Index.write`` and adds everything it does on top (lineage, preview, column schema,
   metadata, data version). Timed around ``handle_output``.
-- ``direct`` calls ``Index.write(gen(), ...)`` in the asset body and returns ``None``.
+- ``direct`` calls ``Index.write_samples(gen(), ...)`` in the asset body and returns ``None``.
   Timed around that call.
 
 The two run in alternating order (a ``deps`` edge decides which goes first), so page
@@ -99,7 +99,7 @@ def one_run(matrix: np.ndarray, root: Path, io_manager_first: bool) -> dict:
     def direct(atdata: AtdataIndexResource):
         index = atdata.get_index()
         start = time.perf_counter()
-        entry = index.write(samples(matrix), name="direct_write")
+        entry = index.write_samples(samples(matrix), name="direct_write")
         TIMES["direct"].append(time.perf_counter() - start)
         return dg.Output(None, metadata={"bytes": entry.metadata["stats"]["total_bytes"]})
 

@@ -126,7 +126,7 @@ def write_index(n: int, root: str) -> list[str]:
 
     index = local.Index(provider="sqlite", path=os.path.join(root, "index.db"),
                         data_store=LocalDiskStore(os.path.join(root, "data")), atmosphere=None)
-    entry = index.write(our_samples(n), name="bench/emb", maxcount=MAXCOUNT)
+    entry = index.write_samples(our_samples(n), name="bench/emb", maxcount=MAXCOUNT)
     return list(entry.data_urls)
 
 

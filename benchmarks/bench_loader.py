@@ -48,7 +48,7 @@ def main() -> int:
     try:
         index = local.Index(path=f"{root}/i.db", data_store=local.LocalDiskStore(f"{root}/data"), atmosphere=None)
         x = np.random.default_rng(0).standard_normal(1024).astype(np.float32)
-        index.write((Vec(idx=i, x=x) for i in range(args.n)), name="bench", maxcount=2000)
+        index.write_samples((Vec(idx=i, x=x) for i in range(args.n)), name="bench", maxcount=2000)
         ds = index.dataset("bench", Vec)
         mib = sum(s.nbytes for s in ds.shard_specs()) / 2**20
         drain = lambda it: sum(1 for _ in it)  # noqa: E731

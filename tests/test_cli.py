@@ -26,7 +26,7 @@ class Item:
 @pytest.fixture
 def setup(tmp_path: Path):
     idx = local.Index(path=str(tmp_path / "index.db"), data_store=local.LocalDiskStore(tmp_path / "data"), atmosphere=None)
-    entry = idx.write([Item(label=i, x=np.ones(3, np.float32)) for i in range(30)], name="items", maxcount=10,
+    entry = idx.write_samples([Item(label=i, x=np.ones(3, np.float32)) for i in range(30)], name="items", maxcount=10,
                       metadata={"lineage": {"asset_key": ["items"], "run_id": "r1", "upstream": []}})
     idx.close()
     args = ["--index", f"sqlite:///{tmp_path / 'index.db'}", "--data-root", str(tmp_path / "data")]
@@ -116,7 +116,7 @@ def test_repair_restores_a_corrupted_shard_from_the_rematerialized_copy_and_says
     good = shard.read_bytes()
     shard.write_bytes(good[:600] + b"\xff" * 8 + good[608:])
     idx = local.Index(path=str(tmp_path / "index.db"), data_store=local.LocalDiskStore(tmp_path / "data"), atmosphere=None)
-    new = idx.write([Item(label=i, x=np.ones(3, np.float32)) for i in range(30)], name="items", maxcount=10)
+    new = idx.write_samples([Item(label=i, x=np.ones(3, np.float32)) for i in range(30)], name="items", maxcount=10)
     idx.close()
     code, text = run(args + ["verify", old.cid])
     assert code == 1 and "1 bad shard" in text
@@ -260,7 +260,7 @@ def test_verify_and_gc_work_on_an_s3_store_named_by_url(tmp_path, rgw_server, s3
 
     store = S3DataStore(bucket=s3_bucket, prefix="team", **rgw_server.config)
     idx = local.Index(path=str(tmp_path / "index.db"), data_store=store, atmosphere=None)
-    entry = idx.write([Item(label=i, x=np.ones(3, np.float32)) for i in range(20)], name="items", maxcount=10)
+    entry = idx.write_samples([Item(label=i, x=np.ones(3, np.float32)) for i in range(20)], name="items", maxcount=10)
     idx.close()
     s3_client.put_object(Bucket=s3_bucket, Key="team/items/data--deadbeef--000009.tar", Body=b"\0" * 1024)
     # credentials and endpoint from the environment only, as the help text says
@@ -282,7 +282,7 @@ def test_verify_and_gc_work_on_an_s3_store_named_by_url(tmp_path, rgw_server, s3
 def test_list_and_show_say_which_version_is_current(setup):
     args, old, tmp_path = setup
     idx = local.Index(path=str(tmp_path / "index.db"), data_store=local.LocalDiskStore(tmp_path / "data"), atmosphere=None)
-    new = idx.write([Item(label=i, x=np.zeros(3, np.float32)) for i in range(5)], name="items")
+    new = idx.write_samples([Item(label=i, x=np.zeros(3, np.float32)) for i in range(5)], name="items")
     idx.close()
     rows = json.loads(run(args + ["--json", "list"])[1])
     assert {r["cid"]: r["current"] for r in rows} == {old.cid: False, new.cid: True}

@@ -102,7 +102,8 @@ def test_brace_list_and_list_of_urls(sharded):
     urls = sharded.list_shards()
     ds = Dataset[Digit]([urls[2], urls[0]])
     assert [s.label for s in ds.ordered()] == [6, 7, 8, 0, 1, 2]
-    assert ds.shard_list == [urls[2], urls[0]]
+    with pytest.warns(DeprecationWarning, match=r"shard_list is deprecated, use list_shards\(\)"):
+        assert ds.shard_list == [urls[2], urls[0]]
     assert Dataset[Digit](urls[0]).count() == 3
 
 
@@ -231,7 +232,7 @@ def indexed(tmp_path):
     from atdata_dagster import local
 
     idx = local.Index(path=str(tmp_path / "i.db"), data_store=local.LocalDiskStore(tmp_path / "data"), atmosphere=None)
-    idx.write(_digits(23), name="digits", maxcount=5)
+    idx.write_samples(_digits(23), name="digits", maxcount=5)
     yield idx.dataset("digits", Digit)
     idx.close()
 
@@ -332,7 +333,7 @@ def test_random_access_on_s3_is_one_ranged_get_per_lookup(s3_store, tmp_path):
     from atdata_dagster import local
 
     idx = local.Index(path=str(tmp_path / "i.db"), data_store=s3_store, atmosphere=None)
-    idx.write(_digits(30), name="digits", maxcount=10, manifest=True)
+    idx.write_samples(_digits(30), name="digits", maxcount=10, manifest=True)
     ds = idx.dataset("digits", Digit)
     expected = [d.label for d in ds.ordered()]
     requests: list[tuple[str, str | None]] = []

@@ -51,7 +51,7 @@ def index(tmp_path: Path):
 @pytest.fixture
 def ds(index):
     """103 items in 11 shards of at most 10, opened through the index (counts and checksums known)."""
-    index.write(items(), name="items", maxcount=10)
+    index.write_samples(items(), name="items", maxcount=10)
     return index.dataset("items", Item)
 
 
@@ -112,7 +112,7 @@ def test_padding_gives_every_rank_the_same_length_and_covers_every_sample(ds):
 
 
 def test_few_shards_are_split_into_sample_ranges_across_ranks(index):
-    index.write(items(40), name="one", maxcount=1000)  # a single shard
+    index.write_samples(items(40), name="one", maxcount=1000)  # a single shard
     ds1 = index.dataset("one", Item)
     parts = [ids(DataLoader(ds1.torch(rank=r, world_size=4), batch_size=3, num_workers=2, collate_fn=collate))
              for r in range(4)]
@@ -242,7 +242,7 @@ def test_a_state_of_another_dataset_version_is_refused(index, ds):
     it = iter(loader)
     next(it)
     state = loader.state_dict()
-    index.write(items(50), name="items", maxcount=10)  # a new version under the same name
+    index.write_samples(items(50), name="items", maxcount=10)  # a new version under the same name
     other = index.dataset("items", Item)
     assert other.cid != ds.cid
     with pytest.raises(LoaderStateError, match=ds.cid):
@@ -329,7 +329,7 @@ def test_torch_fields_decodes_only_the_named_fields(ds):
 @pytest.mark.xdist_group("s3")
 def test_s3_shards_are_cached_verified_and_not_downloaded_again(s3_store, tmp_path):
     idx = local.Index(path=str(tmp_path / "i.db"), data_store=s3_store, atmosphere=None)
-    idx.write(items(), name="items", maxcount=25)
+    idx.write_samples(items(), name="items", maxcount=25)
     ds3 = idx.dataset("items", Item)
     gets: list[str] = []
     s3_store.client.meta.events.register("before-send.s3.GetObject", lambda request, **kw: gets.append(request.url))
@@ -349,7 +349,7 @@ def test_s3_shards_are_cached_verified_and_not_downloaded_again(s3_store, tmp_pa
 @pytest.mark.xdist_group("s3")
 def test_s3_shards_stream_verified_into_dataloader_workers(s3_store, tmp_path):
     idx = local.Index(path=str(tmp_path / "i.db"), data_store=s3_store, atmosphere=None)
-    idx.write(items(), name="items", maxcount=25)
+    idx.write_samples(items(), name="items", maxcount=25)
     tds = idx.dataset("items", Item).torch(shuffle=True, batch_size=8)  # the opener travels to the workers
     exactly_once(ids(DataLoader(tds, batch_size=None, num_workers=2)))
     idx.close()
@@ -359,7 +359,7 @@ def test_s3_shards_stream_verified_into_dataloader_workers(s3_store, tmp_path):
 @pytest.mark.xdist_group("s3")
 def test_s3_cache_refuses_a_corrupt_object_and_keeps_its_byte_limit(s3_store, s3_client, tmp_path):
     idx = local.Index(path=str(tmp_path / "i.db"), data_store=s3_store, atmosphere=None)
-    idx.write(items(), name="items", maxcount=25)
+    idx.write_samples(items(), name="items", maxcount=25)
     ds3 = idx.dataset("items", Item)
     sizes = [len(s3_client.get_object(Bucket=s3_store.bucket, Key=u.split("/", 3)[3])["Body"].read())
              for u in ds3.list_shards()]

@@ -152,7 +152,7 @@ def index(tmp_path):
 
 
 def test_an_index_name_resolves_through_the_index_with_its_recorded_type(index):
-    entry = index.write(_digits(4), name="digits")
+    entry = index.write_samples(_digits(4), name="digits")
     dd = load_dataset("digits", index=index)
     assert list(dd) == ["train"]
     ds = load_dataset("@local/digits", index=index, split="train")
@@ -164,9 +164,9 @@ def test_an_index_name_resolves_through_the_index_with_its_recorded_type(index):
 
 
 def test_a_versioned_reference_resolves_the_label_version(index):
-    v1 = index.write(_digits(2), name="digits")
+    v1 = index.write_samples(_digits(2), name="digits")
     index.label("digits", v1.cid, version="1.0.0")
-    index.write(_digits(3, 50), name="digits")
+    index.write_samples(_digits(3, 50), name="digits")
     assert _labels(load_dataset("@local/digits@1.0.0", Digit, index=index, split="train")) == [0, 1]
     assert _labels(load_dataset("@local/digits", Digit, index=index, split="train")) == [50, 51, 52]
 
@@ -174,7 +174,7 @@ def test_a_versioned_reference_resolves_the_label_version(index):
 def test_the_default_index_is_used_and_can_be_replaced(index):
     import atdata_dagster.loading as loading
 
-    index.write(_digits(2), name="by-default")
+    index.write_samples(_digits(2), name="by-default")
     before = loading._default_index  # not get_default_index(): that would open ~/.atdata here
     set_default_index(index)
     try:

@@ -39,9 +39,9 @@ def corrupt(path: str) -> bytes:
 
 
 def test_a_corrupted_shard_is_restored_from_the_rematerialized_copy(index):
-    old = index.write(items(), name="items", maxcount=10, metadata=LINEAGE)
+    old = index.write_samples(items(), name="items", maxcount=10, metadata=LINEAGE)
     good = corrupt(old.data_urls[1])
-    new = index.write(items(), name="items", maxcount=10, metadata=LINEAGE)  # what re-materializing does
+    new = index.write_samples(items(), name="items", maxcount=10, metadata=LINEAGE)  # what re-materializing does
     assert new.cid != old.cid and new.data_urls[1] != old.data_urls[1]  # a sibling file: the name was taken
 
     result = repair_entry(index, index.get_entry(old.cid))
@@ -53,8 +53,8 @@ def test_a_corrupted_shard_is_restored_from_the_rematerialized_copy(index):
 
 
 def test_a_missing_shard_is_restored_from_another_entry_with_the_same_content(index):
-    a = index.write(items(), name="a", maxcount=10)
-    b = index.write(items(), name="b", maxcount=10)
+    a = index.write_samples(items(), name="a", maxcount=10)
+    b = index.write_samples(items(), name="b", maxcount=10)
     Path(a.data_urls[0]).unlink()
     result = repair_entry(index, a)
     assert result.ok and result.shards[0].was == "missing" and result.shards[0].restored_from == b.data_urls[0]
@@ -62,7 +62,7 @@ def test_a_missing_shard_is_restored_from_another_entry_with_the_same_content(in
 
 
 def test_without_an_intact_copy_nothing_is_written_and_the_note_names_the_asset_to_rematerialize(index):
-    entry = index.write(items(), name="items", maxcount=10, metadata=LINEAGE)
+    entry = index.write_samples(items(), name="items", maxcount=10, metadata=LINEAGE)
     corrupt(entry.data_urls[2])
     damaged = Path(entry.data_urls[2]).read_bytes()
     result = repair_entry(index, entry)
@@ -72,8 +72,8 @@ def test_without_an_intact_copy_nothing_is_written_and_the_note_names_the_asset_
 
 
 def test_a_copy_that_is_itself_damaged_is_never_used(index):
-    a = index.write(items(), name="a", maxcount=10)
-    b = index.write(items(), name="b", maxcount=10)
+    a = index.write_samples(items(), name="a", maxcount=10)
+    b = index.write_samples(items(), name="b", maxcount=10)
     corrupt(a.data_urls[0])
     corrupt(b.data_urls[0])  # same checksum recorded, but its bytes no longer match it
     result = repair_entry(index, a)
@@ -81,8 +81,8 @@ def test_a_copy_that_is_itself_damaged_is_never_used(index):
 
 
 def test_a_dry_run_checks_the_copy_but_writes_nothing(index):
-    a = index.write(items(), name="a", maxcount=10)
-    b = index.write(items(), name="b", maxcount=10)
+    a = index.write_samples(items(), name="a", maxcount=10)
+    b = index.write_samples(items(), name="b", maxcount=10)
     corrupt(a.data_urls[0])
     damaged = Path(a.data_urls[0]).read_bytes()
     result = repair_entry(index, a, dry_run=True)

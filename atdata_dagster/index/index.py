@@ -17,9 +17,10 @@ import json
 import logging
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import Any, BinaryIO, Callable, Iterable, Mapping, TypeVar, cast
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, TypeVar, cast
 
 from ..atmosphere import AtmosphereBackend, AtmosphereClient, shard_sources_for
 from ..dataset import Dataset
@@ -172,6 +173,61 @@ def _redis_provider(redis: Any) -> IndexProvider:
     )
 
 
+
+def _deprecated(message: str) -> None:
+    """A seed-API name atdata 0.7 deprecates: the same ``DeprecationWarning``, pointing at the caller."""
+    warnings.warn(message, DeprecationWarning, stacklevel=3)
+
+
+class SchemaNamespace:
+    """``index.types``: the schema types :meth:`Index.get_schema_type` loaded, as attributes.
+
+    Supports attribute access, iteration over names, ``len()``, ``in`` and ``get`` (as
+    atdata 0.7's); an unknown name says to load it first.
+    """
+
+    def __init__(self) -> None:
+        self._types: dict[str, type] = {}
+
+    def _register(self, name: str, cls: type) -> None:
+        self._types[name] = cls
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._types[name]
+        except KeyError:
+            raise AttributeError(
+                f"schema {name!r} is not loaded; call index.get_schema_type(ref) first "
+                f"(loaded: {sorted(self._types)})"
+            ) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_types":
+            object.__setattr__(self, name, value)
+        else:
+            self._types[name] = value
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._types)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types)
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The type named ``name``, or ``default``."""
+        return self._types.get(name, default)
+
+    def __repr__(self) -> str:
+        return f"SchemaNamespace({', '.join(sorted(self._types)) or 'empty'})"
+
 class Index:
     """Unified index of datasets across repositories and the atmosphere.
 
@@ -247,7 +303,8 @@ class Index:
         self._stubs = None
         if auto_stubs or stub_dir is not None:
             self._stubs = StubManager(stub_dir)
-        self.types = SimpleNamespace()
+        #: schema types loaded by :meth:`get_schema_type`, as attributes (``index.types.MySample``)
+        self.types = SchemaNamespace()
 
     # ------------------------------------------------------------------ basics
     @property
@@ -403,6 +460,8 @@ class Index:
         name, version = parse_schema_ref(ref)
         record = _load_schema_text(self._schema_json(name, version), name, version)
         record["$ref"] = make_schema_ref(name, version)
+        if self._stubs is not None:  # as atdata: with auto_stubs, reading a schema writes its stub
+            self._stubs.ensure_stub(record, authority=_authority_of(record["$ref"]))
         return record
 
     def get_schema_record(self, ref: str) -> LocalSchemaRecord:
@@ -423,22 +482,45 @@ class Index:
                 out.append(record)
         return out
 
-    def decode_schema(self, ref: str) -> type:
-        """Build a sample type from a stored schema (from a generated stub module with ``auto_stubs``)."""
+    def get_schema_type(self, ref: str, *, register: bool = True) -> type:
+        """The sample type of a stored schema (from a generated stub module with ``auto_stubs``).
+
+        ``register`` (default, as atdata 0.7) also makes it ``index.types.<Name>``.
+        """
         record = self.get_schema(ref)
         if self._stubs is not None:
-            return self._stubs.load_type(record, authority=_authority_of(record.get("$ref", ref)))
-        return type_from_record(record)
+            cls = self._stubs.load_type(record, authority=_authority_of(record.get("$ref", ref)))
+        else:
+            cls = type_from_record(record)
+        if register:
+            self.types._register(cls.__name__, cls)
+        return cls
+
+    def decode_schema(self, ref: str) -> type:
+        """Deprecated (atdata 0.7): use :meth:`get_schema_type` (``register=False`` is this)."""
+        _deprecated("Index.decode_schema() is deprecated, use Index.get_schema_type() instead")
+        return self.get_schema_type(ref, register=False)
 
     def decode_schema_as(self, ref: str, type_hint: type[T]) -> type[T]:
-        """:meth:`decode_schema` typed as ``type_hint`` for IDEs (the runtime type comes from the schema)."""
-        return cast("type[T]", self.decode_schema(ref))
+        """Deprecated (atdata 0.7): use :meth:`get_schema_type`; typed as ``type_hint`` for IDEs."""
+        _deprecated("Index.decode_schema_as() is deprecated, use Index.get_schema_type() instead")
+        return cast("type[T]", self.get_schema_type(ref, register=False))
 
     def load_schema(self, ref: str) -> type:
-        """Decode a schema and register the type as ``index.types.<Name>``."""
-        cls = self.decode_schema(ref)
-        setattr(self.types, cls.__name__, cls)
-        return cls
+        """Deprecated (atdata 0.7): use :meth:`get_schema_type`, which registers by default."""
+        _deprecated("Index.load_schema() is deprecated, use Index.get_schema_type() instead")
+        return self.get_schema_type(ref, register=True)
+
+    @property
+    def stub_dir(self) -> Path | None:
+        """Where stub modules are written (add it to your IDE's extra paths), or ``None`` without auto_stubs."""
+        return self._stubs.stub_dir if self._stubs is not None else None
+
+    @property
+    def schemas(self) -> Iterator[LocalSchemaRecord]:
+        """Every schema record, lazily (atdata's seed property; :meth:`list_schemas` gives dicts)."""
+        for record in self.list_schemas():
+            yield LocalSchemaRecord.from_dict(record)
 
     def get_import_path(self, ref: str) -> str | None:
         """Import path of the generated stub module (``local.MySample_1_0_0``), or ``None`` without auto_stubs."""
@@ -470,6 +552,22 @@ class Index:
     def list_entries(self) -> list[LocalDatasetEntry]:
         """Every entry of the local repository."""
         return list(self.provider.iter_entries())
+
+    @property
+    def entries(self) -> Iterator[LocalDatasetEntry]:
+        """Every entry of the local repository, lazily (atdata's seed property)."""
+        yield from self.provider.iter_entries()
+
+    @property
+    def all_entries(self) -> list[LocalDatasetEntry]:
+        """Every entry of the local repository as a list (atdata's seed property; :meth:`list_entries`)."""
+        return self.list_entries()
+
+    @property
+    def datasets(self) -> Iterator[LocalDatasetEntry]:
+        """Every entry of every mounted repository, lazily (the atmosphere's are not included)."""
+        for repo in self._repos.values():
+            yield from repo.provider.iter_entries()
 
     def list_datasets(self, repo: str | None = None) -> list[LocalDatasetEntry]:
         """Entries of ``repo`` (``local``, a mounted name, ``_atmosphere``), or of all repositories."""
@@ -548,7 +646,8 @@ class Index:
         return key, self._repo(key), bare
 
     def add_entry(self, ds: "Dataset", *, name: str, schema_ref: str | None = None, metadata: dict | None = None) -> LocalDatasetEntry:
-        """Index an existing dataset's shard URLs in the local repository (nothing is copied)."""
+        """Deprecated (atdata 0.7): use :meth:`insert_dataset`. Indexes the URLs as written, nothing copied."""
+        _deprecated("Index.add_entry() is deprecated, use Index.insert_dataset()")
         validate_dataset_name(name)
         repo = self._repos[LOCAL]
         return self._index_urls(repo, ds, name=name, schema_ref=schema_ref, metadata=metadata)
@@ -685,7 +784,12 @@ class Index:
         entry = LocalDatasetEntry(name=bare, schema_ref=schema_ref, data_urls=list(result), metadata=_with_stats(base, result))
         return self._commit(repo, entry)
 
-    def write(
+    def write(self, samples: Iterable[Any], *, name: str, **kwargs: Any) -> LocalDatasetEntry:
+        """Deprecated (atdata 0.7): use :meth:`write_samples`, which this calls."""
+        _deprecated("Index.write() is deprecated, use Index.write_samples()")
+        return self.write_samples(samples, name=name, **kwargs)
+
+    def write_samples(
         self,
         samples: Iterable[Any],
         *,
@@ -701,6 +805,7 @@ class Index:
         progress: Callable[[int, int], None] | None = None,
         allow_empty: bool = False,
         sample_type: type | None = None,
+        data_store: DataStore | None = None,
     ) -> LocalDatasetEntry:
         """Stream samples into shards and create an index entry in one step.
 
@@ -711,6 +816,7 @@ class Index:
         every few seconds while writing. Raises :class:`EmptyDatasetError` for no samples,
         unless ``allow_empty``: then an entry with one empty shard is written, typed by
         ``sample_type`` (or ``schema_ref``), since no sample says what the type is.
+        ``data_store`` (atdata 0.7) writes the shards there instead of the repository's store.
         """
         key, repo, bare = self._route_write(name)
         if allow_empty and key == ATMOSPHERE:
@@ -719,12 +825,17 @@ class Index:
                 "write it to a local repository"
             )
         if key == ATMOSPHERE:
+            if data_store is not None:
+                raise ConfigurationError(
+                    f"write_samples({name!r}, data_store=...): shards published to the atmosphere are uploaded as "
+                    "PDS blobs; write to a local repository to use a data store"
+                )
             return self._write_atmosphere(
                 samples, ref=bare, schema_ref=schema_ref, description=description, tags=tags,
                 license=license, maxcount=maxcount, maxsize=maxsize, metadata=metadata,
             )
         assert repo is not None
-        store = self._store_for(repo)
+        store = data_store if data_store is not None else self._store_for(repo)
         # gc: this index writes into the store
         claim_store(store, repo.provider, what=f"record the index identity before writing {name!r}")
         result, schema_ref = self._write_shards(
@@ -733,9 +844,6 @@ class Index:
         )
         entry = LocalDatasetEntry(name=bare, schema_ref=schema_ref, data_urls=list(result), metadata=_with_stats(metadata or {}, result))
         return self._commit(repo, entry)
-
-    # atdata 0.7 name for the same operation
-    write_samples = write
 
     def _write_shards(
         self, samples: Iterable[Any], store: DataStore, *, prefix: str, repo: Repository, schema_ref: str | None,
@@ -862,7 +970,7 @@ class Index:
         """A lazy :class:`Dataset` over one entry's shards (:class:`CorruptEntryError` if its row is unreadable)."""
         entry.ensure_intact()  # a listed entry whose row did not decode: never read it unverified
 
-        cls = sample_type or self.decode_schema(entry.schema_ref)
+        cls = sample_type or self.get_schema_type(entry.schema_ref, register=False)
         opener = self.shard_opener(entry)
         return Dataset[cls](list(entry.data_urls), metadata=entry.metadata, opener=opener, cid=entry.cid)  # type: ignore[valid-type]
 
@@ -886,15 +994,23 @@ class Index:
         local entry's ``metadata["atmosphere"]``). Local shards are uploaded as blobs;
         S3 and HTTP shards are referenced where they are. ``progress(n)`` is called with
         the bytes of each uploaded chunk.
+
+        Deprecated in atdata 0.7 (which publishes with ``insert_dataset(ds, name="@handle/name")``);
+        this package keeps it as the way to promote an existing entry, re-using its records.
         """
+        _deprecated("Index.promote_entry() is deprecated, use Index.insert_dataset()")
+        return self.promote(entry_name, name=name, description=description, tags=tags, license=license,
+                            progress=progress)
+
+    def promote(self, entry_name: str, **kwargs: Any) -> str:
+        """:meth:`promote_entry` without atdata 0.7's deprecation warning (this package's CLI and sensor use it)."""
         backend = self._require_atmosphere("promote_entry")
         resolved = resolve_ref(entry_name, self._mounted())
         if resolved.is_atmosphere:
             raise InvalidRefError(f"{entry_name!r} is already an atmosphere ref; promote a local entry name")
         repo = self._repo(resolved.backend)
         entry = self._lookup(repo.provider, resolved.name, entry_name)
-        return self._promote(backend, repo, entry, name=name, description=description, tags=tags, license=license,
-                             progress=progress)
+        return self._promote(backend, repo, entry, **kwargs)
 
     def promote_cid(self, cid: str, **kwargs: Any) -> str:
         """Like :meth:`promote_entry`, for the entry with this CID."""
@@ -924,7 +1040,11 @@ class Index:
 
     def promote_dataset(self, dataset: "Dataset", *, name: str, sample_type: type | None = None, schema_version: str = "1.0.0",
                         description: str | None = None, tags: list[str] | None = None, license: str | None = None) -> str:
-        """Publish a Dataset directly to the atmosphere (schema with dedup, entry, label); return the AT URI."""
+        """Publish a Dataset directly to the atmosphere (schema with dedup, entry, label); return the AT URI.
+
+        Deprecated in atdata 0.7: use ``insert_dataset(ds, name="@handle/name")``.
+        """
+        _deprecated("Index.promote_dataset() is deprecated, use Index.insert_dataset()")
         backend = self._require_atmosphere("promote_dataset")
         cls = sample_type or _dataset_sample_type(dataset)
         record = build_schema_record(cls, version=schema_version)

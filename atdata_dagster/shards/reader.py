@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import os
 from zlib import adler32
-from typing import BinaryIO, Callable, Iterable, Iterator, Mapping, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from ..errors import CorruptShardError, NotFoundError, ShardError, StoreError
 
 __all__ = [
+    "verify_checksums",
     "iter_members",
     "iter_samples",
     "open_url",
@@ -496,3 +497,23 @@ def verify_shards(
             continue
         out[url] = "ok" if digest == expected.lower() else "mismatch"
     return out
+
+
+def verify_checksums(entry: Any, *, opener: "ShardOpener | Opener | None" = None) -> dict[str, str]:
+    """atdata 0.7's ``verify_checksums(entry)``: re-hash an entry's shards against ``metadata["checksums"]``.
+
+    URL -> ``"ok"``, ``"mismatch"``, ``"skipped"`` (no checksum recorded; or, without an
+    ``opener``, a remote URL, as atdata skips them) or ``"error:<message>"``. A missing
+    shard is ``"missing"`` here, where atdata reports ``"error:[Errno 2] ..."``: code that
+    checks for ``"ok"`` behaves the same. With ``opener`` (e.g. ``index.shard_opener(entry)``)
+    remote shards are verified too; :meth:`Index.verify` does that for you.
+    """
+    checksums = (entry.metadata or {}).get("checksums") if isinstance(entry.metadata, dict) else None
+    urls = list(entry.data_urls)
+    if opener is None:
+        remote = [u for u in urls if "://" in u and not u.startswith("file://")]
+        result = verify_shards([u for u in urls if u not in remote], checksums, sizes=None)
+        result.update({u: "skipped" for u in remote})
+        return {u: result[u] for u in urls}
+    return verify_shards(urls, checksums, opener=opener)
+

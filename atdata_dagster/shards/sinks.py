@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 __all__ = ["BackgroundCommitSink", "ShardInfo", "ShardSink", "ShardTarget", "ShardWriteResult"]
 
@@ -51,16 +51,26 @@ class ShardInfo:
 
 
 class ShardWriteResult(list):
-    """A list of shard URLs (atdata-compatible) that also carries per-shard details."""
+    """A list of shard URLs (atdata-compatible) that also carries per-shard details.
 
-    def __init__(self, shards: list[ShardInfo] = ()):  # type: ignore[assignment]
-        super().__init__(s.url for s in shards)
-        self.shards: list[ShardInfo] = list(shards)
+    Built from :class:`ShardInfo` records, or as atdata 0.7 builds it:
+    ``ShardWriteResult(urls, checksums)`` (sizes and counts then unknown: 0).
+    """
+
+    def __init__(self, shards: "Sequence[ShardInfo] | Sequence[str]" = (), checksums: Mapping[str, str] | None = None):
+        items = list(shards)
+        if checksums is not None or any(isinstance(s, str) for s in items):
+            sums = dict(checksums or {})
+            infos = [ShardInfo(url=str(u), sha256=sums.get(str(u), ""), size=0, num_samples=0) for u in items]
+        else:
+            infos = items  # type: ignore[assignment]
+        super().__init__(s.url for s in infos)
+        self.shards: list[ShardInfo] = infos
 
     @property
     def checksums(self) -> dict[str, str]:
-        """Shard URL -> SHA-256 hex."""
-        return {s.url: s.sha256 for s in self.shards}
+        """Shard URL -> SHA-256 hex (shards whose checksum is known)."""
+        return {s.url: s.sha256 for s in self.shards if s.sha256}
 
     @property
     def num_samples(self) -> int:

@@ -10,7 +10,6 @@ existing file; prefixes are validated so nothing can be written outside the root
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,7 +22,7 @@ from typing import Any, BinaryIO, Iterator
 from urllib.parse import unquote
 
 from ..errors import InvalidNameError, StoreError
-from ..files import atomic_write, fsync_dir
+from ..files import atomic_write, fsync_dir, sha256_file
 from .base import OWNER_DIR, RESERVED_SEGMENT, DataStore, valid_owner_id
 
 __all__ = ["LocalDiskStore", "DiskSink", "validate_dataset_prefix", "DEFAULT_ROOT"]
@@ -80,14 +79,7 @@ def validate_dataset_prefix(prefix: str) -> str:
 _fsync_dir = fsync_dir  # kept name for callers inside this module
 
 
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            chunk = f.read(1 << 20)
-            if not chunk:
-                return h.hexdigest()
-            h.update(chunk)
+_file_sha256 = sha256_file
 
 
 class DiskSink:

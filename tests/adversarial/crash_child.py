@@ -185,7 +185,7 @@ def run_job(job: dict) -> int:
 
     _emit("START")
     try:
-        entry = index.write(samples(), name=work.name, maxcount=work.maxcount, manifest=work.manifest)
+        entry = index.write_samples(samples(), name=work.name, maxcount=work.maxcount, manifest=work.manifest)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test with it
         _emit("ERROR", repr(exc).replace("\n", " ")[:2000])
         traceback.print_exc(file=sys.stderr)

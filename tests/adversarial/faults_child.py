@@ -57,7 +57,7 @@ def write_once(spec: dict) -> dict:
         if spec.get("fsize"):
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (spec["fsize"], resource.RLIM_INFINITY))
-        entry = index.write(items, name=spec["name"], maxcount=spec.get("maxcount", 4), metadata=metadata)
+        entry = index.write_samples(items, name=spec["name"], maxcount=spec.get("maxcount", 4), metadata=metadata)
         return {"cid": entry.cid}
     except Exception as exc:  # noqa: BLE001 - reported to the parent
         return describe_error(exc)

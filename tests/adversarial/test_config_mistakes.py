@@ -84,7 +84,7 @@ def test_redis_options_go_in_an_explicit_mapping_a_url_or_a_connection(redis_url
     for form, redis in forms.items():
         with local.Index(redis=redis, atmosphere=None) as idx:
             assert isinstance(idx.provider, RedisProvider), form
-            idx.write(points(3), name=f"via-{form.replace(' ', '-')}")
+            idx.write_samples(points(3), name=f"via-{form.replace(' ', '-')}")
     assert redis_conn.exists("Label:via-mapping@") and redis_conn.exists("Label:via-url@")
 
 

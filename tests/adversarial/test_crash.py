@@ -289,7 +289,7 @@ class CrashRun:
 
     def rerun(self, where: str, work: Workload):
         """The same write again succeeds, with the same samples read back."""
-        entry = self.index.write(make_samples(work.seed, work.n, work.size), name=work.name,
+        entry = self.index.write_samples(make_samples(work.seed, work.n, work.size), name=work.name,
                                  maxcount=work.maxcount, manifest=work.manifest)
         flush = getattr(self.index.data_store, "flush", None)
         if flush is not None:  # this process's own background clean-up (S3 temp keys) is done
@@ -398,7 +398,7 @@ def test_gc_deletes_the_manifest_sidecars_of_orphan_shards(tmp_path):
 
     store = LocalDiskStore(tmp_path / "data")
     with Index(provider_from_url(f"sqlite:///{tmp_path / 'index.db'}"), data_store=store, atmosphere=None) as index:
-        kept = index.write(make_samples(1, 6, 100), name="crash/kept", maxcount=3, manifest=True)
+        kept = index.write_samples(make_samples(1, 6, 100), name="crash/kept", maxcount=3, manifest=True)
         with ShardWriter(store, "crash/orphan", maxcount=3, manifest=True, sample_type=CrashSample) as writer:
             for sample in make_samples(2, 6, 100):
                 writer.write_sample(sample)

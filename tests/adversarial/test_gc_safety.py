@@ -71,7 +71,7 @@ def index_entry(index: Index, name: str, urls: list[str], schema_ref: str, repo:
 # ------------------------------------------------------------------ ownership
 def test_gc_refuses_an_index_that_did_not_exist_before_the_command_and_creates_none(tmp_path, capsys):
     with sqlite_index(tmp_path / "index.db", LocalDiskStore(tmp_path / "data")) as index:
-        entry = index.write(rows(6), name="kept", maxcount=3)
+        entry = index.write_samples(rows(6), name="kept", maxcount=3)
     for url in entry.data_urls:
         aged(Path(url))
     typo = tmp_path / "indx.db"
@@ -85,7 +85,7 @@ def test_gc_refuses_an_index_that_did_not_exist_before_the_command_and_creates_n
 
 def test_gc_refuses_an_index_without_entries_unless_forced(tmp_path):
     with sqlite_index(tmp_path / "index.db", LocalDiskStore(tmp_path / "data")) as index:
-        entry = index.write(rows(6), name="gone", maxcount=3)
+        entry = index.write_samples(rows(6), name="gone", maxcount=3)
         index.provider.delete_entry(entry.cid)
         for url in entry.data_urls:
             aged(Path(url))
@@ -98,8 +98,8 @@ def test_gc_refuses_an_index_without_entries_unless_forced(tmp_path):
 def test_gc_refuses_a_store_another_index_writes_to_and_proceeds_when_both_are_mounted(tmp_path):
     root = tmp_path / "shared"
     with sqlite_index(tmp_path / "a.db", LocalDiskStore(root)) as a, sqlite_index(tmp_path / "b.db", LocalDiskStore(root)) as b:
-        ea = a.write(rows(6), name="a-data", maxcount=3)
-        eb = b.write(rows(6, 1), name="b-data", maxcount=3)
+        ea = a.write_samples(rows(6), name="a-data", maxcount=3)
+        eb = b.write_samples(rows(6, 1), name="b-data", maxcount=3)
         for url in ea.data_urls + eb.data_urls:
             aged(Path(url))
         with pytest.raises(GcRefusedError, match=r"other index.*--force"):
@@ -118,7 +118,7 @@ def test_gc_refuses_a_store_without_an_ownership_marker(tmp_path):
     theirs = write_samples(rows(3), tmp_path / "data" / "theirs" / "data--01234567--000000.tar")
     aged(Path(theirs.url))
     with sqlite_index(tmp_path / "index.db", LocalDiskStore(tmp_path / "mine")) as index:
-        index.write(rows(3), name="mine")
+        index.write_samples(rows(3), name="mine")
     with sqlite_index(tmp_path / "index.db", LocalDiskStore(tmp_path / "data")) as index:
         with pytest.raises(GcRefusedError, match=r"no ownership marker.*--force"):
             collect_garbage(index, grace=0)
@@ -132,10 +132,10 @@ def test_gc_refuses_the_shared_default_root_while_atdata_default_index_is_not_mo
     theirs = write_samples(rows(3), default_root / "theirs" / "data--89abcdef--000000.tar")
     aged(Path(theirs.url))
     with Index(atmosphere=None) as atdata_default:
-        atdata_default.add_entry(theirs, name="theirs")
+        atdata_default.insert_dataset(theirs, name="theirs")
     # our index has no store: it writes into the default root too
     with sqlite_index(tmp_path / "mine.db") as mine:
-        mine.write(rows(3, 1), name="mine")
+        mine.write_samples(rows(3, 1), name="mine")
         with pytest.raises(GcRefusedError, match=r"shared default root.*--force"):
             collect_garbage(mine, grace=0)
     assert Path(theirs.url).exists()
@@ -153,7 +153,7 @@ def test_gc_compares_references_as_locations_not_strings(tmp_path, monkeypatch):
     index = sqlite_index(tmp_path / "index.db", LocalDiskStore(root),
                          repos={"lab": Repository(SqliteProvider(tmp_path / "lab.db"))})
     with index:
-        anchor = index.write(rows(3), name="anchor")
+        anchor = index.write_samples(rows(3), name="anchor")
         shards = [orphan(root, "refs", f"{k:08x}", k) for k in range(5)]
         ranged = [orphan(root, "refs", "0badcafe", k) for k in (6, 7)]
         link = tmp_path / "link"
@@ -181,7 +181,7 @@ def test_gc_keeps_a_shard_whose_own_path_contains_braces(tmp_path):
     """A brace pattern is expanded, but the literal URL is a reference too: a dataset named
     ``x{1,2}`` has a folder with braces in its name."""
     with sqlite_index(tmp_path / "index.db", LocalDiskStore(tmp_path / "data")) as index:
-        entry = index.write(rows(3), name="x{1,2}")
+        entry = index.write_samples(rows(3), name="x{1,2}")
         for url in entry.data_urls:
             aged(Path(url))
         assert collect_garbage(index, grace=0) == []
@@ -192,7 +192,7 @@ def test_gc_keeps_a_shard_whose_own_path_contains_braces(tmp_path):
 def test_gc_touches_only_the_stores_own_names_on_disk(tmp_path):
     root = tmp_path / "data"
     with sqlite_index(tmp_path / "index.db", LocalDiskStore(root)) as index:
-        index.write(rows(3), name="ds")
+        index.write_samples(rows(3), name="ds")
         foreign = [root / "backup.tar", root / "ds" / "backup.tar", root / "ds" / "notes.manifest.json",
                    root / "ds" / "data--DEADBEEF--000001.tar", root / "ds" / "data--deadbeef--1.tar",
                    root / "ds" / ".tmp-foo.tar.part", root / "data--deadbeef--000002.tar",
@@ -216,7 +216,7 @@ def test_gc_on_a_shared_bucket_without_prefix_touches_only_its_own_objects_and_u
     store = S3DataStore(bucket=s3_bucket, part_size=5 * MiB, **rgw_server.config)
     index = sqlite_index(tmp_path / "index.db", store)
     try:
-        entry = index.write(rows(6), name="mine", maxcount=3)
+        entry = index.write_samples(rows(6), name="mine", maxcount=3)
         foreign = ["backup.tar", "photos/holiday.tar", "logs/run.manifest.json", "mine/backup.tar",
                    "data--deadbeef--000001.tar", "mine/.tmpx/data.tar"]
         for key in foreign:
@@ -246,7 +246,7 @@ def test_gc_on_a_shared_bucket_without_prefix_touches_only_its_own_objects_and_u
 def test_an_entry_committed_while_gc_runs_keeps_its_shards(provider_url, tmp_path):
     root = tmp_path / "data"
     with Index(provider_from_url(provider_url), data_store=LocalDiskStore(root), atmosphere=None) as index:
-        anchor = index.write(rows(3), name="anchor")
+        anchor = index.write_samples(rows(3), name="anchor")
         first, late = orphan(root, "late", "0000000a", 1), orphan(root, "late", "0000000b", 2)
 
         def progress(candidates):
@@ -268,8 +268,8 @@ def test_a_retried_write_reusing_s3_shards_refreshes_their_age_so_a_concurrent_g
     store = S3DataStore(bucket=s3_bucket, part_size=5 * MiB, **rgw_server.config)
     index = sqlite_index(tmp_path / "index.db", store)
     try:
-        index.write(rows(3, 9), name="anchor")
-        failed = index.write(rows(6), name="retry", maxcount=3)
+        index.write_samples(rows(3, 9), name="anchor")
+        failed = index.write_samples(rows(6), name="retry", maxcount=3)
         index.provider.delete_entry(failed.cid)  # as if the write died before its commit
         grace = 2.0
         time.sleep(grace + 1.5)  # the orphaned shards are now older than the grace period
@@ -286,7 +286,7 @@ def test_a_retried_write_reusing_s3_shards_refreshes_their_age_so_a_concurrent_g
         deleted = collect_garbage(index, grace=grace, progress=progress)
         assert retried == list(failed.data_urls)
         assert not set(deleted) & set(retried)
-        entry = index.write(rows(6), name="retry", maxcount=3)  # the retry commits its entry
+        entry = index.write_samples(rows(6), name="retry", maxcount=3)  # the retry commits its entry
         assert set(index.verify(entry).values()) == {"ok"}
     finally:
         index.close()
@@ -303,7 +303,7 @@ def test_s3_dataset_names_with_url_characters_write_read_verify_and_gc(name, tmp
     store = S3DataStore(bucket=s3_bucket, prefix="team", **rgw_server.config)
     index = sqlite_index(tmp_path / "index.db", store)
     try:
-        entry = index.write(rows(6), name=name, maxcount=3)
+        entry = index.write_samples(rows(6), name=name, maxcount=3)
         # the key a URL parser reaches by cutting at '#'/'?': another dataset's object
         neighbour = "team/" + re.split(r"[#?]", name)[0]
         s3_client.put_object(Bucket=s3_bucket, Key=neighbour, Body=b"another dataset")
@@ -337,7 +337,7 @@ def test_gc_on_a_fresh_index_of_any_provider_refuses_and_deletes_nothing(provide
     """A typo in ``--index`` opens a new, empty index (PostgreSQL and Redis create it on
     connect): gc must refuse instead of deleting every shard of the store."""
     with sqlite_index(tmp_path / "real.db", LocalDiskStore(tmp_path / "data")) as index:
-        entry = index.write(rows(6), name="kept", maxcount=3)
+        entry = index.write_samples(rows(6), name="kept", maxcount=3)
     for url in entry.data_urls:
         aged(Path(url))
     code = cli_main(["--index", provider_url, "--data-root", str(tmp_path / "data"), "gc", "--grace", "0"],

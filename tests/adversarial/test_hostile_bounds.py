@@ -214,8 +214,8 @@ BAD_META = {"stats": "lots", "checksums": [["a", 1]], "manifests": 5}
 @pytest.fixture
 def index_with_a_corrupt_entry(tmp_path):
     index = local.Index(path=str(tmp_path / "i.db"), data_store=LocalDiskStore(str(tmp_path / "d")), atmosphere=None)
-    good = index.write([Row(label="a", v=np.arange(3))], name="good")
-    bad = index.write([Row(label="b", v=np.arange(3))], name="bad")
+    good = index.write_samples([Row(label="a", v=np.arange(3))], name="good")
+    bad = index.write_samples([Row(label="b", v=np.arange(3))], name="bad")
     index.close()
     con = sqlite3.connect(tmp_path / "i.db")  # another tool rewrites the metadata
     con.execute("UPDATE dataset_entries SET metadata = ? WHERE cid = ?", (msgpack.packb(BAD_META), bad.cid))
@@ -368,9 +368,9 @@ def test_atmosphere_schemas_do_not_share_stub_files_with_local_ones(tmp_path):
 def test_clear_stubs_deletes_only_generated_files(tmp_path):
     index = local.Index(path=str(tmp_path / "i.db"), data_store=LocalDiskStore(str(tmp_path / "d")),
                         atmosphere=None, stub_dir=str(tmp_path / "stubs"))
-    index.write([Row(label="a", v=np.arange(3))], name="r")
+    index.write_samples([Row(label="a", v=np.arange(3))], name="r")
     ref = index.get_dataset("r").schema_ref
-    index.decode_schema(ref)
+    index.get_schema_type(ref)
     generated = tmp_path / "stubs" / "local" / "Row_1_0_0.py"
     assert generated.read_text().splitlines()[0] == STUB_MARKER
     mine = tmp_path / "stubs" / "local" / "my_helpers.py"
@@ -391,9 +391,9 @@ def test_hostile_field_names_are_still_refused(tmp_path):
 def index_with_undecodable_rows(tmp_path):
     """One row whose metadata column, one whose data_urls column is not msgpack at all."""
     index = local.Index(path=str(tmp_path / "i.db"), data_store=LocalDiskStore(str(tmp_path / "d")), atmosphere=None)
-    good = index.write([Row(label="a", v=np.arange(3))], name="good")
-    bad_meta = index.write([Row(label="b", v=np.arange(3))], name="badmeta")
-    bad_urls = index.write([Row(label="c", v=np.arange(3))], name="badurls")
+    good = index.write_samples([Row(label="a", v=np.arange(3))], name="good")
+    bad_meta = index.write_samples([Row(label="b", v=np.arange(3))], name="badmeta")
+    bad_urls = index.write_samples([Row(label="c", v=np.arange(3))], name="badurls")
     index.close()
     con = sqlite3.connect(tmp_path / "i.db")
     con.execute("UPDATE dataset_entries SET metadata = ? WHERE cid = ?", (b"\xc1", bad_meta.cid))

@@ -262,7 +262,7 @@ def new_index(tmp: Path) -> local.Index:
 
 
 def write_named(name: Any, tmp: Path) -> Any:
-    return new_index(tmp).write([Row(label="a", v=np.zeros(2))], name=name)
+    return new_index(tmp).write_samples([Row(label="a", v=np.zeros(2))], name=name)
 
 
 def get_named(ref: Any, tmp: Path) -> Any:
@@ -272,7 +272,7 @@ def get_named(ref: Any, tmp: Path) -> Any:
 def raw_index_row(tmp: Path, *, data_urls: bytes, metadata: bytes | None = None) -> Any:
     """An entry row as another tool could have written it, then read back by name."""
     index = new_index(tmp)
-    index.write([Row(label="a", v=np.zeros(2))], name="seed")
+    index.write_samples([Row(label="a", v=np.zeros(2))], name="seed")
     con = sqlite3.connect(tmp / "index.db")
     con.execute(
         "INSERT INTO dataset_entries (cid, name, schema_ref, data_urls, metadata) VALUES (?,?,?,?,?)",
@@ -290,7 +290,7 @@ def raw_schema_row(tmp: Path, text: str) -> Any:
     con.execute("INSERT INTO schemas (name, version, schema_json) VALUES (?,?,?)", ("Hostile", "1.0.0", text))
     con.commit()
     con.close()
-    return index.decode_schema("atdata://local/schema/Hostile@1.0.0")
+    return index.get_schema_type("atdata://local/schema/Hostile@1.0.0")
 
 
 def local_record(fields: list[dict] | None = None, **top: Any) -> dict:
@@ -590,7 +590,7 @@ CASES = [
          InvalidRefError, "missing '@version'"),
     Case("ref-schema-unknown-prefix", lambda t: new_index(t).get_schema("https://evil.example/Row@1.0.0"),
          InvalidRefError, "unknown prefix"),
-    Case("ref-schema-version-injection", lambda t: new_index(t).decode_schema("atdata://local/schema/Row@1.0.0'; DROP TABLE schemas;--"),
+    Case("ref-schema-version-injection", lambda t: new_index(t).get_schema_type("atdata://local/schema/Row@1.0.0'; DROP TABLE schemas;--"),
          InvalidRefError, "version"),
     Case("ref-schema-not-a-string", lambda t: new_index(t).get_schema(None), InvalidRefError, "expected a string"),
     Case("ref-at-uri-space", lambda t: get_named("at://did:plc:x y/science.alt.dataset.entry/1", t),
@@ -801,7 +801,7 @@ def test_redis_entry_hash_corrupted_by_another_tool_is_a_provider_error(redis_ur
 
     conn = redis.Redis.from_url(redis_url)
     index = local.Index(redis=conn, data_store=LocalDiskStore(str(tmp_path / "data")), atmosphere=None)
-    entry = index.write([Row(label="a", v=np.zeros(2))], name="victim")
+    entry = index.write_samples([Row(label="a", v=np.zeros(2))], name="victim")
     key = f"LocalDatasetEntry:{entry.cid}"
     for field, value, column in (("data_urls", b"\xc1\xff", "data_urls"), ("data_urls", msgpack.packb({"a": 1}), "data_urls"),
                                  ("metadata", b"\xdd\xff\xff\xff\xff", "metadata")):
@@ -819,4 +819,4 @@ def test_postgres_lookup_of_a_name_it_cannot_store_is_a_typed_error(postgres_dsn
     with pytest.raises(AtdataError, match="NUL|lone surrogate"):
         index.get_dataset(ref)
     with pytest.raises(InvalidNameError):
-        index.write([Row(label="a", v=np.zeros(2))], name=ref)
+        index.write_samples([Row(label="a", v=np.zeros(2))], name=ref)

@@ -224,7 +224,7 @@ def test_a_dataset_in_a_spawned_worker_keeps_its_credentials_route(rgw_server, t
     boto3_client(user).create_bucket(Bucket=bucket)
     store = S3DataStore(bucket=bucket, **user)
     index = Index(path=str(tmp_path / "i.db"), data_store=store, atmosphere=None)
-    index.write([Cell(label=f"c{i}", value=i) for i in range(5)], name="cells", maxcount=2)
+    index.write_samples([Cell(label=f"c{i}", value=i) for i in range(5)], name="cells", maxcount=2)
     ds = index.dataset("cells", Cell)
     assert ds.list_shards()[0].startswith(f"s3://{bucket}/") and len(ds.list_shards()) == 3
 
@@ -237,7 +237,7 @@ def test_a_dataset_in_a_spawned_worker_keeps_its_credentials_route(rgw_server, t
 def test_a_dataset_whose_route_cannot_be_pickled_says_so(rgw_server, s3_client, s3_bucket, tmp_path):
     store = S3DataStore(bucket=s3_bucket, client=s3_client, endpoint_url=rgw_server.endpoint_url)
     index = Index(path=str(tmp_path / "i.db"), data_store=store, atmosphere=None)
-    index.write([Cell(label="a", value=1)], name="cells")
+    index.write_samples([Cell(label="a", value=1)], name="cells")
     ds = index.dataset("cells", Cell)
     assert [c.label for c in ds] == ["a"]  # usable where it was made
     with pytest.raises(ConfigurationTypeError, match="cannot be pickled.*client="):

@@ -76,7 +76,7 @@ def _no_temp_files(root: Path) -> list[str]:
 
 def _seed_index(index: Index) -> dict[str, str]:
     """One entry that exists before the fault; returns CID -> name of all entries."""
-    index.write(blobs([100, 200, 300]), name="existing/keep", maxcount=2)
+    index.write_samples(blobs([100, 200, 300]), name="existing/keep", maxcount=2)
     return {e.cid: e.name for e in index.list_entries()}
 
 
@@ -156,14 +156,14 @@ def test_shard_store_on_a_full_filesystem_fails_typed_and_succeeds_once_space_is
     filler = _fill(tiny_fs, leave=300 * KiB)
     sizes = [40 * KiB] * 16  # 640 KiB in shards of 4
     with pytest.raises(StoreError) as exc:
-        index.write(blobs(sizes), name="faults/enospc", maxcount=4)
+        index.write_samples(blobs(sizes), name="faults/enospc", maxcount=4)
     msg = str(exc.value)
     assert "No space left on device" in msg and "free disk space" in msg and str(data) in msg
     _assert_nothing_committed(index, "faults/enospc", before)
     assert _no_temp_files(data) == []
 
     filler.unlink()  # space is back
-    entry = index.write(blobs(sizes), name="faults/enospc", maxcount=4)
+    entry = index.write_samples(blobs(sizes), name="faults/enospc", maxcount=4)
     _assert_written(index, "faults/enospc", entry.cid, sizes)
     index.close()
 
@@ -175,13 +175,13 @@ def test_sqlite_index_on_a_full_filesystem_fails_typed_and_succeeds_once_space_i
     filler = _fill(tiny_fs, leave=200 * KiB)
     sizes = [500] * 6
     with pytest.raises(ProviderError) as exc:
-        index.write(blobs(sizes), name="faults/enospc-index", metadata={"padding": "p" * 600 * KiB})
+        index.write_samples(blobs(sizes), name="faults/enospc-index", metadata={"padding": "p" * 600 * KiB})
     msg = str(exc.value)
     assert str(db) in msg and "full" in msg, msg
     _assert_nothing_committed(index, "faults/enospc-index", before)
 
     filler.unlink()
-    entry = index.write(blobs(sizes), name="faults/enospc-index", metadata={"padding": "p" * 600 * KiB})
+    entry = index.write_samples(blobs(sizes), name="faults/enospc-index", metadata={"padding": "p" * 600 * KiB})
     _assert_written(index, "faults/enospc-index", entry.cid, sizes)
     index.close()
 
@@ -207,7 +207,7 @@ def test_sqlite_write_lock_held_past_the_busy_timeout_fails_typed_and_succeeds_o
         sizes = [700] * 5
         t0 = time.monotonic()
         with pytest.raises(ProviderError) as exc:
-            index.write(blobs(sizes), name="faults/locked")
+            index.write_samples(blobs(sizes), name="faults/locked")
         assert time.monotonic() - t0 < 20
         msg = str(exc.value)
         assert str(db) in msg and "locked" in msg and "timeout" in msg
@@ -216,7 +216,7 @@ def test_sqlite_write_lock_held_past_the_busy_timeout_fails_typed_and_succeeds_o
         locker.stdin.write("\n")
         locker.stdin.flush()
         locker.wait(10)
-    entry = index.write(blobs(sizes), name="faults/locked")
+    entry = index.write_samples(blobs(sizes), name="faults/locked")
     _assert_written(index, "faults/locked", entry.cid, sizes)
     index.close()
 
@@ -268,7 +268,7 @@ def test_postgres_backend_terminated_in_every_commit_fails_typed_and_the_same_wr
     sizes = [900] * 7
     try:
         with pytest.raises(ProviderError) as exc:
-            index.write(blobs(sizes), name="faults/pg-killed", maxcount=3)
+            index.write_samples(blobs(sizes), name="faults/pg-killed", maxcount=3)
         assert len(fault.killed) >= 3, "the first attempt and both retries should each have been terminated"
         msg = str(exc.value)
         assert "PostgreSQL index" in msg and "faults/pg-killed" in msg, msg
@@ -276,7 +276,7 @@ def test_postgres_backend_terminated_in_every_commit_fails_typed_and_the_same_wr
         _assert_nothing_committed(observer, "faults/pg-killed", before)
     finally:
         fault.remove()
-    entry = index.write(blobs(sizes), name="faults/pg-killed", maxcount=3)  # the server is fine again
+    entry = index.write_samples(blobs(sizes), name="faults/pg-killed", maxcount=3)  # the server is fine again
     _assert_written(observer, "faults/pg-killed", entry.cid, sizes)
     index.close()
     observer.close()
@@ -292,7 +292,7 @@ def test_postgres_backend_terminated_once_in_commit_is_retried_into_exactly_one_
     fault = _TerminateInCommit(provider, postgres_dsn, times=1)
     sizes = [900] * 7
     try:
-        entry = index.write(blobs(sizes), name="faults/pg-once", maxcount=3)
+        entry = index.write_samples(blobs(sizes), name="faults/pg-once", maxcount=3)
     finally:
         fault.remove()
     assert len(fault.killed) == 1
@@ -362,18 +362,18 @@ def test_redis_connection_killed_as_the_write_goes_out(redis_url, redis_conn, tm
     try:
         if retries == 0:
             with pytest.raises(ProviderError) as exc:
-                index.write(blobs(sizes), name="faults/redis-killed", maxcount=3)
+                index.write_samples(blobs(sizes), name="faults/redis-killed", maxcount=3)
             assert fault.killed >= 1
             msg = str(exc.value)
             assert "Redis" in msg and "faults/redis-killed" in msg and "running" in msg, msg
             _assert_nothing_committed(observer, "faults/redis-killed", before)
         else:
-            entry = index.write(blobs(sizes), name="faults/redis-killed", maxcount=3)
+            entry = index.write_samples(blobs(sizes), name="faults/redis-killed", maxcount=3)
             assert fault.killed == 1
             _assert_written(observer, "faults/redis-killed", entry.cid, sizes)
     finally:
         fault.remove()
-    entry = index.write(blobs(sizes), name="faults/redis-killed", maxcount=3)
+    entry = index.write_samples(blobs(sizes), name="faults/redis-killed", maxcount=3)
     _assert_written(observer, "faults/redis-killed", entry.cid, sizes)
     assert {e.cid: e.name for e in observer.list_entries()} == {**before, entry.cid: "faults/redis-killed"}
     assert [lb.cid for lb in observer.list_labels() if lb.name == "faults/redis-killed"] == [entry.cid]
@@ -424,7 +424,7 @@ def test_reading_a_multi_shard_s3_dataset_while_the_gateway_stops_fails_typed_th
 ):
     server = s3_server_control
     index = _s3_index(server, s3_bucket, tmp_path)
-    entry = index.write(blobs(S3_SIZES, seed=3), name="faults/s3-read", maxcount=4)
+    entry = index.write_samples(blobs(S3_SIZES, seed=3), name="faults/s3-read", maxcount=4)
     assert len(entry.data_urls) == 6
     ds = index.dataset("faults/s3-read", Blob)
     kill_at = 4 if where == "between_shards" else 5  # after shard 0 / one sample into shard 1
@@ -458,7 +458,7 @@ def test_insert_dataset_copying_from_s3_while_the_gateway_stops_commits_nothing_
     server = s3_server_control
     (tmp_path / "src").mkdir()
     source = _s3_index(server, s3_bucket, tmp_path / "src")
-    src_entry = source.write(blobs(S3_SIZES, seed=4), name="faults/s3-src", maxcount=4)
+    src_entry = source.write_samples(blobs(S3_SIZES, seed=4), name="faults/s3-src", maxcount=4)
     data = tmp_path / "data"
     dest = Index(SqliteProvider(tmp_path / "dest.db"), data_store=LocalDiskStore(data), atmosphere=None)
     before = _seed_index(dest)
@@ -558,7 +558,7 @@ def test_pds_stopping_mid_blob_promotion_fails_typed_leaves_no_entry_record_and_
         client = AtmosphereClient(proxy.url, handle=pds_account["handle"], password=pds_account["password"], timeout=3)
         index = Index(SqliteProvider(tmp_path / "index.db"), data_store=LocalDiskStore(tmp_path / "data"), atmosphere=client)
         sizes = [64 * KiB] * 16
-        entry = index.write(blobs(sizes, seed=9), name="faults/promote", maxcount=4)
+        entry = index.write_samples(blobs(sizes, seed=9), name="faults/promote", maxcount=4)
         assert len(entry.data_urls) == 4
         did = pds_account["did"]
 
@@ -572,7 +572,7 @@ def test_pds_stopping_mid_blob_promotion_fails_typed_leaves_no_entry_record_and_
         proxy.down_on(b"com.atproto.repo.uploadBlob", nth=2, action=freeze if how == "frozen" else None)
         try:
             with pytest.raises(AtmosphereError) as exc:
-                index.promote_entry("faults/promote")
+                index.promote("faults/promote")
         finally:
             if frozen:
                 os.kill(pds["pid"], signal.SIGCONT)
@@ -588,7 +588,7 @@ def test_pds_stopping_mid_blob_promotion_fails_typed_leaves_no_entry_record_and_
         assert set(index.verify(entry).values()) == {"ok"}
 
         proxy.up()  # the PDS is back (and thawed)
-        uri = index.promote_entry("faults/promote")
+        uri = index.promote("faults/promote")
         records = _pds_records(pds, did)
         assert [len(records[c]) for c in _COLLECTIONS] == [1, 1, 1], "the retry did not publish exactly one set of records"
         (entry_rec,) = records["science.alt.dataset.entry"]
@@ -597,7 +597,7 @@ def test_pds_stopping_mid_blob_promotion_fails_typed_leaves_no_entry_record_and_
         assert len(refs) == 4 and all(_blob_exists(pds, did, c) for c in refs)
         assert records["science.alt.dataset.label"][0]["value"]["datasetUri"] == uri
         assert index.get_dataset("faults/promote").metadata["atmosphere"]["uri"] == uri
-        assert index.promote_entry("faults/promote") == uri  # again: reused, nothing new
+        assert index.promote("faults/promote") == uri  # again: reused, nothing new
         assert [len(v) for v in _pds_records(pds, did).values()] == [1, 1, 1]
         index.close()
     finally:

@@ -564,10 +564,10 @@ def test_failure_with_connection_details_is_typed_and_names_no_secret(world, ins
         index = world.resource(resolved=True, **overrides).build_index()
         try:
             if atmosphere:
-                entry = index.write(rows(3), name="secrets_failure")
-                index.promote_entry(entry.name)
+                entry = index.write_samples(rows(3), name="secrets_failure")
+                index.promote(entry.name)
             else:
-                index.write(rows(3), name="secrets_failure")
+                index.write_samples(rows(3), name="secrets_failure")
         finally:
             index.close()
     assert expected in str(caught.value), str(caught.value)

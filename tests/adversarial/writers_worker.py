@@ -66,7 +66,7 @@ def run_writer(spec: dict, barrier, results) -> None:
         for rnd in range(spec["rounds"]):
             for name in spec["names"]:
                 cid_src = content_id(writer, rnd, spec.get("shared_round"))
-                entry = index.write(items_for(cid_src, rnd), name=name, maxcount=5)
+                entry = index.write_samples(items_for(cid_src, rnd), name=name, maxcount=5)
                 records[-1]["returned_cid"] = entry.cid
                 records[-1]["content"] = cid_src
                 records[-1]["round"] = rnd

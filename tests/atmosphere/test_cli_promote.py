@@ -20,7 +20,7 @@ class Tile:
 def test_promote_uploads_with_byte_progress_and_prints_the_at_uri(tmp_path, pds, pds_account, monkeypatch, capsys):
     idx = local.Index(path=str(tmp_path / "index.db"), data_store=local.LocalDiskStore(tmp_path / "data"), atmosphere=None)
     rng = np.random.default_rng(0)
-    entry = idx.write([Tile(label=i, pixels=rng.integers(0, 255, 4096, np.uint8)) for i in range(40)], name="tiles",
+    entry = idx.write_samples([Tile(label=i, pixels=rng.integers(0, 255, 4096, np.uint8)) for i in range(40)], name="tiles",
                       maxcount=20)
     idx.close()
     monkeypatch.setenv("ATDATA_APP_PASSWORD", pds_account["password"])

@@ -32,14 +32,14 @@ def _index(tmp_path, atmosphere):
 
 def test_promote_entry_then_resolve_and_read(tmp_path, pds, pds_account, writer):
     index = _index(tmp_path, writer)
-    local = index.write([Reading(f"s{i}", i) for i in range(6)], name="readings", maxcount=4)
-    uri = index.promote_entry("readings")
+    local = index.write_samples([Reading(f"s{i}", i) for i in range(6)], name="readings", maxcount=4)
+    uri = index.promote("readings")
     did = pds_account["did"]
     stored = index.get_dataset("readings").metadata["atmosphere"]
     assert stored["uri"] == uri and stored["schema_uri"].startswith(f"at://{did}/{NSID_SCHEMA}/")
 
     # Promoting again is a no-op on the PDS.
-    assert index.promote_entry("readings") == uri
+    assert index.promote("readings") == uri
     assert [count(writer, did, c) for c in (NSID_SCHEMA, NSID_ENTRY, NSID_LABEL)] == [1, 1, 1]
 
     # Anyone can resolve and read it with an anonymous index on the same PDS.
@@ -54,7 +54,7 @@ def test_promote_entry_then_resolve_and_read(tmp_path, pds, pds_account, writer)
 
 def test_write_straight_to_the_atmosphere(tmp_path, pds_account, writer):
     index = _index(tmp_path, writer)
-    entry = index.write([Reading("a", 1), Reading("b", 2)], name=f"@{pds_account['handle']}/direct")
+    entry = index.write_samples([Reading("a", 1), Reading("b", 2)], name=f"@{pds_account['handle']}/direct")
     assert entry.uri.startswith(f"at://{pds_account['did']}/{NSID_ENTRY}/")
     assert [d.name for d in index.list_datasets(repo="_atmosphere")] == ["direct"]
     assert sorted(r.value for r in index.dataset(f"@{pds_account['handle']}/direct").ordered()) == [1, 2]

@@ -158,7 +158,7 @@ def _check_index_contents(index: Any, golden: dict) -> None:
     # createdAt differs between the SQLite and Redis runs of the generator; everything else is exact
     assert {k: v for k, v in record.items() if k != "createdAt"} == {k: v for k, v in golden["schema_record"].items() if k != "createdAt"}
     assert isinstance(record["createdAt"], str)
-    T = index.decode_schema(main.schema_ref)
+    T = index.get_schema_type(main.schema_ref)
     got = [fields_of(s, FIELDS) for s in index.dataset_for_entry(main).ordered()]
     assert wire.diff_samples(golden["main_values"], got) == []
     assert T.__name__ == "AllTypes"

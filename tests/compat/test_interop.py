@@ -57,7 +57,7 @@ def test_ours_write_atdata_reads(atdata: AtdataSide, provider_spec: dict, tmp_pa
     store = tmp_path / "store"
     index = open_our_index(provider_spec, store_root=store)
     try:
-        entry = index.write([our_type("AllTypes")(**v) for v in values], name="ours", maxcount=5)
+        entry = index.write_samples([our_type("AllTypes")(**v) for v in values], name="ours", maxcount=5)
     finally:
         index.close()
     assert len(entry.data_urls) == 3
@@ -88,7 +88,7 @@ def test_ours_single_shard_dataset_atdata_reads(atdata: AtdataSide, tmp_path: Pa
     values = wire.make_values("Tiny", 3)
     spec = {"kind": "sqlite", "path": str(tmp_path / "index.db")}
     with open_our_index(spec, store_root=tmp_path / "store") as index:
-        entry = index.write([our_type("Tiny")(**v) for v in values], name="tiny")
+        entry = index.write_samples([our_type("Tiny")(**v) for v in values], name="tiny")
     assert len(entry.data_urls) == 1
     got = atdata.call("read", provider=spec, name="tiny")
     assert wire.diff_samples(values, got["samples"]) == []
@@ -96,7 +96,7 @@ def test_ours_single_shard_dataset_atdata_reads(atdata: AtdataSide, tmp_path: Pa
     assert got["cid_recomputed"] == entry.cid
     # content-derived shard names: the same samples again give the same URL and CID
     with open_our_index(spec, store_root=tmp_path / "store") as index:
-        again = index.write([our_type("Tiny")(**v) for v in values], name="tiny")
+        again = index.write_samples([our_type("Tiny")(**v) for v in values], name="tiny")
     assert (again.data_urls, again.cid) == (entry.data_urls, entry.cid)
 
 
@@ -125,7 +125,7 @@ def test_atdata_writes_ours_reads(atdata: AtdataSide, provider_spec: dict, tmp_p
         assert _entry_tuple(entry) == _entry_tuple(theirs)
         assert entry.cid == compute_cid(theirs["schema_ref"], theirs["data_urls"]) == theirs["cid"]
         assert entry.metadata["origin"] == "atdata"
-        T = index.decode_schema(entry.schema_ref)
+        T = index.get_schema_type(entry.schema_ref)
         assert list(T.__dataclass_fields__) == FIELDS
         assert wire.diff_samples(values, _read_ours(index, "theirs")) == []
         # reading with our own class for the same type agrees too
@@ -331,7 +331,7 @@ def test_stub_modules_same_layout_and_import_path(atdata: AtdataSide, tmp_path: 
     with open_our_index(spec, auto_stubs=True, stub_dir=str(stub_dir)) as index:
         ref = index.publish_schema(our_type("AllTypes"), version="1.0.0")
         assert index.get_import_path(ref) == theirs["import_path"] == "local.AllTypes_1_0_0"
-        cls = index.decode_schema(ref)
+        cls = index.get_schema_type(ref)
     files = sorted(str(p.relative_to(stub_dir)) for p in stub_dir.rglob("*.py"))
     assert files == theirs["stub_files"]
     assert cls.__name__ == theirs["stub_class"]["name"]
@@ -356,13 +356,13 @@ def test_shared_stub_dir_both_sides_keep_working(atdata: AtdataSide, tmp_path: P
     stub_dir = tmp_path / "stubs"
     module = stub_dir / "local" / "AllTypes_1_0_0.py"
     with open_our_index(spec, store_root=tmp_path / "store") as index:
-        entry = index.write([our_type("AllTypes")(**v) for v in values], name="s")
+        entry = index.write_samples([our_type("AllTypes")(**v) for v in values], name="s")
 
     first = atdata.call("stubs", provider=spec, ref=entry.schema_ref, stub_dir=str(stub_dir))  # atdata writes its module
     assert first["import_path"] == "local.AllTypes_1_0_0" and first["fields"] == FIELDS
     assert "from atdata import PackableSample" in module.read_text()
     with open_our_index(spec, auto_stubs=True, stub_dir=str(stub_dir)) as index:  # we load from the same dir
-        assert list(index.decode_schema(entry.schema_ref).__dataclass_fields__) == FIELDS
+        assert list(index.get_schema_type(entry.schema_ref).__dataclass_fields__) == FIELDS
         assert wire.diff_samples(values, _read_ours(index, "s")) == []
         assert index.get_import_path(entry.schema_ref) == "local.AllTypes_1_0_0"
     again = atdata.call("stubs", provider=spec, ref=entry.schema_ref, stub_dir=str(stub_dir))  # and atdata again
@@ -374,8 +374,8 @@ def test_labels_interoperate(atdata: AtdataSide, provider_spec: dict, tmp_path: 
     """Versioned labels set on one side resolve on the other, in the same rows/keys."""
     vals = wire.make_values("Tiny", 2)
     with open_our_index(provider_spec, store_root=tmp_path / "store") as index:
-        e1 = index.write([our_type("Tiny")(**v) for v in vals], name="lab")
-        e2 = index.write([our_type("Tiny")(**v) for v in vals[:1]], name="lab-v2")
+        e1 = index.write_samples([our_type("Tiny")(**v) for v in vals], name="lab")
+        e2 = index.write_samples([our_type("Tiny")(**v) for v in vals[:1]], name="lab-v2")
         index.label("lab", e1.cid, version="1.0.0", description="first")
     # atdata resolves our versioned label, then labels "lab@2.0.0" itself
     assert atdata.call("label", provider=provider_spec, name="lab", cid=e2.cid, version="2.0.0")["cid"] == e2.cid
@@ -461,9 +461,9 @@ def test_changed_class_gets_fresh_schema_atdata_reads_both(atdata: AtdataSide, t
     v2_values = [{**v, "extra": i} for i, v in enumerate(wire.make_values("Tiny", 3))]
     spec = {"kind": "sqlite", "path": str(tmp_path / "index.db")}
     with open_our_index(spec, store_root=tmp_path / "store") as index:
-        e1 = index.write([our_type("Tiny")(**v) for v in v1_values], name="t1")
-        e2 = index.write([TinyV2(**v) for v in v2_values], name="t2")
-        e3 = index.write([our_type("Tiny")(**v) for v in v1_values[:1]], name="t3")
+        e1 = index.write_samples([our_type("Tiny")(**v) for v in v1_values], name="t1")
+        e2 = index.write_samples([TinyV2(**v) for v in v2_values], name="t2")
+        e3 = index.write_samples([our_type("Tiny")(**v) for v in v1_values[:1]], name="t3")
     assert (e1.schema_ref, e2.schema_ref, e3.schema_ref) == (
         "atdata://local/schema/Tiny@1.0.0", "atdata://local/schema/Tiny@1.0.1", "atdata://local/schema/Tiny@1.0.0")
     assert wire.diff_samples(v1_values, atdata.call("read", provider=spec, name="t1")["samples"]) == []
@@ -481,7 +481,7 @@ def test_unsafe_dataset_names_rejected_atdata_escapes(atdata: AtdataSide, tmp_pa
     assert not Path(theirs["data_urls"][0]).resolve().is_relative_to(store.resolve())
     with open_our_index(spec, store_root=store) as index:
         with pytest.raises(InvalidNameError):
-            index.write([our_type("Tiny")(**v) for v in wire.make_values("Tiny", 1)], name="../escape2")
+            index.write_samples([our_type("Tiny")(**v) for v in wire.make_values("Tiny", 1)], name="../escape2")
     assert not (tmp_path / "root" / "escape2").exists()
 
 
@@ -499,7 +499,7 @@ def test_manifest_json_is_standard_where_atdata_writes_infinity(atdata: AtdataSi
 
     spec = {"kind": "sqlite", "path": str(tmp_path / "index.db")}
     with open_our_index(spec, store_root=tmp_path / "store") as index:
-        entry = index.write([our_type("AllTypes")(**v) for v in values], name="inf", manifest=True)
+        entry = index.write_samples([our_type("AllTypes")(**v) for v in values], name="inf", manifest=True)
     ours_path = entry.data_urls[0][: -len(".tar")] + ".manifest.json"
     json.loads(Path(ours_path).read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert atdata.call("read_manifest", json_path=ours_path)["num_samples"] == 1
@@ -515,7 +515,7 @@ def test_our_manifests_read_by_atdata(atdata: AtdataSide, tmp_path: Path) -> Non
     values = wire.make_values("AllTypes", N)
     spec = {"kind": "sqlite", "path": str(tmp_path / "index.db")}
     with open_our_index(spec, store_root=tmp_path / "store") as index:
-        entry = index.write([our_type("AllTypes")(**v) for v in values], name="m", maxcount=5, manifest=True)
+        entry = index.write_samples([our_type("AllTypes")(**v) for v in values], name="m", maxcount=5, manifest=True)
     counts = []
     for url in entry.data_urls:
         stem = url[: -len(".tar")]
@@ -551,7 +551,7 @@ def test_our_manifest_parquet_readable_by_atdata(atdata: AtdataSide, tmp_path: P
     """The per-sample parquet sidecar atdata's query layer reads (``__key__``, ``__offset__``, ``__size__``)."""
     spec = {"kind": "sqlite", "path": str(tmp_path / "index.db")}
     with open_our_index(spec, store_root=tmp_path / "store") as index:
-        entry = index.write([our_type("AllTypes")(**v) for v in wire.make_values("AllTypes", 4)], name="pq", manifest=True)
+        entry = index.write_samples([our_type("AllTypes")(**v) for v in wire.make_values("AllTypes", 4)], name="pq", manifest=True)
     stem = entry.data_urls[0][: -len(".tar")]
     assert Path(stem + ".manifest.parquet").exists(), "no parquet manifest written next to the shard"
     theirs = atdata.call("read_manifest", json_path=stem + ".manifest.json", parquet_path=stem + ".manifest.parquet")

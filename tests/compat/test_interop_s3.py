@@ -38,7 +38,7 @@ def _our_index(tmp_path: Path, rgw_server: Any, bucket: str):
 def test_ours_s3_write_atdata_reads(atdata: AtdataSide, rgw_server: Any, s3_bucket: str, tmp_path: Path) -> None:
     values = wire.make_values("AllTypes", N)
     with _our_index(tmp_path, rgw_server, s3_bucket) as index:
-        entry = index.write([our_type("AllTypes")(**v) for v in values], name="ours", maxcount=5)
+        entry = index.write_samples([our_type("AllTypes")(**v) for v in values], name="ours", maxcount=5)
     assert len(entry.data_urls) == 3
     for url in entry.data_urls:
         assert re.fullmatch(_key_re(s3_bucket, "ours"), url), url

@@ -191,7 +191,7 @@ def _write_outside_dagster(tmp: Path) -> None:
 
     with local.Index(path=str(tmp / "index.db"), data_store=local.LocalDiskStore(str(tmp / "data")),
                      atmosphere=None) as index:
-        index.write(row_stream(OUTSIDE_ROWS), name=OUTSIDE)
+        index.write_samples(row_stream(OUTSIDE_ROWS), name=OUTSIDE)
 
 
 def _entry(tmp: Path, name: str):

@@ -42,7 +42,7 @@ def _materialize_up_then_move_its_label(assets, io_manager, instance, index) -> 
     """Materialize ``up`` (its CID is recorded), then write another version under its name."""
     up, _, _ = assets
     recorded = md(materialization(dg.materialize([up], resources={"io_manager": io_manager}, instance=instance), "up"), "atdata/cid")
-    latest = index.write(rows(9, start=100), name="up")
+    latest = index.write_samples(rows(9, start=100), name="up")
     assert index.get_dataset("up").cid == latest.cid != recorded
     return recorded
 

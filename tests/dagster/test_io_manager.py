@@ -278,7 +278,7 @@ def test_input_is_the_entry_the_upstream_materialization_recorded_not_the_latest
     first = dg.materialize([up], resources={"io_manager": io_manager}, instance=instance)
     recorded = md(materialization(first, "up"), "atdata/cid")
     # someone writes another version under the same name outside Dagster: the label moves
-    other = index.write(rows(9, start=100), name="up")
+    other = index.write_samples(rows(9, start=100), name="up")
     assert index.get_dataset("up").cid == other.cid != recorded
 
     result = dg.materialize([up, down], selection=["down"], resources={"io_manager": io_manager}, instance=instance)
@@ -289,7 +289,7 @@ def test_input_is_the_entry_the_upstream_materialization_recorded_not_the_latest
 
 
 def test_without_a_materialization_event_the_latest_label_is_loaded(io_manager, instance, index):
-    entry = index.write(rows(4), name="up")
+    entry = index.write_samples(rows(4), name="up")
 
     @dg.asset
     def up():  # pragma: no cover - never run here
@@ -322,7 +322,7 @@ def test_missing_upstream_dataset_is_a_clear_error(io_manager, instance):
 
 
 def test_dataset_output_is_registered_with_insert_dataset(io_manager, instance, index):
-    source = index.write(rows(12), name="source/raw", maxcount=5)
+    source = index.write_samples(rows(12), name="source/raw", maxcount=5)
 
     @dg.asset(metadata={"atdata/maxcount": 100})
     def copied():

@@ -36,7 +36,7 @@ def test_an_observation_reports_the_content_identity_as_data_version_and_the_ent
     resources, index_resource, instance
 ):
     index = index_resource.get_index()
-    entry = index.write(rows(7), name="team/items", maxcount=3)  # written outside Dagster (as the CLI would)
+    entry = index.write_samples(rows(7), name="team/items", maxcount=3)  # written outside Dagster (as the CLI would)
     items = observable_dataset("team/items")
     obs = _observation(observe([items], resources=resources, instance=instance), "team/items")
     assert obs.tags["dagster/data_version"] == dataset_data_version(entry) == entry.content_id
@@ -49,7 +49,7 @@ def test_an_observation_reports_the_content_identity_as_data_version_and_the_ent
 
 def test_downstream_loads_the_observed_dataset_and_goes_stale_only_when_it_changes(resources, index_resource, instance):
     index = index_resource.get_index()
-    index.write(rows(5), name="items")
+    index.write_samples(rows(5), name="items")
     items = observable_dataset("items")
 
     @dg.asset
@@ -62,11 +62,11 @@ def test_downstream_loads_the_observed_dataset_and_goes_stale_only_when_it_chang
     assert md(materialization(result, "doubled"), "dagster/row_count") == 5
     assert _stale(instance, assets, resources, "doubled") == StaleStatus.FRESH
 
-    index.write(rows(5), name="items")  # rewritten with the same content: same identity
+    index.write_samples(rows(5), name="items")  # rewritten with the same content: same identity
     observe([items], resources=resources, instance=instance)
     assert _stale(instance, assets, resources, "doubled") == StaleStatus.FRESH
 
-    index.write(rows(6), name="items")  # new content
+    index.write_samples(rows(6), name="items")  # new content
     observe([items], resources=resources, instance=instance)
     assert _stale(instance, assets, resources, "doubled") == StaleStatus.STALE
 
@@ -80,9 +80,9 @@ def test_observing_a_name_with_no_entry_fails_saying_which_name_and_repository(r
 
 def test_the_sensor_reports_each_changed_dataset_once(index_resource, instance):
     index = index_resource.get_index()
-    index.write(rows(3), name="raw/a")
-    index.write(rows(4), name="raw/b")
-    index.write(rows(2), name="other")
+    index.write_samples(rows(3), name="raw/a")
+    index.write_samples(rows(4), name="raw/b")
+    index.write_samples(rows(2), name="other")
     sensor = build_dataset_observation_sensor(prefix="raw/")
 
     def evaluate(cursor):
@@ -93,7 +93,7 @@ def test_the_sensor_reports_each_changed_dataset_once(index_resource, instance):
     assert sorted(e.asset_key.to_user_string() for e in first.asset_events) == ["raw/a", "raw/b"]
     again = evaluate(first.cursor)
     assert again.asset_events == [] and "no change in 2 dataset(s)" in again.skip_reason.skip_message
-    index.write(rows(9), name="raw/b")
+    index.write_samples(rows(9), name="raw/b")
     third = evaluate(again.cursor)
     assert [e.asset_key.to_user_string() for e in third.asset_events] == ["raw/b"]
     assert third.asset_events[0].metadata["dagster/row_count"].value == 9

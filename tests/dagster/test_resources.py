@@ -55,7 +55,7 @@ def test_path_alone_is_the_embedded_default_with_data_under_the_home_dir(tmp_pat
     try:
         assert index.provider.kind == "sqlite"
         assert str(index.data_store.root) == str((tmp_path / "home" / ".atdata" / "data").resolve())
-        entry = index.write(rows(2), name="x")
+        entry = index.write_samples(rows(2), name="x")
         assert entry.data_urls[0].startswith(str(tmp_path / "home" / ".atdata" / "data"))
         assert (tmp_path / "index.db").exists()
     finally:
@@ -76,7 +76,7 @@ def test_setup_opens_the_index_and_teardown_closes_it(tmp_path, instance, monkey
         index = atdata.get_index()
         seen.append(index)
         assert atdata.get_index() is index  # one Index per run
-        index.write(rows(3), name="direct")
+        index.write_samples(rows(3), name="direct")
 
     assert dg.materialize([uses_index], resources={"atdata": resource}, instance=instance).success
     assert seen and seen[0] in closed
@@ -123,7 +123,7 @@ def test_named_repositories_are_mounted_with_their_own_store(tmp_path):
     index = resource.build_index()
     try:
         assert sorted(index.repos) == ["lab", "local"]
-        entry = index.write(rows(2), name="lab/x")
+        entry = index.write_samples(rows(2), name="lab/x")
         assert entry.data_urls[0].startswith(str(tmp_path / "lab"))
     finally:
         index.close()
@@ -137,7 +137,7 @@ def test_redis_url_gives_a_redis_index(redis_url, tmp_path):
     index = resource.build_index()
     try:
         assert index.provider.kind == "redis"
-        written = index.write(rows(2), name="r")
+        written = index.write_samples(rows(2), name="r")
         assert index.get_dataset("r").cid == written.cid
     finally:
         index.close()
@@ -149,7 +149,7 @@ def test_dsn_gives_a_postgres_index(postgres_dsn, tmp_path):
     index = resource.build_index()
     try:
         assert index.provider.kind == "postgres"
-        written = index.write(rows(2), name="p")
+        written = index.write_samples(rows(2), name="p")
         assert index.get_dataset("p").cid == written.cid
     finally:
         index.close()
@@ -257,7 +257,7 @@ def test_build_index_outside_a_run_reads_envvar_fields_from_the_environment(post
     index = resource.build_index()  # e.g. a script or notebook next to the definitions
     try:
         assert index.provider.kind == "postgres"
-        assert index.write(rows(2), name="outside").cid == index.get_dataset("outside").cid
+        assert index.write_samples(rows(2), name="outside").cid == index.get_dataset("outside").cid
         assert (tmp_path / "lab.db").exists()  # the repository opened at the variable's path
     finally:
         index.close()

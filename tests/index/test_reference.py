@@ -41,7 +41,7 @@ def shard_files(tmp_path: Path) -> set[Path]:
 
 
 def test_a_subset_of_shards_is_indexed_with_no_copy_and_keeps_checksums_counts_and_lineage(index, tmp_path):
-    parent = index.write(items(25), name="all", maxcount=10, manifest=True)
+    parent = index.write_samples(items(25), name="all", maxcount=10, manifest=True)
     before = shard_files(tmp_path)
     subset = index.dataset("all").select_shards([2, 0])
     child = index.reference_dataset(subset, name="some")
@@ -56,8 +56,8 @@ def test_a_subset_of_shards_is_indexed_with_no_copy_and_keeps_checksums_counts_a
 
 
 def test_a_concatenation_references_every_parent(index, tmp_path):
-    a = index.write(items(4), name="a", maxcount=2)
-    b = index.write(items(3, start=4), name="b", maxcount=2)
+    a = index.write_samples(items(4), name="a", maxcount=2)
+    b = index.write_samples(items(3, start=4), name="b", maxcount=2)
     both = Dataset.concat([index.dataset("a"), index.dataset("b")])
     entry = index.reference_dataset(both, name="ab")
     assert entry.data_urls == a.data_urls + b.data_urls and entry.metadata["derived_from"] == [a.cid, b.cid]
@@ -65,7 +65,7 @@ def test_a_concatenation_references_every_parent(index, tmp_path):
 
 
 def test_gc_keeps_shards_a_derived_entry_references_after_the_parent_entry_is_gone(index, tmp_path):
-    parent = index.write(items(20), name="all", maxcount=10)
+    parent = index.write_samples(items(20), name="all", maxcount=10)
     index.reference_dataset(index.dataset("all").select_shards([1]), name="tail")
     index.provider.delete_entry(parent.cid)
     deleted = collect_garbage(index, grace=0)
@@ -82,7 +82,7 @@ def test_bare_urls_without_checksums_cannot_be_referenced(index, tmp_path):
 
 
 def test_select_shards_accepts_positions_slices_and_urls_and_refuses_unknown_ones(index):
-    entry = index.write(items(30), name="all", maxcount=10)
+    entry = index.write_samples(items(30), name="all", maxcount=10)
     ds = index.dataset("all")
     assert ds.select_shards(slice(1, None)).list_shards() == entry.data_urls[1:]
     assert ds.select_shards([entry.data_urls[2], -3]).list_shards() == [entry.data_urls[2], entry.data_urls[0]]
@@ -93,14 +93,14 @@ def test_select_shards_accepts_positions_slices_and_urls_and_refuses_unknown_one
 
 
 def test_concat_refuses_datasets_of_different_sample_types(index):
-    index.write(items(2), name="a")
-    index.write([Other(name="x")], name="o")
+    index.write_samples(items(2), name="a")
+    index.write_samples([Other(name="x")], name="o")
     with pytest.raises(SchemaError, match="different sample types"):
         Dataset.concat([index.dataset("a"), index.dataset("o")])
 
 
 def test_referencing_exactly_another_entrys_shards_is_refused_instead_of_renaming_it(index):
-    parent = index.write(items(20), name="all", maxcount=10)
+    parent = index.write_samples(items(20), name="all", maxcount=10)
     with pytest.raises(ConfigurationError, match="exactly the shards of entry 'all'"):
         index.reference_dataset(index.dataset("all").select_shards([0, 1]), name="alias")
     assert index.get_entry(parent.cid).name == "all"

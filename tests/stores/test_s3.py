@@ -276,7 +276,7 @@ def test_gc_removes_s3_sidecars_whose_shard_is_gone(tmp_path, rgw_server, s3_buc
     store = S3DataStore(rgw_server.credentials, bucket=s3_bucket)
     index = local.Index(path=str(tmp_path / "i.db"), data_store=store, atmosphere=None)
     try:
-        entry = index.write(embs(20), name="kept", maxcount=10, manifest=True)
+        entry = index.write_samples(embs(20), name="kept", maxcount=10, manifest=True)
         s3_client.put_object(Bucket=s3_bucket, Key="kept/data--feedface--000007.manifest.json", Body=b"{}")
         assert sorted(store.iter_sidecar_urls())[-1] == f"s3://{s3_bucket}/kept/data--feedface--000007.manifest.json"
         assert collect_garbage(index, grace=0) == [f"s3://{s3_bucket}/kept/data--feedface--000007.manifest.json"]
@@ -427,11 +427,11 @@ def test_index_write_and_read_back(rgw_server, s3_bucket, tmp_path):
 
     store = S3DataStore(rgw_server.credentials, bucket=s3_bucket, prefix="idx")
     index = local.Index(path=str(tmp_path / "index.db"), data_store=store, atmosphere=None)
-    entry = index.write(embs(120), name="embeddings", maxcount=50)
+    entry = index.write_samples(embs(120), name="embeddings", maxcount=50)
     assert len(entry.data_urls) == 3
     assert all(u.startswith(f"s3://{s3_bucket}/idx/embeddings/data--") for u in entry.data_urls)
     assert set(entry.metadata["checksums"]) == set(entry.data_urls)
-    again = index.write(embs(120), name="embeddings", maxcount=50)
+    again = index.write_samples(embs(120), name="embeddings", maxcount=50)
     assert again.cid == entry.cid  # content-addressed: same samples, same URLs, same CID
     assert_same(list(index.dataset("embeddings", Emb)), embs(120))
 
@@ -576,8 +576,8 @@ def test_repair_restores_a_damaged_s3_shard_from_a_local_copy_with_the_same_chec
     lab = local.create_repository("sqlite", path=str(tmp_path / "lab.db"), data_store=store)
     index = local.Index(path=str(tmp_path / "index.db"), data_store=local.LocalDiskStore(tmp_path / "data"),
                         repos={"lab": lab}, atmosphere=None)
-    remote = index.write(embs(60), name="lab/embeddings", maxcount=30)
-    copy = index.write(embs(60), name="embeddings", maxcount=30)  # the same content on local disk
+    remote = index.write_samples(embs(60), name="lab/embeddings", maxcount=30)
+    copy = index.write_samples(embs(60), name="embeddings", maxcount=30)  # the same content on local disk
     key = remote.data_urls[1].split(f"s3://{s3_bucket}/", 1)[1]
     good = get_bytes(s3_client, remote.data_urls[1])
     s3_client.put_object(Bucket=s3_bucket, Key=key, Body=good[:700] + b"\xff" * 8 + good[708:])
