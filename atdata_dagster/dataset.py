@@ -13,6 +13,7 @@ annotation, with ``isinstance`` and with pickle.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import copyreg
 import hashlib
 import os
@@ -24,13 +25,15 @@ import warnings
 from contextlib import closing
 from itertools import islice
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, BinaryIO, Callable, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
 from .errors import (
+    ConfigurationError,
     ConfigurationTypeError,
     CorruptEntryError,
+    DecodeError,
     EmptyDatasetError,
     FieldMismatchError,
     NotFoundError,
@@ -191,6 +194,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         metadata: dict | None = None,
         opener: ShardOpener | Opener | None = None,
         cid: str | None = None,
+        metadata_url: str | None = None,
     ):
         if isinstance(url, (str, os.PathLike)):
             self.url = os.fspath(url)
@@ -214,7 +218,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         self.urls_as_given: list[str] = given
         st = type(self).sample_type
         self.sample_type = st if st is not None else _default_sample_type()
-        self.metadata = metadata
+        self._metadata = metadata
         self._opener = opener
         #: CID of the index entry this dataset was opened from (``None`` for bare URLs).
         self.cid = cid
@@ -225,8 +229,34 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         self._cum: list[int] | None = None
         #: Fields every read decodes (:meth:`select_columns`); ``None``: all of them.
         self.columns: tuple[str, ...] | None = None
+        #: lazy per-sample steps added by :meth:`filter` / :meth:`map`: ("filter" | "map", fn)
+        self._steps: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
+        #: atdata's ``metadata_url=``: a msgpack map of dataset metadata, fetched on first use
+        self.metadata_url: str | None = metadata_url
 
     # -------------------------------------------------------------- basics
+    @property
+    def metadata(self) -> dict | None:
+        """The dataset's metadata: given (an index entry's), else fetched once from ``metadata_url``.
+
+        ``metadata_url`` (atdata's) names a msgpack map, read with this dataset's opener
+        (a local path, ``file://``, ``http(s)://`` or, through an index, ``s3://``).
+        """
+        if self._metadata is None and self.metadata_url:
+            with closing(self.opener(self.metadata_url)) as f:
+                data = f.read(_MAX_METADATA_BYTES + 1)
+            if len(data) > _MAX_METADATA_BYTES:
+                raise ShardError(f"metadata at {self.metadata_url} is larger than {_MAX_METADATA_BYTES} bytes")
+            try:
+                self._metadata = unpack_payload(data)
+            except DecodeError as exc:
+                raise ShardError(f"metadata at {self.metadata_url} is not a msgpack map: {exc}") from None
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, value: dict | None) -> None:
+        self._metadata = value
+
     def list_shards(self) -> list[str]:
         """The shard URLs, in order."""
         return list(self._shards)
@@ -257,8 +287,8 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                     "gives one; S3 stores must be configured with credentials, not client=), or open it in the "
                     "worker process"
                 ) from None
-        return (_rebuild, (type(self), self._shards, self.url, self.metadata, opener, self.cid, self.columns,
-                           self.urls_as_given))
+        return (_rebuild, (type(self), self._shards, self.url, self._metadata, opener, self.cid, self.columns,
+                           self.urls_as_given, self.metadata_url, self._steps))
 
     def select_columns(self, columns: Sequence[str] | None) -> "Dataset[T]":
         """The same dataset, every read of which decodes only ``columns`` (the other fields read as ``None``).
@@ -524,6 +554,8 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         """
         if fields is not None:
             _projection(self._require_type(), fields)  # unknown names fail now, not mid-epoch
+        if self._steps:
+            return self._stepped(self._plain().ordered(fields=fields), batch_size)
         if batch_size is None:
             return self._samples(self._shards, fields)
         _check_batch_size(batch_size)
@@ -556,6 +588,9 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
             _check_batch_size(batch_size)
         if fields is not None:
             _projection(self._require_type(), fields)
+        if self._steps:
+            plain = self._plain().shuffled(buffer_size, None, seed, buffer_bytes=buffer_bytes, epoch=epoch, fields=fields)
+            return self._stepped(plain, batch_size)
         rng = epoch_rng(seed, epoch)
         shards = [self._shards[i] for i in rng.permutation(len(self._shards)).tolist()]
         if batch_size is not None and buffer_size is None and buffer_bytes is None:
@@ -657,8 +692,200 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                 close()
 
     def count(self) -> int:
-        """Number of samples (streams every shard; nothing is decoded)."""
+        """Number of samples (streams every shard; nothing is decoded unless a :meth:`filter` must see them)."""
+        if self._filtered():
+            return sum(1 for _ in self)
         return sum(1 for _ in self.iter_raw())
+
+    # -------------------------------------------------------------- atdata conveniences
+    def _plain(self) -> "Dataset[T]":
+        ds = copy.copy(self)
+        ds._steps = ()
+        return ds
+
+    def _with_step(self, kind: str, fn: Callable[[Any], Any]) -> "Dataset[Any]":
+        if not callable(fn):
+            raise ConfigurationTypeError(f"Dataset.{kind}() takes a function of one sample, got {type(fn).__name__}")
+        ds = copy.copy(self)
+        ds._steps = self._steps + ((kind, fn),)
+        ds._cum, ds._key_map = None, None  # counts change with a filter
+        return ds
+
+    def _apply(self, sample: Any) -> tuple[bool, Any]:
+        for kind, fn in self._steps:
+            if kind == "filter":
+                if not fn(sample):
+                    return False, None
+            else:
+                sample = fn(sample)
+        return True, sample
+
+    def _stepped(self, samples: Iterator[Any], batch_size: int | None) -> Iterator[Any]:
+        out = (value for keep, value in map(self._apply, samples) if keep)
+        if batch_size is None:
+            return out
+        _check_batch_size(batch_size)
+        return (SampleBatch(chunk) for chunk in iter(lambda: list(islice(out, batch_size)), []))
+
+    def filter(self, predicate: Callable[[T], bool]) -> "Dataset[T]":
+        """A dataset that yields only the samples for which ``predicate(sample)`` is true.
+
+        Lazy, as atdata's: nothing is read now; every read (iteration, :meth:`ordered`,
+        :meth:`shuffled`, :meth:`head`, ``len``, :meth:`select`) applies it. Chains with
+        other filters and maps in order.
+        """
+        return self._with_step("filter", predicate)
+
+    def map(self, fn: Callable[[T], Any]) -> "Dataset[Any]":
+        """A dataset that yields ``fn(sample)`` for each sample (lazily, as atdata's)."""
+        return self._with_step("map", fn)
+
+    def select(self, indices: Sequence[int]) -> list[T]:
+        """The samples at positions ``indices`` (in the order given), as atdata's ``select``.
+
+        Uses random access (``ds[i]``: one sample's bytes each) where the dataset has it,
+        else one ordered pass that stops at the largest index. Raises ``IndexError``
+        naming the missing positions.
+        """
+        wanted = [int(i) for i in indices]
+        if not wanted:
+            return []
+        if not self._filtered():
+            try:
+                n = len(self)
+            except TypeError:
+                n = None
+            if n is not None:
+                missing = [i for i in wanted if not -n <= i < n]
+                if missing:
+                    raise IndexError(f"Indices {missing} not found in dataset (dataset has {n} samples)")
+                return [self[i] for i in wanted]
+        target, last, found = set(wanted), max(wanted), {}
+        seen = 0
+        for seen, sample in enumerate(self.ordered()):
+            if seen in target:
+                found[seen] = sample
+            if seen >= last:
+                break
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise IndexError(f"Indices {missing} not found in dataset (dataset has {seen + 1 if found else 0}+ samples)")
+        return [found[i] for i in wanted]
+
+    @property
+    def shards(self) -> Iterator[str]:
+        """The shard URLs, lazily (atdata's property; :meth:`list_shards` gives a list)."""
+        return iter(self._shards)
+
+    @property
+    def batch_type(self) -> Any:
+        """``SampleBatch[T]`` for this dataset's sample type."""
+        return SampleBatch[self.sample_type]  # type: ignore[name-defined]
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """Field name -> annotation of the sample type (``{"_data": dict}`` for ``DictSample``, as atdata)."""
+        st = self.sample_type
+        if st is DictSample:
+            return {"_data": dict}
+        if st is not None and dataclasses.is_dataclass(st):
+            hints = typing.get_type_hints(st) if not isinstance(st, str) else {}
+            return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(st)}
+        return {}
+
+    @property
+    def column_names(self) -> list[str]:
+        """Field names of the sample type, in order."""
+        st = self.sample_type
+        return [f.name for f in dataclasses.fields(st)] if st is not None and dataclasses.is_dataclass(st) else []
+
+    def describe(self) -> dict[str, Any]:
+        """Summary: sample type name, fields, shard count, shards, URL and metadata (atdata's keys)."""
+        shards = self.list_shards()
+        return {
+            "sample_type": getattr(self.sample_type, "__name__", None),
+            "fields": self.schema,
+            "num_shards": len(shards),
+            "shards": shards,
+            "url": self.url,
+            "metadata": self.metadata,
+        }
+
+    def wrap(self, sample: Mapping[str, Any]) -> T:
+        """A raw WebDataset sample dict (``{"__key__": ..., "msgpack": bytes}``) decoded as ``T``."""
+        if "msgpack" not in sample:
+            raise ValueError(f"Sample missing 'msgpack' key, got keys: {list(sample.keys())}")
+        payload = sample["msgpack"]
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise ValueError(f"Expected sample['msgpack'] to be bytes, got {type(payload).__name__}")
+        return self._payload_decoder(self.columns)(bytes(payload))
+
+    def wrap_batch(self, batch: Mapping[str, Any]) -> SampleBatch[T]:
+        """A raw WebDataset batch dict (``{"msgpack": [bytes, ...]}``) decoded as ``SampleBatch[T]``."""
+        if "msgpack" not in batch:
+            raise ValueError(f"Batch missing 'msgpack' key, got keys: {list(batch.keys())}")
+        decode = self._payload_decoder(self.columns)
+        return SampleBatch([decode(bytes(b)) for b in batch["msgpack"]], sample_type=self.sample_type)
+
+    def to_dict(self, limit: int | None = None) -> dict[str, list[Any]]:
+        """Field -> list of values for the first ``limit`` samples (all when ``None``: the whole dataset in memory)."""
+        samples: list[Any] = self.head(limit) if limit is not None else list(self)
+        if not samples:
+            return {}
+        first = samples[0]
+        if dataclasses.is_dataclass(first):
+            names = [f.name for f in dataclasses.fields(first)]
+            return {n: [getattr(s, n) for s in samples] for n in names}
+        keys = list(first.keys())
+        return {k: [s[k] for s in samples] for k in keys}
+
+    def to_pandas(self, limit: int | None = None) -> Any:
+        """A ``pandas.DataFrame`` of the first ``limit`` samples (all when ``None``), one column per field.
+
+        Needs pandas (``pip install pandas``); ndarray fields become object columns of arrays.
+        """
+        try:
+            import pandas as pd  # lazy: pandas is optional, only this method needs it
+        except ImportError:
+            raise ImportError("Dataset.to_pandas() needs pandas: pip install pandas "
+                              "(or use to_dict() / to_parquet(), which do not)") from None
+        return pd.DataFrame(self.to_dict(limit))
+
+    def to_parquet(self, path: str | os.PathLike, sample_map: Callable[[T], dict] | None = None,
+                   maxcount: int | None = None, **kwargs: Any) -> list[str]:
+        """Write the samples to Parquet with pyarrow (no pandas needed); return the files written.
+
+        Streams: at most ``maxcount`` samples are held at once; the files are then named
+        ``{stem}-{segment:06d}{suffix}``, as atdata names them. Without ``maxcount`` one file
+        holds everything (the whole dataset in memory, as atdata). ``sample_map`` turns a
+        sample into a row dict (default: its fields); ndarray values become (nested) lists.
+        ``kwargs`` go to ``pyarrow.parquet.write_table``.
+        """
+        import pyarrow as pa  # lazy: pyarrow is only needed when exporting
+        import pyarrow.parquet as pq  # lazy: as above
+
+        if maxcount is not None and (not isinstance(maxcount, int) or maxcount < 1):
+            raise ValueError(f"maxcount must be a positive integer, got {maxcount!r}")
+        to_row = sample_map or _sample_row
+        path = Path(path)
+        written: list[str] = []
+
+        def flush(rows: list[dict], target: Path) -> None:
+            table = pa.Table.from_pylist([{k: _parquet_value(v) for k, v in r.items()} for r in rows])
+            pq.write_table(table, str(target), **kwargs)
+            written.append(str(target))
+
+        rows: list[dict] = []
+        for sample in self:
+            rows.append(to_row(sample))
+            if maxcount is not None and len(rows) >= maxcount:
+                flush(rows, path.with_name(f"{path.stem}-{len(written):06d}{path.suffix}"))
+                rows = []
+        if maxcount is None:
+            flush(rows, path)
+        elif rows:
+            flush(rows, path.with_name(f"{path.stem}-{len(written):06d}{path.suffix}"))
+        return written
 
     # -------------------------------------------------------------- sizes, random access
     def __bool__(self) -> bool:
@@ -671,7 +898,14 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         The scan reads headers only (payloads are skipped with a seek on local files); a
         remote shard without a manifest is streamed once to count it.
         """
+        if self._filtered():  # as atdata: count what the filter lets through (once)
+            if self._cum is None:
+                self._cum = [0, sum(1 for _ in self)]
+            return self._cum[-1]
         return self._cumulative()[-1]
+
+    def _filtered(self) -> bool:
+        return any(kind == "filter" for kind, _ in self._steps)
 
     def _shard_counts(self) -> list[int]:
         try:
@@ -809,6 +1043,11 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         """
         if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
             raise TypeError(f"dataset indices must be integers, got {type(i).__name__}")
+        if self._filtered():
+            raise TypeError(f"{self!r} is filtered, so it has no random access; use select([...]) (one pass) "
+                            "or iterate it")
+        if self._steps:
+            return self._apply(self._plain()[i])[1]
         cum = self._cumulative()
         n = cum[-1]
         i = int(i)
@@ -830,7 +1069,12 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         where = self._key_map.get(key)
         if where is None:
             raise NotFoundError(f"no sample with key {key!r} in {self!r}")
-        return self._sample_in_shard(where[0], where[1], key)
+        sample = self._sample_in_shard(where[0], where[1], key)
+        if self._steps:
+            keep, sample = self._apply(sample)
+            if not keep:
+                raise NotFoundError(f"sample {key!r} of {self!r} is filtered out")
+        return sample
 
     def torch(
         self,
@@ -860,6 +1104,13 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         ``torch.distributed`` when it is initialised. Remote shards are cached under
         ``cache_dir`` (LRU, ``cache_limit_bytes``). See docs/training.md.
         """
+        if self._steps:
+            raise ConfigurationError(
+                f"{self!r} has filter()/map() steps, which torch() does not apply: its exactly-once plan splits "
+                "recorded per-shard sample counts across ranks and workers, and a filter changes them unseen. "
+                "Apply the function in your training loop or collate_fn, or write the filtered dataset first "
+                "(index.write_samples(ds, name=...)) and train on that"
+            )
         from .loader_torch import TorchDataset  # lazy: torch is an optional extra, imported only when asked for
 
         return TorchDataset(
@@ -936,6 +1187,20 @@ def _projection(st: type, fields: Sequence[str]) -> Callable[[bytes], Any]:
     return project
 
 
+def _sample_row(sample: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(sample) and not isinstance(sample, type):
+        return {f.name: getattr(sample, f.name) for f in dataclasses.fields(sample)}
+    return dict(sample.to_dict())
+
+
+def _parquet_value(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def _check_batch_size(batch_size: Any) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -986,9 +1251,11 @@ copyreg.pickle(_DatasetMeta, _reduce_dataset_class)
 
 def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, opener: Any,
              cid: str | None = None, columns: tuple[str, ...] | None = None,
-             urls_as_given: list[str] | None = None) -> Dataset:
+             urls_as_given: list[str] | None = None, metadata_url: str | None = None,
+             steps: tuple = ()) -> Dataset:
     # ``cls`` itself pickles as ``Dataset[T]`` (see _reduce_dataset_class)
-    ds = cls(shards, metadata=metadata, opener=opener, cid=cid)
+    ds = cls(shards, metadata=metadata, opener=opener, cid=cid, metadata_url=metadata_url)
+    ds._steps = steps
     ds.url = url
     ds.columns = columns
     if urls_as_given is not None:
@@ -997,6 +1264,8 @@ def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, open
 
 
 # ------------------------------------------------------------------ write_samples
+
+_MAX_METADATA_BYTES = 16 << 20
 
 _NUMBERED_NAME = re.compile(r"%0?[0-9]*d")
 

@@ -452,3 +452,109 @@ def test_read_errors_are_also_the_exceptions_atdata_raises(tmp_path, read):
             READS[read](Dataset[Digit](str(tmp_path / name)))
         assert isinstance(err.value, ShardError) and isinstance(err.value, AtdataError), (name, err.value)
         assert str(tmp_path / name) in str(err.value), name  # and the message still names the shard
+
+
+# ------------------------------------------------------------------ atdata's conveniences
+
+
+def test_filter_and_map_are_lazy_chain_in_order_and_apply_to_every_read(sharded):
+    calls = []
+
+    def even(d):
+        calls.append(d.label)
+        return d.label % 2 == 0
+
+    evens = sharded.filter(even)
+    assert calls == []  # nothing read yet
+    assert [d.label for d in evens] == [0, 2, 4, 6, 8]
+    assert len(evens) == 5 == evens.count()
+    assert [d.label for d in evens.head(2)] == [0, 2]
+    assert sorted(d.label for d in evens.shuffled(seed=3)) == [0, 2, 4, 6, 8]
+    labels = evens.map(lambda d: d.label * 10)
+    assert list(labels) == [0, 20, 40, 60, 80]
+    assert [list(b) for b in labels.ordered(batch_size=2)] == [[0, 20], [40, 60], [80]]
+    assert list(sharded.map(lambda d: d.label).filter(lambda x: x > 7)) == [8, 9]
+    assert [d.label for d in sharded] == list(range(10))  # the original is untouched
+
+
+def test_select_returns_samples_at_positions_in_the_order_given(sharded):
+    assert [d.label for d in sharded.select([7, 0, 3])] == [7, 0, 3]
+    assert sharded.select([]) == []
+    with pytest.raises(IndexError, match=r"Indices \[10\] not found in dataset \(dataset has 10 samples\)"):
+        sharded.select([1, 10])
+    odd = sharded.filter(lambda d: d.label % 2 == 1)
+    assert [d.label for d in odd.select([0, 2])] == [1, 5]  # positions in the filtered dataset
+
+
+def test_schema_column_names_describe_shards_and_batch_type(sharded):
+    assert list(sharded.schema) == ["image", "label"] and sharded.schema["label"] is int
+    assert sharded.column_names == ["image", "label"]
+    assert Dataset(sharded.url).schema == {"_data": dict} and Dataset(sharded.url).column_names == []
+    info = sharded.describe()
+    assert info["sample_type"] == "Digit" and info["num_shards"] == 4 and info["shards"] == sharded.list_shards()
+    assert info["url"] == sharded.url and list(info["fields"]) == ["image", "label"]
+    assert list(sharded.shards) == sharded.list_shards() and not isinstance(sharded.shards, list)
+    batch = next(sharded.ordered(batch_size=2))
+    assert isinstance(batch, SampleBatch) and sharded.batch_type is not None
+    assert sharded.batch_type([batch[0]]).sample_type is Digit
+
+
+def test_wrap_and_wrap_batch_decode_raw_webdataset_dicts(sharded):
+    raw = [p for _, p in sharded.iter_raw()]
+    assert sharded.wrap({"__key__": "k", "msgpack": raw[3]}).label == 3
+    batch = sharded.wrap_batch({"msgpack": raw[:3]})
+    assert list(batch.label) == [0, 1, 2] and batch.sample_type is Digit
+    with pytest.raises(ValueError, match="missing 'msgpack' key"):
+        sharded.wrap({"__key__": "k"})
+
+
+def test_to_dict_and_to_parquet_stream_and_match_the_samples(sharded, tmp_path):
+    import pyarrow.parquet as pq
+
+    cols = sharded.to_dict(limit=3)
+    assert list(cols) == ["image", "label"] and cols["label"] == [0, 1, 2]
+    files = sharded.to_parquet(tmp_path / "out.parquet", maxcount=4)
+    assert [os.path.basename(f) for f in files] == ["out-000000.parquet", "out-000001.parquet", "out-000002.parquet"]
+    table = pq.read_table(files[0])
+    assert table.column("label").to_pylist() == [0, 1, 2, 3]
+    assert table.column("image").to_pylist()[2] == [[2, 2, 2], [2, 2, 2]]
+    (whole,) = sharded.filter(lambda d: d.label < 5).to_parquet(tmp_path / "all.parquet")
+    assert pq.read_table(whole).column("label").to_pylist() == [0, 1, 2, 3, 4]
+
+
+def test_to_pandas_needs_pandas_and_says_how_to_get_it(sharded):
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install pandas"):
+            sharded.to_pandas(limit=2)
+    else:
+        df = sharded.to_pandas(limit=2)
+        assert list(df.columns) == ["image", "label"] and df["label"].tolist() == [0, 1]
+
+
+def test_metadata_url_is_fetched_once_as_a_msgpack_map(sharded, tmp_path):
+    import msgpack
+
+    (tmp_path / "meta.msgpack").write_bytes(msgpack.packb({"source": "scanner", "n": 10}))
+    ds = Dataset[Digit](sharded.url, metadata_url=str(tmp_path / "meta.msgpack"))
+    assert ds.metadata == {"source": "scanner", "n": 10}
+    (tmp_path / "meta.msgpack").unlink()
+    assert ds.metadata["n"] == 10  # cached
+    again = pickle.loads(pickle.dumps(ds))
+    assert again.metadata_url == ds.metadata_url and again.metadata == {"source": "scanner", "n": 10}
+    (tmp_path / "list.msgpack").write_bytes(msgpack.packb([1, 2]))
+    with pytest.raises(ShardError, match="not a msgpack map"):
+        Dataset[Digit](sharded.url, metadata_url=str(tmp_path / "list.msgpack")).metadata
+
+
+def test_random_access_follows_maps_refuses_filters_and_torch_refuses_steps(sharded):
+    from atdata_dagster.errors import ConfigurationError
+
+    doubled = sharded.map(lambda d: d.label * 2)
+    assert doubled[3] == 6 and doubled[-1] == 18
+    evens = sharded.filter(lambda d: d.label % 2 == 0)
+    with pytest.raises(TypeError, match=r"filtered.*select"):
+        evens[0]
+    with pytest.raises(ConfigurationError, match=r"filter\(\)/map\(\).*write the filtered dataset"):
+        evens.torch()
