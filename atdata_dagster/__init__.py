@@ -20,6 +20,7 @@ from .shards.reader import verify_checksums
 from .shards.sinks import ShardWriteResult
 from .index.entry import LocalDatasetEntry, LocalSchemaRecord, compute_cid, generate_cid, generate_cid_from_bytes, verify_cid
 from .index.index import Index, Repository, create_repository
+from .lenses import Lens, LensNetwork, lens
 from .samples import DictSample, PackableSample, packable
 from .stores.disk import LocalDiskStore
 
@@ -75,6 +76,8 @@ __all__ = [
     "DatasetDict",
     "DictSample",
     "Index",
+    "Lens",
+    "LensNetwork",
     "LocalDatasetEntry",
     "LocalDiskStore",
     "LocalDiskStoreConfig",
@@ -99,6 +102,7 @@ __all__ = [
     "generate_cid",
     "generate_cid_from_bytes",
     "get_default_index",
+    "lens",
     "load_dataset",
     "local",
     "observable_dataset",

@@ -42,6 +42,7 @@ from .errors import (
     ShardError,
     ShardNotFoundError,
 )
+from .lenses import LensNetwork
 from .loader import ShardSpec
 from .samples.batch import BatchDecoder, column_of, rows_from_columns
 from .samples.codec import unpack_payload
@@ -231,6 +232,8 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         self.columns: tuple[str, ...] | None = None
         #: lazy per-sample steps added by :meth:`filter` / :meth:`map`: ("filter" | "map", fn)
         self._steps: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
+        #: for a lens view (:meth:`as_type`): the dataset whose samples the steps start from
+        self._base: Dataset[Any] | None = None
         #: atdata's ``metadata_url=``: a msgpack map of dataset metadata, fetched on first use
         self.metadata_url: str | None = metadata_url
 
@@ -288,7 +291,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                     "worker process"
                 ) from None
         return (_rebuild, (type(self), self._shards, self.url, self._metadata, opener, self.cid, self.columns,
-                           self.urls_as_given, self.metadata_url, self._steps))
+                           self.urls_as_given, self.metadata_url, self._steps, self._base))
 
     def select_columns(self, columns: Sequence[str] | None) -> "Dataset[T]":
         """The same dataset, every read of which decodes only ``columns`` (the other fields read as ``None``).
@@ -396,9 +399,31 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         return type(parts[0])(urls, metadata=meta, opener=opener)
 
     def as_type(self, sample_type: type[Any]) -> "Dataset[Any]":
-        """The same shards decoded as ``sample_type`` (payloads are re-read, not converted)."""
-        ds = Dataset[sample_type](self._shards, metadata=self.metadata, opener=self._opener, cid=self.cid)  # type: ignore[valid-type]
+        """This dataset read as ``sample_type``, as atdata's ``as_type``.
+
+        From ``DictSample`` (or an untyped dataset), or to a type with exactly the same
+        fields (a schema-decoded class and your own), the payloads are simply decoded as
+        ``sample_type``. Otherwise the samples go through a lens (:mod:`atdata_dagster.lenses`):
+        a chain of registered ``@lens`` functions, or a structural lens when
+        ``sample_type``'s fields are a subset of this type's. Raises
+        :class:`~atdata_dagster.errors.LensNotFoundError` (a ``ValueError``) when there is none.
+        """
+        own = self.sample_type
+        same_fields = _field_names(own) is not None and _field_names(own) == _field_names(sample_type)
+        lens_obj = None
+        if own not in (None, DictSample, sample_type) and not same_fields:
+            lens_obj = LensNetwork().transform(own, sample_type)
+        ds = Dataset[sample_type](self._shards, metadata=self._metadata, opener=self._opener, cid=self.cid,  # type: ignore[valid-type]
+                                  metadata_url=self.metadata_url)
         ds.url, ds.urls_as_given = self.url, list(self.urls_as_given)
+        if lens_obj is not None:
+            ds._base = self  # read as this dataset (its own filters and maps included), then the lens
+            ds._steps = (("map", lens_obj.get),)
+        elif self._steps:
+            raise ConfigurationError(
+                f"{self!r} has filter()/map() steps; as_type() to {sample_type.__name__} re-decodes the shards and "
+                "would drop them: call as_type() first, then filter()/map()"
+            )
         return ds
 
     # -------------------------------------------------------------- reading
@@ -555,7 +580,8 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         if fields is not None:
             _projection(self._require_type(), fields)  # unknown names fail now, not mid-epoch
         if self._steps:
-            return self._stepped(self._plain().ordered(fields=fields), batch_size)
+            base_fields = fields if self._base is None else None  # a lens view's fields are not its source's
+            return self._stepped(self._plain().ordered(fields=base_fields), batch_size)
         if batch_size is None:
             return self._samples(self._shards, fields)
         _check_batch_size(batch_size)
@@ -589,7 +615,8 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         if fields is not None:
             _projection(self._require_type(), fields)
         if self._steps:
-            plain = self._plain().shuffled(buffer_size, None, seed, buffer_bytes=buffer_bytes, epoch=epoch, fields=fields)
+            plain = self._plain().shuffled(buffer_size, None, seed, buffer_bytes=buffer_bytes, epoch=epoch,
+                                           fields=fields if self._base is None else None)
             return self._stepped(plain, batch_size)
         rng = epoch_rng(seed, epoch)
         shards = [self._shards[i] for i in rng.permutation(len(self._shards)).tolist()]
@@ -698,7 +725,10 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         return sum(1 for _ in self.iter_raw())
 
     # -------------------------------------------------------------- atdata conveniences
-    def _plain(self) -> "Dataset[T]":
+    def _plain(self) -> "Dataset[Any]":
+        """What this dataset's steps apply to: the source dataset of a lens view, else itself without steps."""
+        if self._base is not None:
+            return self._base
         ds = copy.copy(self)
         ds._steps = ()
         return ds
@@ -1069,7 +1099,7 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         where = self._key_map.get(key)
         if where is None:
             raise NotFoundError(f"no sample with key {key!r} in {self!r}")
-        sample = self._sample_in_shard(where[0], where[1], key)
+        sample = self._base.get(key) if self._base is not None else self._sample_in_shard(where[0], where[1], key)
         if self._steps:
             keep, sample = self._apply(sample)
             if not keep:
@@ -1187,6 +1217,10 @@ def _projection(st: type, fields: Sequence[str]) -> Callable[[bytes], Any]:
     return project
 
 
+def _field_names(t: Any) -> list[str] | None:
+    return [f.name for f in dataclasses.fields(t)] if isinstance(t, type) and dataclasses.is_dataclass(t) else None
+
+
 def _sample_row(sample: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(sample) and not isinstance(sample, type):
         return {f.name: getattr(sample, f.name) for f in dataclasses.fields(sample)}
@@ -1252,10 +1286,10 @@ copyreg.pickle(_DatasetMeta, _reduce_dataset_class)
 def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, opener: Any,
              cid: str | None = None, columns: tuple[str, ...] | None = None,
              urls_as_given: list[str] | None = None, metadata_url: str | None = None,
-             steps: tuple = ()) -> Dataset:
+             steps: tuple = (), base: Dataset | None = None) -> Dataset:
     # ``cls`` itself pickles as ``Dataset[T]`` (see _reduce_dataset_class)
     ds = cls(shards, metadata=metadata, opener=opener, cid=cid, metadata_url=metadata_url)
-    ds._steps = steps
+    ds._steps, ds._base = steps, base
     ds.url = url
     ds.columns = columns
     if urls_as_given is not None:

@@ -39,6 +39,10 @@ class UnknownSplitError(NotFoundError, ValueError):
     """
 
 
+class LensNotFoundError(AtdataError, ValueError):
+    """No lens (registered chain, or structural) leads from one sample type to another (atdata's name)."""
+
+
 class InvalidNameError(AtdataError, ValueError):
     """A dataset name, partition key, schema name or field name is not allowed."""
 
@@ -162,6 +166,7 @@ __all__ = [
     "FieldMismatchError",
     "InvalidNameError",
     "InvalidRefError",
+    "LensNotFoundError",
     "NotFoundError",
     "NotPackableError",
     "PayloadTypeError",

@@ -180,7 +180,7 @@ def test_iter_raw(sharded):
 
 
 def test_wrong_type_names_shard_and_key(sharded):
-    ds = sharded.as_type(Other)
+    ds = Dataset[Other](sharded.url)
     with pytest.raises(ShardError) as ei:
         list(ds)
     msg = str(ei.value)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import tempfile
 import threading
 import warnings
@@ -30,6 +31,7 @@ from ..errors import (
     ConfigurationError,
     ConfigurationTypeError,
     EmptyDatasetError,
+    InvalidNameError,
     InvalidRefError,
     SameShardsError,
     NotFoundError,
@@ -47,6 +49,7 @@ from ..samples.schema import (
     schema_json,
     type_from_record,
 )
+from ..lenses import lens_from_record, lens_to_json
 from ..samples.stubs import StubManager
 from ..shards.manifest import manifest_url_for
 from ..shards.reader import verify_shards
@@ -177,6 +180,20 @@ def _redis_provider(redis: Any) -> IndexProvider:
 def _deprecated(message: str) -> None:
     """A seed-API name atdata 0.7 deprecates: the same ``DeprecationWarning``, pointing at the caller."""
     warnings.warn(message, DeprecationWarning, stacklevel=3)
+
+
+_LENS_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}")
+
+
+def _parse_lens_ref(ref: str) -> tuple[str, str]:
+    prefix = "atdata://local/lens/"
+    body = ref[len(prefix):] if isinstance(ref, str) and ref.startswith(prefix) else None
+    if not body or "@" not in body:
+        raise InvalidRefError(f"invalid lens ref {ref!r}: expected 'atdata://local/lens/{{name}}@{{version}}'")
+    name, version = body.rsplit("@", 1)
+    if not name or not version:
+        raise InvalidRefError(f"invalid lens ref {ref!r}: expected 'atdata://local/lens/{{name}}@{{version}}'")
+    return name, version
 
 
 class SchemaNamespace:
@@ -534,6 +551,58 @@ class Index:
     def clear_stubs(self) -> int:
         """Remove generated stub files; return how many were removed (0 without auto_stubs)."""
         return self._stubs.clear() if self._stubs is not None else 0
+
+    # ---------------------------------------------------------------- lenses
+    def store_lens(self, lens_obj: Any, *, name: str, version: str | None = None, description: str | None = None,
+                   source_schema: str | None = None, view_schema: str | None = None) -> str:
+        """Store a :class:`~atdata_dagster.lenses.Lens` in atdata's ``lenses`` table; return ``atdata://local/lens/{name}@{version}``.
+
+        ``version=None`` bumps the patch of the latest stored version (or starts at
+        ``1.0.0``). Importable getters/putters are stored as code references, others as
+        field mappings where that is exact (:func:`~atdata_dagster.lenses.lens_to_json`).
+        """
+        if not isinstance(name, str) or not _LENS_PART.fullmatch(name):
+            raise InvalidNameError(f"invalid lens name {name!r}: use letters, digits and . _ + - (no '/', '@' or spaces)")
+        if version is None:
+            version = next_version(self.provider.lens_versions(name))
+        if not isinstance(version, str) or not _LENS_PART.fullmatch(version):
+            raise InvalidNameError(f"invalid lens version {version!r}: use e.g. '1.0.0'")
+        text = lens_to_json(lens_obj, name=name, version=version, description=description,
+                            source_schema=source_schema, view_schema=view_schema)
+        self.provider.put_lens(name, version, text)
+        return f"atdata://local/lens/{name}@{version}"
+
+    def get_lens(self, ref: str) -> dict:
+        """The lens record for ``atdata://local/lens/{name}@{version}`` (with ``$ref``); ``KeyError`` if absent."""
+        name, version = _parse_lens_ref(ref)
+        record = json.loads(self.provider.get_lens_json(name, version))
+        record["$ref"] = f"atdata://local/lens/{name}@{version}"
+        return record
+
+    def load_lens(self, ref: str, *, source_type: type | None = None, view_type: type | None = None) -> Any:
+        """A working :class:`~atdata_dagster.lenses.Lens` rebuilt from its record (registered in the network)."""
+        return lens_from_record(self.get_lens(ref), source_type=source_type, view_type=view_type)
+
+    @property
+    def lenses(self) -> Iterator[dict]:
+        """Every lens record, lazily."""
+        for name, version, text in self.provider.iter_lenses():
+            record = json.loads(text)
+            record["$ref"] = f"atdata://local/lens/{name}@{version}"
+            yield record
+
+    def list_lenses(self) -> list[dict]:
+        """Every lens record."""
+        return list(self.lenses)
+
+    def find_lenses(self, source_schema: str, view_schema: str | None = None) -> list[dict]:
+        """Lens records from ``source_schema`` (a schema name), to ``view_schema`` if given."""
+        out = []
+        for name, version, text in self.provider.find_lenses_by_schemas(source_schema, view_schema):
+            record = json.loads(text)
+            record["$ref"] = f"atdata://local/lens/{name}@{version}"
+            out.append(record)
+        return out
 
     # ---------------------------------------------------------------- entries
     def get_entry(self, cid: str) -> LocalDatasetEntry:

@@ -460,6 +460,19 @@ def op_read_error(req: dict[str, Any]) -> dict[str, Any]:
     return {"samples": n}
 
 
+def op_lenses(req: dict[str, Any]) -> dict[str, Any]:
+    """What atdata lists and finds in a lenses table written by someone else."""
+    idx = open_index(req["provider"])
+    try:
+        return {
+            "all": sorted(r["$ref"] for r in idx.list_lenses()),
+            "found": sorted(r["$ref"] for r in idx.find_lenses(req["source"], req.get("view"))),
+            "record": idx.get_lens(req["ref"]),
+        }
+    finally:
+        idx.provider.close()
+
+
 def op_generate_cid(req: dict[str, Any]) -> list[Any]:
     """atdata's ``generate_cid`` of each value: the CID, or ``{"error": <exception type>}``."""
     from atdata._cid import generate_cid

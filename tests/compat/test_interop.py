@@ -289,6 +289,19 @@ def test_unreadable_shards_raise_an_instance_of_what_atdata_raises(atdata: Atdat
     assert atdata.call("read_error", type="Tiny", url=good) == {"samples": 3}
 
 
+def test_lenses_we_store_are_listed_found_and_read_by_atdata(atdata: AtdataSide, provider_spec: dict) -> None:
+    from tests.test_lenses import gray_caption, to_gray
+
+    with open_our_index(provider_spec) as index:
+        ref = index.store_lens(to_gray, name="to_gray", description="mean over channels")
+        other = index.store_lens(gray_caption, name="caption")
+    theirs = atdata.call("lenses", provider=provider_spec, source="Color", ref=ref)
+    assert theirs["all"] == sorted([ref, other]) and theirs["found"] == [ref]
+    record = theirs["record"]
+    assert record["getter"] == {"kind": "code_reference", "module": "tests.test_lenses", "qualname": "to_gray"}
+    assert (record["source_schema"], record["view_schema"], record["description"]) == ("Color", "Gray", "mean over channels")
+
+
 # ------------------------------------------------------------- schemas, stubs, labels
 
 

@@ -8,6 +8,8 @@ upserted by CID, schemas by (name, version), labels by (name, version) with
 
 from __future__ import annotations
 
+import json
+
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
@@ -269,6 +271,41 @@ class IndexProvider(ABC):
     def schema_versions(self, name: str) -> list[str]:
         """Every stored version string of schema ``name``."""
         return [v for n, v, _ in self.iter_schemas() if n == name]
+
+    # -- lenses (atdata's ``lenses`` table / ``lens:{name}@{version}`` keys) ----
+    def put_lens(self, name: str, version: str, lens_json: str) -> None:
+        """Upsert a lens record (JSON text) by (name, version)."""
+        raise NotImplementedError(f"{type(self).__name__} does not store lenses")
+
+    def get_lens_json(self, name: str, version: str) -> str:
+        """The stored lens JSON; :class:`NotFoundError` if absent."""
+        raise NotImplementedError(f"{type(self).__name__} does not store lenses")
+
+    def iter_lenses(self) -> Iterator[tuple[str, str, str]]:
+        """Every lens as (name, version, lens_json)."""
+        raise NotImplementedError(f"{type(self).__name__} does not store lenses")
+
+    def store_lens(self, name: str, version: str, lens_json: str) -> None:
+        """atdata's provider name for :meth:`put_lens`."""
+        self.put_lens(name, version, lens_json)
+
+    def lens_versions(self, name: str) -> list[str]:
+        """Every stored version of lens ``name``."""
+        return [v for n, v, _ in self.iter_lenses() if n == name]
+
+    def find_lenses_by_schemas(self, source_schema: str, view_schema: str | None = None) -> list[tuple[str, str, str]]:
+        """(name, version, lens_json) of the lenses from ``source_schema`` (to ``view_schema``, if given)."""
+        out = []
+        for name, version, text in self.iter_lenses():
+            try:
+                record = json.loads(text)
+            except ValueError:
+                continue  # a malformed record is skipped here; get_lens reports it
+            if not isinstance(record, dict) or record.get("source_schema") != source_schema:
+                continue
+            if view_schema is None or record.get("view_schema") == view_schema:
+                out.append((name, version, text))
+        return out
 
     # -- labels --------------------------------------------------------------
     @abstractmethod
