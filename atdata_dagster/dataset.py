@@ -37,6 +37,7 @@ from .errors import (
     EmptyDatasetError,
     FieldMismatchError,
     NotFoundError,
+    PartialFailureError,
     PayloadTypeError,
     SchemaError,
     ShardError,
@@ -801,6 +802,62 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         if missing:
             raise IndexError(f"Indices {missing} not found in dataset (dataset has {seen + 1 if found else 0}+ samples)")
         return [found[i] for i in wanted]
+
+    def process_shards(
+        self,
+        fn: Callable[[list[T]], Any],
+        *,
+        shards: Sequence[str] | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        on_shard_error: Callable[[str, Exception], None] | None = None,
+    ) -> dict[str, Any]:
+        """Call ``fn(samples of one shard)`` for each shard; return shard URL -> result (atdata's API).
+
+        A failing shard does not stop the others: at the end
+        :class:`~atdata_dagster.errors.PartialFailureError` carries what succeeded, what
+        failed and why (``on_shard_error(url, exc)`` is also called as each fails).
+        ``shards`` limits the run to those URLs (e.g. ``err.failed_shards``).
+        ``checkpoint`` (a file) makes it resumable: each shard that succeeded is appended
+        (and fsynced) as it finishes, skipped by the next run, and the file is removed once
+        every shard has succeeded. Shards are read with this dataset's opener, filters and
+        maps (atdata re-opens bare URLs, losing credentials). One shard's samples are in
+        memory at a time.
+        """
+        todo = list(self._shards) if shards is None else [str(u) for u in shards]
+        unknown = sorted(set(todo) - set(self._shards))
+        if unknown:
+            raise ValueError(f"process_shards: {len(unknown)} shard(s) are not in {self!r} (first: {unknown[0]})")
+        done: set[str] = set()
+        path = Path(checkpoint) if checkpoint is not None else None
+        if path is not None and path.exists():
+            done = set(path.read_text(encoding="utf-8").splitlines())
+        results: dict[str, Any] = {}
+        errors: dict[str, Exception] = {}
+        succeeded: list[str] = []
+        for url in todo:
+            if url in done:
+                continue
+            try:
+                part = self.select_shards([url])
+                part._steps = self._steps
+                part._base = self._base.select_shards([url]) if self._base is not None else None
+                results[url] = fn(list(part))
+            except Exception as exc:  # noqa: BLE001 - each shard's failure is collected and reported together
+                errors[url] = exc
+                if on_shard_error is not None:
+                    on_shard_error(url, exc)
+                continue
+            succeeded.append(url)
+            if path is not None:
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(url + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+        if errors:
+            raise PartialFailureError(succeeded, list(errors), errors, results)
+        if path is not None and path.exists():
+            path.unlink()
+        return results
 
     @property
     def shards(self) -> Iterator[str]:

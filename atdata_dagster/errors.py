@@ -39,6 +39,31 @@ class UnknownSplitError(NotFoundError, ValueError):
     """
 
 
+class PartialFailureError(AtdataError):
+    """Some shards failed in ``Dataset.process_shards`` (atdata's name and attributes).
+
+    ``succeeded_shards``, ``failed_shards``, ``errors`` (shard -> exception) and
+    ``results`` (shard -> result of the ones that succeeded): retry with
+    ``process_shards(fn, shards=err.failed_shards)``.
+    """
+
+    def __init__(self, succeeded_shards: list[str], failed_shards: list[str], errors: dict[str, Exception],
+                 results: dict[str, Any]) -> None:
+        self.succeeded_shards = succeeded_shards
+        self.failed_shards = failed_shards
+        self.errors = errors
+        self.results = results
+        first = failed_shards[0] if failed_shards else "?"
+        super().__init__(
+            f"{len(failed_shards)} of {len(failed_shards) + len(succeeded_shards)} shard(s) failed (first: {first}: "
+            f"{type(errors.get(first)).__name__}: {errors.get(first)}); retry them with "
+            "process_shards(fn, shards=err.failed_shards)"
+        )
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.succeeded_shards, self.failed_shards, self.errors, self.results))
+
+
 class LensNotFoundError(AtdataError, ValueError):
     """No lens (registered chain, or structural) leads from one sample type to another (atdata's name)."""
 
@@ -169,6 +194,7 @@ __all__ = [
     "LensNotFoundError",
     "NotFoundError",
     "NotPackableError",
+    "PartialFailureError",
     "PayloadTypeError",
     "ProviderError",
     "RecordError",

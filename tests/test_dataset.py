@@ -558,3 +558,59 @@ def test_random_access_follows_maps_refuses_filters_and_torch_refuses_steps(shar
         evens[0]
     with pytest.raises(ConfigurationError, match=r"filter\(\)/map\(\).*write the filtered dataset"):
         evens.torch()
+
+
+# ------------------------------------------------------------------ process_shards
+
+
+def test_process_shards_returns_a_result_per_shard(sharded):
+    out = sharded.process_shards(lambda samples: [d.label for d in samples])
+    assert out == dict(zip(sharded.list_shards(), [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]))
+    odd = sharded.filter(lambda d: d.label % 2).process_shards(len)  # filters apply per shard
+    assert list(odd.values()) == [1, 2, 1, 1]
+
+
+def test_process_shards_reports_partial_failure_and_retries_only_the_failed(sharded):
+    from atdata_dagster.errors import PartialFailureError
+
+    urls = sharded.list_shards()
+    seen_errors = []
+
+    def flaky(samples):
+        if samples[0].label in (3, 9):
+            raise RuntimeError(f"boom at {samples[0].label}")
+        return len(samples)
+
+    with pytest.raises(PartialFailureError, match=r"2 of 4 shard\(s\) failed") as err:
+        sharded.process_shards(flaky, on_shard_error=lambda url, exc: seen_errors.append(url))
+    e = err.value
+    assert e.failed_shards == [urls[1], urls[3]] == seen_errors
+    assert e.succeeded_shards == [urls[0], urls[2]] and e.results == {urls[0]: 3, urls[2]: 3}
+    assert isinstance(e.errors[urls[1]], RuntimeError)
+    assert pickle.loads(pickle.dumps(e)).failed_shards == e.failed_shards
+    assert sharded.process_shards(len, shards=e.failed_shards) == {urls[1]: 3, urls[3]: 1}
+    with pytest.raises(ValueError, match="not in"):
+        sharded.process_shards(len, shards=["/elsewhere.tar"])
+
+
+def test_process_shards_resumes_from_a_checkpoint_and_removes_it_when_done(sharded, tmp_path):
+    from atdata_dagster.errors import PartialFailureError
+
+    urls = sharded.list_shards()
+    ckpt = tmp_path / "progress.txt"
+    calls = []
+    broken = {urls[2]}
+
+    def work(samples):
+        calls.append(samples[0].label)
+        if any(u in broken for u in urls if samples[0].label == [0, 3, 6, 9][urls.index(u)]):
+            raise OSError("disk full")
+        return len(samples)
+
+    with pytest.raises(PartialFailureError):
+        sharded.process_shards(work, checkpoint=ckpt)
+    assert ckpt.read_text().splitlines() == [urls[0], urls[1], urls[3]]
+    broken.clear()
+    calls.clear()
+    assert sharded.process_shards(work, checkpoint=ckpt) == {urls[2]: 3}  # only what had not succeeded
+    assert calls == [6] and not ckpt.exists()
