@@ -476,3 +476,18 @@ def test_atdata_07_helpers_sha256_verify_checksums_and_shard_write_result(index,
     assert verify_checksums(remote) == {"s3://b/k.tar": "skipped", first: "skipped"}  # as atdata, no opener
     result = ShardWriteResult(["a.tar", "b.tar"], {"a.tar": "1" * 64, "b.tar": "2" * 64})  # atdata's form
     assert list(result) == ["a.tar", "b.tar"] and result.checksums == {"a.tar": "1" * 64, "b.tar": "2" * 64}
+
+
+@pytest.mark.parametrize("version", ["1.0", "v1.0.0", "1.0.0-beta", "2", "1.0.0+build", "abc", "1.0.0.0"])
+def test_publish_schema_accepts_the_versions_atdata_accepts(index, version):
+    ref = index.publish_schema(Row, version=version)
+    assert ref == f"atdata://local/schema/Row@{version}"
+    assert index.get_schema_type(ref).__name__ == "Row"
+
+
+@pytest.mark.parametrize("version", [" 1.0.0", "1.0/0", "1@0", ""])
+def test_publish_schema_refuses_versions_that_would_break_the_ref_syntax(index, version):
+    from atdata_dagster.errors import InvalidNameError
+
+    with pytest.raises(InvalidNameError, match="invalid schema version"):
+        index.publish_schema(Row, version=version)
