@@ -21,6 +21,7 @@ from .shards.sinks import ShardWriteResult
 from .index.entry import LocalDatasetEntry, LocalSchemaRecord, compute_cid, generate_cid, generate_cid_from_bytes, verify_cid
 from .index.index import Index, Repository, create_repository
 from .lenses import Lens, LensNetwork, lens
+from .stores.sources import BlobSource, S3Source, URLSource
 from .samples import DictSample, PackableSample, packable
 from .stores.disk import LocalDiskStore
 
@@ -72,6 +73,7 @@ __all__ = [
     "AtdataIOManager",
     "AtdataIndexResource",
     "AtmosphereClient",
+    "BlobSource",
     "Dataset",
     "DatasetDict",
     "DictSample",
@@ -87,7 +89,9 @@ __all__ = [
     "RepositoryConfig",
     "S3DataStore",
     "S3DataStoreConfig",
+    "S3Source",
     "SampleBatch",
+    "URLSource",
     "ShardWriteResult",
     "__version__",
     "build_dataset_checks",

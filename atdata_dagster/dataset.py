@@ -44,6 +44,7 @@ from .errors import (
     ShardNotFoundError,
 )
 from .lenses import LensNetwork
+from .stores.sources import SourceOpener, URLSource, is_data_source
 from .loader import ShardSpec
 from .samples.batch import BatchDecoder, column_of, rows_from_columns
 from .samples.codec import unpack_payload
@@ -191,13 +192,30 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
 
     def __init__(
         self,
-        url: str | os.PathLike | Sequence[str],
+        url: str | os.PathLike | Sequence[str] | Any = None,
         *,
         metadata: dict | None = None,
         opener: ShardOpener | Opener | None = None,
         cid: str | None = None,
         metadata_url: str | None = None,
+        source: Any = None,
     ):
+        if source is None and is_data_source(url):
+            source, url = url, None  # atdata's Dataset(source): a DataSource as the first argument
+        if source is not None:
+            if not is_data_source(source):
+                raise ConfigurationTypeError(
+                    f"Dataset(source=...) needs a data source with list_shards() and open_shard() (URLSource, "
+                    f"S3Source, BlobSource), got {type(source).__name__}"
+                )
+            self.source = source
+            url = getattr(source, "url", None) or list(source.list_shards())
+            if opener is None:
+                opener = SourceOpener(source)
+        else:
+            self.source = None
+        if url is None:
+            raise ConfigurationTypeError("Dataset() needs a shard URL, a list of URLs, or source= (a data source)")
         if isinstance(url, (str, os.PathLike)):
             self.url = os.fspath(url)
             self._shards = expand_patterns([self.url])
@@ -215,6 +233,8 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
                 self.url = brace_list(self._shards)
         if not self._shards or not all(self._shards):
             raise EmptyDatasetError(f"dataset URL {url!r} names no shards")
+        if self.source is None:  # atdata's ds.source: the URL source this dataset reads
+            self.source = URLSource(self.url)
         #: The URLs as written (brace patterns unexpanded): what an index records for this
         #: dataset when it indexes it in place, as atdata does, so both give the same CID.
         self.urls_as_given: list[str] = given
@@ -1349,6 +1369,8 @@ def _rebuild(cls: type, shards: list[str], url: str, metadata: dict | None, open
     ds._steps, ds._base = steps, base
     ds.url = url
     ds.columns = columns
+    if isinstance(opener, SourceOpener):
+        ds.source = opener.source
     if urls_as_given is not None:
         ds.urls_as_given = urls_as_given
     return ds

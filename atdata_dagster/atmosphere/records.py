@@ -780,7 +780,7 @@ def encode_metadata(metadata: dict) -> dict:
         return out
     try:
         packed = msgpack.packb(metadata, use_bin_type=True)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an int beyond 64 bits
         raise RecordError(f"entry metadata cannot be encoded (msgpack: {exc}); use str/int/float/bool/list/dict values") from exc
     return {"$bytes": base64.b64encode(packed).decode("ascii")}
 

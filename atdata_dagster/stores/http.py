@@ -48,6 +48,10 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+class HttpNotFoundError(StoreError, FileNotFoundError):
+    """An HTTP shard URL answered 404 or 410 (also a ``FileNotFoundError``, as a missing local shard)."""
+
+
 def _request(url: str, headers: dict[str, str], timeout: float, allow_cross_host: bool = False):
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
     opener = urllib.request.build_opener(_SameHostRedirects(allow_cross_host))
@@ -59,7 +63,8 @@ def _request(url: str, headers: dict[str, str], timeout: float, allow_cross_host
             403: "the server refused access; the URL may need credentials or has expired",
             401: "the server needs credentials; use the store's own opener (e.g. an s3:// URL with S3DataStore)",
         }.get(exc.code, "retry later or check the URL")
-        raise StoreError(f"GET {_public(url)} failed with HTTP {exc.code} {exc.reason}: {hint}") from None
+        error = HttpNotFoundError if exc.code in (404, 410) else StoreError
+        raise error(f"GET {_public(url)} failed with HTTP {exc.code} {exc.reason}: {hint}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise StoreError(f"GET {_public(url)} failed: {reason}; is the server reachable?") from None

@@ -338,3 +338,12 @@ def test_shard_sources_for(tmp_path):
     # A recorded checksum is trusted here (the upload re-hashes and compares).
     assert ShardSource.file(path, sha256="00" * 32).measured().sha256 == "00" * 32
     assert json.dumps(ShardSource.http("https://h/x").kind) == '"http"'
+
+
+def test_metadata_with_an_int_beyond_64_bits_is_a_record_error_not_an_overflow():
+    # found by test_mutated_pds_records_parse_or_raise_typed (hypothesis): msgpack raised OverflowError
+    from atdata_dagster.atmosphere.records import encode_metadata
+    from atdata_dagster.errors import RecordError
+
+    with pytest.raises(RecordError, match="cannot be encoded"):
+        encode_metadata({"version": 2**64, "blob": b"\x00"})
