@@ -22,6 +22,7 @@ from .index.entry import LocalDatasetEntry, LocalSchemaRecord, compute_cid, gene
 from .index.index import Index, Repository, create_repository
 from .lenses import Lens, LensNetwork, lens
 from .stores.sources import BlobSource, S3Source, URLSource
+from .shards.query import ManifestField, QueryExecutor, SampleLocation, ShardManifest
 from .samples import DictSample, PackableSample, packable
 from .stores.disk import LocalDiskStore
 
@@ -84,13 +85,17 @@ __all__ = [
     "LocalDiskStore",
     "LocalDiskStoreConfig",
     "LocalSchemaRecord",
+    "ManifestField",
     "PackableSample",
+    "QueryExecutor",
     "Repository",
     "RepositoryConfig",
     "S3DataStore",
     "S3DataStoreConfig",
     "S3Source",
     "SampleBatch",
+    "SampleLocation",
+    "ShardManifest",
     "URLSource",
     "ShardWriteResult",
     "__version__",

@@ -52,6 +52,7 @@ from .samples.packable import DictSample, _plan
 from .shards.cache import is_local_url
 from .shards.fastread import ShardIndex, iter_payload_views, open_index, sample_key
 from .shards.manifest import manifest_url_for, read_manifest
+from .shards.query import QueryExecutor
 from .shards.offsets import ShardOffsets, locate, offsets_from_manifest, sample_at, scan_offsets
 from .shards.patterns import brace_list, expand_patterns
 from .shards.reader import ShardOpener, iter_samples
@@ -878,6 +879,19 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         if path is not None and path.exists():
             path.unlink()
         return results
+
+    def query(self, where: Callable[[Any], Any] | Any) -> list[Any]:
+        """Samples matching ``where`` by their manifest fields, without reading the shards (atdata's).
+
+        ``where`` is a function of a pandas DataFrame returning a boolean Series, or a
+        ``pyarrow.compute`` expression; returns :class:`~atdata_dagster.shards.query.SampleLocation`
+        (shard, key, offset) for each match. Needs shards written with ``manifest=True``;
+        ``ds.get(loc.key)`` reads one. See :class:`~atdata_dagster.shards.query.QueryExecutor`.
+        """
+        executor = QueryExecutor.from_shard_urls(self._shards, opener=self.opener)
+        if not executor.manifests:
+            raise FileNotFoundError(f"no manifests next to the shards of {self!r}; write them with manifest=True")
+        return executor.query(where)
 
     @property
     def shards(self) -> Iterator[str]:

@@ -26,6 +26,8 @@ import io
 import json
 import math
 import os
+import typing
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
@@ -177,10 +179,47 @@ def _kind_of_value(v: Any) -> str:
     return _EXCLUDED  # bytes (ndarrays), maps, ...
 
 
+@dataclass(frozen=True)
+class ManifestField:
+    """Marker for a field's manifest aggregate, used in ``Annotated`` (atdata's)::
+
+        label: Annotated[str, ManifestField("categorical")]
+        confidence: Annotated[float, ManifestField("numeric")]
+        tags: Annotated[list[str], ManifestField("set")]
+        note: Annotated[str, ManifestField("categorical", exclude=True)]   # not in the manifest
+    """
+
+    aggregate: str
+    exclude: bool = False
+
+    def __post_init__(self) -> None:
+        if self.aggregate not in ("categorical", "numeric", "set"):
+            raise ValueError(f"ManifestField aggregate must be 'categorical', 'numeric' or 'set', got {self.aggregate!r}")
+
+
+def _annotated_kinds(sample_type: type) -> dict[str, str]:
+    """Field name -> kind (or excluded) from ``Annotated[..., ManifestField(...)]`` annotations."""
+    try:
+        hints = typing.get_type_hints(sample_type, include_extras=True)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: no declared markers (the schema still applies)
+        return {}
+    out: dict[str, str] = {}
+    for name, hint in hints.items():
+        for marker in getattr(hint, "__metadata__", ()):
+            if isinstance(marker, ManifestField):
+                out[name] = _EXCLUDED if marker.exclude else marker.aggregate
+    return out
+
+
 def _declared_kinds(sample_type: type | None) -> dict[str, str]:
-    """Field name -> aggregate kind from the sample type's schema, when it has one."""
+    """Field name -> aggregate kind: ``ManifestField`` markers first, else from the sample type's schema."""
     if sample_type is None:
         return {}
+    marked = _annotated_kinds(sample_type)
+    return {**_schema_kinds(sample_type), **marked}
+
+
+def _schema_kinds(sample_type: type) -> dict[str, str]:
     try:
         specs = field_specs(sample_type)
     except Exception:  # noqa: BLE001 - a type without field specs gets no declared aggregates; samples still aggregate

@@ -473,6 +473,15 @@ def op_lenses(req: dict[str, Any]) -> dict[str, Any]:
         idx.provider.close()
 
 
+def op_query(req: dict[str, Any]) -> list[list[Any]]:
+    """atdata's QueryExecutor over the manifests next to these shards: [shard, key, offset] per match."""
+    from atdata.manifest import QueryExecutor
+
+    field, threshold = req["field"], req["threshold"]
+    hits = QueryExecutor.from_shard_urls(req["urls"]).query(where=lambda df: df[field] > threshold)
+    return [[h.shard, h.key, h.offset] for h in hits]
+
+
 def op_generate_cid(req: dict[str, Any]) -> list[Any]:
     """atdata's ``generate_cid`` of each value: the CID, or ``{"error": <exception type>}``."""
     from atdata._cid import generate_cid

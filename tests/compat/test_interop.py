@@ -586,6 +586,19 @@ def test_atdata_manifest_read_by_ours(atdata: AtdataSide, tmp_path: Path) -> Non
     assert wire.diff_samples(values, got) == []
 
 
+def test_manifest_queries_find_the_same_samples_as_atdatas_query_executor(atdata: AtdataSide, tmp_path: Path) -> None:
+    from atdata_dagster import QueryExecutor, write_samples
+
+    T = our_type("AllTypes")
+    values = wire.make_values("AllTypes", 12, seed=3)
+    urls = write_samples([T(**v) for v in values], tmp_path / "q.tar", maxcount=5, manifest=True).list_shards()
+    theirs = atdata.call("query", urls=urls, field="i", threshold=0)
+    ours = QueryExecutor.from_shard_urls(urls).query(lambda df: df["i"] > 0)
+    assert theirs and [[h.key, h.offset] for h in ours] == [[k, o] for _, k, o in theirs]
+    # atdata names the shard by its manifest's shard_id; ours by the shard URL it was given
+    assert {h.shard for h in ours} <= set(urls)
+
+
 # ---------------------------------------------------------------------- atmosphere
 
 

@@ -1,0 +1,81 @@
+"""Manifest queries: ManifestField markers, ShardManifest, QueryExecutor (pandas functions and
+pyarrow expressions, with shard pruning by aggregates) and Dataset.query."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pyarrow.compute as pc
+import pytest
+
+from atdata_dagster import Dataset, ManifestField, QueryExecutor, SampleLocation, ShardManifest, packable, write_samples
+from atdata_dagster.shards.manifest import read_manifest
+
+
+@packable
+class Detection:
+    label: Annotated[str, ManifestField("categorical")]
+    confidence: Annotated[float, ManifestField("numeric")]
+    tags: Annotated[list[str], ManifestField("set")]
+    note: Annotated[str, ManifestField("categorical", exclude=True)]
+    frame: int
+
+
+def _detections(n=12):
+    labels = ["cat", "dog", "bird"]
+    # shard 0 (0..3): low confidence, shard 1 (4..7): medium, shard 2 (8..11): high
+    return [Detection(label=labels[i % 3], confidence=i / 12, tags=[f"t{i % 2}"], note=f"n{i}", frame=i) for i in range(n)]
+
+
+@pytest.fixture
+def ds(tmp_path):
+    return Dataset[Detection](write_samples(_detections(), tmp_path / "det.tar", maxcount=4, manifest=True).url)
+
+
+def test_manifest_field_markers_choose_or_exclude_aggregates(ds):
+    aggs = ShardManifest.from_header(read_manifest(ds.list_shards()[0])).aggregates
+    assert aggs["label"]["type"] == "categorical" and aggs["confidence"]["type"] == "numeric"
+    assert aggs["tags"]["type"] == "set" and "note" not in aggs
+    with pytest.raises(ValueError, match="aggregate must be"):
+        ManifestField("histogram")
+
+
+def test_a_pandas_function_selects_samples_as_in_atdata(ds):
+    hits = ds.query(lambda df: (df["confidence"] > 0.5) & (df["label"] == "dog"))
+    assert all(isinstance(h, SampleLocation) for h in hits)
+    assert [ds.get(h.key).frame for h in hits] == [7, 10]
+    assert {h.shard for h in hits} == {ds.list_shards()[1], ds.list_shards()[2]}
+
+
+def test_a_pyarrow_expression_needs_no_pandas_and_skips_shards_its_aggregates_exclude(ds):
+    opened = []
+
+    def counting_opener(url):
+        opened.append(url)
+        return open(url, "rb")
+
+    executor = QueryExecutor.from_shard_urls(ds.list_shards(), opener=counting_opener)
+    assert len(executor.manifests) == 3 and isinstance(executor.manifests[0], ShardManifest)
+    high = executor.query(pc.field("confidence") >= 0.75)
+    assert [ds.get(h.key).frame for h in high] == [9, 10, 11]
+    from atdata_dagster.shards.query import _might_match
+
+    aggs = [m.aggregates for m in executor.manifests]
+    assert [_might_match(pc.field("confidence") >= 0.75, a) for a in aggs] == [False, False, True]
+    assert [_might_match(pc.field("label") == "fish", a) for a in aggs] == [False, False, False]
+    assert executor.query(pc.field("label") == "fish") == []
+
+
+def test_from_directory_and_from_files_read_what_write_samples_wrote(ds, tmp_path):
+    executor = QueryExecutor.from_directory(tmp_path)
+    assert sum(m.num_samples for m in executor.manifests) == 12
+    first = ds.list_shards()[0][: -len(".tar")]
+    m = ShardManifest.from_files(first + ".manifest.json", first + ".manifest.parquet")
+    assert m.num_samples == 4 and m.samples["frame"].tolist() == [0, 1, 2, 3]
+    assert ShardManifest.from_json_only(first + ".manifest.json").table is None
+
+
+def test_query_without_manifests_says_how_to_write_them(tmp_path):
+    plain = Dataset[Detection](write_samples(_detections(3), tmp_path / "plain.tar").url)
+    with pytest.raises(FileNotFoundError, match="manifest=True"):
+        plain.query(lambda df: df["frame"] > 0)
