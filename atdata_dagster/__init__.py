@@ -46,11 +46,25 @@ _LAZY = {
     "build_promotion_schedule": ".promotion",
     "S3DataStore": ".stores.s3",
     "AtmosphereClient": ".atmosphere",
+    "Atmosphere": ".atmosphere.compat",
+    "AtmosphereIndex": ".atmosphere.compat",
+    "AtUri": ".atmosphere.compat",
+    "SchemaPublisher": ".atmosphere.compat",
+    "SchemaLoader": ".atmosphere.compat",
+    "DatasetPublisher": ".atmosphere.compat",
+    "DatasetLoader": ".atmosphere.compat",
+    "LabelPublisher": ".atmosphere.compat",
+    "LabelLoader": ".atmosphere.compat",
+    "PDSBlobStore": ".atmosphere.compat",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .assets import dataset_asset, dataset_multi_asset
     from .atmosphere import AtmosphereClient
+    from .atmosphere.compat import (
+        Atmosphere, AtmosphereIndex, AtUri, DatasetLoader, DatasetPublisher, LabelLoader, LabelPublisher, PDSBlobStore,
+        SchemaLoader, SchemaPublisher,
+    )
     from .checks import build_dataset_checks
     from .observe import build_dataset_observation_sensor, observable_dataset
     from .io_manager import AtdataIOManager
@@ -73,12 +87,19 @@ __all__ = [
     "AtdataError",
     "AtdataIOManager",
     "AtdataIndexResource",
+    "AtUri",
+    "Atmosphere",
     "AtmosphereClient",
+    "AtmosphereIndex",
     "BlobSource",
     "Dataset",
+    "DatasetLoader",
+    "DatasetPublisher",
     "DatasetDict",
     "DictSample",
     "Index",
+    "LabelLoader",
+    "LabelPublisher",
     "Lens",
     "LensNetwork",
     "LocalDatasetEntry",
@@ -86,6 +107,7 @@ __all__ = [
     "LocalDiskStoreConfig",
     "LocalSchemaRecord",
     "ManifestField",
+    "PDSBlobStore",
     "PackableSample",
     "QueryExecutor",
     "Repository",
@@ -94,6 +116,8 @@ __all__ = [
     "S3DataStoreConfig",
     "S3Source",
     "SampleBatch",
+    "SchemaLoader",
+    "SchemaPublisher",
     "SampleLocation",
     "ShardManifest",
     "URLSource",

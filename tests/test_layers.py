@@ -37,7 +37,8 @@ LAYERS: dict[str, int] = {
     "stores": 3,  # stores.sources (URL/S3/blob data sources) and every other store module: 3
     "dataset": 4, "lenses": 4,  # lenses: typed sample transforms that Dataset.as_type uses
     "index": 5,
-    "atmosphere": 6,  # atmosphere.compat (atdata's client classes) too
+    "atmosphere": 6,
+    "atmosphere.compat": 7,  # atdata's client classes; AtmosphereIndex wraps index.Index (not re-exported by atmosphere/)
     "index.index": 7, "local": 7, "loading": 7, "gc": 7, "repair": 7, "cli": 7,
     "metadata": 8, "naming": 8, "resolution": 8, "resources": 8, "io_manager": 8, "checks": 8,
     "promotion": 8, "components": 8, "assets": 8, "observe": 8, "validation": 8,
