@@ -288,7 +288,8 @@ def load_dataset(
         splits = resolve_splits(os.fspath(path), data_files)
     else:
         if index is None:
-            index = Index(atmosphere=atmosphere) if atmosphere is not None else get_default_index()
+            # an atmosphere client alone resolves @handle/name and at:// refs: no local index file is opened
+            index = Index(path=":memory:", atmosphere=atmosphere) if atmosphere is not None else get_default_index()
         ds = _from_index(str(path), sample_type, index)
         return _pick({"train": ds}, split, ds.sample_type, streaming, path)
     if not splits:

@@ -55,6 +55,12 @@ def test_publishers_and_loaders_round_trip_a_dataset_through_the_pds(atmo, pds_a
 
     index = AtmosphereIndex(atmo)
     assert index.get_dataset("readings").uri == str(entry_uri)
+    # load_dataset resolves both atmosphere reference forms with just the client
+    from atdata_dagster import load_dataset
+
+    for ref in (str(entry_uri), f"@{pds_account['handle']}/readings"):
+        got = load_dataset(ref, Reading, split="train", atmosphere=atmo)
+        assert sorted(r.value for r in got) == list(range(5)), ref
     assert index.get_schema(str(schema_uri))["name"] == "Reading"
 
 
