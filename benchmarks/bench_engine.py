@@ -6,7 +6,7 @@ Writes and reads N samples ``{key: str, label: int, embedding: float32[256]}``:
 
 * ours: typed ``@packable`` samples -> ``write_samples_to_store`` -> ``LocalDiskStore``;
   read back with ``Dataset[T]`` (typed samples, arrays decoded), and undecoded with
-  ``Dataset.iter_raw``; plus ``local.Index.write`` (schema + shards + SQLite entry).
+  ``Dataset.iter_raw``; plus ``local.Index.write_samples`` (schema + shards + SQLite entry).
 * baseline: ``msgpack.packb`` of the same dicts (array in atdata's compact format)
   -> ``webdataset.ShardWriter``/``TarWriter``; read back with ``webdataset.WebDataset``
   + ``msgpack.unpackb`` + ``np.frombuffer``.
@@ -162,7 +162,7 @@ def throughput(n: int, repeat: int, tmp: str) -> dict[str, float]:
                 t, _ = _timed(lambda: write_index(n, idx_dir))
                 note("write_index", t)
             except Exception as exc:  # noqa: BLE001 - the Index part is optional for this benchmark; the failure is printed
-                print(f"(Index.write skipped: {type(exc).__name__}: {exc})")
+                print(f"(Index.write_samples skipped: {type(exc).__name__}: {exc})")
                 index_ok = False
         t, got = _timed(lambda: read_ours(urls))
         assert got == n
@@ -238,7 +238,7 @@ def main() -> None:
     print(f"{'':34}{'samples/s':>12}{'vs webdataset':>15}")
     rows = [
         ("write  ours (typed -> LocalDiskStore)", r["write_ours"], r["write_base"]),
-        ("write  ours via local.Index.write", r.get("write_index"), r["write_base"]),
+        ("write  ours via Index.write_samples", r.get("write_index"), r["write_base"]),
         ("write  webdataset TarWriter+msgpack", r["write_base"], r["write_base"]),
         ("read   ours Dataset[T] (decoded)", r["read_ours"], r["read_base"]),
         ("read   ours iter_raw (undecoded)", r["read_ours_raw"], r["read_base"]),
