@@ -482,6 +482,30 @@ def op_query(req: dict[str, Any]) -> list[list[Any]]:
     return [[h.shard, h.key, h.offset] for h in hits]
 
 
+def op_conveniences(req: dict[str, Any]) -> dict[str, Any]:
+    """atdata's Dataset conveniences on a NoDoc dataset: what each returns (JSON-able)."""
+    ds = atdata.Dataset[sample_type("NoDoc")](req["url"])
+    info = ds.describe()
+    return {
+        "len": len(ds),
+        "column_names": ds.column_names,
+        "schema": sorted(ds.schema),
+        "describe": {k: info[k] for k in ("sample_type", "num_shards", "shards", "url")},
+        "head": [s.x for s in ds.head(3)],
+        "select": [s.x for s in ds.select([4, 0, 2])],
+        "filter": [s.x for s in ds.filter(lambda s: s.x % 3 == 0)],
+        "map": list(ds.map(lambda s: s.y)),
+        "to_dict": ds.to_dict(limit=2),
+        "get": ds.get(next(iter(_keys(req["url"])))).x,
+    }
+
+
+def _keys(url: str) -> list[str]:
+    import webdataset as wds
+
+    return [s["__key__"] for s in wds.WebDataset(url, shardshuffle=False, empty_check=False)]
+
+
 def op_generate_cid(req: dict[str, Any]) -> list[Any]:
     """atdata's ``generate_cid`` of each value: the CID, or ``{"error": <exception type>}``."""
     from atdata._cid import generate_cid
