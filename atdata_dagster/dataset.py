@@ -52,7 +52,7 @@ from .samples.packable import DictSample, _plan
 from .shards.cache import is_local_url
 from .shards.fastread import ShardIndex, iter_payload_views, open_index, sample_key
 from .shards.manifest import manifest_url_for, read_manifest
-from .shards.query import QueryExecutor
+from .shards.query import QueryExecutor, query_fields
 from .shards.offsets import ShardOffsets, locate, offsets_from_manifest, sample_at, scan_offsets
 from .shards.patterns import brace_list, expand_patterns
 from .shards.reader import ShardOpener, iter_samples
@@ -879,6 +879,11 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         if path is not None and path.exists():
             path.unlink()
         return results
+
+    @property
+    def fields(self) -> Any:
+        """atdata's query DSL: ``Q = ds.fields; ds.query(Q.confidence > 0.9)`` (``pyarrow`` expressions)."""
+        return query_fields(self.sample_type)
 
     def query(self, where: Callable[[Any], Any] | Any) -> list[Any]:
         """Samples matching ``where`` by their manifest fields, without reading the shards (atdata's).

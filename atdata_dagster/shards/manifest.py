@@ -211,7 +211,7 @@ def _annotated_kinds(sample_type: type) -> dict[str, str]:
     return out
 
 
-def _declared_kinds(sample_type: type | None) -> dict[str, str]:
+def declared_kinds(sample_type: type | None) -> dict[str, str]:
     """Field name -> aggregate kind: ``ManifestField`` markers first, else from the sample type's schema."""
     if sample_type is None:
         return {}
@@ -278,7 +278,7 @@ class ManifestBuilder:
     def for_sample_type(cls, sample_type: type | None, *, provenance: dict | None = None) -> "ManifestBuilder":
         name = getattr(sample_type, "__name__", None) or "DictSample"
         version = getattr(sample_type, "__schema_version__", None) or "1.0.0"
-        return cls(schema_type=name, schema_version=str(version), kinds=_declared_kinds(sample_type), provenance=provenance)
+        return cls(schema_type=name, schema_version=str(version), kinds=declared_kinds(sample_type), provenance=provenance)
 
     def add(self, key: str, offset: int, size: int, payload: bytes | bytearray | memoryview) -> None:
         """Record one sample: its key, tar offset, payload size and field values."""

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal
 
 from ..errors import ShardError
-from .manifest import ManifestField, manifest_url_for, read_manifest
+from .manifest import ManifestField, declared_kinds, manifest_url_for, read_manifest
 from .reader import open_url
 
-__all__ = ["ManifestField", "QueryExecutor", "SampleLocation", "ShardManifest"]
+__all__ = ["FieldProxy", "ManifestField", "QueryExecutor", "QueryFields", "SampleLocation", "ShardManifest", "query_fields"]
 
 AggregateKind = Literal["categorical", "numeric", "set"]
 
@@ -108,9 +108,15 @@ class ShardManifest:
         return cls.from_header(read_manifest(json_path))
 
 
-def _read_table(data: bytes) -> Any:
-    import pyarrow.parquet as pq  # lazy: pyarrow is needed only to read sample rows (an optional speed-up elsewhere)
+def _arrow() -> tuple[Any, Any]:
+    """(pyarrow.compute, pyarrow.parquet), imported on first use."""
+    from pyarrow import compute, parquet  # lazy: pyarrow is heavy to import and only queries need it here
 
+    return compute, parquet
+
+
+def _read_table(data: bytes) -> Any:
+    _, pq = _arrow()
     try:
         return pq.read_table(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 - any parquet failure is a corrupt sidecar, reported typed
@@ -143,6 +149,72 @@ def _might_match(expr: Any, aggregates: dict[str, dict[str, Any]]) -> bool:
             return value in agg["value_counts"] or str(value) in agg["value_counts"]
         return True
     return True
+
+
+class FieldProxy:
+    """One manifest field in atdata's query DSL: comparisons, ``isin`` and ``between`` give
+    ``pyarrow.compute`` expressions, which combine with ``&``, ``|`` and ``~``."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def _f(self) -> Any:
+        return _arrow()[0].field(self._name)
+
+    def __gt__(self, value: Any) -> Any:
+        return self._f() > value
+
+    def __ge__(self, value: Any) -> Any:
+        return self._f() >= value
+
+    def __lt__(self, value: Any) -> Any:
+        return self._f() < value
+
+    def __le__(self, value: Any) -> Any:
+        return self._f() <= value
+
+    def __eq__(self, value: Any) -> Any:
+        return self._f() == value
+
+    def __ne__(self, value: Any) -> Any:
+        return self._f() != value
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def isin(self, values: Iterable[Any]) -> Any:
+        return self._f().isin(list(values))
+
+    def between(self, low: Any, high: Any) -> Any:
+        """``low <= field <= high``."""
+        return (self._f() >= low) & (self._f() <= high)
+
+    def __repr__(self) -> str:
+        return f"FieldProxy({self._name!r})"
+
+
+class QueryFields:
+    """``ds.fields``: a :class:`FieldProxy` per manifest field of the sample type (any name when untyped)."""
+
+    def __init__(self, names: Iterable[str] | None) -> None:
+        self._names = None if names is None else tuple(names)
+
+    def __getattr__(self, name: str) -> FieldProxy:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._names is not None and name not in self._names:
+            raise AttributeError(f"{name!r} is not a manifest field; manifest fields: {list(self._names)}")
+        return FieldProxy(name)
+
+    def __dir__(self) -> list[str]:
+        return list(self._names or ())
+
+
+def query_fields(sample_type: type | None) -> QueryFields:
+    """The query DSL for ``sample_type``'s manifest fields (``ManifestField`` markers and the schema)."""
+    if sample_type is None or not hasattr(sample_type, "__dataclass_fields__"):
+        return QueryFields(None)
+    kinds = declared_kinds(sample_type)
+    return QueryFields(name for name, kind in kinds.items() if kind in ("categorical", "numeric", "set"))
 
 
 class QueryExecutor:

@@ -79,3 +79,15 @@ def test_query_without_manifests_says_how_to_write_them(tmp_path):
     plain = Dataset[Detection](write_samples(_detections(3), tmp_path / "plain.tar").url)
     with pytest.raises(FileNotFoundError, match="manifest=True"):
         plain.query(lambda df: df["frame"] > 0)
+
+
+def test_the_fields_dsl_builds_expressions_as_atdatas_proxy_does(ds):
+    Q = ds.fields
+    assert sorted(dir(Q)) == ["confidence", "frame", "label", "tags"]  # "note" is excluded by its marker
+    hits = ds.query((Q.confidence > 0.5) & (Q.label == "dog"))
+    assert [ds.get(h.key).frame for h in hits] == [7, 10]
+    assert [ds.get(h.key).frame for h in ds.query(Q.label.isin(["bird"]))] == [2, 5, 8, 11]
+    assert [ds.get(h.key).frame for h in ds.query(Q.frame.between(3, 5))] == [3, 4, 5]
+    assert [ds.get(h.key).frame for h in ds.query(~(Q.frame < 10))] == [10, 11]
+    with pytest.raises(AttributeError, match="not a manifest field"):
+        Q.note
