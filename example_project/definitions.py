@@ -232,7 +232,7 @@ promotion_job = build_promotion_job()
 # validate_definitions: a typo in an asset's atdata/* metadata or an unknown repository
 # stops the code location from loading, instead of failing the first run
 defs = validate_definitions(dg.Definitions(
-    assets=[*all_assets, digits_classifier],
+    assets=dg.with_source_code_references([*all_assets, digits_classifier]),  # "Open source" links in the UI
     asset_checks=checks,
     jobs=[promotion_job],
     sensors=[build_promotion_sensor(promotion_job)],

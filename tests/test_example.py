@@ -23,6 +23,8 @@ def test_example_definitions_load_with_checks_sensor_and_schedule_stopped():
     for key in ("digits_raw", "digits_split", "digits_features"):
         spec = defs.resolve_assets_def(key).specs_by_key[dg.AssetKey(key)]
         assert spec.code_version and "dagster/kind/webdataset" in spec.tags and spec.description
+        refs = spec.metadata["dagster/code_references"].code_references  # the UI's "Open source" link
+        assert refs[0].file_path.endswith("example_project/definitions.py") and refs[0].line_number > 0
 
 
 def test_demo_materializes_every_dataset_and_prints_entries_and_lineage(tmp_path):
