@@ -460,11 +460,41 @@ class Dataset(Generic[T], metaclass=_DatasetMeta):
         except OSError as exc:
             raise ShardError(f"cannot open shard {url}: {exc}") from exc
 
+    @property
+    def is_transformed(self) -> bool:
+        """Whether reads pass through :meth:`filter` / :meth:`map` steps or a lens (:meth:`as_type`),
+        so the samples are not simply the shards' payloads."""
+        return bool(self._steps) or self._base is not None
+
     def iter_raw(self, shards: Iterable[str] | None = None) -> Iterator[tuple[str, bytes]]:
-        """Yield ``(key, msgpack payload)`` for every sample, shard by shard, undecoded."""
+        """Yield ``(key, msgpack payload)`` for every sample, shard by shard, undecoded.
+
+        For a transformed dataset (:attr:`is_transformed`) the payloads are those of the
+        samples it yields (filtered, mapped, through its lens), so copying or counting it
+        (``insert_dataset``, ``write_shards``) gets what iterating it gets.
+        """
+        if self.is_transformed:
+            yield from self._transformed_raw(shards)
+            return
         for url in self._shards if shards is None else shards:
             with closing(self._open(url)) as f:
                 yield from iter_samples(f, url)
+
+    def _transformed_raw(self, shards: Iterable[str] | None) -> Iterator[tuple[str, bytes]]:
+        base = self._plain()
+        decode = base._decoder()
+        for url in self._shards if shards is None else shards:
+            for key, payload in base.iter_raw(shards=[url]):
+                keep, value = self._apply(decode(url, key, payload))
+                if not keep:
+                    continue
+                if self.sample_type is not None and type(value) is not self.sample_type:
+                    raise ConfigurationError(
+                        f"{self!r}: a map() step turned samples into {type(value).__name__}, not "
+                        f"{getattr(self.sample_type, '__name__', self.sample_type)}, so they cannot be written as this "
+                        "dataset; change sample types with a lens and as_type() instead"
+                    )
+                yield key, value.packed
 
     def _decoder(self, fields: Sequence[str] | None = None) -> Callable[[str, str, bytes], Any]:
         fields = self.columns if fields is None else fields

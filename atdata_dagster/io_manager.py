@@ -511,7 +511,10 @@ def _upstream_types(index: "Index", upstream: list[dict[str, Any]]) -> list[tupl
 
 
 def _referencable(ds: Dataset[Any]) -> bool:
-    """Whether every shard of ``ds`` has a recorded checksum and sample count (then it needs no copy)."""
+    """Whether ``ds`` is its shards as they are (not filtered, mapped or seen through a lens) and every
+    shard has a recorded checksum and sample count: then it needs no copy."""
+    if ds.is_transformed:
+        return False
     try:
         return all(spec.sha256 for spec in ds.shard_specs())
     except (TypeError, AtdataError):  # counts unknown (bare URLs without manifests) or malformed metadata

@@ -747,6 +747,11 @@ class Index:
             raise ConfigurationError(
                 f"reference_dataset({name!r}): an atmosphere entry cannot reference local shards; use insert_dataset"
             )
+        if getattr(ds, "is_transformed", False):
+            raise ConfigurationError(
+                f"reference_dataset({name!r}): the dataset is filtered, mapped or read through a lens, so its samples "
+                "are not its shards; write it with insert_dataset(...) instead"
+            )
         assert repo is not None
         specs = ds.shard_specs()
         unverified = [s.url for s in specs if not s.sha256]

@@ -659,6 +659,22 @@ def test_an_upstream_passed_through_whole_becomes_a_label_on_its_entry_with_no_c
     assert set(index.verify("same").values()) == {"ok"}
 
 
+def test_a_filtered_upstream_is_written_filtered_not_referenced(io_manager, instance, index, tmp_path):
+    @dg.asset(metadata={"atdata/maxcount": 4})
+    def up():
+        return rows(10)
+
+    @dg.asset
+    def evens(up: Dataset[Row]):
+        return up.filter(lambda r: r.label % 2 == 0)  # lazy: the IO manager writes what it yields
+
+    result = dg.materialize([up, evens], resources={"io_manager": io_manager}, instance=instance)
+    entry = index.get_dataset("evens")
+    assert [r.label for r in index.dataset("evens", Row)] == [0, 2, 4, 6, 8]
+    assert not set(entry.data_urls) & set(index.get_dataset("up").data_urls)  # its own shards
+    assert md(materialization(result, "evens"), "dagster/row_count") == 5
+
+
 def test_copy_stays_available_as_an_explicit_option(io_manager, instance, index, tmp_path):
     @dg.asset(metadata={"atdata/maxcount": 4})
     def up():

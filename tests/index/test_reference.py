@@ -104,3 +104,30 @@ def test_referencing_exactly_another_entrys_shards_is_refused_instead_of_renamin
     with pytest.raises(ConfigurationError, match="exactly the shards of entry 'all'"):
         index.reference_dataset(index.dataset("all").select_shards([0, 1]), name="alias")
     assert index.get_entry(parent.cid).name == "all"
+
+
+def test_a_filtered_mapped_or_lens_dataset_is_written_as_it_reads_never_referenced(tmp_path):
+    import dataclasses
+
+    from atdata_dagster import lens, local, packable
+    from atdata_dagster.errors import ConfigurationError
+
+    @packable
+    class Pair:
+        a: int
+        b: str
+
+    with local.Index(path=str(tmp_path / "i.db"), data_store=local.LocalDiskStore(str(tmp_path / "d")),
+                     atmosphere=None) as index:
+        index.write_samples([Pair(a=i, b=f"b{i}") for i in range(10)], name="pairs", maxcount=4)
+        pairs = index.dataset("pairs")
+        odd = pairs.filter(lambda p: p.a % 2)
+        with pytest.raises(ConfigurationError, match="filtered, mapped or read through a lens"):
+            index.reference_dataset(odd, name="odd")
+        entry = index.insert_dataset(odd, name="odd")
+        assert [p.a for p in index.dataset("odd")] == [1, 3, 5, 7, 9] and entry.stats["num_samples"] == 5
+        bumped = index.insert_dataset(pairs.map(lambda p: dataclasses.replace(p, a=p.a + 100)), name="bumped",
+                                      maxcount=100)
+        assert [p.a for p in index.dataset("bumped")][:3] == [100, 101, 102] and len(bumped.data_urls) == 1
+        with pytest.raises(ConfigurationError, match="map\\(\\) step turned samples into int"):
+            index.insert_dataset(pairs.map(lambda p: p.a), name="ints")
