@@ -136,7 +136,7 @@ def offsets_from_manifest(parquet: bytes, end: int | None = None) -> ShardOffset
     try:
         import pyarrow.parquet as pq  # lazy: pyarrow is heavy; only parquet manifests need it
 
-        table = pq.read_table(io.BytesIO(parquet), columns=["__key__", "__offset__"])
+        table = pq.read_table(io.BytesIO(parquet), columns=["__key__", "__offset__"], use_threads=False)  # see shards/query.py
     except Exception:  # noqa: BLE001 - an unreadable parquet sidecar means scanning the shard headers instead
         return None
     keys = tuple(str(k) for k in table.column("__key__").to_pylist())

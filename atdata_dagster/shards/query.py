@@ -118,7 +118,9 @@ def _arrow() -> tuple[Any, Any]:
 def _read_table(data: bytes) -> Any:
     _, pq = _arrow()
     try:
-        return pq.read_table(io.BytesIO(data))
+        # use_threads=False: pyarrow 26's threaded parquet reader aborts the process at exit now and then
+        # ("terminate called without an active exception"); manifests are small, one thread is enough
+        return pq.read_table(io.BytesIO(data), use_threads=False)
     except Exception as exc:  # noqa: BLE001 - any parquet failure is a corrupt sidecar, reported typed
         raise ShardError(f"manifest parquet does not read ({type(exc).__name__}: {exc})") from None
 

@@ -91,3 +91,23 @@ def test_the_fields_dsl_builds_expressions_as_atdatas_proxy_does(ds):
     assert [ds.get(h.key).frame for h in ds.query(~(Q.frame < 10))] == [10, 11]
     with pytest.raises(AttributeError, match="not a manifest field"):
         Q.note
+
+
+def test_a_process_that_queried_manifests_exits_cleanly(tmp_path):
+    # pyarrow 26's threaded parquet reader aborted about one exit in three ("terminate called
+    # without an active exception", SIGABRT) after reading a manifest; the readers use one thread
+    import subprocess
+    import sys
+
+    script = (
+        "import pyarrow.compute as pc\n"
+        "from tests.shards.test_query import Detection, _detections\n"
+        "from atdata_dagster import Dataset, write_samples\n"
+        f"ds = Dataset[Detection](write_samples(_detections(), {str(tmp_path / 'd.tar')!r}, maxcount=4, manifest=True).url)\n"
+        "assert len(ds.query(pc.field('confidence') > 0.5)) == 5\n"
+        "assert ds[5].frame == 5\n"  # ds[i] reads the offsets from the manifest parquet too
+    )
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[2])
+    codes = [subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
+             for _ in range(8)]
+    assert [c.returncode for c in codes] == [0] * 8, [c.stderr[-300:] for c in codes if c.returncode]
