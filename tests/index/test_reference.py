@@ -109,7 +109,7 @@ def test_referencing_exactly_another_entrys_shards_is_refused_instead_of_renamin
 def test_a_filtered_mapped_or_lens_dataset_is_written_as_it_reads_never_referenced(tmp_path):
     import dataclasses
 
-    from atdata_dagster import lens, local, packable
+    from atdata_dagster import local, packable
     from atdata_dagster.errors import ConfigurationError
 
     @packable
