@@ -53,13 +53,38 @@ class SourceOpener:
         return f"SourceOpener({self.source!r})"
 
 
-def _shards(source: Any) -> Iterator[tuple[str, BinaryIO]]:
-    for shard in source.list_shards():
-        yield shard, source.open_shard(shard)
+class _Source:
+    """What every source shares: ``shards`` and a checked ``open_shard`` (subclasses give ``_open``).
+
+    The shard list is computed once, on the first open: a dataset opens every shard through
+    here, and expanding a brace pattern (or rebuilding every URL) per open would make a read
+    quadratic in the number of shards. Change a source's fields before first use, not after.
+    """
+
+    def _open(self, shard_id: str) -> BinaryIO:
+        raise NotImplementedError
+
+    def list_shards(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def shards(self) -> Iterator[tuple[str, BinaryIO]]:
+        """(shard URL, open stream) for each shard, opened lazily."""
+        for shard in self.list_shards():
+            yield shard, self.open_shard(shard)
+
+    def open_shard(self, shard_id: str) -> BinaryIO:
+        """Open one shard; ``KeyError`` if it is not one of this source's."""
+        known = self.__dict__.get("_known_ids")
+        if known is None:
+            known = self.__dict__["_known_ids"] = frozenset(self.list_shards())
+        if shard_id not in known:
+            raise KeyError(f"Shard not found: {shard_id}")
+        return self._open(shard_id)
 
 
 @dataclass
-class URLSource:
+class URLSource(_Source):
     """Shards named by a URL or brace pattern (``"data/train-{000..009}.tar"``)."""
 
     url: str
@@ -68,20 +93,12 @@ class URLSource:
         """The shard URLs, braces expanded."""
         return expand_patterns([self.url])
 
-    @property
-    def shards(self) -> Iterator[tuple[str, BinaryIO]]:
-        """(shard URL, open stream) for each shard, opened lazily."""
-        return _shards(self)
-
-    def open_shard(self, shard_id: str) -> BinaryIO:
-        """Open one shard; ``KeyError`` if it is not one of this source's."""
-        if shard_id not in self.list_shards():
-            raise KeyError(f"Shard not found: {shard_id}")
+    def _open(self, shard_id: str) -> BinaryIO:
         return default_opener()(shard_id)
 
 
 @dataclass
-class S3Source:
+class S3Source(_Source):
     """Objects ``keys`` of ``bucket``, read with these credentials (``None``: boto3's default chain).
 
     ``endpoint`` is an S3-compatible endpoint URL (R2, MinIO, Ceph RGW); the secret never
@@ -116,14 +133,7 @@ class S3Source:
         """``s3://bucket/key`` for each key."""
         return [f"s3://{self.bucket}/{k}" for k in self.keys]
 
-    @property
-    def shards(self) -> Iterator[tuple[str, BinaryIO]]:
-        return _shards(self)
-
-    def open_shard(self, shard_id: str) -> BinaryIO:
-        """Stream one object; ``KeyError`` if it is not one of this source's."""
-        if shard_id not in self.list_shards():
-            raise KeyError(f"Shard not found: {shard_id}")
+    def _open(self, shard_id: str) -> BinaryIO:
         return self._s3().open(shard_id)
 
     def read_range(self, url: str, start: int, stop: int | None) -> bytes:
@@ -156,7 +166,7 @@ class S3Source:
 
 
 @dataclass
-class BlobSource:
+class BlobSource(_Source):
     """ATProto blobs, each ``{"did": ..., "cid": ...}``, fetched from ``pds_endpoint``'s ``getBlob``."""
 
     blob_refs: list[dict[str, str]]
@@ -170,14 +180,7 @@ class BlobSource:
         """The ``getBlob`` URL of each blob."""
         return [self._url(r) for r in self.blob_refs]
 
-    @property
-    def shards(self) -> Iterator[tuple[str, BinaryIO]]:
-        return _shards(self)
-
-    def open_shard(self, shard_id: str) -> BinaryIO:
-        """Download one blob; ``KeyError`` if it is not one of this source's."""
-        if shard_id not in self.list_shards():
-            raise KeyError(f"Shard not found: {shard_id}")
+    def _open(self, shard_id: str) -> BinaryIO:
         return HttpOpener()(shard_id)
 
     @classmethod
