@@ -471,14 +471,22 @@ class Index:
         raise NotFoundError(f"Schema not found: {name}@{version}; publish it with index.publish_schema({name}, version={version!r})")
 
     def get_schema(self, ref: str) -> dict:
-        """The schema record for ``ref`` as a dict with ``$ref`` (AbstractIndex protocol)."""
+        """The schema record for ``ref`` as a dict with ``$ref`` (AbstractIndex protocol).
+
+        With ``auto_stubs``, as in atdata, reading a schema also writes its stub module.
+        """
+        record = self._schema_record(ref)
+        if self._stubs is not None and not ref.startswith(("at://", "@")):
+            self._stubs.ensure_stub(record, authority=_authority_of(record["$ref"]))
+        return record
+
+    def _schema_record(self, ref: str) -> dict:
+        """The schema record for ``ref`` (no stub written: callers that want one make it themselves)."""
         if isinstance(ref, str) and ref.startswith(("at://", "@")):
             return self._require_atmosphere("resolving an atmosphere schema").get_schema(ref)
         name, version = parse_schema_ref(ref)
         record = _load_schema_text(self._schema_json(name, version), name, version)
         record["$ref"] = make_schema_ref(name, version)
-        if self._stubs is not None:  # as atdata: with auto_stubs, reading a schema writes its stub
-            self._stubs.ensure_stub(record, authority=_authority_of(record["$ref"]))
         return record
 
     def get_schema_record(self, ref: str) -> LocalSchemaRecord:
@@ -504,7 +512,7 @@ class Index:
 
         ``register`` (default, as atdata 0.7) also makes it ``index.types.<Name>``.
         """
-        record = self.get_schema(ref)
+        record = self._schema_record(ref)  # load_type writes the stub when it needs one
         if self._stubs is not None:
             cls = self._stubs.load_type(record, authority=_authority_of(record.get("$ref", ref)))
         else:
@@ -543,7 +551,7 @@ class Index:
         """Import path of the generated stub module (``local.MySample_1_0_0``), or ``None`` without auto_stubs."""
         if self._stubs is None:
             return None
-        record = self.get_schema(ref)
+        record = self._schema_record(ref)
         authority = _authority_of(record.get("$ref", ref))
         self._stubs.ensure_stub(record, authority=authority)
         return self._stubs.import_path(record["name"], record["version"], authority=authority)
@@ -1100,7 +1108,7 @@ class Index:
     def _promote(self, backend: Any, repo: Repository, entry: LocalDatasetEntry, **kwargs: Any) -> str:
         if not entry.data_urls:
             raise ConfigurationError(f"entry {entry.name!r} has no data URLs to promote")
-        schema = self.get_schema(entry.schema_ref)
+        schema = self._schema_record(entry.schema_ref)
         result = backend.promote(entry, schema, shard_sources=self._shard_sources(entry), **kwargs)
         atmosphere = {"uri": result.entry_uri, "schema_uri": result.schema_uri, "label_uri": result.label_uri}
         # merged inside the provider's write transaction: `entry` was read before the
@@ -1133,7 +1141,7 @@ class Index:
         backend = self._require_atmosphere(f"publishing {ref!r}")
         backend.ensure_writable_for(resolved.handle)
         cls = _dataset_sample_type(ds)
-        record = self.get_schema(schema_ref) if schema_ref else build_schema_record(cls, version="1.0.0")
+        record = self._schema_record(schema_ref) if schema_ref else build_schema_record(cls, version="1.0.0")
         entry = LocalDatasetEntry(name=resolved.name, schema_ref=record.get("$ref") or f"atdata://local/schema/{record['name']}@{record['version']}",
                                   data_urls=list(ds.list_shards()), metadata=metadata or None)
         result = backend.promote(entry, record, name=resolved.name, shard_sources=self._shard_sources(entry),
@@ -1156,7 +1164,7 @@ class Index:
             )
             entry = LocalDatasetEntry(name=resolved.name, schema_ref=schema_ref, data_urls=list(result),
                                       metadata=_with_stats(metadata or {}, result))
-            schema = self.get_schema(schema_ref)
+            schema = self._schema_record(schema_ref)
             sources = shard_sources_for(entry, stores=[store], opener=store.open_read)
             out = backend.promote(entry, schema, name=resolved.name, description=description, tags=tags,
                                   license=license, shard_sources=sources)
