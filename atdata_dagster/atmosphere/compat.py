@@ -14,7 +14,7 @@ import os
 from typing import Any, Iterator
 
 from ..dataset import Dataset
-from ..errors import AtmosphereUnavailableError, InvalidRefError
+from ..errors import AtmosphereUnavailableError, ChecksumMismatchError, InvalidRefError
 from ..index.entry import LocalDatasetEntry
 from ..index.index import Index
 from ..samples.schema import build_schema_record
@@ -55,7 +55,7 @@ class Atmosphere(AtmosphereClient):
 
     def resolve_did(self, handle_or_did: str) -> str:
         """The DID of a handle (a DID is returned as is)."""
-        return handle_or_did if handle_or_did.startswith("did:") else self.resolve_handle(handle_or_did)
+        return _repo_did(self, handle_or_did)
 
     def get_record(self, uri: str | AtUri, collection: str | None = None, rkey: str | None = None) -> Any:
         """A record's value by AT URI (atdata's form); ``(repo, collection, rkey)`` gives the :class:`Record`."""
@@ -66,7 +66,7 @@ class Atmosphere(AtmosphereClient):
     def list_records_of(self, collection: str, *, repo: str | None = None, limit: int = 100) -> list[dict]:
         """Record values of ``collection`` in ``repo`` (default: this account), at most ``limit``."""
         out = []
-        for rec in self.list_records(self.resolve_did(repo) if repo else self.did, collection):
+        for rec in self.list_records(_repo_did(self, repo), collection):
             out.append({"uri": rec.uri, "cid": getattr(rec, "cid", None), "value": rec.value})
             if len(out) >= limit:
                 break
@@ -84,6 +84,13 @@ class Atmosphere(AtmosphereClient):
     def get_blob_url(self, did: str, cid: str) -> str:
         """The ``getBlob`` URL of a blob on its owner's PDS."""
         return f"{self.pds_endpoint(did).rstrip('/')}/xrpc/com.atproto.sync.getBlob?did={did}&cid={cid}"
+
+
+def _repo_did(client: AtmosphereClient, repo: str | None) -> str:
+    """The DID of ``repo`` (a handle or DID), or the client's own account."""
+    if not repo:
+        return client.did
+    return repo if repo.startswith("did:") else client.resolve_handle(repo)
 
 
 def _backend(atmo: AtmosphereClient) -> AtmosphereBackend:
@@ -118,7 +125,7 @@ class SchemaLoader:
         return value
 
     def list_all(self, repo: str | None = None, limit: int = 100) -> list[dict]:
-        did = self.client.resolve_handle(repo) if repo and not repo.startswith("did:") else (repo or self.client.did)
+        did = _repo_did(self.client, repo)
         return [r.value for r in self.client.list_records(did, NSID_SCHEMA)][:limit]
 
 
@@ -174,7 +181,7 @@ class DatasetLoader:
         return self._entry(uri).metadata
 
     def list_all(self, repo: str | None = None, limit: int = 100) -> list[dict]:
-        did = self.client.resolve_handle(repo) if repo and not repo.startswith("did:") else (repo or self.client.did)
+        did = _repo_did(self.client, repo)
         return [{"uri": r.uri, "value": r.value} for r in self.client.list_records(did, NSID_ENTRY)][:limit]
 
     def to_dataset(self, uri: str | AtUri, sample_type: type) -> Dataset:
@@ -206,7 +213,7 @@ class LabelLoader:
         return self.client.get_record_uri(str(uri)).value
 
     def list_all(self, repo: str | None = None, limit: int = 100) -> list[dict]:
-        did = self.client.resolve_handle(repo) if repo and not repo.startswith("did:") else (repo or self.client.did)
+        did = _repo_did(self.client, repo)
         return [r.value for r in self.client.list_records(did, NSID_LABEL)][:limit]
 
     def resolve(self, handle_or_did: str, name: str, version: str | None = None) -> str:
@@ -227,9 +234,13 @@ class PDSBlobStore:
         for source in shard_sources_for(LocalDatasetEntry(name=prefix, schema_ref="", data_urls=ds.list_shards(),
                                                           metadata=ds.metadata if isinstance(ds.metadata, dict) else None),
                                          opener=ds.opener):
-            measured = source.measured()
-            with measured.open() as f:
+            with source.open() as f:  # upload_blob hashes and sizes the stream as it sends it: one read
                 blob = self.client.upload_blob(f)
+            if source.sha256 and source.sha256.lower() != blob.sha256:
+                raise ChecksumMismatchError(
+                    f"shard {source.url} has SHA-256 {blob.sha256}, but the index records {source.sha256}; the file "
+                    "changed since it was indexed (the blob is not referenced by any record): re-write or verify it"
+                )
             infos.append(ShardInfo(url=blob_url(self.client.did, blob.ref.cid), sha256=blob.sha256, size=blob.size,
                                    num_samples=0))
         return ShardWriteResult(infos)
