@@ -103,7 +103,7 @@ class DatasetDict(dict, Generic[T]):
         raise AttributeError(f"'{type(self).__name__}' object has no attribute {name!r}")
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({ {k: v for k, v in self.items()} !r})"
+        return f"{type(self).__name__}({dict(self)!r})"
 
 
 # ------------------------------------------------------------------ split detection

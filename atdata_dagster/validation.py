@@ -62,26 +62,21 @@ def validate_definitions(defs: dg.Definitions) -> dg.Definitions:
     managers = {k: v for k, v in resources.items() if isinstance(v, AtdataIOManager)}
     if not managers:
         return defs
-    for assets_def in defs.assets or []:
-        if not isinstance(assets_def, dg.AssetsDefinition) or not assets_def.is_executable:
+    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    # asset key -> the IO manager key that stores it (and loads it for its downstream assets)
+    stored_by = {
+        key: a.node_def.output_def_named(a.get_output_name_for_asset_key(key)).io_manager_key
+        for a in assets for key in a.keys
+    }
+    for assets_def in assets:
+        if not assets_def.is_executable:
             continue
         for key in assets_def.keys:
-            out = assets_def.node_def.output_def_named(assets_def.get_output_name_for_asset_key(key))
-            manager = managers.get(out.io_manager_key)
+            manager = managers.get(stored_by[key])
             if manager is not None:
                 _check_output(manager, key, assets_def.specs_by_key[key].metadata)
         for name, upstream in assets_def.keys_by_input_name.items():
             input_def = assets_def.node_def.input_def_named(name)
-            manager_key = input_def.input_manager_key or _upstream_manager_key(defs, upstream)
-            if manager_key in managers:
+            if (input_def.input_manager_key or stored_by.get(upstream)) in managers:
                 InputSettings.parse(input_def.metadata, upstream)
     return defs
-
-
-def _upstream_manager_key(defs: dg.Definitions, upstream: dg.AssetKey) -> str | None:
-    """The IO manager key of the asset that produces ``upstream`` (which loads it), if defined here."""
-    for assets_def in defs.assets or []:
-        if isinstance(assets_def, dg.AssetsDefinition) and upstream in assets_def.keys:
-            output = assets_def.get_output_name_for_asset_key(upstream)
-            return assets_def.node_def.output_def_named(output).io_manager_key
-    return None
