@@ -483,21 +483,8 @@ def op_query(req: dict[str, Any]) -> list[list[Any]]:
 
 
 def op_conveniences(req: dict[str, Any]) -> dict[str, Any]:
-    """atdata's Dataset conveniences on a NoDoc dataset: what each returns (JSON-able)."""
-    ds = atdata.Dataset[sample_type("NoDoc")](req["url"])
-    info = ds.describe()
-    return {
-        "len": len(ds),
-        "column_names": ds.column_names,
-        "schema": sorted(ds.schema),
-        "describe": {k: info[k] for k in ("sample_type", "num_shards", "shards", "url")},
-        "head": [s.x for s in ds.head(3)],
-        "select": [s.x for s in ds.select([4, 0, 2])],
-        "filter": [s.x for s in ds.filter(lambda s: s.x % 3 == 0)],
-        "map": list(ds.map(lambda s: s.y)),
-        "to_dict": ds.to_dict(limit=2),
-        "get": ds.get(next(iter(_keys(req["url"])))).x,
-    }
+    """atdata's Dataset conveniences on a NoDoc dataset (see ``wire.conveniences``)."""
+    return wire.conveniences(atdata.Dataset[sample_type("NoDoc")](req["url"]), _keys(req["url"])[0])
 
 
 def _keys(url: str) -> list[str]:

@@ -225,3 +225,21 @@ def diff_samples(expected: list[dict], actual: list[dict]) -> list[str]:
             if k in a and not same_value(e[k], a[k]):
                 problems.append(f"sample {idx} field {k!r}: expected {e[k]!r}, got {a[k]!r}")
     return problems
+
+
+def conveniences(ds: Any, first_key: str) -> dict[str, Any]:
+    """What atdata's Dataset conveniences return for a ``NoDoc`` dataset (JSON-able), asked the
+    same way on either side: both libraries' ``Dataset`` objects go through this one function."""
+    info = ds.describe()
+    return {
+        "len": len(ds),
+        "column_names": ds.column_names,
+        "schema": sorted(ds.schema),
+        "describe": {k: info[k] for k in ("sample_type", "num_shards", "shards", "url")},
+        "head": [s.x for s in ds.head(3)],
+        "select": [s.x for s in ds.select([4, 0, 2])],
+        "filter": [s.x for s in ds.filter(lambda s: s.x % 3 == 0)],
+        "map": list(ds.map(lambda s: s.y)),
+        "to_dict": ds.to_dict(limit=2),
+        "get": ds.get(first_key).x,
+    }
